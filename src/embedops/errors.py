@@ -1,0 +1,119 @@
+"""One exception tree for embedops.
+
+Every error a user can see derives from :class:`EmbedopsError`. Subsystems have
+their own base class, and errors carry structured attributes plus a ``hint``
+naming the next command to run. Lower-level errors (sqlite, OSError, model
+libraries) are translated once, at the boundary, with ``raise ... from``.
+``http_status`` lets the CLI and the HTTP service map errors without ``if``
+chains.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EmbedopsError(Exception):
+    """Root of every embedops error."""
+
+    http_status: int = 500
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": type(self).__name__,
+            "message": self.message,
+            "hint": self.hint,
+            **{k: v for k, v in self.details.items() if _jsonable(v)},
+        }
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None), list, dict))
+
+
+class Transient(EmbedopsError):
+    """Marker: retrying the same operation may succeed (network, rate limit)."""
+
+
+class Terminal(EmbedopsError):
+    """Marker: retrying will fail the same way until the input changes."""
+
+
+class ConfigError(Terminal):
+    http_status = 400
+
+
+class WorkspaceNotFound(ConfigError):
+    http_status = 404
+
+
+class CatalogError(EmbedopsError):
+    pass
+
+
+class SchemaVersionError(CatalogError):
+    pass
+
+
+class NotFound(Terminal):
+    http_status = 404
+
+
+class SourceError(EmbedopsError):
+    http_status = 400
+
+
+class BadRecord(SourceError, Terminal):
+    """One source record cannot be used; the others proceed."""
+
+
+class ChunkingError(Terminal):
+    http_status = 400
+
+
+class EmbeddingError(EmbedopsError):
+    http_status = 502
+
+
+class EmbedderNotFound(EmbeddingError, Terminal):
+    http_status = 400
+
+
+class ProviderError(EmbeddingError, Transient):
+    pass
+
+
+class VectorStoreError(EmbedopsError):
+    pass
+
+
+class SpaceMismatch(VectorStoreError, Terminal):
+    """A write or a query whose space/chunker differs from the index's (invariant 1)."""
+
+    http_status = 409
+
+
+class SyncError(EmbedopsError):
+    pass
+
+
+class ConfigChanged(SyncError, Terminal):
+    """The configured embedder/chunker differs from the active index: that is a migration."""
+
+    http_status = 409
+
+
+class SearchError(EmbedopsError):
+    http_status = 400

@@ -1,0 +1,1 @@
+"""Evaluation: eval sets (BEIR/JSONL import), retrieval metrics, paired comparisons."""

@@ -1,0 +1,61 @@
+"""What sources yield, and the protocol they implement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from embedops.hashing import content_hash
+
+
+@dataclass(frozen=True)
+class Document:
+    """One source record. ``signature`` is a cheap change key (e.g. mtime+size)."""
+
+    external_id: str
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    updated_at: datetime | None = None
+    signature: str | None = None
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of text and metadata: a metadata-only change updates the doc, not its vectors."""
+        import json
+
+        meta = json.dumps(dict(self.metadata), sort_keys=True, default=str)
+        return content_hash(self.text + "\x00" + meta)
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """The source checked this record cheaply (signature matched) and did not read it."""
+
+    external_id: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A record that cannot be used, with a reason naming the file/record and the fix."""
+
+    external_id: str
+    reason: str
+
+
+SourceItem = Document | Unchanged | Skipped
+
+
+class Source(Protocol):
+    """A place documents come from. ``scan`` yields every current record once.
+
+    ``known`` maps external ids to the signature stored at the last sync, so a
+    source can answer :class:`Unchanged` without reading the record. Records
+    absent from the scan are deleted (unless the scan reported them Skipped).
+    """
+
+    name: str
+    kind: str
+
+    def scan(self, known: Mapping[str, str | None]) -> Iterator[SourceItem]: ...

@@ -1,0 +1,128 @@
+"""Bringing one index up to date from the catalog (no source read).
+
+Used by sync to repair an index that lags the catalog, and by a migration's
+backfill to fill a shadow index. Work is found by anti-joins, so it is
+naturally resumable: whatever a killed run committed is not done again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from embedops.catalog import schema
+from embedops.catalog.ledger import write_ledger
+from embedops.sync.run import Target, _insert_returning_ids, embed_texts
+from embedops.vectors.base import VectorRow, VectorStore
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Gap:
+    """What an index lacks: documents never chunked by its chunker, chunks without a vector."""
+
+    unchunked_docs: int
+    missing_vectors: int
+
+    @property
+    def total(self) -> int:
+        return self.unchunked_docs + self.missing_vectors
+
+
+def _live_docs_without_chunks(target: Target) -> sa.Select[tuple[int, str, str]]:
+    d, c = schema.documents, schema.chunks
+    has = sa.select(c.c.id).where(c.c.document_id == d.c.id, c.c.chunker_key == target.chunker.ref.key).exists()
+    return sa.select(d.c.id, d.c.text, d.c.content_hash).where(d.c.deleted_at.is_(None), ~has).order_by(d.c.id)
+
+
+def _chunks_without_vectors(target: Target) -> sa.Select[tuple[int, str, str, str]]:
+    d, c, v = schema.documents, schema.chunks, schema.vectors
+    has = sa.select(v.c.seq).where(v.c.chunk_id == c.c.id, v.c.index_id == target.index.id).exists()
+    return (
+        sa.select(c.c.id, c.c.content_hash, c.c.text, d.c.content_hash)
+        .join(d, d.c.id == c.c.document_id)
+        .where(d.c.deleted_at.is_(None), c.c.chunker_key == target.chunker.ref.key, ~has)
+        .order_by(c.c.id)
+    )
+
+
+def measure_gap(conn: sa.Connection, target: Target) -> Gap:
+    d, c, v = schema.documents, schema.chunks, schema.vectors
+    live_chunks = (
+        sa.select(sa.func.count())
+        .select_from(c.join(d, d.c.id == c.c.document_id))
+        .where(d.c.deleted_at.is_(None), c.c.chunker_key == target.chunker.ref.key)
+    )
+    vectors = sa.select(sa.func.count()).where(v.c.index_id == target.index.id)
+    n_chunks, n_vectors = conn.execute(sa.select(live_chunks.scalar_subquery(), vectors.scalar_subquery())).one()
+    unchunked = conn.execute(sa.select(sa.func.count()).select_from(_live_docs_without_chunks(target).subquery())).scalar_one()
+    missing = n_chunks - n_vectors
+    if missing < 0 or (missing == 0 and n_chunks and unchunked == 0):
+        # counts agree (or vectors outnumber chunks, which the anti-join below settles)
+        missing = conn.execute(sa.select(sa.func.count()).select_from(_chunks_without_vectors(target).subquery())).scalar_one()
+    return Gap(int(unchunked), int(missing))
+
+
+def fill_index(
+    engine: sa.Engine,
+    store: VectorStore,
+    target: Target,
+    *,
+    batch_size: int = 256,
+    progress: Progress | None = None,
+    ledger_kind: str = "index.fill",
+    pause: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Chunk what is unchunked and embed what lacks a vector, one transaction per batch."""
+    progress = progress or (lambda n: None)
+    done = {"chunked_docs": 0, "embedded": 0, "vectors": 0}
+    # Cursors (ids only grow) guarantee progress even for a document that yields no chunk.
+    after = 0
+    while True:
+        q = _live_docs_without_chunks(target).where(schema.documents.c.id > after).limit(batch_size)
+        with engine.connect() as conn:
+            docs = conn.execute(q).all()
+        if not docs:
+            break
+        _chunk_docs(engine, target, docs, ledger_kind)
+        done["chunked_docs"] += len(docs)
+        after = docs[-1][0]
+    after = 0
+    while True:
+        q = _chunks_without_vectors(target).where(schema.chunks.c.id > after).limit(batch_size)
+        with engine.connect() as conn:
+            rows = conn.execute(q).all()
+            missing = store.missing_embeddings(conn, target.index.space_key, [r[1] for r in rows])
+        if not rows:
+            break
+        texts = {r[1]: r[2] for r in rows if r[1] in missing}
+        vecs = embed_texts(target.embedder, list(texts.values())) if texts else []
+        with engine.begin() as conn:
+            store.put_embeddings(conn, target.index.space_key, dict(zip(texts, vecs, strict=True)))
+            vrows = [VectorRow(r[0], r[1], target.index.space_key, target.chunker.ref.key, r[3]) for r in rows]
+            written = store.write(conn, target.index, vrows)
+            write_ledger(conn, ledger_kind, index=target.index.id, vectors=written, embedded=len(texts))
+        after = rows[-1][0]
+        done["embedded"] += len(texts)
+        done["vectors"] += written
+        progress(len(rows))
+        if pause:
+            pause(len(rows))
+    return done
+
+
+def _chunk_docs(engine: sa.Engine, target: Target, docs: list[sa.Row[tuple[int, str, str]]], kind: str) -> None:
+    key = target.chunker.ref.key
+    rows = [
+        {"document_id": doc_id, "chunker_key": key, "ordinal": ch.ordinal, "text": ch.text,
+         "start": ch.start, "end": ch.end, "content_hash": ch.content_hash}
+        for doc_id, text, _ in docs
+        for ch in target.chunker.chunk(text)
+    ]
+    with engine.begin() as conn:
+        _insert_returning_ids(conn, schema.chunks, rows)
+        write_ledger(conn, kind, index=target.index.id, chunked_documents=len(docs), chunks=len(rows), at_time=time.time())

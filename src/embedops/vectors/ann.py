@@ -1,0 +1,214 @@
+"""A derived, rebuildable ANN index (usearch HNSW) for one vector index.
+
+The catalog is the truth; this file is a cache kept current from the catalog's
+change sequence: additions are vector rows with ``seq`` above the last one
+applied, deletions are rows of ``vector_deletions``. A missing, corrupt or
+inconsistent file is rebuilt from the database. Small indexes are searched
+exactly (numpy), which is both faster and exact below a few thousand vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EXACT_MAX = 20_000  # below this many vectors, exact search is as fast and exact
+HNSW_CONNECTIVITY = 16
+HNSW_EXPANSION_ADD = 128
+HNSW_EXPANSION_SEARCH = 128
+
+_ADDS_SQL = (
+    "SELECT v.seq, e.vector FROM vectors v JOIN embeddings e"
+    " ON e.space_key = v.space_key AND e.content_hash = v.content_hash"
+    " WHERE v.index_id = ? AND v.seq > ? ORDER BY v.seq"
+)
+_VECS_BY_SEQ_SQL = (
+    "SELECT v.seq, e.vector FROM vectors v JOIN embeddings e"
+    " ON e.space_key = v.space_key AND e.content_hash = v.content_hash"
+    " WHERE v.seq IN ({})"
+)
+_STAMP_SQL = (
+    "SELECT (SELECT COALESCE(MAX(seq), 0) FROM vectors WHERE index_id = ?),"
+    " (SELECT COALESCE(MAX(seq), 0) FROM vector_deletions WHERE index_id = ?),"
+    " (SELECT COUNT(*) FROM vectors WHERE index_id = ?)"
+)
+
+
+@dataclass
+class Stamp:
+    add_seq: int
+    del_seq: int
+    count: int
+
+
+def _matrix(rows: list[tuple[int, bytes]], dims: int) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.fromiter((r[0] for r in rows), dtype=np.uint64, count=len(rows))
+    vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dims)
+    return keys, vecs
+
+
+def read_vectors(raw: sqlite3.Connection, seqs: list[int], dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of the given ANN keys (for exact search over a filtered subset)."""
+    rows: list[tuple[int, bytes]] = []
+    for i in range(0, len(seqs), 900):
+        part = seqs[i : i + 900]
+        rows.extend(raw.execute(_VECS_BY_SEQ_SQL.format(",".join("?" * len(part))), part).fetchall())
+    return _matrix(rows, dims)
+
+
+class AnnIndex:
+    """Search structure for one index; thread-safe; refreshes itself from the catalog."""
+
+    def __init__(self, index_id: str, dims: int, directory: Path) -> None:
+        self.index_id = index_id
+        self.dims = dims
+        self.path = directory / f"{index_id}.usearch"
+        self.meta_path = directory / f"{index_id}.json"
+        self._lock = threading.Lock()
+        self._hnsw: Any = None
+        self._keys: np.ndarray | None = None  # exact mode
+        self._vecs: np.ndarray | None = None
+        self._stamp = Stamp(-1, -1, -1)
+        self._saved_stamp: Stamp | None = None
+        self.rebuilds = 0
+
+    # -- keeping current -------------------------------------------------
+    def stamp(self, raw: sqlite3.Connection) -> Stamp:
+        a, d, n = raw.execute(_STAMP_SQL, (self.index_id, self.index_id, self.index_id)).fetchone()
+        return Stamp(int(a), int(d), int(n))
+
+    def refresh(self, raw: sqlite3.Connection, db: Stamp | None = None) -> None:
+        db = db or self.stamp(raw)
+        with self._lock:
+            if db == self._stamp:
+                return
+            if db.count < EXACT_MAX:
+                self._load_exact(raw, db)
+            else:
+                self._refresh_hnsw(raw, db)
+
+    def _load_exact(self, raw: sqlite3.Connection, db: Stamp) -> None:
+        self._hnsw = None
+        rows = raw.execute(_ADDS_SQL, (self.index_id, 0)).fetchall()
+        self._keys, self._vecs = _matrix(rows, self.dims)
+        self._stamp = Stamp(db.add_seq, db.del_seq, len(rows))
+
+    def _refresh_hnsw(self, raw: sqlite3.Connection, db: Stamp) -> None:
+        self._keys = self._vecs = None
+        if self._hnsw is None:
+            self._load_file(db)
+        if self._hnsw is None or not self._catch_up(raw, db):
+            self._rebuild(raw, db)
+
+    def _load_file(self, db: Stamp) -> None:
+        from usearch.index import Index
+
+        try:
+            meta = json.loads(self.meta_path.read_text())
+            if meta["size"] != self.path.stat().st_size or meta["add_seq"] > db.add_seq:
+                raise ValueError("ANN file does not match the catalog")
+            hnsw = Index.restore(str(self.path))
+            if hnsw is None or hnsw.ndim != self.dims:
+                raise ValueError("ANN file unreadable or of another dimension")
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            if self.path.exists() or self.meta_path.exists():
+                log.warning("rebuilding ANN index %s: %s", self.index_id, exc)
+            return
+        self._hnsw = hnsw
+        self._stamp = Stamp(meta["add_seq"], meta["del_seq"], len(hnsw))
+        self._saved_stamp = self._stamp
+
+    def _catch_up(self, raw: sqlite3.Connection, db: Stamp) -> bool:
+        """Apply changes since the last stamp; False when the result disagrees with the catalog."""
+        hnsw, old = self._hnsw, self._stamp
+        dels = raw.execute(
+            "SELECT vector_seq FROM vector_deletions WHERE index_id = ? AND seq > ?",
+            (self.index_id, old.del_seq),
+        ).fetchall()
+        if dels:
+            keys = np.array([d[0] for d in dels], dtype=np.uint64)
+            present = keys[np.asarray(hnsw.contains(keys), dtype=bool)]
+            if len(present):
+                hnsw.remove(present)
+        rows = raw.execute(_ADDS_SQL, (self.index_id, old.add_seq)).fetchall()
+        if rows:
+            keys, vecs = _matrix(rows, self.dims)
+            fresh = ~np.asarray(hnsw.contains(keys), dtype=bool)
+            hnsw.add(keys[fresh], vecs[fresh])
+        self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
+        return len(hnsw) == db.count
+
+    def _rebuild(self, raw: sqlite3.Connection, db: Stamp) -> None:
+        from usearch.index import Index
+
+        self.rebuilds += 1
+        hnsw = Index(
+            ndim=self.dims,
+            metric="cos",
+            dtype="f32",
+            connectivity=HNSW_CONNECTIVITY,
+            expansion_add=HNSW_EXPANSION_ADD,
+            expansion_search=HNSW_EXPANSION_SEARCH,
+        )
+        rows = raw.execute(_ADDS_SQL, (self.index_id, 0)).fetchall()
+        if rows:
+            keys, vecs = _matrix(rows, self.dims)
+            hnsw.add(keys, vecs)
+        self._hnsw = hnsw
+        self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
+
+    def save(self) -> bool:
+        """Persist the HNSW graph (atomically); exact-mode indexes have nothing to save."""
+        with self._lock:
+            if self._hnsw is None or self._stamp == self._saved_stamp:
+                return False
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".usearch.tmp")
+            self._hnsw.save(str(tmp))
+            meta = {"add_seq": self._stamp.add_seq, "del_seq": self._stamp.del_seq, "size": tmp.stat().st_size}
+            tmp_meta = self.meta_path.with_suffix(".json.tmp")
+            tmp_meta.write_text(json.dumps(meta))
+            os.replace(tmp, self.path)
+            os.replace(tmp_meta, self.meta_path)
+            self._saved_stamp = self._stamp
+            return True
+
+    # -- searching -------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return "hnsw" if self._hnsw is not None else "exact"
+
+    def __len__(self) -> int:
+        return max(self._stamp.count, 0)
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (keys, cosine scores) over the whole index."""
+        with self._lock:
+            if self._hnsw is not None:
+                n = min(k, len(self._hnsw))
+                if n == 0:
+                    return np.empty(0, np.uint64), np.empty(0, np.float32)
+                m = self._hnsw.search(query, n)
+                return np.asarray(m.keys, dtype=np.uint64), 1.0 - np.asarray(m.distances, dtype=np.float32)
+            keys, vecs = self._keys, self._vecs
+        if keys is None or vecs is None or len(keys) == 0:
+            return np.empty(0, np.uint64), np.empty(0, np.float32)
+        return top_k_exact(keys, vecs, query, k)
+
+
+def top_k_exact(keys: np.ndarray, vecs: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = vecs @ query
+    k = min(k, len(scores))
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return keys[top], scores[top]

@@ -1,0 +1,70 @@
+"""The VectorStore protocol and the records it handles."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    id: str
+    space_key: str
+    chunker_key: str
+    status: str
+    dims: int
+    embedder: str
+
+
+@dataclass(frozen=True)
+class VectorRow:
+    """One index row: a chunk's vector with its lineage tags."""
+
+    chunk_id: int
+    content_hash: str
+    space_key: str
+    chunker_key: str
+    source_version: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    seq: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store can do natively; callers branch on these, never on a backend name."""
+
+    ann: bool
+    full_text: bool
+    transactional_alias_swap: bool
+
+
+class VectorStore(Protocol):
+    capabilities: Capabilities
+
+    def put_embeddings(
+        self, conn: sa.Connection, space_key: str, vectors: Mapping[str, np.ndarray]
+    ) -> None: ...
+
+    def missing_embeddings(self, conn: sa.Connection, space_key: str, hashes: Sequence[str]) -> set[str]: ...
+
+    def write(self, conn: sa.Connection, index: IndexInfo, rows: Sequence[VectorRow]) -> int: ...
+
+    def delete_chunks(self, conn: sa.Connection, chunk_ids: Sequence[int]) -> int: ...
+
+    def search(
+        self, index: IndexInfo, query: np.ndarray, k: int, allowed: set[int] | None = None
+    ) -> list[Hit]: ...
+
+    def count(self, conn: sa.Connection, index_id: str) -> int: ...
+
+    def flush(self, index: IndexInfo) -> dict[str, Any]: ...

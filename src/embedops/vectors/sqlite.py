@@ -1,0 +1,179 @@
+"""Vectors in the SQLite catalog, searched through a derived ANN index per index."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from embedops.catalog import schema
+from embedops.errors import SpaceMismatch
+from embedops.vectors.ann import AnnIndex, read_vectors, top_k_exact
+from embedops.vectors.base import Capabilities, Hit, IndexInfo, VectorRow
+
+_IN_BATCH = 900  # stay under SQLite's bound-parameter limit
+FILTER_EXACT_MAX = 5_000  # a filter that leaves fewer vectors than this is searched exactly
+
+
+def check_tags(index: IndexInfo, rows: Sequence[VectorRow]) -> None:
+    """Invariant 1: every row written to an index carries that index's space and chunker."""
+    for row in rows:
+        if row.space_key != index.space_key or row.chunker_key != index.chunker_key:
+            raise SpaceMismatch(
+                f"refused to write chunk {row.chunk_id} into index {index.id}: its tags are"
+                f" space={row.space_key} chunker={row.chunker_key}, the index's are"
+                f" space={index.space_key} chunker={index.chunker_key}",
+                hint="vectors of another space belong in another index: use `embedops migrate`",
+                index=index.id,
+            )
+
+
+class SqliteVectorStore:
+    capabilities = Capabilities(ann=True, full_text=True, transactional_alias_swap=True)
+
+    def __init__(self, engine: sa.Engine, ann_dir: Path) -> None:
+        self.engine = engine
+        self.ann_dir = ann_dir
+        self._ann: dict[str, AnnIndex] = {}
+        self._local = threading.local()
+        self._ann_lock = threading.Lock()
+
+    # -- writes (inside the caller's transaction) --------------------------
+    def put_embeddings(self, conn: sa.Connection, space_key: str, vectors: Mapping[str, np.ndarray]) -> None:
+        if not vectors:
+            return
+        now = time.time()
+        stmt = sa.insert(schema.embeddings).prefix_with("OR IGNORE")
+        conn.execute(
+            stmt,
+            [
+                {"space_key": space_key, "content_hash": h, "vector": np.asarray(v, np.float32).tobytes(), "embedded_at": now}
+                for h, v in vectors.items()
+            ],
+        )
+
+    def missing_embeddings(self, conn: sa.Connection, space_key: str, hashes: Sequence[str]) -> set[str]:
+        wanted = list(dict.fromkeys(hashes))
+        found: set[str] = set()
+        e = schema.embeddings
+        for i in range(0, len(wanted), _IN_BATCH):
+            part = wanted[i : i + _IN_BATCH]
+            q = sa.select(e.c.content_hash).where(e.c.space_key == space_key, e.c.content_hash.in_(part))
+            found.update(conn.execute(q).scalars())
+        return set(wanted) - found
+
+    def write(self, conn: sa.Connection, index: IndexInfo, rows: Sequence[VectorRow]) -> int:
+        check_tags(index, rows)
+        if not rows:
+            return 0
+        e = schema.embeddings
+        stamps = {}
+        hashes = list({r.content_hash for r in rows})
+        for i in range(0, len(hashes), _IN_BATCH):
+            q = sa.select(e.c.content_hash, e.c.embedded_at).where(
+                e.c.space_key == index.space_key, e.c.content_hash.in_(hashes[i : i + _IN_BATCH])
+            )
+            stamps.update(dict(conn.execute(q).all()))
+        missing = [h for h in hashes if h not in stamps]
+        if missing:
+            raise SpaceMismatch(
+                f"{len(missing)} chunk(s) have no embedding in space {index.space_key}; refusing to write index {index.id}",
+                index=index.id,
+            )
+        result = conn.execute(
+            sa.insert(schema.vectors),
+            [
+                {
+                    "index_id": index.id,
+                    "chunk_id": r.chunk_id,
+                    "content_hash": r.content_hash,
+                    "space_key": r.space_key,
+                    "chunker_key": r.chunker_key,
+                    "source_version": r.source_version,
+                    "embedded_at": stamps[r.content_hash],
+                }
+                for r in rows
+            ],
+        )
+        assert result.rowcount == len(rows), "vector insert count mismatch"
+        return len(rows)
+
+    def delete_chunks(self, conn: sa.Connection, chunk_ids: Sequence[int]) -> int:
+        v = schema.vectors
+        deleted = 0
+        for i in range(0, len(chunk_ids), _IN_BATCH):
+            part = list(chunk_ids[i : i + _IN_BATCH])
+            gone = conn.execute(sa.select(v.c.seq, v.c.index_id).where(v.c.chunk_id.in_(part))).all()
+            if not gone:
+                continue
+            conn.execute(
+                sa.insert(schema.vector_deletions),
+                [{"index_id": idx, "vector_seq": seq} for seq, idx in gone],
+            )
+            result = conn.execute(sa.delete(v).where(v.c.chunk_id.in_(part)))
+            assert result.rowcount == len(gone)
+            deleted += len(gone)
+        return deleted
+
+    def count(self, conn: sa.Connection, index_id: str) -> int:
+        v = schema.vectors
+        return int(conn.execute(sa.select(sa.func.count()).where(v.c.index_id == index_id)).scalar_one())
+
+    # -- reads -------------------------------------------------------------
+    def raw(self) -> Any:
+        """A per-thread DBAPI connection for the search hot path (no ORM/Core overhead)."""
+        raw = getattr(self._local, "raw", None)
+        if raw is None:
+            raw = self.engine.raw_connection()
+            self._local.raw = raw
+        return raw
+
+    def ann(self, index: IndexInfo) -> AnnIndex:
+        with self._ann_lock:
+            ann = self._ann.get(index.id)
+            if ann is None:
+                ann = self._ann[index.id] = AnnIndex(index.id, index.dims, self.ann_dir)
+            return ann
+
+    def refresh(self, index: IndexInfo) -> AnnIndex:
+        ann = self.ann(index)
+        ann.refresh(self.raw().driver_connection)
+        return ann
+
+    def search(self, index: IndexInfo, query: np.ndarray, k: int, allowed: set[int] | None = None) -> list[Hit]:
+        ann = self.refresh(index)
+        if allowed is None:
+            keys, scores = ann.search(query, k)
+        elif len(allowed) <= FILTER_EXACT_MAX or ann.mode == "exact":
+            keys, vecs = read_vectors(self.raw().driver_connection, sorted(allowed), index.dims)
+            keys, scores = top_k_exact(keys, vecs, query, k) if len(keys) else (keys, np.empty(0))
+        else:
+            keys, scores = self._filtered_ann(ann, query, k, allowed)
+        return [Hit(int(key), float(s)) for key, s in zip(keys, scores, strict=True)]
+
+    def _filtered_ann(self, ann: AnnIndex, query: np.ndarray, k: int, allowed: set[int]) -> tuple[np.ndarray, np.ndarray]:
+        # Oversample in proportion to how much the filter removes, widening until k survive.
+        want = max(k * 4, int(k * len(ann) / max(len(allowed), 1)) * 2)
+        while True:
+            keys, scores = ann.search(query, want)
+            keep = np.fromiter((int(x) in allowed for x in keys), dtype=bool, count=len(keys))
+            if keep.sum() >= k or want >= len(ann):
+                return keys[keep][:k], scores[keep][:k]
+            want *= 4
+
+    def flush(self, index: IndexInfo) -> dict[str, Any]:
+        ann = self.refresh(index)
+        saved = ann.save()
+        return {"mode": ann.mode, "vectors": len(ann), "saved": saved, "rebuilds": ann.rebuilds}
+
+    def forget(self, index_id: str) -> None:
+        with self._ann_lock:
+            ann = self._ann.pop(index_id, None)
+        if ann is not None:
+            for p in (ann.path, ann.meta_path):
+                p.unlink(missing_ok=True)

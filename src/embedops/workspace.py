@@ -1,0 +1,409 @@
+"""Workspace: the library's front door. Opens the catalog, the store and the embedders.
+
+>>> ws = Workspace.init("/tmp/demo", embedder="hashing")      # doctest: +SKIP
+>>> ws.add_source("docs", "/tmp/demo/docs")                    # doctest: +SKIP
+>>> ws.sync().counts.added                                     # doctest: +SKIP
+>>> ws.search("how do cells divide", k=5)                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from embedops.catalog import schema
+from embedops.catalog.db import create_engine, database_url, ensure_schema, read_tx
+from embedops.catalog.ledger import read_ledger, write_ledger
+from embedops.chunking.base import Chunker
+from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, load_settings
+from embedops.embedding.base import Embedder
+from embedops.errors import ConfigChanged, ConfigError, NotFound, SpaceMismatch
+from embedops.search.engine import Filters, Searcher, SearchResult
+from embedops.sources.base import Source
+from embedops.sync.fill import fill_index, measure_gap
+from embedops.sync.plan import CatalogDoc, SyncPlan, plan_sync
+from embedops.sync.run import SyncCounts, SyncRunner, Target
+from embedops.vectors.base import IndexInfo
+from embedops.vectors.sqlite import SqliteVectorStore
+
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+@dataclass
+class SyncResult:
+    plan_only: bool
+    counts: SyncCounts
+    sources: list[dict[str, Any]]
+    chunks_to_embed: int | None = None
+    indexes: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.counts
+        out: dict[str, Any] = {
+            "plan": self.plan_only,
+            "added": c.added,
+            "updated": c.updated,
+            "deleted": c.deleted,
+            "unchanged": c.unchanged,
+            "embedded": c.embedded,
+            "skipped": [{"id": s.external_id, "reason": s.reason} for s in c.skipped],
+            "sources": self.sources,
+            "indexes": self.indexes,
+            "seconds": round(self.seconds, 3),
+        }
+        if self.plan_only:
+            out["chunks_to_embed"] = self.chunks_to_embed
+        return out
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "index"
+
+
+class Workspace:
+    """A directory with ``embedops.toml`` and its catalog."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.root
+        self.engine = create_engine(database_url(settings.database_value, settings.root))
+        ensure_schema(self.engine)
+        self.store = SqliteVectorStore(self.engine, settings.state_dir / "ann")
+        self.searcher = Searcher(self.store, self.embedder_for)
+        self._embedders: dict[str, Embedder] = {}
+
+    # -- opening -------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        root: str | Path,
+        *,
+        embedder: str = "minilm-l6",
+        chunker: str = "structured",
+        database: str | None = None,
+        chunker_params: dict[str, Any] | None = None,
+    ) -> Workspace:
+        from embedops.chunking.registry import chunker_names
+        from embedops.embedding.registry import describe_embedder
+
+        root = Path(root).resolve()
+        if (root / CONFIG_NAME).exists():
+            raise ConfigError(f"{root / CONFIG_NAME} already exists", hint="use it as it is, or pick another directory")
+        describe_embedder(embedder)  # validates the name early, without loading weights
+        if chunker not in chunker_names():
+            raise ConfigError(f"unknown chunker {chunker!r}", hint=f"valid chunkers: {', '.join(chunker_names())}")
+        root.mkdir(parents=True, exist_ok=True)
+        settings = Settings(root=root, embedder=embedder, chunker=chunker, chunker_params=dict(chunker_params or {}))
+        if database:
+            settings.database = database
+        settings.save()
+        ws = cls(settings)
+        with ws.engine.begin() as conn:
+            write_ledger(conn, "workspace.init", embedder=embedder, chunker=chunker)
+        return ws
+
+    @classmethod
+    def open(cls, root: str | Path | None = None) -> Workspace:
+        where = find_workspace(Path(root) if root is not None else None)
+        return cls(load_settings(where))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sources -------------------------------------------------------------
+    def add_source(self, name: str, path: str | Path, kind: str = "folder", **options: Any) -> SourceConfig:
+        from embedops.sources.registry import make_source
+
+        if name in self.settings.sources:
+            raise ConfigError(f"source {name!r} already exists", hint="choose another name")
+        resolved = Path(path).expanduser().resolve()
+        make_source(name, kind, resolved, **options)  # validates kind and options
+        try:
+            stored = str(resolved.relative_to(self.root))
+        except ValueError:
+            stored = str(resolved)
+        cfg = SourceConfig(name, kind, stored, {k: v for k, v in options.items() if v is not None})
+        self.settings.sources[name] = cfg
+        self.settings.save()
+        with self.engine.begin() as conn:
+            self._source_row(conn, cfg)
+            write_ledger(conn, "source.add", source=name, source_kind=kind, path=stored, options=cfg.options)
+        return cfg
+
+    def _source_row(self, conn: sa.Connection, cfg: SourceConfig) -> int:
+        s = schema.sources
+        row = conn.execute(sa.select(s.c.id).where(s.c.name == cfg.name)).scalar()
+        config = {"path": cfg.path, **cfg.options}
+        if row is not None:
+            conn.execute(sa.update(s).where(s.c.id == row).values(kind=cfg.kind, config=config))
+            return int(row)
+        result = conn.execute(sa.insert(s).values(name=cfg.name, kind=cfg.kind, config=config, created_at=time.time()))
+        assert result.inserted_primary_key is not None
+        return int(result.inserted_primary_key[0])
+
+    def open_source(self, cfg: SourceConfig) -> Source:
+        from embedops.sources.registry import make_source
+
+        path = Path(cfg.path)
+        return make_source(cfg.name, cfg.kind, path if path.is_absolute() else self.root / path, **cfg.options)
+
+    # -- embedders, chunkers, indexes ------------------------------------------
+    def embedder(self, name: str) -> Embedder:
+        from embedops.embedding.registry import load_embedder
+
+        if name not in self._embedders:
+            self._embedders[name] = load_embedder(name)
+        return self._embedders[name]
+
+    def embedder_for(self, index: IndexInfo) -> Embedder:
+        embedder = self.embedder(index.embedder)
+        if embedder.ref.key != index.space_key:
+            raise SpaceMismatch(
+                f"embedder {index.embedder!r} now describes space {embedder.ref.key}, but index {index.id}"
+                f" was built in {index.space_key}",
+                hint="the model behind this name changed: restore it, or migrate with `embedops migrate`",
+            )
+        return embedder
+
+    def make_chunker(self, name: str, params: dict[str, Any], embedder: Embedder) -> Chunker:
+        from embedops.chunking.registry import make_chunker
+
+        return make_chunker(name, params, count_tokens=embedder.count_tokens, tokenizer_name=embedder.tokenizer_name)
+
+    def indexes(self, conn: sa.Connection, status: str | None = None) -> list[IndexInfo]:
+        i, sp = schema.indexes, schema.spaces
+        q = sa.select(i.c.id, i.c.space_key, i.c.chunker_key, i.c.status, sp.c.dims, sp.c.embedder).join(
+            sp, sp.c.key == i.c.space_key
+        )
+        if status:
+            q = q.where(i.c.status == status)
+        return [IndexInfo(*r) for r in conn.execute(q.order_by(i.c.created_at))]
+
+    def target(self, index: IndexInfo) -> Target:
+        embedder = self.embedder_for(index)
+        with self.engine.connect() as conn:
+            ch = conn.execute(sa.select(schema.chunkers).where(schema.chunkers.c.key == index.chunker_key)).one()
+        chunker = self.make_chunker(ch.name, ch.params, embedder)
+        if chunker.ref.key != index.chunker_key:
+            raise SpaceMismatch(f"chunker {ch.name} now has ref {chunker.ref.key}, index {index.id} uses {index.chunker_key}")
+        return Target(index, chunker, embedder)
+
+    def configured_target(self) -> tuple[Embedder, Chunker]:
+        embedder = self.embedder(self.settings.embedder)
+        chunker = self.make_chunker(self.settings.chunker, self.settings.chunker_params, embedder)
+        return embedder, chunker
+
+    def create_index(self, conn: sa.Connection, embedder_name: str, embedder: Embedder, chunker: Chunker) -> IndexInfo:
+        """Register the space and chunker if new, and a new empty index for the pair."""
+        from embedops.embedding.fingerprint import take_fingerprint, to_bytes
+
+        sp, ch, ix = schema.spaces, schema.chunkers, schema.indexes
+        key = embedder.ref.key
+        if conn.execute(sa.select(sp.c.key).where(sp.c.key == key)).scalar() is None:
+            fp = take_fingerprint(embedder)
+            conn.execute(sa.insert(sp).values(
+                key=key, embedder=embedder_name, ref=embedder.ref.to_dict(), dims=embedder.ref.dims,
+                fingerprint=to_bytes(fp.vectors), fingerprint_digest=fp.digest, created_at=time.time()))
+        ref = chunker.ref
+        if conn.execute(sa.select(ch.c.key).where(ch.c.key == ref.key)).scalar() is None:
+            conn.execute(sa.insert(ch).values(key=ref.key, name=ref.name, version=ref.version, params=ref.params_dict))
+        n = conn.execute(sa.select(sa.func.count()).select_from(ix)).scalar_one() + 1
+        index_id = f"ix{n}-{_slug(embedder_name)}"
+        conn.execute(sa.insert(ix).values(id=index_id, space_key=key, chunker_key=ref.key, status="active", created_at=time.time()))
+        write_ledger(conn, "index.create", index=index_id, space=key, chunker=ref.key, embedder=embedder_name)
+        return IndexInfo(index_id, key, ref.key, "active", embedder.ref.dims, embedder_name)
+
+    def set_alias(self, conn: sa.Connection, name: str, index_id: str) -> str | None:
+        a = schema.aliases
+        old = conn.execute(sa.select(a.c.index_id).where(a.c.name == name)).scalar()
+        if old is None:
+            conn.execute(sa.insert(a).values(name=name, index_id=index_id, updated_at=time.time()))
+        else:
+            result = conn.execute(sa.update(a).where(a.c.name == name).values(index_id=index_id, updated_at=time.time()))
+            assert result.rowcount == 1
+        write_ledger(conn, "alias.set", alias=name, index=index_id, previous=old)
+        return old
+
+    def _kept_targets(self, create: bool) -> list[Target]:
+        """Indexes every sync keeps current; the first sync creates the configured one."""
+        with self.engine.connect() as conn:
+            active = self.indexes(conn, "active")
+            alias = conn.execute(sa.select(schema.aliases.c.index_id).where(schema.aliases.c.name == self.settings.alias)).scalar()
+        if not active:
+            embedder, chunker = self.configured_target()
+            if not create:
+                ghost = IndexInfo("(new)", embedder.ref.key, chunker.ref.key, "planned", embedder.ref.dims, self.settings.embedder)
+                return [Target(ghost, chunker, embedder)]
+            with self.engine.begin() as conn:
+                index = self.create_index(conn, self.settings.embedder, embedder, chunker)
+                self.set_alias(conn, self.settings.alias, index.id)
+            return [Target(index, chunker, embedder)]
+        serving = next((ix for ix in active if ix.id == alias), active[0])
+        self._check_config(serving)
+        return [self.target(ix) for ix in active]
+
+    def _check_config(self, serving: IndexInfo) -> None:
+        from embedops.embedding.registry import describe_embedder
+
+        ref = describe_embedder(self.settings.embedder)
+        embedder = self.embedder(self.settings.embedder) if ref.key == serving.space_key else None
+        chunker_key = self.make_chunker(self.settings.chunker, self.settings.chunker_params, embedder).ref.key if embedder else None
+        if ref.key != serving.space_key or chunker_key != serving.chunker_key:
+            raise ConfigChanged(
+                f"{CONFIG_NAME} asks for embedder {self.settings.embedder!r} / chunker {self.settings.chunker!r}, but alias"
+                f" {self.settings.alias!r} serves index {serving.id} ({serving.embedder}, {serving.chunker_key});"
+                " a sync never re-embeds in place",
+                hint=f"restore embedder = {serving.embedder!r} and the chunker settings in {CONFIG_NAME};"
+                " changing the model or chunker is a migration",
+                index=serving.id,
+            )
+
+    # -- sync ------------------------------------------------------------------
+    def sync(
+        self,
+        *,
+        source: str | None = None,
+        plan_only: bool = False,
+        progress: ProgressFactory | None = None,
+    ) -> SyncResult:
+        """Bring every kept index in line with the sources (or compute the plan only)."""
+        started = time.perf_counter()
+        configs = self._selected_sources(source)
+        targets = self._kept_targets(create=not plan_only)
+        total = SyncCounts()
+        per_source: list[dict[str, Any]] = []
+        to_embed = 0
+        for cfg in configs:
+            plan, source_id = self._plan(cfg)
+            per_source.append(plan.summary())
+            if plan_only:
+                total.merge(_plan_counts(plan))
+                to_embed += self._estimate_embeds(plan, targets)
+                continue
+            bar = progress(f"sync {cfg.name}", len(plan.changed) + len(plan.deleted)) if progress else None
+            runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size, progress=bar)
+            total.merge(runner.run(source_id, plan))
+        result = SyncResult(plan_only, total, per_source, chunks_to_embed=to_embed if plan_only else None)
+        if not plan_only:
+            result.indexes = self._complete(targets, total, progress)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _selected_sources(self, source: str | None) -> list[SourceConfig]:
+        if source is None:
+            return list(self.settings.sources.values())
+        if source not in self.settings.sources:
+            raise NotFound(f"no source {source!r}", hint=f"sources: {', '.join(self.settings.sources) or 'none; add one with `embedops source add`'}")
+        return [self.settings.sources[source]]
+
+    def _plan(self, cfg: SourceConfig) -> tuple[SyncPlan, int]:
+        with self.engine.begin() as conn:
+            source_id = self._source_row(conn, cfg)
+        d = schema.documents
+        q = sa.select(d.c.external_id, d.c.id, d.c.content_hash, d.c.signature).where(
+            d.c.source_id == source_id, d.c.deleted_at.is_(None)
+        )
+        with read_tx(self.engine) as conn:
+            known = {r[0]: CatalogDoc(r[1], r[2], r[3]) for r in conn.execute(q)}
+        signatures = {ext: doc.signature for ext, doc in known.items()}
+        return plan_sync(cfg.name, self.open_source(cfg).scan(signatures), known), source_id
+
+    def _estimate_embeds(self, plan: SyncPlan, targets: list[Target]) -> int:
+        n = 0
+        with self.engine.connect() as conn:
+            for t in targets:
+                hashes = {c.content_hash for _, doc in plan.changed for c in t.chunker.chunk(doc.text, doc.metadata)}
+                n += len(self.store.missing_embeddings(conn, t.index.space_key, list(hashes)))
+        return n
+
+    def _complete(self, targets: list[Target], total: SyncCounts, progress: ProgressFactory | None) -> list[dict[str, Any]]:
+        """Repair any index that lags the catalog (a new index, an interrupted fill), then persist ANN files."""
+        out = []
+        for t in targets:
+            with self.engine.connect() as conn:
+                gap = measure_gap(conn, t)
+            if gap.total:
+                bar = progress(f"fill {t.index.id}", gap.missing_vectors) if progress else None
+                done = fill_index(self.engine, self.store, t, batch_size=self.settings.batch_size, progress=bar)
+                total.embedded += done["embedded"]
+            out.append({"id": t.index.id, **self.store.flush(t.index)})
+        return out
+
+    # -- search ---------------------------------------------------------------
+    def search(
+        self,
+        query: str | None = None,
+        *,
+        vector: np.ndarray | None = None,
+        k: int = 10,
+        alias: str | None = None,
+        index: str | None = None,
+        filters: Filters | None = None,
+    ) -> list[SearchResult]:
+        return self.searcher.search(
+            query, vector=vector, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters
+        )
+
+    # -- status ---------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        with read_tx(self.engine) as conn:
+            return _status(self, conn)
+
+    def history(self, *, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        with read_tx(self.engine) as conn:
+            return read_ledger(conn, kind_prefix=kind, limit=limit)
+
+
+def _plan_counts(plan: SyncPlan) -> SyncCounts:
+    return SyncCounts(
+        added=len(plan.added), updated=len(plan.updated), deleted=len(plan.deleted),
+        unchanged=plan.unchanged, skipped=list(plan.skipped),
+    )
+
+
+def _status(ws: Workspace, conn: sa.Connection) -> dict[str, Any]:
+    s, d, c, v, sp = schema.sources, schema.documents, schema.chunks, schema.vectors, schema.spaces
+    live = d.c.deleted_at.is_(None)
+    per_source = dict(conn.execute(sa.select(d.c.source_id, sa.func.count()).where(live).group_by(d.c.source_id)).all())
+    sources = [
+        {"name": r.name, "kind": r.kind, "path": r.config.get("path"), "documents": per_source.get(r.id, 0),
+         "last_scan_at": r.last_scan_at}
+        for r in conn.execute(sa.select(s).order_by(s.c.id))
+    ]
+    vec_counts = dict(conn.execute(sa.select(v.c.index_id, sa.func.count()).group_by(v.c.index_id)).all())
+    indexes = [
+        {"id": ix.id, "space": ix.space_key, "chunker": ix.chunker_key, "embedder": ix.embedder,
+         "status": ix.status, "dims": ix.dims, "vectors": vec_counts.get(ix.id, 0)}
+        for ix in ws.indexes(conn)
+    ]
+    aliases = dict(conn.execute(sa.select(schema.aliases.c.name, schema.aliases.c.index_id)).all())
+    spaces = [
+        {"key": r.key, "embedder": r.embedder, "dims": r.dims, "fingerprint": r.fingerprint_digest}
+        for r in conn.execute(sa.select(sp.c.key, sp.c.embedder, sp.c.dims, sp.c.fingerprint_digest))
+    ]
+    return {
+        "workspace": str(ws.root),
+        "embedder": ws.settings.embedder,
+        "chunker": ws.settings.chunker,
+        "sources": sources,
+        "documents": conn.execute(sa.select(sa.func.count()).where(live)).scalar_one(),
+        "deleted_documents": conn.execute(sa.select(sa.func.count()).where(d.c.deleted_at.is_not(None))).scalar_one(),
+        "chunks": conn.execute(sa.select(sa.func.count()).select_from(c)).scalar_one(),
+        "indexes": indexes,
+        "aliases": aliases,
+        "spaces": spaces,
+    }

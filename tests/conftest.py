@@ -1,0 +1,62 @@
+"""Shared fixtures: real SQLite workspaces in tmp dirs, small generated corpora."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from embedops.workspace import Workspace
+
+WORDS = (
+    "cell protein gene membrane enzyme virus bacteria immune antibody vaccine star planet galaxy orbit "
+    "gravity plate volcano earthquake ocean climate carbon energy light photon database index query "
+    "vector graph network python function memory thread"
+).split()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests run only with EMBEDOPS_SLOW=1 (make test-all) or when selected with -m slow."""
+    if os.environ.get("EMBEDOPS_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: set EMBEDOPS_SLOW=1 (make test-all)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def sentence(rng: random.Random, n: int = 12) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
+
+
+def write_corpus(folder: Path, n: int, seed: int = 0) -> dict[str, str]:
+    """n markdown files of a few paragraphs each; returns relative path → text."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = {}
+    for i in range(n):
+        paras = ["\n".join(sentence(rng) for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(1, 3))]
+        text = f"# Doc {i}\n\n" + "\n\n".join(paras) + "\n"
+        rel = f"sub{i % 3}/doc{i:03d}.md"
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text, encoding="utf-8")
+        texts[rel] = text
+    return texts
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    write_corpus(folder, 30)
+    return folder
+
+
+@pytest.fixture
+def ws(tmp_path: Path, corpus: Path) -> Iterator[Workspace]:
+    workspace = Workspace.init(tmp_path / "ws", embedder="hashing")
+    workspace.add_source("docs", corpus)
+    yield workspace
+    workspace.close()
