@@ -91,3 +91,91 @@ def status(workspace: Path | None) -> dict[str, Any]:
 def history(workspace: Path | None, *, kind: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
     with Workspace.open(workspace) as ws:
         return ws.history(kind=kind, limit=limit)
+
+
+# -- migrations ------------------------------------------------------------------
+def _gate(min_overlap: float | None, max_regression: float | None) -> Any:
+    from embedops.migrate.gate import GateConfig
+
+    defaults = GateConfig()
+    return GateConfig(min_overlap=min_overlap,
+                      max_regression=defaults.max_regression if max_regression is None else max_regression)
+
+
+def migrate_plan(
+    workspace: Path | None, *, to: str, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
+    alias: str | None = None, min_overlap: float | None = None, max_regression: float | None = None,
+) -> dict[str, Any]:
+    from embedops.migrate.run import Migrator
+
+    with Workspace.open(workspace) as ws:
+        plan = Migrator(ws, alias).plan(to, chunker=chunker, chunker_params=chunker_params,
+                                        gate=_gate(min_overlap, max_regression))
+        return plan.to_dict()
+
+
+def migrate_start(
+    workspace: Path | None, *, to: str, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
+    alias: str | None = None, min_overlap: float | None = None, max_regression: float | None = None, plan: bool = False,
+) -> dict[str, Any]:
+    from embedops.migrate.run import Migrator
+
+    with Workspace.open(workspace) as ws:
+        return Migrator(ws, alias).start(to, chunker=chunker, chunker_params=chunker_params,
+                                         gate=_gate(min_overlap, max_regression), plan_only=plan)
+
+
+def migrate_backfill(
+    workspace: Path | None, *, batch: int | None = None, max_rate: float | None = None, alias: str | None = None,
+    plan: bool = False, progress: ProgressFactory | None = None,
+) -> dict[str, Any]:
+    from embedops.migrate.run import Migrator
+
+    with Workspace.open(workspace) as ws:
+        return Migrator(ws, alias).backfill(batch=batch, max_rate=max_rate, progress=progress, plan_only=plan)
+
+
+def migrate_status(workspace: Path | None, *, alias: str | None = None) -> dict[str, Any]:
+    from embedops.migrate.run import Migrator
+
+    with Workspace.open(workspace) as ws:
+        return Migrator(ws, alias).status()
+
+
+def migrate_cutover(
+    workspace: Path | None, *, force: bool = False, reason: str | None = None, alias: str | None = None,
+    min_overlap: float | None = None, max_regression: float | None = None, plan: bool = False,
+) -> dict[str, Any]:
+    from embedops.migrate.run import Migrator
+
+    gate = _gate(min_overlap, max_regression) if (min_overlap is not None or max_regression is not None) else None
+    with Workspace.open(workspace) as ws:
+        return Migrator(ws, alias).cutover(force=force, reason=reason, gate=gate, plan_only=plan)
+
+
+def migrate_rollback(workspace: Path | None, *, alias: str | None = None, plan: bool = False) -> dict[str, Any]:
+    from embedops.migrate.run import Migrator
+
+    with Workspace.open(workspace) as ws:
+        return Migrator(ws, alias).rollback(plan_only=plan)
+
+
+def migrate_finalize(workspace: Path | None, *, alias: str | None = None, plan: bool = False) -> dict[str, Any]:
+    from embedops.migrate.run import Migrator
+
+    with Workspace.open(workspace) as ws:
+        return Migrator(ws, alias).finalize(plan_only=plan)
+
+
+def migrate_abort(workspace: Path | None, *, alias: str | None = None, plan: bool = False) -> dict[str, Any]:
+    from embedops.migrate.run import Migrator
+
+    with Workspace.open(workspace) as ws:
+        return Migrator(ws, alias).abort(plan_only=plan)
+
+
+def doctor(workspace: Path | None) -> dict[str, Any]:
+    from embedops.migrate.doctor import audit
+
+    with Workspace.open(workspace) as ws:
+        return audit(ws)

@@ -117,3 +117,19 @@ class ConfigChanged(SyncError, Terminal):
 
 class SearchError(EmbedopsError):
     http_status = 400
+
+
+class MigrationError(EmbedopsError):
+    http_status = 409
+
+
+class NoMigration(MigrationError, Terminal):
+    http_status = 404
+
+
+class MigrationStateError(MigrationError, Terminal):
+    """The command does not fit the migration's current phase."""
+
+
+class GateFailed(MigrationError, Terminal):
+    """Cutover refused: a gating check failed."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,17 @@ class Workspace:
         write_ledger(conn, "alias.set", alias=name, index=index_id, previous=old)
         return old
 
+    def adopt_index_config(self, index: IndexInfo) -> None:
+        """Point embedops.toml at the index an alias now serves (after cutover/rollback)."""
+        with self.engine.connect() as conn:
+            ch = conn.execute(sa.select(schema.chunkers).where(schema.chunkers.c.key == index.chunker_key)).one()
+        embedder = self.embedder(index.embedder)
+        params = dict(ch.params)
+        if params.get("tokenizer") == (embedder.tokenizer_name or "regex"):
+            params.pop("tokenizer")  # follows the embedder by default
+        self.settings.embedder, self.settings.chunker, self.settings.chunker_params = index.embedder, ch.name, params
+        self.settings.save()
+
     def _kept_targets(self, create: bool) -> list[Target]:
         """Indexes every sync keeps current; the first sync creates the configured one."""
         with self.engine.connect() as conn:
@@ -253,22 +264,26 @@ class Workspace:
                 self.set_alias(conn, self.settings.alias, index.id)
             return [Target(index, chunker, embedder)]
         serving = next((ix for ix in active if ix.id == alias), active[0])
-        self._check_config(serving)
+        self._check_config(serving, active)
         return [self.target(ix) for ix in active]
 
-    def _check_config(self, serving: IndexInfo) -> None:
+    def _check_config(self, serving: IndexInfo, active: list[IndexInfo]) -> None:
+        """The configured embedder/chunker must be one the catalog keeps current: never re-embed in place."""
         from embedops.embedding.registry import describe_embedder
 
         ref = describe_embedder(self.settings.embedder)
-        embedder = self.embedder(self.settings.embedder) if ref.key == serving.space_key else None
-        chunker_key = self.make_chunker(self.settings.chunker, self.settings.chunker_params, embedder).ref.key if embedder else None
-        if ref.key != serving.space_key or chunker_key != serving.chunker_key:
+        matching = [ix for ix in active if ix.space_key == ref.key]
+        if matching:
+            embedder = self.embedder(self.settings.embedder)
+            chunker_key = self.make_chunker(self.settings.chunker, self.settings.chunker_params, embedder).ref.key
+            matching = [ix for ix in matching if ix.chunker_key == chunker_key]
+        if not matching:
             raise ConfigChanged(
                 f"{CONFIG_NAME} asks for embedder {self.settings.embedder!r} / chunker {self.settings.chunker!r}, but alias"
                 f" {self.settings.alias!r} serves index {serving.id} ({serving.embedder}, {serving.chunker_key});"
                 " a sync never re-embeds in place",
-                hint=f"restore embedder = {serving.embedder!r} and the chunker settings in {CONFIG_NAME};"
-                " changing the model or chunker is a migration",
+                hint=f"restore embedder = {serving.embedder!r} and the chunker settings in {CONFIG_NAME}, then plan"
+                f" the change as a migration: `embedops migrate plan --to {self.settings.embedder}`",
                 index=serving.id,
             )
 
@@ -353,9 +368,33 @@ class Workspace:
         alias: str | None = None,
         index: str | None = None,
         filters: Filters | None = None,
+        mode: str = "vector",
     ) -> list[SearchResult]:
-        return self.searcher.search(
-            query, vector=vector, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters
+        """Top ``k`` chunks for ``query`` (or a precomputed ``vector``); ``mode``: vector, bm25 or hybrid."""
+        from embedops.search.modes import search_mode
+
+        return search_mode(
+            self.searcher, query, vector=vector, k=k, alias=alias or self.settings.alias, index_id=index,
+            filters=filters, mode=mode,
+        )
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        *,
+        vectors: np.ndarray | None = None,
+        k: int = 10,
+        alias: str | None = None,
+        index: str | None = None,
+        filters: Filters | None = None,
+        mode: str = "vector",
+    ) -> list[list[SearchResult]]:
+        """Many queries against one index: resolved once, embedded in one batch (or given ``vectors``)."""
+        from embedops.search.modes import search_batch
+
+        return search_batch(
+            self.searcher, queries, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters,
+            mode=mode, vectors=vectors,
         )
 
     # -- status ---------------------------------------------------------------

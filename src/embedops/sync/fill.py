@@ -7,7 +7,6 @@ naturally resumable: whatever a killed run committed is not done again.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,11 +38,11 @@ def _live_docs_without_chunks(target: Target) -> sa.Select[tuple[int, str, str]]
     return sa.select(d.c.id, d.c.text, d.c.content_hash).where(d.c.deleted_at.is_(None), ~has).order_by(d.c.id)
 
 
-def _chunks_without_vectors(target: Target) -> sa.Select[tuple[int, str, str, str]]:
+def _chunks_without_vectors(target: Target) -> sa.Select[tuple[int, str, str, str, int]]:
     d, c, v = schema.documents, schema.chunks, schema.vectors
     has = sa.select(v.c.seq).where(v.c.chunk_id == c.c.id, v.c.index_id == target.index.id).exists()
     return (
-        sa.select(c.c.id, c.c.content_hash, c.c.text, d.c.content_hash)
+        sa.select(c.c.id, c.c.content_hash, c.c.text, d.c.content_hash, d.c.id)
         .join(d, d.c.id == c.c.document_id)
         .where(d.c.deleted_at.is_(None), c.c.chunker_key == target.chunker.ref.key, ~has)
         .order_by(c.c.id)
@@ -103,7 +102,9 @@ def fill_index(
         vecs = embed_texts(target.embedder, list(texts.values())) if texts else []
         with engine.begin() as conn:
             store.put_embeddings(conn, target.index.space_key, dict(zip(texts, vecs, strict=True)))
-            vrows = [VectorRow(r[0], r[1], target.index.space_key, target.chunker.ref.key, r[3]) for r in rows]
+            # A concurrent sync may have replaced some of these chunks meanwhile: write only what still lacks a vector.
+            still = _still_missing(conn, target, [r[0] for r in rows])
+            vrows = [VectorRow(r[0], r[1], target.index.space_key, target.chunker.ref.key, r[3]) for r in rows if r[0] in still]
             written = store.write(conn, target.index, vrows)
             write_ledger(conn, ledger_kind, index=target.index.id, vectors=written, embedded=len(texts))
         after = rows[-1][0]
@@ -111,18 +112,28 @@ def fill_index(
         done["vectors"] += written
         progress(len(rows))
         if pause:
-            pause(len(rows))
+            pause(len({r[4] for r in rows}))  # throttles count documents
     return done
+
+
+def _still_missing(conn: sa.Connection, target: Target, chunk_ids: list[int]) -> set[int]:
+    c, v = schema.chunks, schema.vectors
+    has = sa.select(v.c.seq).where(v.c.chunk_id == c.c.id, v.c.index_id == target.index.id).exists()
+    return set(conn.execute(sa.select(c.c.id).where(c.c.id.in_(chunk_ids), ~has)).scalars())
 
 
 def _chunk_docs(engine: sa.Engine, target: Target, docs: list[sa.Row[tuple[int, str, str]]], kind: str) -> None:
     key = target.chunker.ref.key
-    rows = [
-        {"document_id": doc_id, "chunker_key": key, "ordinal": ch.ordinal, "text": ch.text,
-         "start": ch.start, "end": ch.end, "content_hash": ch.content_hash}
-        for doc_id, text, _ in docs
-        for ch in target.chunker.chunk(text)
-    ]
+    chunked = {doc_id: target.chunker.chunk(text) for doc_id, text, _ in docs}
     with engine.begin() as conn:
+        # A concurrent sync may have chunked (or deleted) some of these documents meanwhile.
+        todo = _live_docs_without_chunks(target).where(schema.documents.c.id.in_(list(chunked)))
+        still = {r[0] for r in conn.execute(todo)}
+        rows = [
+            {"document_id": doc_id, "chunker_key": key, "ordinal": ch.ordinal, "text": ch.text,
+             "start": ch.start, "end": ch.end, "content_hash": ch.content_hash}
+            for doc_id, chunks in chunked.items() if doc_id in still
+            for ch in chunks
+        ]
         _insert_returning_ids(conn, schema.chunks, rows)
-        write_ledger(conn, kind, index=target.index.id, chunked_documents=len(docs), chunks=len(rows), at_time=time.time())
+        write_ledger(conn, kind, index=target.index.id, chunked_documents=len(docs), chunks=len(rows))

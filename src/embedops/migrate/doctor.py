@@ -1,0 +1,46 @@
+"""`embedops doctor`: audit every index for mixed spaces, orphans and missing vectors."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from embedops.catalog import schema
+
+if TYPE_CHECKING:
+    from embedops.workspace import Workspace
+
+
+def audit(ws: Workspace) -> dict[str, Any]:
+    """Counts per index; ``ok`` is False when any count that should be zero is not."""
+    v, c, d, e = schema.vectors, schema.chunks, schema.documents, schema.embeddings
+    reports = []
+    with ws.engine.connect() as conn:
+        for ix in ws.indexes(conn, "active"):
+            mine = v.c.index_id == ix.id
+            count = lambda q: int(conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one())  # noqa: E731
+            mixed = count(sa.select(v.c.seq).where(mine, sa.or_(v.c.space_key != ix.space_key, v.c.chunker_key != ix.chunker_key)))
+            orphans = count(
+                sa.select(v.c.seq).join(c, c.c.id == v.c.chunk_id).join(d, d.c.id == c.c.document_id)
+                .where(mine, d.c.deleted_at.is_not(None))
+            )
+            has = sa.select(v.c.seq).where(v.c.chunk_id == c.c.id, mine).exists()
+            missing = count(
+                sa.select(c.c.id).join(d, d.c.id == c.c.document_id)
+                .where(d.c.deleted_at.is_(None), c.c.chunker_key == ix.chunker_key, ~has)
+            )
+            no_embedding = count(
+                sa.select(v.c.seq).outerjoin(e, sa.and_(e.c.space_key == v.c.space_key, e.c.content_hash == v.c.content_hash))
+                .where(mine, e.c.content_hash.is_(None))
+            )
+            stale = count(
+                sa.select(v.c.seq).join(c, c.c.id == v.c.chunk_id).join(d, d.c.id == c.c.document_id)
+                .where(mine, v.c.source_version != d.c.content_hash)
+            )
+            total = ws.store.count(conn, ix.id)
+            problems = {"mixed_space": mixed, "orphans": orphans, "missing_vectors": missing,
+                        "missing_embeddings": no_embedding, "stale_source_version": stale}
+            reports.append({"index": ix.id, "space": ix.space_key, "chunker": ix.chunker_key, "vectors": total,
+                            **problems, "ok": not any(problems.values())})
+    return {"ok": all(r["ok"] for r in reports), "indexes": reports}

@@ -1,0 +1,214 @@
+"""Migrations end to end on real SQLite: plan, start, backfill, gate, cutover, rollback, finalize."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from embedops.catalog import schema
+from embedops.config import load_settings
+from embedops.errors import ConfigChanged, GateFailed, MigrationStateError, NoMigration, SpaceMismatch
+from embedops.migrate.doctor import audit
+from embedops.migrate.gate import GateConfig
+from embedops.migrate.run import Migrator
+from embedops.workspace import Workspace
+from tests.test_workspace import check_invariant_2
+
+NEW = "hashing:seed=1"
+
+
+def kinds(ws: Workspace) -> list[str]:
+    return [r["kind"] for r in reversed(ws.history())]
+
+
+def test_plan_changes_nothing_and_reports_costs(ws: Workspace) -> None:
+    ws.sync()
+    before = (ws.status(), ws.history())
+    plan = Migrator(ws).plan(NEW).to_dict()
+    assert plan["chunks_to_embed"] == len({h for h in _live_hashes(ws)})
+    assert plan["tokens_to_embed"] > 0 and plan["estimated_seconds"] >= 0
+    assert plan["storage_bytes_after"] > plan["storage_bytes_before"] > 0
+    assert plan["thresholds"] == [] and plan["rechunk"] is False
+    assert (ws.status(), ws.history()) == before
+
+
+def test_full_lifecycle(ws: Workspace, corpus: Path) -> None:
+    ws.sync()
+    old_index = ws.status()["aliases"]["prod"]
+    m = Migrator(ws)
+    started = m.start(NEW)
+    shadow = started["shadow_index"]
+    assert m.status()["phase"] == "backfilling"
+    with pytest.raises(GateFailed, match="completeness"):
+        m.cutover()
+    m.backfill(batch=7)
+    st = m.status()
+    assert st["phase"] == "ready" and st["done"] == st["total"] > 0
+    check_invariant_2(ws)
+
+    # dual-write: a sync during the migration keeps both indexes complete
+    (corpus / "sub0/doc000.md").write_text("# Changed\n\nA fresh text about comets and tides.\n")
+    ws.sync()
+    check_invariant_2(ws)
+
+    cut = m.cutover()
+    assert cut["index"] == shadow and ws.status()["aliases"]["prod"] == shadow
+    assert load_settings(ws.root).embedder == NEW
+    assert ws.search("comets tides", k=3)[0].tags["space"] == ws.status()["indexes"][1]["space"]
+
+    back = m.rollback()
+    assert back["index"] == old_index and ws.status()["aliases"]["prod"] == old_index
+    assert load_settings(ws.root).embedder == "hashing"
+    # the old index was kept current: the edit made while cut over is searchable after rollback
+    (corpus / "sub1/doc001.md").write_text("# Again\n\nVolcanoes under the ice sheet.\n")
+    ws.sync()
+    assert ws.search("volcanoes ice sheet", k=1)[0].document_id == "sub1/doc001.md"
+
+    m.cutover()
+    fin = m.finalize()
+    assert fin["dropped_index"] == old_index and fin["vectors_deleted"] > 0
+    statuses = {ix["id"]: ix["status"] for ix in ws.status()["indexes"]}
+    assert statuses == {old_index: "dropped", shadow: "active"}
+    check_invariant_2(ws)
+    assert audit(ws)["ok"]
+    with pytest.raises(NoMigration):
+        m.status()
+    for step in ("migrate.start", "migrate.backfill", "migrate.gate", "migrate.cutover", "migrate.rollback", "migrate.finalize"):
+        assert step in kinds(ws)
+    assert ws.sync().counts.embedded == 0
+
+
+def test_chunker_migration_rechunks(ws: Workspace) -> None:
+    ws.sync()
+    m = Migrator(ws)
+    plan = m.plan("hashing", chunker_params={"max_tokens": 24, "overlap_tokens": 4})
+    assert plan.rechunk and plan.facts.chunks_total > plan.facts.from_vectors
+    m.start("hashing", chunker_params={"max_tokens": 24, "overlap_tokens": 4})
+    m.backfill()
+    check_invariant_2(ws)
+    m.cutover()
+    assert load_settings(ws.root).chunker_params["max_tokens"] == 24
+    ws.sync()  # the adopted config matches the serving index: no ConfigChanged
+    m.finalize()
+    check_invariant_2(ws)
+
+
+def test_forced_cutover_needs_and_records_a_reason(ws: Workspace) -> None:
+    ws.sync()
+    m = Migrator(ws)
+    m.start(NEW)
+    with pytest.raises(Exception, match="--reason"):
+        m.cutover(force=True)
+    m.cutover(force=True, reason="incident 42: old model endpoint retired")
+    entry = ws.history(kind="migrate.cutover")[0]
+    assert entry["details"]["forced"] is True and "incident 42" in entry["details"]["reason"]
+
+
+def test_overlap_gates_only_when_configured(ws: Workspace) -> None:
+    ws.sync()
+    m = Migrator(ws)
+    m.start(NEW)
+    m.backfill()
+    refused = pytest.raises(GateFailed, match="overlap")
+    with refused:
+        m.cutover(gate=GateConfig(min_overlap=0.99))
+    gate = m.cutover()["gate"]
+    overlap = next(c for c in gate["checks"] if c["name"].startswith("overlap"))
+    assert overlap["gating"] is False and 0.0 <= overlap["value"] <= 1.0
+
+
+def test_state_errors_name_the_next_step(ws: Workspace) -> None:
+    ws.sync()
+    m = Migrator(ws)
+    with pytest.raises(NoMigration, match="migrate start"):
+        m.cutover()
+    m.start(NEW)
+    with pytest.raises(MigrationStateError, match="already open"):
+        m.start("hashing:seed=2")
+    with pytest.raises(MigrationStateError, match="needs cut_over"):
+        m.finalize()
+    m.abort()
+    assert [ix["status"] for ix in ws.status()["indexes"]] == ["active", "dropped"]
+    check_invariant_2(ws)
+
+
+def test_plan_flags_change_nothing(ws: Workspace) -> None:
+    ws.sync()
+    m = Migrator(ws)
+    assert m.start(NEW, plan_only=True)["started"] is False and m.current() is None
+    m.start(NEW)
+    m.backfill()
+    before = ws.history()
+    assert m.backfill(plan_only=True)["missing_vectors"] == 0
+    assert m.cutover(plan_only=True)["would_cut_over"] is True
+    assert ws.history() == before
+
+
+def test_sync_refuses_a_model_flip_and_names_migrate(ws: Workspace) -> None:
+    ws.sync()
+    ws.settings.embedder = NEW
+    with pytest.raises(ConfigChanged, match="migrate plan --to hashing:seed=1"):
+        ws.sync()
+
+
+def test_query_with_mismatched_embedder_is_refused(ws: Workspace) -> None:
+    ws.sync()
+    with ws.engine.begin() as conn:
+        conn.execute(sa.update(schema.spaces).values(embedder=NEW))  # the name now yields another space
+    with pytest.raises(SpaceMismatch, match="now describes space"):
+        ws.search("anything")
+
+
+def test_doctor_finds_orphans_and_missing_vectors(ws: Workspace) -> None:
+    ws.sync()
+    assert audit(ws)["ok"]
+    v, d = schema.vectors, schema.documents
+    with ws.engine.begin() as conn:
+        conn.execute(sa.delete(v).where(v.c.seq == conn.execute(sa.select(sa.func.min(v.c.seq))).scalar_one()))
+        conn.execute(sa.update(d).where(d.c.id == 2).values(deleted_at=1.0))
+    report = audit(ws)["indexes"][0]
+    assert not audit(ws)["ok"] and report["missing_vectors"] >= 1 and report["orphans"] >= 1
+
+
+def test_concurrent_readers_never_fail_or_mix_through_cutover_and_rollback(ws: Workspace) -> None:
+    ws.sync()
+    m = Migrator(ws)
+    m.start(NEW)
+    m.backfill()
+    spaces = {ix["id"]: ix["space"] for ix in ws.status()["indexes"]}
+    errors: list[BaseException] = []
+    mixed: list[set[str]] = []
+    stop = threading.Event()
+    count = [0]
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                results = ws.search("cell protein gene", k=10)
+                tags = {r.tags["space"] for r in results}
+                if len(tags) > 1:
+                    mixed.append(tags)
+                count[0] += 1
+            except BaseException as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(5):
+        m.cutover()
+        m.rollback()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors and not mixed and count[0] > 10
+    assert set(spaces.values()) and len(set(spaces.values())) == 2
+
+
+def _live_hashes(ws: Workspace) -> list[str]:
+    c, d = schema.chunks, schema.documents
+    with ws.engine.connect() as conn:
+        return list(conn.execute(sa.select(c.c.content_hash).join(d, d.c.id == c.c.document_id).where(d.c.deleted_at.is_(None))).scalars())
