@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from embedops.catalog import schema
+from embedops.catalog.fts import create_fts, rebuild_fts
 from embedops.catalog.ledger import actor, write_ledger
 from embedops.errors import CatalogError, SchemaVersionError
 
@@ -18,6 +19,17 @@ from embedops.errors import CatalogError, SchemaVersionError
 # one transaction together with its ledger row. Append only.
 Upgrade = Callable[[sa.Connection], None]
 UPGRADES: dict[int, Upgrade] = {}
+
+
+def _upgrade_to_2(conn: sa.Connection) -> None:
+    """Version 2: eval sets, and the chunks' full-text index (BM25 / hybrid search)."""
+    tables = [schema.evalsets, schema.evalset_queries, schema.evalset_qrels]
+    schema.metadata.create_all(conn, tables=tables)
+    if create_fts(conn):
+        rebuild_fts(conn)  # index the chunks written before the triggers existed
+
+
+UPGRADES[2] = _upgrade_to_2
 
 
 def database_url(database: str, workspace_root: Path) -> str:
@@ -76,6 +88,7 @@ def ensure_schema(engine: sa.Engine) -> int:
         version = current_version(conn)
         if version is None:
             schema.metadata.create_all(conn)
+            create_fts(conn)
             conn.execute(sa.insert(schema.meta).values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
             write_ledger(conn, "catalog.create", schema_version=schema.SCHEMA_VERSION)
             return schema.SCHEMA_VERSION

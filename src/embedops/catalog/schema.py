@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -156,3 +156,68 @@ sa.Index("ix_vectors_index", vectors.c.index_id, vectors.c.seq)
 sa.Index("ix_vectors_chunk", vectors.c.chunk_id)
 sa.Index("ix_deletions_index", vector_deletions.c.index_id, vector_deletions.c.seq)
 sa.Index("ix_ledger_kind", ledger.c.kind, ledger.c.at)
+
+# -- eval sets (schema version 2) -----------------------------------------------
+# Versioned queries with graded judgments, bound to one source: judgments name
+# the source's external ids, so an eval set survives re-chunking and model
+# changes. A re-import with different content is a new version, never an edit.
+evalsets = sa.Table(
+    "evalsets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("source_id", sa.Integer, sa.ForeignKey("sources.id"), nullable=False),
+    # The alias this set guards (migration gates, monitors); not a foreign key:
+    # a set may be bound before the alias exists.
+    sa.Column("alias", sa.String(200)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("content_hash", sa.String(32), nullable=False),
+    sa.Column("is_canary", sa.Boolean, nullable=False, default=False),
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("split", sa.String(64)),
+    sa.Column("origin", sa.Text, nullable=False),
+    # Lines of the imported files that could not be used, with their reasons.
+    sa.Column("problems", sa.JSON, nullable=False),
+    sa.UniqueConstraint("name", "version", name="uq_evalsets_name_version"),
+)
+
+evalset_queries = sa.Table(
+    "evalset_queries",
+    metadata,
+    sa.Column("evalset_id", sa.Integer, sa.ForeignKey("evalsets.id"), primary_key=True),
+    sa.Column("query_id", sa.Text, primary_key=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("line", sa.Integer),
+)
+
+evalset_qrels = sa.Table(
+    "evalset_qrels",
+    metadata,
+    sa.Column("evalset_id", sa.Integer, sa.ForeignKey("evalsets.id"), primary_key=True),
+    sa.Column("query_id", sa.Text, primary_key=True),
+    sa.Column("doc_id", sa.Text, primary_key=True),
+    sa.Column("grade", sa.Integer, nullable=False),
+    sa.Column("line", sa.Integer),
+)
+
+# -- migrations (schema version 3) ---------------------------------------------
+# One row per move of an alias from one index to another. ``status``: open
+# (shadow being built, alias on the old index), cut_over (alias on the new
+# index, old one still kept current), finalized (old index dropped), aborted
+# (shadow dropped before any cutover).
+migrations = sa.Table(
+    "migrations",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("alias", sa.String(200), nullable=False),
+    sa.Column("from_index", sa.String(64), sa.ForeignKey("indexes.id"), nullable=False),
+    sa.Column("to_index", sa.String(64), sa.ForeignKey("indexes.id"), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("plan", sa.JSON, nullable=False),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("gate", sa.JSON),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

@@ -1,0 +1,226 @@
+"""Search modes: vector (the index's ANN), BM25 (the catalog's FTS5) and hybrid (RRF).
+
+BM25 runs in the database's own full-text engine over the chunks of the queried
+index's chunker that have a vector in that index, so all three modes rank the
+same set of chunks. Hybrid fuses the two ranked lists by reciprocal rank
+fusion: ``score(chunk) = Σ weight / (rrf_k + rank)`` over the lists the chunk
+appears in (Cormack et al., 2009; ``rrf_k = 60``).
+
+>>> fts_query('what is "WAL"? (sqlite)')
+'"what" OR "is" OR "WAL" OR "sqlite"'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal, cast, get_args
+
+import numpy as np
+
+from embedops.catalog.fts import FTS_TABLE
+from embedops.errors import SearchError, SpaceMismatch
+from embedops.search.engine import Filters, Searcher, SearchResult
+from embedops.vectors.base import IndexInfo
+
+SearchMode = Literal["vector", "bm25", "hybrid"]
+MODES: tuple[str, ...] = get_args(SearchMode)
+
+# A query's distinct terms beyond this add cost, not ranking signal.
+MAX_TERMS = 64
+_TERM = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class HybridParams:
+    """Reciprocal rank fusion settings; ``depth`` is how many candidates each list contributes."""
+
+    rrf_k: int = 60
+    vector_weight: float = 1.0
+    bm25_weight: float = 1.0
+    depth: int | None = None  # default: max(2k, 100)
+
+    def candidates(self, k: int) -> int:
+        return max(k, self.depth) if self.depth else max(2 * k, 100)
+
+
+DEFAULT_HYBRID = HybridParams()
+
+_BM25_SQL = (
+    "SELECT v.seq, v.chunk_id, v.space_key, v.chunker_key, v.embedded_at, c.text, c.start, c.\"end\","
+    " d.external_id, d.source_updated_at, d.metadata, s.name, top.score"
+    " FROM (SELECT v.seq AS seq, -bm25({fts}) AS score FROM {fts}"
+    " JOIN chunks c ON c.id = {fts}.rowid"
+    " JOIN vectors v ON v.chunk_id = c.id AND v.index_id = ?"
+    "{joins}"
+    " WHERE {fts} MATCH ? AND c.chunker_key = ?{where}"
+    " ORDER BY bm25({fts}) LIMIT ?) AS top"
+    " JOIN vectors v ON v.seq = top.seq JOIN chunks c ON c.id = v.chunk_id"
+    " JOIN documents d ON d.id = c.document_id JOIN sources s ON s.id = d.source_id"
+    " ORDER BY top.score DESC, v.seq"
+)
+
+
+def check_mode(mode: str) -> SearchMode:
+    """``mode`` as a :data:`SearchMode`, or a :class:`SearchError` naming the valid ones."""
+    if mode not in MODES:
+        raise SearchError(f"unknown search mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
+    return cast(SearchMode, mode)
+
+
+def fts_query(text: str) -> str | None:
+    """An FTS5 query matching any of ``text``'s words, each quoted: punctuation never errors.
+
+    Returns ``None`` when the text has no word at all.
+    """
+    seen: dict[str, str] = {}
+    for term in _TERM.findall(text):
+        seen.setdefault(term.casefold(), term)
+        if len(seen) >= MAX_TERMS:
+            break
+    return " OR ".join(f'"{t}"' for t in seen.values()) or None
+
+
+def embed_queries(searcher: Searcher, index: IndexInfo, texts: Sequence[str]) -> np.ndarray:
+    """All query texts embedded in one call with the index's own embedder (invariant 1)."""
+    embedder = searcher.embedder_for(index)
+    if embedder.ref.key != index.space_key:
+        raise SpaceMismatch(
+            f"query embedder {embedder.ref.key} differs from index {index.id}'s space {index.space_key}",
+            hint="a query must be embedded with the index's own embedder",
+        )
+    if not texts:
+        return np.empty((0, index.dims), dtype=np.float32)
+    return np.asarray(embedder.embed(list(texts)), dtype=np.float32)
+
+
+def search_mode(
+    searcher: Searcher,
+    query: str | None = None,
+    *,
+    vector: np.ndarray | None = None,
+    k: int = 10,
+    alias: str = "prod",
+    index_id: str | None = None,
+    filters: Filters | None = None,
+    mode: str = "vector",
+    hybrid: HybridParams = DEFAULT_HYBRID,
+) -> list[SearchResult]:
+    """One query in any mode. ``query`` is needed for BM25; ``vector`` (precomputed) skips embedding."""
+    mode = check_mode(mode)
+    if k < 1:
+        raise SearchError(f"k must be at least 1 (got {k})")
+    if mode == "vector":
+        return searcher.search(query, vector=vector, k=k, alias=alias, index_id=index_id, filters=filters)
+    index = searcher.resolve(alias, index_id)
+    text = _require_text(query, mode)
+    if mode == "bm25":
+        return bm25_search(searcher, index, text, k, filters)
+    depth = hybrid.candidates(k)
+    by_vector = searcher.search(text, vector=vector, k=depth, index_id=index.id, filters=filters)
+    by_bm25 = bm25_search(searcher, index, text, depth, filters)
+    return fuse([by_vector, by_bm25], [hybrid.vector_weight, hybrid.bm25_weight], hybrid.rrf_k)[:k]
+
+
+def search_batch(
+    searcher: Searcher,
+    queries: Sequence[str],
+    *,
+    k: int = 10,
+    alias: str = "prod",
+    index_id: str | None = None,
+    filters: Filters | None = None,
+    mode: str = "vector",
+    vectors: np.ndarray | None = None,
+    hybrid: HybridParams = DEFAULT_HYBRID,
+) -> list[list[SearchResult]]:
+    """Many queries against one index, resolved once and embedded in one batch.
+
+    The alias is resolved a single time, so a concurrent alias swap cannot mix
+    two indexes within one batch. ``vectors`` (one row per query) skips embedding.
+    """
+    mode = check_mode(mode)
+    index = searcher.resolve(alias, index_id)
+    if mode != "bm25" and vectors is None:
+        vectors = embed_queries(searcher, index, queries)
+    return [
+        search_mode(searcher, text, vector=None if vectors is None else vectors[i], k=k, index_id=index.id,
+                    filters=filters, mode=mode, hybrid=hybrid)
+        for i, text in enumerate(queries)
+    ]
+
+
+def bm25_search(searcher: Searcher, index: IndexInfo, text: str, k: int, filters: Filters | None = None) -> list[SearchResult]:
+    """Top ``k`` chunks of ``index`` by FTS5 BM25 (score = −bm25(), higher is better)."""
+    if not searcher.store.capabilities.full_text:
+        raise SearchError(f"index {index.id}'s store has no full-text engine", hint="use --mode vector")
+    match = fts_query(text)
+    if match is None:
+        return []
+    joins, where, params = _filter_sql(filters)
+    sql = _BM25_SQL.format(fts=FTS_TABLE, joins=joins, where=where)
+    raw = searcher.store.raw().driver_connection
+    try:
+        rows = raw.execute(sql, [index.id, match, index.chunker_key, *params, k]).fetchall()
+    except sqlite3.OperationalError as exc:
+        raise SearchError(
+            f"full-text search failed on index {index.id}: {exc}",
+            hint="an older catalog may lack the FTS index: open it with this embedops to upgrade it",
+        ) from exc
+    return [_result(r) for r in rows]
+
+
+def fuse(ranked: Sequence[Sequence[SearchResult]], weights: Sequence[float], rrf_k: int = 60) -> list[SearchResult]:
+    """Reciprocal rank fusion of ranked result lists (same index), best first.
+
+    Ties keep the order in which chunks were first seen, lists in the given order.
+    """
+    scores: dict[int, float] = {}
+    first: dict[int, SearchResult] = {}
+    for results, weight in zip(ranked, weights, strict=True):
+        for rank, result in enumerate(results, start=1):
+            scores[result.chunk_id] = scores.get(result.chunk_id, 0.0) + weight / (rrf_k + rank)
+            first.setdefault(result.chunk_id, result)
+    order = sorted(first, key=lambda cid: -scores[cid])  # stable: first-seen order breaks ties
+    return [replace(first[cid], score=round(scores[cid], 8)) for cid in order]
+
+
+def _require_text(query: str | None, mode: str) -> str:
+    if not query or not query.strip():
+        raise SearchError(f"empty query: {mode} search needs the query text", hint='pass some text: embedops search "..."')
+    return query
+
+
+def _filter_sql(filters: Filters | None) -> tuple[str, str, list[Any]]:
+    if not filters:
+        return "", "", []
+    where: list[str] = []
+    params: list[Any] = []
+    if filters.source:
+        where.append("fs.name = ?")
+        params.append(filters.source)
+    for key, value in filters.metadata.items():
+        where.append("CAST(json_extract(fd.metadata, ?) AS VARCHAR) = ?")
+        params.extend(['$."' + key.replace('"', '\\"') + '"', str(value)])
+    if filters.updated_after:
+        where.append("fd.source_updated_at >= ?")
+        params.append(filters.updated_after.timestamp())
+    joins = " JOIN documents fd ON fd.id = c.document_id JOIN sources fs ON fs.id = fd.source_id"
+    return joins, "".join(f" AND {w}" for w in where), params
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def _result(r: tuple[Any, ...]) -> SearchResult:
+    # The score stays unrounded: BM25 scores of common terms can be ~1e-6.
+    return SearchResult(
+        document_id=r[8], chunk_id=r[1], score=float(r[12]), text=r[5], start=r[6], end=r[7],
+        source=r[11], metadata=json.loads(r[10]) if isinstance(r[10], str) else r[10],
+        tags={"space": r[2], "chunker": r[3], "embedded_at": _iso(r[4]), "source_updated_at": _iso(r[9])},
+    )
