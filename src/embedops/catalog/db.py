@@ -32,6 +32,14 @@ def _upgrade_to_2(conn: sa.Connection) -> None:
 UPGRADES[2] = _upgrade_to_2
 
 
+def _upgrade_to_3(conn: sa.Connection) -> None:
+    """Version 3: migrations (alias moves between indexes)."""
+    schema.metadata.create_all(conn, tables=[schema.migrations])
+
+
+UPGRADES[3] = _upgrade_to_3
+
+
 def database_url(database: str, workspace_root: Path) -> str:
     """A SQLAlchemy URL from the config value: a URL, or a SQLite path relative to the workspace."""
     if "://" in database:

@@ -40,7 +40,9 @@ _TRIGRAM_NORM = 0.7
 _EMPTY_FEATURE = "e:"
 # Bounds the per-instance vocabulary cache (a few hundred bytes a word).
 _MAX_CACHED_WORDS = 1_000_000
+# Texts per internal batch, bounded so a batch's dense float64 block stays ~16 MB.
 _BATCH = 2048
+_BATCH_CELLS = 2**21
 _MAX_DIMS = 65_536
 
 
@@ -149,7 +151,9 @@ class HashingEmbedder:
                 hint="use e.g. 'hashing:dims=384'",
             )
         if not 0 <= seed < 2**64:
-            raise ConfigError(f"hashing embedder: seed must be in [0, 2**64), got {seed}", hint="use e.g. 'hashing:seed=1'")
+            raise ConfigError(
+                f"hashing embedder: seed must be in [0, 2**64), got {seed}", hint="use e.g. 'hashing:seed=1'"
+            )
         self.dims = dims
         self.seed = seed
         self.ref = hashing_ref(dims, seed, name=name)
@@ -164,8 +168,9 @@ class HashingEmbedder:
         """Unit-length float32 vectors, shape ``(len(texts), dims)``."""
         texts = list(texts)
         out = np.empty((len(texts), self.dims), dtype=np.float32)
-        for lo in range(0, len(texts), _BATCH):
-            out[lo : lo + _BATCH] = self._embed_batch(texts[lo : lo + _BATCH])
+        step = max(1, min(_BATCH, _BATCH_CELLS // self.dims))
+        for lo in range(0, len(texts), step):
+            out[lo : lo + step] = self._embed_batch(texts[lo : lo + step])
         return out
 
     def count_tokens(self, text: str) -> int:
@@ -189,6 +194,8 @@ class HashingEmbedder:
             weights = table.weight[pos]
         # bincount sums each document's features in text order: batch-independent results.
         vec = np.bincount(cells, weights=weights, minlength=n * dims).reshape(n, dims)
+        # With no features at all bincount returns integers.
+        vec = vec.astype(np.float64, copy=False)
         words = np.bincount(doc[ids != _SEPARATOR_ROW], minlength=n)
         vec[words == 0] = self._empty_vector
         norms = np.linalg.norm(vec, axis=1, keepdims=True)

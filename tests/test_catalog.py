@@ -1,0 +1,46 @@
+"""The catalog's own schema: created at the current version, upgraded in place, never downgraded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from embedops.catalog import schema
+from embedops.catalog.db import create_engine, ensure_schema
+from embedops.catalog.ledger import read_ledger
+from embedops.errors import SchemaVersionError
+
+
+def test_new_catalog_is_current_and_in_wal_mode(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    assert ensure_schema(engine) == schema.SCHEMA_VERSION
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert [r["kind"] for r in read_ledger(conn)] == ["catalog.create"]
+    assert ensure_schema(engine) == schema.SCHEMA_VERSION  # idempotent
+
+
+def test_v2_catalog_is_upgraded_to_v3_with_a_ledger_row(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        tables = [t for t in schema.metadata.sorted_tables if t.name != "migrations"]
+        schema.metadata.create_all(conn, tables=tables)
+        conn.execute(sa.insert(schema.meta).values(key="schema_version", value="2"))
+        conn.execute(sa.insert(schema.sources).values(name="keep", kind="folder", config={}, created_at=1.0))
+    assert ensure_schema(engine) == schema.SCHEMA_VERSION
+    with engine.connect() as conn:
+        assert sa.inspect(conn).has_table("migrations")
+        assert conn.execute(sa.select(schema.sources.c.name)).scalars().all() == ["keep"]
+        upgrades = [r["details"]["schema_version"] for r in read_ledger(conn, kind_prefix="catalog.upgrade")]
+        assert 3 in upgrades
+
+
+def test_catalog_from_a_newer_embedops_is_refused(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'new.db'}")
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.update(schema.meta).values(value=str(schema.SCHEMA_VERSION + 1)))
+    with pytest.raises(SchemaVersionError, match="upgrade embedops"):
+        ensure_schema(engine)
