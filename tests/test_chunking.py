@@ -312,7 +312,7 @@ def test_chunking_is_deterministic() -> None:
 def test_ref_records_every_parameter() -> None:
     ref = StructuredChunker().ref
     assert (ref.name, ref.version) == ("structured", "1")
-    assert ref.params_dict == {"max_tokens": 128, "overlap_tokens": 16, "tokenizer": "regex"}
+    assert ref.params_dict == {"max_tokens": 126, "overlap_tokens": 16, "tokenizer": "regex"}
     keys = {
         StructuredChunker().ref.key,
         StructuredChunker(max_tokens=256).ref.key,
@@ -359,7 +359,7 @@ def test_whole_chunker_returns_the_stripped_document() -> None:
 def test_registry_names_and_defaults() -> None:
     assert chunker_names() == ["structured", "whole"]
     assert DEFAULT_CHUNKER in chunker_names()
-    assert make_chunker("structured").ref == StructuredChunker(128, 16).ref
+    assert make_chunker("structured").ref == StructuredChunker(126, 16).ref
     assert make_chunker("structured", {"max_tokens": 64}).ref == StructuredChunker(64, 16).ref
     whole = make_chunker("whole", count_tokens=nonspace_chars, tokenizer_name="t")
     assert isinstance(whole, WholeChunker)

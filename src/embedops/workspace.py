@@ -182,7 +182,12 @@ class Workspace:
     def make_chunker(self, name: str, params: dict[str, Any], embedder: Embedder) -> Chunker:
         from embedops.chunking.registry import make_chunker
 
-        return make_chunker(name, params, count_tokens=embedder.count_tokens, tokenizer_name=embedder.tokenizer_name)
+        special = embedder.count_tokens("")  # [CLS]/[SEP]: counted once per model input, not once per sentence
+
+        def content_tokens(text: str) -> int:
+            return max(0, embedder.count_tokens(text) - special)
+
+        return make_chunker(name, params, count_tokens=content_tokens, tokenizer_name=embedder.tokenizer_name)
 
     def indexes(self, conn: sa.Connection, status: str | None = None) -> list[IndexInfo]:
         i, sp = schema.indexes, schema.spaces

@@ -67,7 +67,8 @@ def _build_whole(
 
 _REGISTRY: dict[str, _ChunkerSpec] = {
     "structured": _ChunkerSpec(
-        _build_structured, {"max_tokens": 128, "overlap_tokens": 16}, frozenset({"tokenizer"})
+        # 126 content tokens + [CLS] + [SEP] fit the smallest packaged model's 128-token window.
+        _build_structured, {"max_tokens": 126, "overlap_tokens": 16}, frozenset({"tokenizer"})
     ),
     "whole": _ChunkerSpec(_build_whole),
 }

@@ -85,7 +85,7 @@ class StructuredChunker:
 
     def __init__(
         self,
-        max_tokens: int = 128,
+        max_tokens: int = 126,
         overlap_tokens: int = 16,
         count_tokens: TokenCounter | None = None,
         tokenizer_name: str | None = None,
