@@ -212,3 +212,23 @@ def _live_hashes(ws: Workspace) -> list[str]:
     c, d = schema.chunks, schema.documents
     with ws.engine.connect() as conn:
         return list(conn.execute(sa.select(c.c.content_hash).join(d, d.c.id == c.c.document_id).where(d.c.deleted_at.is_(None))).scalars())
+
+
+def test_sync_keeps_shadow_current_but_leaves_the_fill_to_backfill(ws: Workspace, corpus: Path) -> None:
+    ws.sync()
+    m = Migrator(ws)
+    shadow = m.start(NEW)["shadow_index"]
+    (corpus / "fresh.md").write_text("# Fresh\n\nAurora borealis over the fjord.\n")
+    ws.sync()
+    counts = {ix["id"]: ix["vectors"] for ix in ws.status()["indexes"]}
+    assert 0 < counts[shadow] < counts[ws.status()["aliases"]["prod"]]  # only the new document was dual-written
+    assert ws.search("aurora borealis fjord", k=1, index=shadow)[0].document_id == "fresh.md"
+
+
+def test_sync_repairs_a_served_index_after_a_forced_cutover(ws: Workspace) -> None:
+    ws.sync()
+    m = Migrator(ws)
+    m.start(NEW)
+    m.cutover(force=True, reason="testing an incomplete shadow")
+    ws.sync()
+    check_invariant_2(ws)

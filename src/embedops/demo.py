@@ -1,4 +1,4 @@
-"""The README's first command: ingest a small corpus, search, change it, re-sync, status.
+"""The README's first command: ingest, search, change the corpus, re-sync, migrate the model, audit.
 
 Runs the real CLI commands against a fresh workspace (``$EMBEDOPS_DEMO_DIR`` or a
 temporary directory) with the packaged ``minilm-l3`` model.
@@ -65,8 +65,19 @@ def main() -> None:
     run("sync")
     console.print("[dim]only the chunks whose text changed were embedded; the rest came from the content-hash cache[/]")
     run("search", "why do we have tides", "-k", "2")
+
+    console.rule("upgrade the model as a migration: minilm-l3 → minilm-l6")
+    run("migrate", "plan", "--to", "minilm-l6")
+    run("migrate", "start", "--to", "minilm-l6")
+    run("sync")  # dual-write: the shadow index is kept current while it is built
+    run("migrate", "backfill")
+    run("migrate", "status")
+    run("migrate", "cutover")
+    run("search", "how do cells divide", "-k", "3")
+    console.print("[dim]`embedops migrate rollback` would point prod back at the old index; finalize drops it[/]")
+    run("doctor")
     run("status")
-    run("history", "--limit", "8")
+    run("history", "--limit", "10")
     console.print(f"\n[green]demo workspace left at[/] {ws}")
 
 

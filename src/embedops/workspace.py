@@ -351,12 +351,20 @@ class Workspace:
         return n
 
     def _complete(self, targets: list[Target], total: SyncCounts, progress: ProgressFactory | None) -> list[dict[str, Any]]:
-        """Repair any index that lags the catalog (a new index, an interrupted fill), then persist ANN files."""
+        """Repair a served index that lags the catalog (e.g. after a forced cutover), then persist ANN files.
+
+        A shadow index is only kept current for what changes (dual-write); filling the rest is
+        `migrate backfill`'s job, throttled and resumable, never a side effect of sync.
+        """
         out = []
+        with self.engine.connect() as conn:
+            served = set(conn.execute(sa.select(schema.aliases.c.index_id)).scalars())
         for t in targets:
-            with self.engine.connect() as conn:
-                gap = measure_gap(conn, t)
-            if gap.total:
+            gap = None
+            if t.index.id in served:
+                with self.engine.connect() as conn:
+                    gap = measure_gap(conn, t)
+            if gap is not None and gap.total:
                 bar = progress(f"fill {t.index.id}", gap.missing_vectors) if progress else None
                 done = fill_index(self.engine, self.store, t, batch_size=self.settings.batch_size, progress=bar)
                 total.embedded += done["embedded"]
