@@ -1,0 +1,91 @@
+"""Invariant 7 at the workspace level: bad records are reported, recorded and skipped; the rest proceeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from embedops.workspace import Workspace
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_rest_is_synced(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.md").write_text("# Good\n\nA perfectly fine document about ferns.\n")
+    (docs / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    (docs / "binary.txt").write_bytes(b"PK\x03\x04\x00\x00binary")
+    (docs / "empty.md").write_text("")
+    (docs / "blank.md").write_text("   \n\n  ")
+    with (docs / "huge.txt").open("wb") as fh:
+        fh.truncate(50 * 2**20)
+    (docs / "dangling.md").symlink_to(docs / "missing-target.md")
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("docs", docs)
+    result = ws.sync()
+    reasons = {s.external_id: s.reason for s in result.counts.skipped}
+    assert result.counts.added == 1
+    assert "UTF-8" in reasons["latin1.txt"] and "binary" in reasons["binary.txt"].lower()
+    assert "empty" in reasons["empty.md"] and "empty" in reasons["blank.md"]
+    assert "MB" in reasons["huge.txt"] or "bytes" in reasons["huge.txt"]
+    assert "dangling.md" in reasons
+    recorded = ws.history(kind="sync.source")[0]["details"]
+    assert recorded["skipped_count"] == len(reasons) and {s["id"] for s in recorded["skipped"]} == set(reasons)
+
+
+def test_a_good_document_turned_bad_keeps_its_previous_version(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\nOriginal text about glaciers.\n")
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("docs", docs)
+    ws.sync()
+    (docs / "a.md").write_bytes(b"\xff\xfe broken \x00 bytes")
+    result = ws.sync()
+    assert result.counts.deleted == 0 and [s.external_id for s in result.counts.skipped] == ["a.md"]
+    assert ws.search("glaciers", k=1)[0].document_id == "a.md"
+
+
+def test_malformed_jsonl_lines_are_skipped_with_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"id": "1", "text": "first record"}\n{not json\n{"id": "3"}\n{"id": "4", "text": "fourth"}\n')
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("j", path, kind="jsonl")
+    result = ws.sync()
+    assert result.counts.added == 2
+    reasons = " | ".join(s.reason for s in result.counts.skipped)
+    assert "line 2" in reasons and "line 3" in reasons
+
+
+def test_provider_error_skips_only_the_rejected_document(tmp_path: Path) -> None:
+    from embedops.errors import ProviderError
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(5):
+        (docs / f"d{i}.md").write_text(f"# D{i}\n\nDocument number {i} about rivers.\n")
+    (docs / "poison.md").write_text("# Poison\n\nThis text makes the provider fail.\n")
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("docs", docs)
+    embedder = ws.embedder("hashing")
+    real = embedder.embed
+
+    class RejectingEmbedder:
+        """Stands in for a remote provider that rejects one input with a non-transient error."""
+
+        ref, tokenizer_name, count_tokens = embedder.ref, embedder.tokenizer_name, embedder.count_tokens
+
+        def embed(self, texts: list[str]):  # type: ignore[no-untyped-def]
+            if any("provider fail" in t for t in texts):
+                raise ProviderError("400 Bad Request: input rejected")
+            return real(texts)
+
+    ws._embedders["hashing"] = RejectingEmbedder()  # type: ignore[assignment]
+    import embedops.sync.run as run_mod
+
+    run_mod.EMBED_RETRIES, saved = 1, run_mod.EMBED_RETRIES
+    try:
+        result = ws.sync()
+    finally:
+        run_mod.EMBED_RETRIES = saved
+    assert result.counts.added == 5
+    assert [s.external_id for s in result.counts.skipped] == ["poison.md"]
+    assert "rejected" in result.counts.skipped[0].reason

@@ -1,0 +1,67 @@
+"""The CLI's JSON contracts and error mapping, through the real typer app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from embedops.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, object]:
+    result = runner.invoke(app, list(args))
+    try:
+        return result.exit_code, json.loads(result.stdout)
+    except json.JSONDecodeError as exc:
+        raise AssertionError(f"stdout is not JSON: {result.stdout!r}\nstderr: {result.stderr!r}") from exc
+
+
+def test_json_contracts_end_to_end(tmp_path: Path, corpus: Path) -> None:
+    ws = str(tmp_path / "ws")
+    code, init = run("init", ws, "--embedder", "hashing", "--json")
+    assert code == 0 and init["embedder"] == "hashing"  # type: ignore[index]
+    code, _ = run("source", "add", "docs", str(corpus), "--workspace", ws, "--json")
+    assert code == 0
+    code, plan = run("sync", "--plan", "--workspace", ws, "--json")
+    assert code == 0 and plan["added"] == 30 and plan["chunks_to_embed"] > 0  # type: ignore[index]
+    code, sync = run("sync", "--workspace", ws, "--json")
+    assert code == 0
+    assert {"added", "updated", "deleted", "unchanged", "embedded", "skipped"} <= set(sync)  # type: ignore[arg-type]
+    code, hits = run("search", "immune antibody", "-k", "3", "--workspace", ws, "--json")
+    assert code == 0 and isinstance(hits, list) and len(hits) == 3
+    assert {"document_id", "chunk_id", "score", "text", "tags"} <= set(hits[0])
+    assert {"space", "chunker", "embedded_at", "source_updated_at"} <= set(hits[0]["tags"])
+    code, status = run("status", "--workspace", ws, "--json")
+    assert code == 0 and status["aliases"]["prod"] == status["indexes"][0]["id"]  # type: ignore[index]
+    assert {"id", "space", "chunker", "vectors"} <= set(status["indexes"][0])  # type: ignore[index]
+    code, history = run("history", "--workspace", ws, "--json")
+    assert code == 0 and {"kind", "at", "details"} <= set(history[0])  # type: ignore[index]
+
+
+def test_errors_are_json_objects_with_a_hint_and_exit_1(tmp_path: Path) -> None:
+    code, err = run("status", "--workspace", str(tmp_path / "nowhere"), "--json")
+    assert code == 1 and err["error"] == "WorkspaceNotFound" and "embedops init" in err["hint"]  # type: ignore[index]
+
+
+def test_migrate_json_contract(tmp_path: Path, corpus: Path) -> None:
+    ws = str(tmp_path / "ws")
+    run("init", ws, "--embedder", "hashing", "--json")
+    run("source", "add", "docs", str(corpus), "--workspace", ws, "--json")
+    run("sync", "--workspace", ws, "--json")
+    code, plan = run("migrate", "plan", "--to", "hashing:seed=3", "--workspace", ws, "--json")
+    assert code == 0
+    assert {"chunks_to_embed", "estimated_seconds", "storage_bytes_before", "storage_bytes_after", "thresholds"} <= set(plan)  # type: ignore[arg-type]
+    run("migrate", "start", "--to", "hashing:seed=3", "--workspace", ws, "--json")
+    code, status = run("migrate", "status", "--workspace", ws, "--json")
+    assert code == 0 and status["phase"] == "backfilling" and status["done"] == 0 < status["total"]  # type: ignore[index]
+    code, refused = run("migrate", "cutover", "--workspace", ws, "--json")
+    assert code == 1 and refused["error"] == "GateFailed"  # type: ignore[index]
+    run("migrate", "backfill", "--workspace", ws, "--json")
+    code, cut = run("migrate", "cutover", "--workspace", ws, "--json")
+    assert code == 0 and cut["seconds"] < 0.1  # type: ignore[index]
+    code, doctor = run("doctor", "--workspace", ws, "--json")
+    assert code == 0 and doctor["ok"] is True  # type: ignore[index]
