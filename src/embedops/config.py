@@ -15,6 +15,7 @@ from typing import Any
 import tomli_w
 
 from embedops.errors import ConfigError, WorkspaceNotFound
+from embedops.monitor.settings import MonitorSettings, optional_duration
 
 CONFIG_NAME = "embedops.toml"
 DEFAULT_DATABASE = ".embedops/catalog.db"
@@ -29,9 +30,12 @@ class SourceConfig:
     kind: str
     path: str
     options: dict[str, Any] = field(default_factory=dict)
+    # Freshness SLO of this source (overrides [monitor] max_lag), e.g. "1h"; "off" for none.
+    max_lag: str | None = None
 
     def to_toml(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": self.path, **self.options}
+        extra = {} if self.max_lag is None else {"max_lag": self.max_lag}
+        return {"kind": self.kind, "path": self.path, **self.options, **extra}
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Settings:
     alias: str = DEFAULT_ALIAS
     batch_size: int = 256
     sources: dict[str, SourceConfig] = field(default_factory=dict)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
 
     @property
     def path(self) -> Path:
@@ -72,6 +77,8 @@ class Settings:
             doc["embedops"]["chunker_params"] = self.chunker_params
         if self.sources:
             doc["sources"] = {name: s.to_toml() for name, s in self.sources.items()}
+        if self.monitor.to_toml():
+            doc["monitor"] = self.monitor.to_toml()
         return doc
 
     def save(self) -> None:
@@ -99,13 +106,16 @@ def load_settings(root: Path) -> Settings:
             hint=f"valid settings: {sorted(_KNOWN_KEYS)}",
         )
     settings = Settings(root=root, **main)
+    settings.monitor = MonitorSettings.from_toml(dict(data.get("monitor", {})))
     for name, raw in data.get("sources", {}).items():
         raw = dict(raw)
         try:
             kind, spath = raw.pop("kind"), raw.pop("path")
         except KeyError as exc:
             raise ConfigError(f"{path}: source {name!r} needs `kind` and `path`") from exc
-        settings.sources[name] = SourceConfig(name, kind, spath, raw)
+        max_lag = raw.pop("max_lag", None)
+        optional_duration(max_lag, what=f"[sources.{name}] max_lag")
+        settings.sources[name] = SourceConfig(name, kind, spath, raw, max_lag)
     return settings
 
 

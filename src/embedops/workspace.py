@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,14 +25,16 @@ from embedops.catalog.ledger import read_ledger, write_ledger
 from embedops.chunking.base import Chunker
 from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, load_settings
 from embedops.embedding.base import Embedder
+from embedops.monitor.settings import source_slos
 from embedops.errors import ConfigChanged, ConfigError, NotFound, SpaceMismatch
 from embedops.search.engine import Filters, Searcher, SearchResult
-from embedops.sources.base import Source
+from embedops.sources.base import Document, Source
 from embedops.sync.fill import fill_index, measure_gap
 from embedops.sync.plan import CatalogDoc, SyncPlan, plan_sync
 from embedops.sync.run import SyncCounts, SyncRunner, Target
+from embedops.thresholds.registry import ThresholdRegistry
 from embedops.vectors.base import IndexInfo
-from embedops.vectors.sqlite import SqliteVectorStore
+from embedops.vectors import make_store
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
@@ -76,9 +79,11 @@ class Workspace:
         self.root = settings.root
         self.engine = create_engine(database_url(settings.database_value, settings.root))
         ensure_schema(self.engine)
-        self.store = SqliteVectorStore(self.engine, settings.state_dir / "ann")
+        self.store = make_store(self.engine, settings.state_dir)
         self.searcher = Searcher(self.store, self.embedder_for)
+        self.searcher.max_lag = source_slos(settings.monitor, settings.sources)
         self._embedders: dict[str, Embedder] = {}
+        self._embedders_lock = threading.Lock()
 
     # -- opening -------------------------------------------------------------
     @classmethod
@@ -124,25 +129,43 @@ class Workspace:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- sources -------------------------------------------------------------
-    def add_source(self, name: str, path: str | Path, kind: str = "folder", **options: Any) -> SourceConfig:
-        from embedops.sources.registry import make_source
+    def reload_settings(self) -> None:
+        """Re-read embedops.toml (a long-running process following a `source add` or cutover made elsewhere)."""
+        self.settings = load_settings(self.root)
+        self.searcher.max_lag = source_slos(self.settings.monitor, self.settings.sources)
 
+    # -- sources -------------------------------------------------------------
+    def add_source(self, name: str, path: str | Path | None = None, kind: str = "folder", **options: Any) -> SourceConfig:
+        """Register a source; ``path`` is required except for ``kind="push"`` (documents come through the API)."""
         if name in self.settings.sources:
             raise ConfigError(f"source {name!r} already exists", hint="choose another name")
-        resolved = Path(path).expanduser().resolve()
-        make_source(name, kind, resolved, **options)  # validates kind and options
-        try:
-            stored = str(resolved.relative_to(self.root))
-        except ValueError:
-            stored = str(resolved)
+        stored = self._checked_source_path(name, kind, path, options)
         cfg = SourceConfig(name, kind, stored, {k: v for k, v in options.items() if v is not None})
         self.settings.sources[name] = cfg
         self.settings.save()
+        self.searcher.max_lag = source_slos(self.settings.monitor, self.settings.sources)
         with self.engine.begin() as conn:
             self._source_row(conn, cfg)
             write_ledger(conn, "source.add", source=name, source_kind=kind, path=stored, options=cfg.options)
         return cfg
+
+    def _checked_source_path(self, name: str, kind: str, path: str | Path | None, options: dict[str, Any]) -> str:
+        """Validate kind and options; the path as stored (relative to the workspace when inside it, "" for push)."""
+        from embedops.sources.registry import make_source, source_needs_path
+
+        if not source_needs_path(kind):
+            if path is not None:
+                raise ConfigError(f"source {name!r}: a {kind} source has no path; its documents arrive through the API",
+                                  hint=f"drop the path: `embedops source add {name} --kind {kind}`", source=name)
+            make_source(name, kind, None, **options)
+            return ""
+        resolved = Path(path).expanduser().resolve() if path is not None else None
+        make_source(name, kind, resolved, **options)  # validates kind and options
+        assert resolved is not None
+        try:
+            return str(resolved.relative_to(self.root))
+        except ValueError:
+            return str(resolved)
 
     def _source_row(self, conn: sa.Connection, cfg: SourceConfig) -> int:
         s = schema.sources
@@ -165,9 +188,13 @@ class Workspace:
     def embedder(self, name: str) -> Embedder:
         from embedops.embedding.registry import load_embedder
 
-        if name not in self._embedders:
-            self._embedders[name] = load_embedder(name)
-        return self._embedders[name]
+        embedder = self._embedders.get(name)
+        if embedder is None:
+            with self._embedders_lock:  # one load per model, however many threads ask at once (the service)
+                embedder = self._embedders.get(name)
+                if embedder is None:
+                    embedder = self._embedders[name] = load_embedder(name)
+        return embedder
 
     def embedder_for(self, index: IndexInfo) -> Embedder:
         embedder = self.embedder(index.embedder)
@@ -177,6 +204,10 @@ class Workspace:
                 f" was built in {index.space_key}",
                 hint="the model behind this name changed: restore it, or migrate with `embedops migrate`",
             )
+        if self.settings.monitor.verify_model:  # once per process and space: a silent model change is refused
+            from embedops.monitor.fingerprint import verify_model
+
+            verify_model(self, index, embedder)
         return embedder
 
     def make_chunker(self, name: str, params: dict[str, Any], embedder: Embedder) -> Chunker:
@@ -215,11 +246,13 @@ class Workspace:
     def create_index(self, conn: sa.Connection, embedder_name: str, embedder: Embedder, chunker: Chunker) -> IndexInfo:
         """Register the space and chunker if new, and a new empty index for the pair."""
         from embedops.embedding.fingerprint import take_fingerprint, to_bytes
+        from embedops.monitor.fingerprint import remember_fingerprint
 
         sp, ch, ix = schema.spaces, schema.chunkers, schema.indexes
         key = embedder.ref.key
         if conn.execute(sa.select(sp.c.key).where(sp.c.key == key)).scalar() is None:
             fp = take_fingerprint(embedder)
+            remember_fingerprint(self, key, embedder)
             conn.execute(sa.insert(sp).values(
                 key=key, embedder=embedder_name, ref=embedder.ref.to_dict(), dims=embedder.ref.dims,
                 fingerprint=to_bytes(fp.vectors), fingerprint_digest=fp.digest, created_at=time.time()))
@@ -230,7 +263,9 @@ class Workspace:
         index_id = f"ix{n}-{_slug(embedder_name)}"
         conn.execute(sa.insert(ix).values(id=index_id, space_key=key, chunker_key=ref.key, status="active", created_at=time.time()))
         write_ledger(conn, "index.create", index=index_id, space=key, chunker=ref.key, embedder=embedder_name)
-        return IndexInfo(index_id, key, ref.key, "active", embedder.ref.dims, embedder_name)
+        info = IndexInfo(index_id, key, ref.key, "active", embedder.ref.dims, embedder_name)
+        self.store.ensure_index(conn, info)
+        return info
 
     def set_alias(self, conn: sa.Connection, name: str, index_id: str) -> str | None:
         a = schema.aliases
@@ -303,7 +338,9 @@ class Workspace:
         """Bring every kept index in line with the sources (or compute the plan only)."""
         started = time.perf_counter()
         configs = self._selected_sources(source)
+        verified_from = time.time()
         targets = self._kept_targets(create=not plan_only)
+        self._verify_models(targets, verified_from)
         total = SyncCounts()
         per_source: list[dict[str, Any]] = []
         to_embed = 0
@@ -320,8 +357,62 @@ class Workspace:
         result = SyncResult(plan_only, total, per_source, chunks_to_embed=to_embed if plan_only else None)
         if not plan_only:
             result.indexes = self._complete(targets, total, progress)
+            from embedops.monitor.drift import pin_corpus_references
+
+            pin_corpus_references(self, [t.index for t in targets])  # drift: the first sync is the reference
         result.seconds = time.perf_counter() - started
         return result
+
+    def upsert_documents(self, source: str, docs: Sequence[Document]) -> SyncResult:
+        """Add or update documents of a push source by id: a sync of just those ids.
+
+        Same plan and runner as :meth:`sync` (ledger rows, dual-write during a
+        migration). A document without text is reported in ``counts.skipped``
+        and keeps its previous version. Callers serialize writes (the service
+        holds a lock); SQLite serializes transactions anyway.
+        """
+        from embedops.sync.push import plan_upsert
+
+        return self._push(source, [d.external_id for d in docs], lambda known: plan_upsert(source, docs, known))
+
+    def delete_documents(self, source: str, external_ids: Sequence[str], *, missing_ok: bool = False) -> SyncResult:
+        """Delete documents of a push source by id (tombstoned; their vectors leave every kept index).
+
+        Raises :class:`NotFound` naming the ids that are not live documents, before
+        changing anything, unless ``missing_ok``.
+        """
+        from embedops.sync.push import plan_delete
+
+        return self._push(source, external_ids,
+                          lambda known: plan_delete(source, external_ids, known, missing_ok=missing_ok))
+
+    def _push(self, source: str, ids: Sequence[str], make_plan: Callable[[dict[str, CatalogDoc]], SyncPlan]) -> SyncResult:
+        from embedops.sync.push import live_documents, require_push
+
+        started = time.perf_counter()
+        cfg = self._selected_sources(source)[0]
+        require_push(cfg)
+        with self.engine.begin() as conn:
+            source_id = self._source_row(conn, cfg)
+        with read_tx(self.engine) as conn:
+            plan = make_plan(live_documents(conn, source_id, ids))
+        if plan.is_noop and not plan.skipped:  # nothing changes: no transaction, no ledger row
+            counts = SyncCounts(unchanged=plan.unchanged)
+        else:
+            targets = self._kept_targets(create=True)
+            runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size)
+            counts = runner.run(source_id, plan)
+        return SyncResult(False, counts, [plan.summary()], seconds=time.perf_counter() - started)
+
+    def _verify_models(self, targets: list[Target], since: float) -> None:
+        """Before a sync writes, each index's model must still make its vectors (monitor/fingerprint.py)."""
+        if not self.settings.monitor.verify_model:
+            return
+        from embedops.monitor.fingerprint import verify_model
+
+        for t in targets:
+            if t.index.status != "planned":
+                verify_model(self, t.index, t.embedder, since=since)
 
     def _selected_sources(self, source: str | None) -> list[SourceConfig]:
         if source is None:
@@ -338,7 +429,8 @@ class Workspace:
             d.c.source_id == source_id, d.c.deleted_at.is_(None)
         )
         with read_tx(self.engine) as conn:
-            known = {r[0]: CatalogDoc(r[1], r[2], r[3]) for r in conn.execute(q)}
+            rows = conn.execute(q).all()  # one fetchall: row-by-row iteration costs twice as much
+        known = {ext: CatalogDoc(i, h, s) for ext, i, h, s in rows}
         signatures = {ext: doc.signature for ext, doc in known.items()}
         return plan_sync(cfg.name, self.open_source(cfg).scan(signatures), known), source_id
 
@@ -382,10 +474,24 @@ class Workspace:
         index: str | None = None,
         filters: Filters | None = None,
         mode: str = "vector",
+        fresh_only: bool = False,
+        recency_half_life: float | None = None,
     ) -> list[SearchResult]:
-        """Top ``k`` chunks for ``query`` (or a precomputed ``vector``); ``mode``: vector, bm25 or hybrid."""
+        """Top ``k`` chunks for ``query`` (or a precomputed ``vector``); ``mode``: vector, bm25 or hybrid.
+
+        ``fresh_only`` drops stale results; ``recency_half_life`` (seconds) halves a
+        result's score per half-life of its document's age. With ``[monitor]
+        query_log`` on, the query is logged (monitor/serving.py).
+        """
         from embedops.search.modes import search_mode
 
+        if fresh_only or recency_half_life is not None or self.settings.monitor.query_log:
+            from embedops.monitor.serving import monitored_search
+
+            return monitored_search(
+                self, query, vector=vector, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters,
+                mode=mode, fresh_only=fresh_only, recency_half_life=recency_half_life,
+            )
         return search_mode(
             self.searcher, query, vector=vector, k=k, alias=alias or self.settings.alias, index_id=index,
             filters=filters, mode=mode,
@@ -409,6 +515,12 @@ class Workspace:
             self.searcher, queries, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters,
             mode=mode, vectors=vectors,
         )
+
+    # -- thresholds -------------------------------------------------------------
+    @property
+    def thresholds(self) -> ThresholdRegistry:
+        """Named similarity thresholds, read for the space the alias serves: ``ws.thresholds.get("dedup")``."""
+        return ThresholdRegistry(self)
 
     # -- status ---------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -40,9 +40,29 @@ def _upgrade_to_3(conn: sa.Connection) -> None:
 UPGRADES[3] = _upgrade_to_3
 
 
+def _upgrade_to_4(conn: sa.Connection) -> None:
+    """Version 4: similarity thresholds (registry and per-space value history)."""
+    schema.metadata.create_all(conn, tables=schema.THRESHOLD_TABLES)
+
+
+UPGRADES[4] = _upgrade_to_4
+
+
+def _upgrade_to_5(conn: sa.Connection) -> None:
+    """Version 5: monitoring (freshness marks, probes, drift references, query log, canaries)."""
+    schema.metadata.create_all(conn, tables=schema.MONITOR_TABLES)
+
+
+UPGRADES[5] = _upgrade_to_5
+
+
 def database_url(database: str, workspace_root: Path) -> str:
     """A SQLAlchemy URL from the config value: a URL, or a SQLite path relative to the workspace."""
     if "://" in database:
+        # psycopg (3) is the PostgreSQL driver embedops installs; plain URLs would pick psycopg2.
+        for prefix in ("postgresql://", "postgres://"):
+            if database.startswith(prefix):
+                return "postgresql+psycopg://" + database[len(prefix):]
         return database
     path = Path(database)
     if not path.is_absolute():

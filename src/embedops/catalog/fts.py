@@ -31,13 +31,27 @@ _DDL = (
 )
 
 
+# PostgreSQL: a generated tsvector column on chunks with a GIN index; the database
+# keeps it current inside every writer's transaction, like the FTS5 triggers.
+_PG_DDL = (
+    "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS tsv tsvector"
+    " GENERATED ALWAYS AS (to_tsvector('english', text)) STORED",
+    "CREATE INDEX IF NOT EXISTS ix_chunks_tsv ON chunks USING gin (tsv)",
+)
+
+
 def supports_fts(conn: sa.Connection) -> bool:
-    """Whether this catalog's database has the FTS5 index (SQLite only, for now)."""
-    return conn.dialect.name == "sqlite"
+    """Whether this catalog's database has a full-text index (SQLite FTS5 or PostgreSQL tsvector)."""
+    return conn.dialect.name in ("sqlite", "postgresql")
 
 
 def create_fts(conn: sa.Connection) -> bool:
-    """Create the FTS table and its triggers if missing; False on a database without FTS5."""
+    """Create the full-text index if missing. True when rows written before it exist
+    must be indexed with :func:`rebuild_fts` (FTS5); PostgreSQL's generated column needs no rebuild."""
+    if conn.dialect.name == "postgresql":
+        for statement in _PG_DDL:
+            conn.exec_driver_sql(statement)
+        return False  # generated column: existing rows are indexed already, nothing to rebuild
     if not supports_fts(conn):
         return False
     for statement in _DDL:

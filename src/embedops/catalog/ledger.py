@@ -27,13 +27,8 @@ def actor() -> str:
 
 def write_ledger(conn: sa.Connection, kind: str, **details: Any) -> int:
     """Append one ledger row in the caller's transaction; returns its id."""
-    result = conn.execute(
-        sa.insert(schema.ledger).values(at=time.time(), kind=kind, actor=actor(), details=details)
-    )
-    assert result.rowcount == 1
-    key = result.inserted_primary_key
-    assert key is not None
-    return int(key[0])
+    stmt = sa.insert(schema.ledger).values(at=time.time(), kind=kind, actor=actor(), details=details)
+    return int(conn.execute(stmt.returning(schema.ledger.c.id)).scalar_one())
 
 
 def read_ledger(

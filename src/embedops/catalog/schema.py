@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = max(3, 4, 5)  # 4: thresholds, 5: monitoring tables (bottom of this file)
 
 metadata = sa.MetaData()
 
@@ -221,3 +221,139 @@ migrations = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+
+# -- thresholds (schema version 4) ---------------------------------------------
+# A named similarity cut-off a business rule depends on (dedup at 0.95). Its
+# number only means something in one space, so values are stored per space and
+# never overwritten: the current value for a space is its latest row. Readers
+# resolve the space the alias serves at the time of the read.
+thresholds = sa.Table(
+    "thresholds",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),
+    # Labelled pairs [[text_a, text_b, label], ...] for label matching, and where they came from.
+    sa.Column("labels", sa.JSON),
+    sa.Column("labels_origin", sa.JSON),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Not a foreign key to spaces: a value may be set for a model's space before
+# any index of that model exists (before `migrate start`).
+threshold_values = sa.Table(
+    "threshold_values",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), sa.ForeignKey("thresholds.name"), nullable=False),
+    sa.Column("space_key", sa.String(300), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("method", sa.String(16), nullable=False),  # manual | distribution | labels
+    sa.Column("evidence", sa.JSON, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+sa.Index("ix_threshold_values_name_space", threshold_values.c.name, threshold_values.c.space_key, threshold_values.c.id)
+THRESHOLD_TABLES = [thresholds, threshold_values]
+
+
+# -- monitoring (schema version 5) ---------------------------------------------
+# Written only by the health checks (embedops/monitor/); never read by sync.
+MONITOR_TABLES: list[sa.Table] = []
+
+# A live document whose source no longer matches what was embedded, as last
+# observed by a freshness check. It stays stale while the document still has
+# the signature (or, without one, the content hash) it had when marked, so a
+# sync that catches up clears it without touching this table.
+freshness_marks = sa.Table(
+    "freshness_marks",
+    metadata,
+    sa.Column("document_id", sa.Integer, sa.ForeignKey("documents.id"), primary_key=True),
+    sa.Column("source_id", sa.Integer, sa.ForeignKey("sources.id"), nullable=False),
+    sa.Column("catalog_key", sa.String(64), nullable=False),  # coalesce(signature, content_hash) when marked
+    sa.Column("reason", sa.String(16), nullable=False),  # changed | deleted
+    sa.Column("changed_at", sa.Float),
+    sa.Column("detected_at", sa.Float, nullable=False),
+)
+
+# When each source was last compared with the catalog by a freshness check.
+source_checks = sa.Table(
+    "source_checks",
+    metadata,
+    sa.Column("source_id", sa.Integer, sa.ForeignKey("sources.id"), primary_key=True),
+    sa.Column("checked_at", sa.Float, nullable=False),
+    sa.Column("summary", sa.JSON, nullable=False),
+)
+
+# A fixed sample of an index's chunks with the vectors stored for them: the
+# live model must still produce those vectors and their neighbours.
+probes = sa.Table(
+    "probes",
+    metadata,
+    sa.Column("index_id", sa.String(64), sa.ForeignKey("indexes.id"), primary_key=True),
+    sa.Column("ordinal", sa.Integer, primary_key=True),
+    sa.Column("content_hash", sa.String(32), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Reference samples for drift: ``stream`` is "corpus" (index vectors) or
+# "queries" (logged query vectors); rows up to ``cutoff`` are the reference,
+# later ones are "recent".
+drift_references = sa.Table(
+    "drift_references",
+    metadata,
+    sa.Column("index_id", sa.String(64), sa.ForeignKey("indexes.id"), primary_key=True),
+    sa.Column("stream", sa.String(16), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("cutoff", sa.Float, nullable=False),
+    sa.Column("vectors", sa.LargeBinary, nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),  # per row: [source, language]
+)
+
+# Opt-in log of served queries ([monitor] query_log = true), pruned by retention.
+query_log = sa.Table(
+    "query_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("index_id", sa.String(64), nullable=False),
+    sa.Column("space_key", sa.String(300), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text),  # None when [monitor] query_log_text = false
+    sa.Column("text_hash", sa.String(32), nullable=False),
+    sa.Column("vector", sa.LargeBinary),  # None for BM25-only queries
+    sqlite_autoincrement=True,
+)
+
+# Eval sets that run on every check, by name (the latest version runs).
+canaries = sa.Table(
+    "canaries",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# One row per canary run: the recall trend.
+canary_runs = sa.Table(
+    "canary_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("evalset_id", sa.Integer, sa.ForeignKey("evalsets.id"), nullable=False),
+    sa.Column("index_id", sa.String(64), nullable=False),
+    sa.Column("k", sa.Integer, nullable=False),
+    sa.Column("recall", sa.Float, nullable=False),
+    sa.Column("ndcg", sa.Float, nullable=False),
+    sa.Column("queries", sa.Integer, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+sa.Index("ix_freshness_marks_source", freshness_marks.c.source_id)
+sa.Index("ix_query_log_at", query_log.c.at)
+sa.Index("ix_query_log_space", query_log.c.space_key, query_log.c.at)
+sa.Index("ix_canary_runs", canary_runs.c.evalset_id, canary_runs.c.index_id, canary_runs.c.at)
+MONITOR_TABLES.extend([freshness_marks, source_checks, probes, drift_references, query_log, canaries, canary_runs])

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -14,14 +16,21 @@ import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.errors import NotFound, SearchError, SpaceMismatch
+from embedops.monitor.staleness import is_stale
 from embedops.vectors.base import IndexInfo
 from embedops.vectors.sqlite import SqliteVectorStore
 
+# Freshness of each result (monitor/staleness.py): two primary-key lookups per
+# row in the same statement, no extra round trip. Appended after a row's columns.
+STALE_COLUMNS = ", fm.catalog_key, d.signature, d.content_hash, s.last_scan_at, sc.checked_at"
+STALE_JOINS = (
+    " LEFT JOIN freshness_marks fm ON fm.document_id = d.id LEFT JOIN source_checks sc ON sc.source_id = s.id"
+)
 _ROWS_SQL = (
     "SELECT v.seq, v.chunk_id, v.space_key, v.chunker_key, v.embedded_at, c.text, c.start, c.\"end\","
-    " d.external_id, d.source_updated_at, d.metadata, s.name"
+    " d.external_id, d.source_updated_at, d.metadata, s.name" + STALE_COLUMNS +
     " FROM vectors v JOIN chunks c ON c.id = v.chunk_id JOIN documents d ON d.id = c.document_id"
-    " JOIN sources s ON s.id = d.source_id WHERE v.seq IN ({})"
+    " JOIN sources s ON s.id = d.source_id" + STALE_JOINS + " WHERE v.seq IN ({})"
 )
 _ALIAS_SQL = (
     "SELECT i.id, i.space_key, i.chunker_key, i.status, sp.dims, sp.embedder FROM aliases a"
@@ -56,6 +65,7 @@ class SearchResult:
     source: str
     metadata: dict[str, Any]
     tags: dict[str, Any]
+    stale: bool = False  # the source changed since, or was not re-checked within its max_lag
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,10 +77,14 @@ class SearchResult:
             "source": self.source,
             "metadata": self.metadata,
             "tags": self.tags,
+            "stale": self.stale,
         }
 
 
+@lru_cache(maxsize=4096)
 def _iso(ts: float | None) -> str | None:
+    # ~5 µs a call, two per result; a whole sync batch shares one embedded_at, and
+    # the chunks of a document one source_updated_at, so values repeat across queries.
     return None if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
@@ -81,15 +95,21 @@ class Searcher:
         self.store = store
         self.embedder_for = embedder_for
         self._lock = threading.Lock()
+        # Freshness SLO per source name, seconds (None: no SLO); set by the workspace.
+        self.max_lag: Mapping[str, float | None] = {}
+
+    def stale(self, source: str, tail: Any, now: float) -> bool:
+        """Whether a result row is stale; ``tail`` is the row's :data:`STALE_COLUMNS` values."""
+        return is_stale(tail[0], tail[1], tail[2], tail[3], tail[4], self.max_lag.get(source), now=now)
 
     def resolve(self, alias: str | None = None, index_id: str | None = None) -> IndexInfo:
-        raw = self.store.raw().driver_connection
         if index_id is not None:
-            row = raw.execute(_INDEX_SQL, (index_id,)).fetchone()
+            rows = self.store.query(_INDEX_SQL, (index_id,))
             what = f"index {index_id!r}"
         else:
-            row = raw.execute(_ALIAS_SQL, (alias,)).fetchone()
+            rows = self.store.query(_ALIAS_SQL, (alias,))
             what = f"alias {alias!r}"
+        row = rows[0] if rows else None
         if row is None:
             raise NotFound(f"no {what}", hint="run `embedops sync` first, or `embedops status` to list indexes")
         return IndexInfo(*row)
@@ -129,9 +149,9 @@ class Searcher:
     def _materialize(self, hits: list[Any]) -> list[SearchResult]:
         if not hits:
             return []
-        raw = self.store.raw().driver_connection
-        rows = {r[0]: r for r in raw.execute(_ROWS_SQL.format(",".join("?" * len(hits))), [h.seq for h in hits])}
+        rows = {r[0]: r for r in self.store.query(_ROWS_SQL.format(",".join("?" * len(hits))), [h.seq for h in hits])}
         out = []
+        now = time.time()
         for hit in hits:
             r = rows.get(hit.seq)
             if r is None:  # deleted between ANN lookup and fetch: skip, never error
@@ -141,6 +161,7 @@ class Searcher:
                     document_id=r[8], chunk_id=r[1], score=round(hit.score, 6), text=r[5], start=r[6], end=r[7],
                     source=r[11], metadata=json.loads(r[10]) if isinstance(r[10], str) else r[10],
                     tags={"space": r[2], "chunker": r[3], "embedded_at": _iso(r[4]), "source_updated_at": _iso(r[9])},
+                    stale=self.stale(r[11], r[12:17], now),
                 )
             )
         return out

@@ -101,6 +101,7 @@ class SyncRunner:
 
     # -- entry point ---------------------------------------------------------
     def run(self, source_id: int, plan: SyncPlan) -> SyncCounts:
+        started = time.perf_counter()  # the duration goes into the sync.source row (monitor metrics)
         counts = SyncCounts(unchanged=plan.unchanged, skipped=list(plan.skipped))
         changed = plan.changed
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool:
@@ -114,7 +115,7 @@ class SyncRunner:
             if pending is not None:
                 counts.merge(self._commit(source_id, *pending))
         counts.deleted = self._delete(plan.deleted, plan.source)
-        self._finish(source_id, plan, counts)
+        self._finish(source_id, plan, counts, time.perf_counter() - started)
         return counts
 
     # -- stages ----------------------------------------------------------------
@@ -235,11 +236,15 @@ class SyncRunner:
         self.progress(len(ids))
         return len(ids)
 
-    def _finish(self, source_id: int, plan: SyncPlan, counts: SyncCounts) -> None:
+    def _finish(self, source_id: int, plan: SyncPlan, counts: SyncCounts, seconds: float = 0.0) -> None:
         with self.engine.begin() as conn:
             d = schema.documents
-            for doc_id, signature in plan.resigned:
-                conn.execute(sa.update(d).where(d.c.id == doc_id).values(signature=signature))
+            if plan.resigned:
+                # One executemany: a source that starts signing its records re-signs every document once.
+                stmt = sa.update(d).where(d.c.id == sa.bindparam("doc_id")).values(signature=sa.bindparam("new_signature"))
+                result = conn.execute(stmt, [{"doc_id": i, "new_signature": sig} for i, sig in plan.resigned])
+                if conn.dialect.supports_sane_multi_rowcount:
+                    assert result.rowcount == len(plan.resigned), "re-signed document count mismatch"
             s = schema.sources
             conn.execute(sa.update(s).where(s.c.id == source_id).values(last_scan_at=time.time()))
             write_ledger(
@@ -253,12 +258,23 @@ class SyncRunner:
                 embedded=counts.embedded,
                 skipped=[{"id": s.external_id, "reason": s.reason} for s in counts.skipped[:200]],
                 skipped_count=len(counts.skipped),
+                seconds=round(seconds, 3),
             )
 
 
 def _insert_returning_ids(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert ``rows`` into ``table`` (integer primary key ``id``); their new ids, in order."""
     if not rows:
         return []
+    if conn.dialect.name == "sqlite":
+        # SQLAlchemy runs RETURNING with sort_by_parameter_order as one INSERT per row on
+        # SQLite. Writers hold the database from BEGIN IMMEDIATE, so the ids SQLite would
+        # pick itself (max + 1, ...) can be given up front, in one executemany.
+        assert conn.in_transaction(), "ids are only reserved inside the writer's transaction"
+        first = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one()) + 1
+        ids = list(range(first, first + len(rows)))
+        conn.execute(table.insert(), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+        return ids
     result = conn.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), rows)
     ids = [int(r[0]) for r in result]
     assert len(ids) == len(rows)
@@ -274,18 +290,30 @@ def _upsert_documents(conn: sa.Connection, source_id: int, docs: list[tuple[int 
     for i in range(0, len(new_ids), 900):
         q = sa.select(d.c.external_id, d.c.id).where(d.c.source_id == source_id, d.c.external_id.in_(new_ids[i : i + 900]))
         tombstoned.update(dict(conn.execute(q).all()))
-    inserts, ids = [], []
+    inserts, updates, ids = [], [], []
     for row_id, doc in docs:
         row_id = row_id if row_id is not None else tombstoned.get(doc.external_id)
         values = _doc_values(doc, now)
         if row_id is None:
             inserts.append({"source_id": source_id, "external_id": doc.external_id, **values})
         else:
-            result = conn.execute(sa.update(d).where(d.c.id == row_id).values(**values))
-            assert result.rowcount == 1
+            updates.append({"row_id": row_id, **{f"new_{k}": v for k, v in values.items()}})
         ids.append(row_id)
+    _update_documents(conn, updates)
     fresh = iter(_insert_returning_ids(conn, d, inserts))
     return [row_id if row_id is not None else next(fresh) for row_id in ids]
+
+
+def _update_documents(conn: sa.Connection, updates: list[dict[str, Any]]) -> None:
+    """One executemany (a statement per row costs a compile and a cache key each)."""
+    if not updates:
+        return
+    d = schema.documents
+    fields = [k.removeprefix("new_") for k in updates[0] if k != "row_id"]
+    stmt = sa.update(d).where(d.c.id == sa.bindparam("row_id")).values({f: sa.bindparam(f"new_{f}") for f in fields})
+    result = conn.execute(stmt, updates)
+    if conn.dialect.supports_sane_multi_rowcount:
+        assert result.rowcount == len(updates), "document update count mismatch"
 
 
 def _doc_values(doc: Document, now: float) -> dict[str, Any]:

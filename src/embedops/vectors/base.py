@@ -49,7 +49,17 @@ class Capabilities:
 
 
 class VectorStore(Protocol):
+    """Where an index's vectors live and how they are searched. One conformance suite
+    (the tests parametrized over backends) holds every implementation to the same behaviour."""
+
     capabilities: Capabilities
+    engine: sa.Engine
+
+    def ensure_index(self, conn: sa.Connection, index: IndexInfo) -> None: ...
+
+    def raw(self) -> Any: ...
+
+    def forget(self, index_id: str) -> None: ...
 
     def put_embeddings(
         self, conn: sa.Connection, space_key: str, vectors: Mapping[str, np.ndarray]

@@ -1,0 +1,236 @@
+"""Silent model change: does the live model still make the vectors an index holds?
+
+An embedder name can keep its declared identity while its model changes: a
+``sentence-transformers:<folder>`` whose weight files were replaced in place
+(its revision is ``local``), a provider that re-deployed the same model name.
+Nothing errors; new query vectors simply stop matching the stored ones. Two
+measurements catch it:
+
+* **sentinels**: the space's stored fingerprint (16 fixed texts, taken when the
+  space was registered) against the live model's vectors for the same texts,
+  cosine per text (>= ``fingerprint_min_cosine``, default 0.99999: float noise
+  stays above 0.9999999, an int8 copy of the same weights falls to ~0.999);
+* **probe**: ``probe_size`` chunks of the index with the vectors stored for
+  them, re-embedded live: cosine per chunk, and the agreement of each chunk's
+  top-``probe_k`` neighbours in the index (live vector vs stored vector).
+
+:func:`verify_model` runs the sentinel comparison before every sync and
+before the first query of a process (cached per process and space) and raises
+:class:`ModelChanged`; :func:`check_models` reports both measurements for
+``embedops check``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from embedops.catalog import schema
+from embedops.catalog.db import read_tx
+from embedops.catalog.ledger import write_ledger
+from embedops.embedding.base import Embedder
+from embedops.embedding.fingerprint import Fingerprint, FingerprintCheck, compare_fingerprints, from_bytes, take_fingerprint
+from embedops.errors import NotFound, SpaceMismatch
+from embedops.vectors.base import IndexInfo
+
+if TYPE_CHECKING:
+    from embedops.workspace import Workspace
+
+
+class ModelChanged(SpaceMismatch):
+    """The model behind an index's embedder no longer produces that index's vectors."""
+
+
+# (catalog url, space key) → (embedder object checked, when, outcome). The
+# registry keeps one model object per name and process, and a loaded model
+# cannot change under the process, so one check per object is enough for search.
+_VERIFIED: dict[tuple[str, str], tuple[Embedder, float, FingerprintCheck]] = {}
+_LOCK = threading.Lock()
+
+
+def forget_verifications() -> None:
+    """Drop this process's cached model checks (the next sync or search re-checks)."""
+    with _LOCK:
+        _VERIFIED.clear()
+
+
+def remember_fingerprint(ws: Workspace, space_key: str, embedder: Embedder) -> None:
+    """``embedder`` was just fingerprinted to register ``space_key``: it is verified for this process."""
+    with _LOCK:
+        _VERIFIED[(str(ws.engine.url), space_key)] = (embedder, time.time(), FingerprintCheck(True, 1.0, 1.0))
+
+
+def stored_fingerprint(conn: sa.Connection, space_key: str) -> Fingerprint:
+    blob = conn.execute(sa.select(schema.spaces.c.fingerprint).where(schema.spaces.c.key == space_key)).scalar()
+    if blob is None:
+        raise NotFound(f"space {space_key} is not in the catalog", hint="`embedops status` lists spaces")
+    return Fingerprint.from_vectors(from_bytes(blob))
+
+
+def verify_model(ws: Workspace, index: IndexInfo, embedder: Embedder, *, since: float | None = None) -> FingerprintCheck:
+    """Compare ``embedder``'s sentinel vectors with ``index``'s stored fingerprint; raise :class:`ModelChanged`.
+
+    The outcome is cached per process, catalog and space; ``since`` (epoch
+    seconds) forces a new comparison unless the cached one is at least that recent.
+    """
+    key = (str(ws.engine.url), index.space_key)
+    with _LOCK:
+        entry = _VERIFIED.get(key)
+    if entry is not None and entry[0] is embedder and (since is None or entry[1] >= since):
+        check = entry[2]
+    else:
+        with read_tx(ws.engine) as conn:
+            stored = stored_fingerprint(conn, index.space_key)
+        check = compare_fingerprints(stored, take_fingerprint(embedder), ws.settings.monitor.fingerprint_min_cosine)
+        with _LOCK:
+            _VERIFIED[key] = (embedder, time.time(), check)
+    if not check.same:
+        raise model_changed(index, check)
+    return check
+
+
+def model_changed(index: IndexInfo, check: FingerprintCheck) -> ModelChanged:
+    return ModelChanged(
+        f"the model behind embedder {index.embedder!r} changed: it no longer makes the vectors of index {index.id}"
+        f" (space {index.space_key}; {check.reason}); refusing to embed with it",
+        hint="restore the original model files behind this name; or give the new model a name of its own (e.g. copy"
+        " it to a new folder) and move to it with `embedops migrate plan --to <new name>`. `embedops check --only"
+        " fingerprint` shows the measurements",
+        index=index.id,
+        min_cosine=check.min_cosine,
+    )
+
+
+# -- the full check (sentinels + probe) --------------------------------------------------------
+@dataclass
+class ModelCheck:
+    """Sentinel and probe measurements of one index's live model."""
+
+    index: str
+    embedder: str
+    space: str
+    same: bool
+    sentinel_min_cosine: float
+    sentinel_mean_cosine: float
+    probe: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def check_models(ws: Workspace, *, record: bool = True, fresh: bool = False) -> list[ModelCheck]:
+    """Measure every active index's live model against its stored fingerprint and probe.
+
+    ``fresh`` loads each model from its files again instead of using the one this
+    process already holds: a long-running monitor must see weights replaced on
+    disk, which the next process to start would load.
+    """
+    with read_tx(ws.engine) as conn:
+        indexes = ws.indexes(conn, "active")
+    out = [check_model(ws, ix, fresh=fresh) for ix in indexes]
+    if record:
+        with ws.engine.begin() as conn:
+            write_ledger(conn, "monitor.fingerprint", indexes=[c.to_dict() for c in out])
+    return out
+
+
+def check_model(ws: Workspace, index: IndexInfo, *, fresh: bool = False) -> ModelCheck:
+    settings = ws.settings.monitor
+    embedder = fresh_embedder(index.embedder) if fresh else ws.embedder(index.embedder)
+    if embedder.ref.key != index.space_key:
+        why = f"embedder {index.embedder!r} now declares space {embedder.ref.key}"
+        return ModelCheck(index.id, index.embedder, index.space_key, False, -1.0, -1.0, {}, why)
+    with read_tx(ws.engine) as conn:
+        stored = stored_fingerprint(conn, index.space_key)
+    sentinels = compare_fingerprints(stored, take_fingerprint(embedder), settings.fingerprint_min_cosine)
+    if not fresh:
+        with _LOCK:
+            _VERIFIED[(str(ws.engine.url), index.space_key)] = (embedder, time.time(), sentinels)
+    probe = check_probe(ws, index, embedder)
+    reasons = [sentinels.reason] if not sentinels.same else []
+    if probe and probe["min_cosine"] < settings.fingerprint_min_cosine:
+        reasons.append(f"lowest probe cosine {probe['min_cosine']:.6f} < {settings.fingerprint_min_cosine}")
+    if probe and probe["agreement"] < settings.probe_min_agreement:
+        reasons.append(f"top-{probe['k']} neighbour agreement {probe['agreement']:.3f} < {settings.probe_min_agreement}")
+    return ModelCheck(index.id, index.embedder, index.space_key, not reasons, round(sentinels.min_cosine, 8),
+                      round(sentinels.mean_cosine, 8), probe, "; ".join(reasons))
+
+
+def fresh_embedder(name: str) -> Embedder:
+    """Build the embedder ``name`` from its files now, bypassing the per-process registry cache."""
+    from embedops.embedding import registry
+
+    return registry._build(registry.canonical_name(name))  # the registry has no public uncached builder
+
+
+def check_probe(ws: Workspace, index: IndexInfo, embedder: Embedder) -> dict[str, Any]:
+    """Re-embed the index's probe chunks: cosine to their stored vectors and neighbour agreement."""
+    hashes, texts, stored = ensure_probe(ws, index)
+    if not texts:
+        return {}
+    k = ws.settings.monitor.probe_k
+    live = np.asarray(embedder.embed(texts), dtype=np.float32)
+    cosines = _row_cosines(stored, live)
+    agreement = []
+    for old, new in zip(stored, live, strict=True):
+        a = {h.seq for h in ws.store.search(index, _unit(old), k)}
+        b = {h.seq for h in ws.store.search(index, _unit(new), k)}
+        agreement.append(len(a & b) / max(1, len(a)))
+    return {"size": len(texts), "k": k, "min_cosine": round(float(cosines.min()), 8),
+            "mean_cosine": round(float(cosines.mean()), 8), "agreement": round(float(np.mean(agreement)), 4)}
+
+
+def ensure_probe(ws: Workspace, index: IndexInfo) -> tuple[list[str], list[str], np.ndarray]:
+    """The index's probe (content hashes, texts, stored vectors), sampled and stored on first use.
+
+    The vectors are the ones stored at ingest, so a probe taken after a silent
+    change still compares the live model with the original one.
+    """
+    p = schema.probes
+    with read_tx(ws.engine) as conn:
+        rows = conn.execute(sa.select(p.c.content_hash, p.c.text, p.c.vector).where(p.c.index_id == index.id)
+                            .order_by(p.c.ordinal)).all()
+    if not rows:
+        rows = _take_probe(ws, index)
+    vectors = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows]) if rows else np.empty((0, index.dims), np.float32)
+    return [r[0] for r in rows], [r[1] for r in rows], vectors
+
+
+def _take_probe(ws: Workspace, index: IndexInfo) -> list[Any]:
+    v, c, e = schema.vectors, schema.chunks, schema.embeddings
+    # Content hashes are uniform: the lowest ones are a random, reproducible sample.
+    picked = (sa.select(v.c.content_hash, sa.func.min(v.c.chunk_id).label("chunk_id")).where(v.c.index_id == index.id)
+              .group_by(v.c.content_hash).order_by(v.c.content_hash).limit(ws.settings.monitor.probe_size).subquery())
+    q = (sa.select(picked.c.content_hash, c.c.text, e.c.vector).join(c, c.c.id == picked.c.chunk_id)
+         .join(e, sa.and_(e.c.space_key == index.space_key, e.c.content_hash == picked.c.content_hash))
+         .order_by(picked.c.content_hash))
+    now = time.time()
+    with ws.engine.begin() as conn:
+        if conn.execute(sa.select(sa.func.count()).where(schema.probes.c.index_id == index.id)).scalar_one():
+            return list(conn.execute(sa.select(schema.probes.c.content_hash, schema.probes.c.text, schema.probes.c.vector)
+                                     .where(schema.probes.c.index_id == index.id).order_by(schema.probes.c.ordinal)))
+        rows = conn.execute(q).all()
+        if rows:
+            conn.execute(sa.insert(schema.probes), [
+                {"index_id": index.id, "ordinal": i, "content_hash": h, "text": text, "vector": blob, "created_at": now}
+                for i, (h, text, blob) in enumerate(rows)])
+            write_ledger(conn, "monitor.probe", index=index.id, size=len(rows))
+    return list(rows)
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    norms = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
+    cosines: np.ndarray = np.einsum("ij,ij->i", a64, b64) / np.where(norms == 0, 1.0, norms)
+    return cosines

@@ -1,0 +1,206 @@
+"""Vectors in PostgreSQL with pgvector: one HNSW index (cosine) per embedops index.
+
+The catalog tables are the shared schema; the vectors themselves live in
+``pg_vector_data`` (one row per ``vectors`` row, deleted with it by cascade),
+with a partial expression HNSW index per embedops index, so each index is
+searched by the database itself, transactionally current with every write.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from embedops.catalog import schema
+from embedops.errors import SpaceMismatch
+from embedops.vectors.base import Capabilities, Hit, IndexInfo, VectorRow
+from embedops.vectors.sqlite import FILTER_EXACT_MAX, _IN_BATCH, check_tags
+
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 128
+HNSW_EF_SEARCH = 128
+
+_DDL = (
+    "CREATE EXTENSION IF NOT EXISTS vector",
+    "CREATE TABLE IF NOT EXISTS pg_vector_data ("
+    " seq integer PRIMARY KEY REFERENCES vectors(seq) ON DELETE CASCADE,"
+    " index_id varchar(64) NOT NULL, embedding vector NOT NULL)",
+)
+
+
+def _ident(index_id: str) -> str:
+    return "hnsw_" + re.sub(r"[^a-z0-9_]", "_", index_id.lower())
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _vec_sql(dims: int) -> str:
+    return f"embedding::vector({int(dims)})"
+
+
+class PgVectorStore:
+    capabilities = Capabilities(ann=True, full_text=True, transactional_alias_swap=True)
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._local = threading.local()
+        with engine.begin() as conn:
+            for statement in _DDL:
+                conn.exec_driver_sql(statement)
+
+    # -- index lifecycle --------------------------------------------------------
+    def ensure_index(self, conn: sa.Connection, index: IndexInfo) -> None:
+        """The partial HNSW index for one embedops index (built incrementally as rows arrive)."""
+        conn.exec_driver_sql(
+            f"CREATE INDEX IF NOT EXISTS {_ident(index.id)} ON pg_vector_data USING hnsw"
+            f" (({_vec_sql(index.dims)}) vector_cosine_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+            f" WHERE index_id = {_lit(index.id)}"
+        )
+
+    # -- writes --------------------------------------------------------------------
+    def put_embeddings(self, conn: sa.Connection, space_key: str, vectors: Mapping[str, np.ndarray]) -> None:
+        if not vectors:
+            return
+        now = time.time()
+        stmt = postgresql.insert(schema.embeddings).on_conflict_do_nothing()
+        conn.execute(stmt, [
+            {"space_key": space_key, "content_hash": h, "vector": np.asarray(v, np.float32).tobytes(), "embedded_at": now}
+            for h, v in vectors.items()
+        ])
+
+    def missing_embeddings(self, conn: sa.Connection, space_key: str, hashes: Sequence[str]) -> set[str]:
+        wanted = list(dict.fromkeys(hashes))
+        e = schema.embeddings
+        found: set[str] = set()
+        for i in range(0, len(wanted), 5000):
+            part = wanted[i : i + 5000]
+            found.update(conn.execute(sa.select(e.c.content_hash).where(e.c.space_key == space_key, e.c.content_hash.in_(part))).scalars())
+        return set(wanted) - found
+
+    def write(self, conn: sa.Connection, index: IndexInfo, rows: Sequence[VectorRow]) -> int:
+        check_tags(index, rows)
+        if not rows:
+            return 0
+        e, v = schema.embeddings, schema.vectors
+        hashes = list({r.content_hash for r in rows})
+        found: dict[str, tuple[float, bytes]] = {}
+        for i in range(0, len(hashes), 5000):
+            q = sa.select(e.c.content_hash, e.c.embedded_at, e.c.vector).where(
+                e.c.space_key == index.space_key, e.c.content_hash.in_(hashes[i : i + 5000]))
+            found.update({h: (at, blob) for h, at, blob in conn.execute(q)})
+        missing = [h for h in hashes if h not in found]
+        if missing:
+            raise SpaceMismatch(f"{len(missing)} chunk(s) have no embedding in space {index.space_key}; refusing to write index {index.id}")
+        result = conn.execute(v.insert().returning(v.c.seq, sort_by_parameter_order=True), [
+            {"index_id": index.id, "chunk_id": r.chunk_id, "content_hash": r.content_hash, "space_key": r.space_key,
+             "chunker_key": r.chunker_key, "source_version": r.source_version, "embedded_at": found[r.content_hash][0]}
+            for r in rows
+        ])
+        seqs = [int(s) for (s,) in result]
+        assert len(seqs) == len(rows), "vector insert count mismatch"
+        self._copy_vectors(conn, index, seqs, [found[r.content_hash][1] for r in rows])
+        return len(rows)
+
+    def _copy_vectors(self, conn: sa.Connection, index: IndexInfo, seqs: list[int], blobs: list[bytes]) -> None:
+        """COPY the vectors in binary format: PostgreSQL's fastest bulk path."""
+        from pgvector.psycopg import register_vector
+
+        raw = conn.connection.driver_connection
+        register_vector(raw)
+        with raw.cursor() as cur, cur.copy("COPY pg_vector_data (seq, index_id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "varchar", "vector"])
+            for seq, blob in zip(seqs, blobs, strict=True):
+                copy.write_row((seq, index.id, np.frombuffer(blob, dtype=np.float32)))
+
+    def delete_chunks(self, conn: sa.Connection, chunk_ids: Sequence[int]) -> int:
+        v = schema.vectors
+        deleted = 0
+        for i in range(0, len(chunk_ids), _IN_BATCH):
+            part = list(chunk_ids[i : i + _IN_BATCH])
+            gone = conn.execute(sa.select(v.c.seq, v.c.index_id).where(v.c.chunk_id.in_(part))).all()
+            if not gone:
+                continue
+            conn.execute(sa.insert(schema.vector_deletions), [{"index_id": idx, "vector_seq": seq} for seq, idx in gone])
+            result = conn.execute(sa.delete(v).where(v.c.chunk_id.in_(part)))
+            assert result.rowcount == len(gone)
+            deleted += len(gone)
+        return deleted
+
+    def count(self, conn: sa.Connection, index_id: str) -> int:
+        v = schema.vectors
+        return int(conn.execute(sa.select(sa.func.count()).where(v.c.index_id == index_id)).scalar_one())
+
+    # -- reads ------------------------------------------------------------------------
+    def raw(self) -> Any:
+        raw = getattr(self._local, "raw", None)
+        if raw is None:
+            raw = self.engine.raw_connection()
+            raw.driver_connection.autocommit = True
+            raw.driver_connection.execute(f"SET hnsw.ef_search = {HNSW_EF_SEARCH}")
+            from pgvector.psycopg import register_vector
+
+            register_vector(raw.driver_connection)
+            self._local.raw = raw
+        return raw
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a hot-path read written with ``?`` placeholders (the catalog's shared SQL)."""
+        return list(self.raw().driver_connection.execute(sql.replace("?", "%s"), tuple(params)).fetchall())
+
+    def full_text(self, index: IndexInfo, terms: Sequence[str], k: int, where: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Chunks of ``index`` matching any of ``terms``, ranked by ``ts_rank_cd`` (PostgreSQL full-text)."""
+        words = [re.sub(r"\W+", "", t) for t in terms]
+        tsquery = " | ".join(w for w in words if w)
+        if not tsquery:
+            return []
+        sql = (
+            "SELECT v.seq, v.chunk_id, v.space_key, v.chunker_key, v.embedded_at, c.text, c.start, c.\"end\","
+            " d.external_id, d.source_updated_at, d.metadata, s.name, ts_rank_cd(c.tsv, q) AS score"
+            " FROM chunks c CROSS JOIN to_tsquery('english', %s) q"
+            " JOIN vectors v ON v.chunk_id = c.id JOIN documents d ON d.id = c.document_id"
+            " JOIN sources s ON s.id = d.source_id"
+            f" WHERE c.tsv @@ q AND v.index_id = %s AND c.chunker_key = %s{where.replace('?', '%s')}"
+            " ORDER BY score DESC, v.seq LIMIT %s"
+        )
+        conn = self.raw().driver_connection
+        return list(conn.execute(sql, (tsquery, index.id, index.chunker_key, *params, k)).fetchall())
+
+    def metadata_filter_sql(self, key: str) -> tuple[str, list[Any]]:
+        """SQL (with ``?``) comparing a document metadata key as text, and its leading params."""
+        return "d.metadata ->> ? = ?", [key]
+
+    def search(self, index: IndexInfo, query: np.ndarray, k: int, allowed: set[int] | None = None) -> list[Hit]:
+        conn = self.raw().driver_connection
+        vec = np.asarray(query, np.float32)
+        dist = f"{_vec_sql(index.dims)} <=> %s::vector({int(index.dims)})"
+        if allowed is not None and len(allowed) <= FILTER_EXACT_MAX:
+            sql = f"SELECT seq, 1 - ({dist}) FROM pg_vector_data WHERE seq = ANY(%s) ORDER BY {dist} LIMIT %s"
+            rows = conn.execute(sql, (vec, sorted(allowed), vec, k)).fetchall()
+            return [Hit(int(s), float(score)) for s, score in rows]
+        want = k if allowed is None else max(k * 4, int(k * 1e6 / max(len(allowed), 1)))
+        # The index id is inlined (our own, quoted) so the planner matches the partial HNSW index.
+        sql = f"SELECT seq, 1 - ({dist}) FROM pg_vector_data WHERE index_id = {_lit(index.id)} ORDER BY {dist} LIMIT %s"
+        while True:
+            rows = conn.execute(sql, (vec, vec, want)).fetchall()
+            hits = [Hit(int(s), float(score)) for s, score in rows if allowed is None or int(s) in allowed]
+            if len(hits) >= k or len(rows) < want:
+                return hits[:k]
+            want *= 4
+
+    def flush(self, index: IndexInfo) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            n = self.count(conn, index.id)
+        return {"mode": "pgvector-hnsw", "vectors": n, "saved": False, "rebuilds": 0}
+
+    def forget(self, index_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {_ident(index_id)}")
