@@ -327,7 +327,8 @@ def test_jsonl_reads_records_with_title_metadata_and_dates(tmp_path: Path) -> No
     assert q1.text == "Install? Use pip."
     assert q1.metadata == {"title": "Install?", "lang": "en", "stars": 3,
                            "at": "2024-05-01T12:00:00Z"}  # fmt: skip
-    assert q1.signature is None
+    # The signature is a hash of the raw line (see tests/test_jsonl_signatures.py).
+    assert q1.signature is not None and len(q1.signature) == 32 and q1.signature != docs["7"].signature
     noon = datetime(2024, 5, 1, 12, tzinfo=UTC)
     assert q1.updated_at == docs["7"].updated_at == docs["q3"].updated_at == noon
     assert docs["q3"].text == "Naive time."
@@ -452,7 +453,7 @@ def test_beir_folder_without_corpus_raises(tmp_path: Path) -> None:
 
 
 def test_make_source_builds_each_kind(tmp_path: Path) -> None:
-    assert SOURCE_KINDS == ("folder", "jsonl", "beir")
+    assert SOURCE_KINDS == ("folder", "jsonl", "beir", "push")
     folder = make_source("docs", "folder", str(tmp_path), include=["*.md"], max_bytes=100,
                          exclude=None)  # fmt: skip
     assert isinstance(folder, FolderSource) and folder.kind == "folder"

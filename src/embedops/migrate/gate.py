@@ -1,7 +1,9 @@
 """The cutover gate: pure decisions over evidence gathered elsewhere.
 
-Three kinds of check:
+Four kinds of check:
 - completeness (always gating): the shadow has exactly one vector per live chunk;
+- thresholds (gating when thresholds are valued in the old space): each needs a
+  value in the new space;
 - eval regression (gating when an eval set is bound to the alias): metric of new
   vs old, overall and per segment, against a maximum allowed drop;
 - agreement (reported always, gating only when the user sets a minimum): top-k
@@ -11,7 +13,7 @@ Three kinds of check:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -129,10 +131,25 @@ def eval_checks(evidence: Sequence[EvalEvidence], config: GateConfig) -> list[Ch
     return checks
 
 
+def thresholds_check(bound: Sequence[Mapping[str, Any]], to_index: str) -> Check:
+    """Gating: every threshold valued in the old space needs a value in the new one before cutover.
+
+    ``bound``: one mapping per threshold with ``name``, ``value`` and ``new_value`` (None when missing).
+    """
+    missing = [str(b["name"]) for b in bound if b.get("new_value") is None]
+    if not missing:
+        detail = f"{len(bound)} threshold(s) bound to the old space, each has a value in the new space"
+    else:
+        detail = (f"no value in the new space for threshold(s) {', '.join(missing)}: run `embedops thresholds"
+                  f" calibrate --to {to_index} --apply`, or `embedops thresholds set NAME VALUE --space {to_index}`")
+    return Check("thresholds", not missing, True, float(len(bound) - len(missing)), float(len(bound)), detail)
+
+
 def decide(
-    completeness: Check, agreement: Agreement | None, evidence: Sequence[EvalEvidence], config: GateConfig
+    completeness: Check, agreement: Agreement | None, evidence: Sequence[EvalEvidence], config: GateConfig,
+    extra: Sequence[Check] = (),
 ) -> GateResult:
-    checks = [completeness, *eval_checks(evidence, config), *agreement_checks(agreement, config)]
+    checks = [completeness, *extra, *eval_checks(evidence, config), *agreement_checks(agreement, config)]
     return GateResult(all(c.passed for c in checks if c.gating), checks)
 
 

@@ -19,7 +19,10 @@ import sqlalchemy as sa
 from embedops.catalog import schema
 from embedops.catalog.ledger import write_ledger
 from embedops.errors import ConfigError, GateFailed, MigrationStateError, NoMigration
-from embedops.migrate.gate import Agreement, EvalEvidence, GateConfig, GateResult, completeness_check, decide, kendall_tau, overlap_at_k
+from embedops.migrate.gate import (
+    Agreement, Check, EvalEvidence, GateConfig, GateResult, completeness_check, decide, kendall_tau, overlap_at_k,
+    thresholds_check,
+)
 from embedops.migrate.plan import MigrationPlan, PlanFacts, make_plan
 from embedops.sync.fill import fill_index, measure_gap
 from embedops.sync.run import Target
@@ -144,16 +147,19 @@ class Migrator:
             documents=n_docs, chunks_total=total, chunks_to_embed=len(missing), tokens_to_embed=tokens,
             tokens_per_second=round(speed, 1), throughput_source=f"measured on {min(len(todo or texts), SPEED_SAMPLE)} chunks",
             price_per_1k_tokens=getattr(embedder, "price_per_1k_tokens", None),
-            thresholds=self._bound_thresholds(source), eval_sets=self._bound_evalsets(),
+            thresholds=self._bound_thresholds(source, embedder.ref.key), eval_sets=self._bound_evalsets(),
         )
 
     def _has_chunks(self, conn: sa.Connection, chunker_key: str) -> bool:
         c = schema.chunks
         return conn.execute(sa.select(c.c.id).where(c.c.chunker_key == chunker_key).limit(1)).first() is not None
 
-    def _bound_thresholds(self, source: IndexInfo) -> list[dict[str, Any]]:
-        # The thresholds registry arrives with its own issue; until then no threshold is bound.
-        return []
+    def _bound_thresholds(self, source: IndexInfo, to_space: str) -> list[dict[str, Any]]:
+        """Thresholds valued in the source's space: name, value, and the value in ``to_space`` (None if missing)."""
+        from embedops.thresholds.registry import bound_thresholds
+
+        with self.engine.connect() as conn:
+            return bound_thresholds(conn, source.space_key, to_space)
 
     def _bound_evalsets(self) -> list[dict[str, Any]]:
         return []
@@ -240,7 +246,12 @@ class Migrator:
         completeness = completeness_check(live, vectors, gap.total)
         agreement = self.agreement(mig.from_index, mig.to_index) if gap.total == 0 else None
         evidence = eval_evidence_hook(self.ws, self.alias, mig.from_index, mig.to_index, config) if eval_evidence_hook else []
-        return decide(completeness, agreement, evidence, config)
+        return decide(completeness, agreement, evidence, config, extra=self._threshold_checks(mig))
+
+    def _threshold_checks(self, mig: Migration) -> list[Check]:
+        """Gating when thresholds are bound to the old space: each needs a value in the new one."""
+        bound = self._bound_thresholds(self.index(mig.from_index), self.index(mig.to_index).space_key)
+        return [thresholds_check(bound, mig.to_index)] if bound else []
 
     def agreement(self, old: str, new: str) -> Agreement:
         queries = self._sample_queries()
