@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, cast, get_args
@@ -24,7 +25,7 @@ import numpy as np
 
 from embedops.catalog.fts import FTS_TABLE
 from embedops.errors import SearchError, SpaceMismatch
-from embedops.search.engine import Filters, Searcher, SearchResult
+from embedops.search.engine import STALE_COLUMNS, STALE_JOINS, Filters, Searcher, SearchResult
 from embedops.vectors.base import IndexInfo
 
 SearchMode = Literal["vector", "bm25", "hybrid"]
@@ -42,27 +43,33 @@ class HybridParams:
     rrf_k: int = 60
     vector_weight: float = 1.0
     bm25_weight: float = 1.0
-    depth: int | None = None  # default: max(2k, 100)
+    depth: int | None = None  # default: max(k, 50)
 
     def candidates(self, k: int) -> int:
-        return max(k, self.depth) if self.depth else max(2 * k, 100)
+        return max(k, self.depth) if self.depth else max(k, 50)
 
 
 DEFAULT_HYBRID = HybridParams()
 
+# Rank in FTS5 alone first (BM25 over every matching chunk is the cost; joins
+# per match would double it), then keep the index's chunks; widened when the
+# top candidates hold too few of them (other chunkers, filters).
 _BM25_SQL = (
     "SELECT v.seq, v.chunk_id, v.space_key, v.chunker_key, v.embedded_at, c.text, c.start, c.\"end\","
-    " d.external_id, d.source_updated_at, d.metadata, s.name, top.score"
-    " FROM (SELECT v.seq AS seq, -bm25({fts}) AS score FROM {fts}"
-    " JOIN chunks c ON c.id = {fts}.rowid"
+    " d.external_id, d.source_updated_at, d.metadata, s.name, top.score" + STALE_COLUMNS +
+    " FROM (SELECT rowid AS chunk_id, -bm25({fts}) AS score FROM {fts} WHERE {fts} MATCH ?"
+    " ORDER BY score DESC LIMIT ?) AS top"
+    " JOIN chunks c ON c.id = top.chunk_id"
     " JOIN vectors v ON v.chunk_id = c.id AND v.index_id = ?"
-    "{joins}"
-    " WHERE {fts} MATCH ? AND c.chunker_key = ?{where}"
-    " ORDER BY bm25({fts}) LIMIT ?) AS top"
-    " JOIN vectors v ON v.seq = top.seq JOIN chunks c ON c.id = v.chunk_id"
-    " JOIN documents d ON d.id = c.document_id JOIN sources s ON s.id = d.source_id"
-    " ORDER BY top.score DESC, v.seq"
+    " JOIN documents d ON d.id = c.document_id JOIN sources s ON s.id = d.source_id" + STALE_JOINS +
+    " WHERE c.chunker_key = ?{where}"
+    " ORDER BY top.score DESC, v.seq LIMIT ?"
 )
+
+
+_COUNT_SQL = f"SELECT count(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?"
+_TOTAL_SQL = f"SELECT count(*) FROM {FTS_TABLE}_docsize"  # one row per indexed chunk, O(1) to count
+_CHUNKERS_SQL = "SELECT count(DISTINCT chunker_key) FROM indexes"
 
 
 def check_mode(mode: str) -> SearchMode:
@@ -72,17 +79,30 @@ def check_mode(mode: str) -> SearchMode:
     return cast(SearchMode, mode)
 
 
-def fts_query(text: str) -> str | None:
-    """An FTS5 query matching any of ``text``'s words, each quoted: punctuation never errors.
-
-    Returns ``None`` when the text has no word at all.
-    """
+def fts_terms(text: str) -> list[str]:
+    """``text``'s distinct words, each quoted for FTS5: punctuation and operators never error."""
     seen: dict[str, str] = {}
     for term in _TERM.findall(text):
         seen.setdefault(term.casefold(), term)
         if len(seen) >= MAX_TERMS:
             break
-    return " OR ".join(f'"{t}"' for t in seen.values()) or None
+    return [f'"{t}"' for t in seen.values()]
+
+
+def fts_query(text: str) -> str | None:
+    """An FTS5 query matching any of ``text``'s words; ``None`` when it has no word at all."""
+    return " OR ".join(fts_terms(text)) or None
+
+
+def informative_terms(raw: sqlite3.Connection, terms: list[str]) -> list[str]:
+    """The terms that carry BM25 weight: FTS5 floors the IDF of a term found in half
+    the chunks or more to ~0, so such terms change no ranking, yet scoring every
+    chunk they match costs most of a query's time. All terms if none is informative."""
+    if len(terms) < 2:
+        return terms
+    total = raw.execute(_TOTAL_SQL).fetchone()[0]
+    kept = [t for t in terms if raw.execute(_COUNT_SQL, (t,)).fetchone()[0] * 2 < total]
+    return kept or terms
 
 
 def embed_queries(searcher: Searcher, index: IndexInfo, texts: Sequence[str]) -> np.ndarray:
@@ -123,7 +143,7 @@ def search_mode(
     depth = hybrid.candidates(k)
     by_vector = searcher.search(text, vector=vector, k=depth, index_id=index.id, filters=filters)
     by_bm25 = bm25_search(searcher, index, text, depth, filters)
-    return fuse([by_vector, by_bm25], [hybrid.vector_weight, hybrid.bm25_weight], hybrid.rrf_k)[:k]
+    return fuse([by_vector, by_bm25], [hybrid.vector_weight, hybrid.bm25_weight], hybrid.rrf_k, limit=k)
 
 
 def search_batch(
@@ -158,24 +178,39 @@ def bm25_search(searcher: Searcher, index: IndexInfo, text: str, k: int, filters
     """Top ``k`` chunks of ``index`` by FTS5 BM25 (score = −bm25(), higher is better)."""
     if not searcher.store.capabilities.full_text:
         raise SearchError(f"index {index.id}'s store has no full-text engine", hint="use --mode vector")
-    match = fts_query(text)
-    if match is None:
+    terms = fts_terms(text)
+    if not terms:
         return []
-    joins, where, params = _filter_sql(filters)
-    sql = _BM25_SQL.format(fts=FTS_TABLE, joins=joins, where=where)
+    full_text = getattr(searcher.store, "full_text", None)
+    if full_text is not None:  # the store ranks in its own engine (PostgreSQL ts_rank_cd)
+        where, params = _filter_sql(filters, searcher.store.metadata_filter_sql)
+        rows = full_text(index, [t.strip('"') for t in terms], k, where, params, columns=STALE_COLUMNS, joins=STALE_JOINS)
+        now = time.time()
+        return [_result(r, searcher.stale(r[11], r[13:18], now)) for r in rows]
+    where, params = _filter_sql(filters)
+    sql = _BM25_SQL.format(fts=FTS_TABLE, where=where)
     raw = searcher.store.raw().driver_connection
     try:
-        rows = raw.execute(sql, [index.id, match, index.chunker_key, *params, k]).fetchall()
+        match = " OR ".join(informative_terms(raw, terms))
+        total = raw.execute(_TOTAL_SQL).fetchone()[0]
+        want = k * max(1, raw.execute(_CHUNKERS_SQL).fetchone()[0])
+        while True:
+            rows = raw.execute(sql, [match, want, index.id, index.chunker_key, *params, k]).fetchall()
+            if len(rows) >= k or want >= total:
+                now = time.time()
+                return [_result(r, searcher.stale(r[11], r[13:18], now)) for r in rows]
+            want *= 4
     except sqlite3.OperationalError as exc:
         raise SearchError(
             f"full-text search failed on index {index.id}: {exc}",
             hint="an older catalog may lack the FTS index: open it with this embedops to upgrade it",
         ) from exc
-    return [_result(r) for r in rows]
 
 
-def fuse(ranked: Sequence[Sequence[SearchResult]], weights: Sequence[float], rrf_k: int = 60) -> list[SearchResult]:
-    """Reciprocal rank fusion of ranked result lists (same index), best first.
+def fuse(
+    ranked: Sequence[Sequence[SearchResult]], weights: Sequence[float], rrf_k: int = 60, *, limit: int | None = None
+) -> list[SearchResult]:
+    """Reciprocal rank fusion of ranked result lists (same index), best first, at most ``limit``.
 
     Ties keep the order in which chunks were first seen, lists in the given order.
     """
@@ -185,7 +220,7 @@ def fuse(ranked: Sequence[Sequence[SearchResult]], weights: Sequence[float], rrf
         for rank, result in enumerate(results, start=1):
             scores[result.chunk_id] = scores.get(result.chunk_id, 0.0) + weight / (rrf_k + rank)
             first.setdefault(result.chunk_id, result)
-    order = sorted(first, key=lambda cid: -scores[cid])  # stable: first-seen order breaks ties
+    order = sorted(first, key=lambda cid: -scores[cid])[:limit]  # stable: first-seen order breaks ties
     return [replace(first[cid], score=round(scores[cid], 8)) for cid in order]
 
 
@@ -195,32 +230,40 @@ def _require_text(query: str | None, mode: str) -> str:
     return query
 
 
-def _filter_sql(filters: Filters | None) -> tuple[str, str, list[Any]]:
+def _sqlite_metadata_sql(key: str) -> tuple[str, list[Any]]:
+    return "CAST(json_extract(d.metadata, ?) AS VARCHAR) = ?", ['$."' + key.replace('"', '\\"') + '"']
+
+
+def _filter_sql(
+    filters: Filters | None, metadata_sql: Callable[[str], tuple[str, list[Any]]] = _sqlite_metadata_sql
+) -> tuple[str, list[Any]]:
+    """The same filters as vector search (``Searcher._allowed``), as SQL on ``d`` and ``s``."""
     if not filters:
-        return "", "", []
+        return "", []
     where: list[str] = []
     params: list[Any] = []
     if filters.source:
-        where.append("fs.name = ?")
+        where.append("s.name = ?")
         params.append(filters.source)
     for key, value in filters.metadata.items():
-        where.append("CAST(json_extract(fd.metadata, ?) AS VARCHAR) = ?")
-        params.extend(['$."' + key.replace('"', '\\"') + '"', str(value)])
+        clause, leading = metadata_sql(key)
+        where.append(clause)
+        params.extend([*leading, str(value)])
     if filters.updated_after:
-        where.append("fd.source_updated_at >= ?")
+        where.append("d.source_updated_at >= ?")
         params.append(filters.updated_after.timestamp())
-    joins = " JOIN documents fd ON fd.id = c.document_id JOIN sources fs ON fs.id = fd.source_id"
-    return joins, "".join(f" AND {w}" for w in where), params
+    return "".join(f" AND {w}" for w in where), params
 
 
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
-def _result(r: tuple[Any, ...]) -> SearchResult:
+def _result(r: tuple[Any, ...], stale: bool = False) -> SearchResult:
     # The score stays unrounded: BM25 scores of common terms can be ~1e-6.
     return SearchResult(
         document_id=r[8], chunk_id=r[1], score=float(r[12]), text=r[5], start=r[6], end=r[7],
         source=r[11], metadata=json.loads(r[10]) if isinstance(r[10], str) else r[10],
         tags={"space": r[2], "chunker": r[3], "embedded_at": _iso(r[4]), "source_updated_at": _iso(r[9])},
+        stale=stale,
     )
