@@ -17,8 +17,9 @@ from embedops.sources.base import Source
 from embedops.sources.beir import BeirSource
 from embedops.sources.folder import FolderSource
 from embedops.sources.jsonl import JsonlSource
+from embedops.sources.push import PushSource
 
-SOURCE_KINDS: tuple[str, ...] = ("folder", "jsonl", "beir")
+SOURCE_KINDS: tuple[str, ...] = ("folder", "jsonl", "beir", "push")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ _BOOL = _OptionType("true or false", lambda v: isinstance(v, bool))
 class _Kind:
     factory: Callable[..., Source]
     options: dict[str, _OptionType]
+    needs_path: bool = True  # False: documents arrive through the API (push)
 
 
 _KINDS: dict[str, _Kind] = {
@@ -67,6 +69,7 @@ _KINDS: dict[str, _Kind] = {
         },
     ),
     "beir": _Kind(BeirSource, {}),
+    "push": _Kind(PushSource, {}, needs_path=False),
 }
 
 
@@ -75,7 +78,12 @@ def source_options(kind: str) -> list[str]:
     return sorted(_kind(kind).options)
 
 
-def make_source(name: str, kind: str, path: str | Path, **options: Any) -> Source:
+def source_needs_path(kind: str) -> bool:
+    """Whether a source of ``kind`` reads a path (every kind but ``push``)."""
+    return _kind(kind).needs_path
+
+
+def make_source(name: str, kind: str, path: str | Path | None, **options: Any) -> Source:
     """Build a source of ``kind`` reading ``path``, after checking every option.
 
     An option set to None means "use the default". Raises :class:`ConfigError`
@@ -90,7 +98,11 @@ def make_source(name: str, kind: str, path: str | Path, **options: Any) -> Sourc
     given = {key: value for key, value in options.items() if value is not None}
     for key, value in given.items():
         _check_option(name, kind, spec, key, value)
-    return spec.factory(name, Path(path), **given)
+    if path is None and spec.needs_path:
+        raise ConfigError(
+            f"source {name!r}: a {kind} source needs a path", hint="give the folder or file it reads", source=name
+        )
+    return spec.factory(name, None if path is None else Path(path), **given)
 
 
 def _kind(kind: str) -> _Kind:

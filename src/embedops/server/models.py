@@ -1,0 +1,116 @@
+"""Request and response shapes; the limits come from the ServerConfig, so the OpenAPI schema states them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import re
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from embedops.server.config import ServerConfig
+
+Mode = Literal["vector", "bm25", "hybrid"]
+# A filter's metadata key ends up in a JSON path; a quote or bracket there is not a key anyone means.
+METADATA_KEY = r"^[A-Za-z0-9_.:-]{1,128}$"
+WHERE_ITEM = r"^[A-Za-z0-9_.:-]{1,128}=.{0,1000}$"
+NOT_BLANK = r"\S"
+MAX_ID_CHARS = 1024
+
+
+def _iso_only(value: Any) -> Any:
+    """Times are ISO 8601 strings, as the schema says; pydantic alone would also take 0 as 1970-01-01."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or re.fullmatch(r"\s*[-+]?[0-9.eE+-]*\s*", value):
+        raise ValueError("expected an ISO 8601 date-time string, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
+
+
+def _check_where(where: dict[str, str]) -> dict[str, str]:
+    bad = [key for key in where if not re.fullmatch(METADATA_KEY, key)]
+    if bad:
+        raise ValueError(f"filter keys must match {METADATA_KEY}; got {', '.join(map(repr, bad[:3]))}")
+    return where
+
+
+# patternProperties rather than propertyNames: fuzzers and client generators understand it.
+WhereFilter = Annotated[
+    dict[str, Annotated[str, Field(max_length=1000)]],
+    AfterValidator(_check_where),
+    WithJsonSchema({"type": "object", "additionalProperties": False,
+                    "patternProperties": {METADATA_KEY: {"type": "string", "maxLength": 1000}}}),
+]
+
+
+class SearchHit(BaseModel):
+    """One result; the same shape as ``embedops search --json`` (fields added there pass through)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    document_id: str
+    chunk_id: int
+    score: float
+    text: str
+    span: list[int] = Field(min_length=2, max_length=2, description="[start, end) character offsets in the document")
+    source: str
+    metadata: dict[str, Any]
+    tags: dict[str, str | None] = Field(description="lineage: space, chunker, embedded_at, source_updated_at")
+    stale: bool = Field(False, description="the source changed since, or was not re-checked within its max lag")
+
+
+class DocumentIn(BaseModel):
+    """A document pushed into a push source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: Annotated[str, Field(min_length=1, pattern=NOT_BLANK, description="The document's text (not blank).")]
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Any JSON object; searchable with `where`.")
+    updated_at: IsoDateTime | None = Field(None, description="When the document last changed at its origin (ISO 8601).")
+
+
+class DocumentResult(BaseModel):
+    source: str
+    id: str
+    result: Literal["added", "updated", "unchanged", "deleted"]
+    embedded: int = Field(description="chunks embedded by the write this document went into (0: content already embedded)")
+    documents: int = Field(description="documents in that write: pushes queued together are written together")
+    seconds: float = Field(description="duration of that write")
+
+
+class SyncRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description="Sync only this source.")
+    plan: bool = Field(False, description="Dry run: report what would change, change nothing.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, str] = Field(description="catalog, alias, embedder: 'ok ...' or what is wrong")
+
+
+def search_request_model(config: ServerConfig) -> type[BaseModel]:
+    """The POST /search body, with this server's limits."""
+
+    class SearchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        query: Annotated[str, Field(min_length=1, max_length=config.max_query_chars, pattern=NOT_BLANK)]
+        k: Annotated[int, Field(ge=1, le=config.max_k)] = 10
+        alias: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description="Alias to query (default: the workspace's, prod).")
+        index: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description="Query one index directly.")
+        mode: Mode = "vector"
+        source: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description="Only documents of this source.")
+        where: WhereFilter = Field(default_factory=dict, description="Document metadata equal to these values.")
+        updated_after: IsoDateTime | None = Field(None, description="Only documents updated at or after this time (naive = UTC).")
+
+    return SearchRequest
