@@ -79,7 +79,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
     return str(server.get_uri(name))
 
 
-BACKENDS = os.environ.get("EMBEDOPS_TEST_BACKENDS", "sqlite").split(",")
+BACKENDS = os.environ.get("EMBEDOPS_TEST_BACKENDS", "sqlite,postgresql").split(",")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

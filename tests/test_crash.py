@@ -66,6 +66,9 @@ def test_sync_survives_kill_9_at_random_points(tmp_path: Path, database: str | N
     rng = random.Random(42)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "embedops.cli", "sync", "--workspace", str(tmp_path / "ws"), "--json"]
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    # Kill points are drawn over the length of an incremental run like the ones killed below.
+    mutate(folder, rng)
     start = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     full = time.perf_counter() - start
@@ -73,7 +76,7 @@ def test_sync_survives_kill_9_at_random_points(tmp_path: Path, database: str | N
     for trial in range(KILLS):
         mutate(folder, rng)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, full * 1.1))
+        time.sleep(rng.uniform(0.1, full * 0.9))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1

@@ -3,13 +3,23 @@ returns a typed result; ``cli.py`` and the server only parse, call and render.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from embedops.evaluate.runner import EvalComparison, EvalRun
+from embedops.evaluate.store import EvalSetInfo, ImportResult
 from embedops.search.engine import Filters, SearchResult
+from embedops.thresholds.recalibrate import CalibrationResult
+from embedops.thresholds.registry import ThresholdValue
 from embedops.workspace import ProgressFactory, SyncResult, Workspace
+
+if TYPE_CHECKING:
+    from embedops.monitor.checks import CheckReport
+    from embedops.monitor.coverage import CoverageReport
+    from embedops.monitor.freshness import FreshnessReport
 
 
 @dataclass
@@ -53,7 +63,10 @@ def init(
         return InitResult(str(ws.root), str(ws.settings.path), ws.settings.database, embedder, chunker)
 
 
-def source_add(workspace: Path | None, *, name: str, path: Path, kind: str = "folder", **options: Any) -> SourceAddResult:
+def source_add(
+    workspace: Path | None, *, name: str, path: Path | None = None, kind: str = "folder", **options: Any
+) -> SourceAddResult:
+    """Register a source; ``path`` is required except for ``kind="push"`` (documents come through the API)."""
     with Workspace.open(workspace) as ws:
         cfg = ws.add_source(name, path, kind, **options)
         return SourceAddResult(cfg.name, cfg.kind, cfg.path, cfg.options)
@@ -76,11 +89,35 @@ def search(
     source: str | None = None,
     where: dict[str, str] | None = None,
     updated_after: datetime | None = None,
+    mode: str = "vector",
+    fresh_only: bool = False,
+    recency_half_life: float | None = None,
 ) -> SearchResults:
     with Workspace.open(workspace) as ws:
         filters = Filters(source=source, metadata=where or {}, updated_after=updated_after)
-        results = ws.search(query, k=k, alias=alias, index=index, filters=filters if filters else None)
+        results = ws.search(query, k=k, alias=alias, index=index, filters=filters if filters else None, mode=mode,
+                            fresh_only=fresh_only, recency_half_life=recency_half_life)
         return SearchResults(query, alias or ws.settings.alias, results)
+
+
+def serve(
+    workspace: Path | None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    token_env: str = "EMBEDOPS_TOKEN",
+    auth_reads: bool = False,
+    max_body_bytes: int = 1 << 20,
+    max_query_chars: int = 2_000,
+    access_log: bool = False,
+) -> None:
+    """Run the HTTP service over the workspace until interrupted (see docs/service.md)."""
+    from embedops.server.config import ServerConfig
+    from embedops.server.run import serve as run_server
+
+    config = ServerConfig(token_env=token_env, auth_reads=auth_reads, max_body_bytes=max_body_bytes,
+                          max_query_chars=max_query_chars)
+    run_server(workspace, host=host, port=port, config=config, access_log=access_log)
 
 
 def status(workspace: Path | None) -> dict[str, Any]:
@@ -179,3 +216,245 @@ def doctor(workspace: Path | None) -> dict[str, Any]:
 
     with Workspace.open(workspace) as ws:
         return audit(ws)
+
+
+# -- thresholds ------------------------------------------------------------------
+@dataclass
+class ThresholdResult:
+    """One threshold value (added, set or read), with what the labels file held."""
+
+    value: ThresholdValue
+    plan: bool = False
+    labelled_pairs: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.value.to_dict(), "plan": self.plan, "labelled_pairs": self.labelled_pairs,
+                "problems": self.problems}
+
+
+def thresholds_add(
+    workspace: Path | None, *, name: str, value: float, description: str = "", labels: Path | None = None,
+    alias: str | None = None, plan: bool = False,
+) -> ThresholdResult:
+    """Register a threshold, valued in the space the alias serves; ``labels``: labelled pairs for label matching."""
+    from embedops.thresholds.labels import read_labels
+
+    pairs = read_labels(labels) if labels is not None else None
+    with Workspace.open(workspace) as ws:
+        added = ws.thresholds.add(name, value, description=description, labels=pairs, alias=alias, plan_only=plan)
+    return ThresholdResult(added, plan, len(pairs.pairs) if pairs else 0, pairs.problems if pairs else [])
+
+
+def thresholds_labels(workspace: Path | None, *, name: str, path: Path, plan: bool = False) -> dict[str, Any]:
+    """Attach (or replace) a threshold's labelled pairs."""
+    from embedops.thresholds.labels import read_labels
+
+    pairs = read_labels(path)
+    with Workspace.open(workspace) as ws:
+        return ws.thresholds.set_labels(name, pairs, plan_only=plan)
+
+
+def thresholds_list(workspace: Path | None, *, alias: str | None = None, all_values: bool = False) -> list[dict[str, Any]]:
+    """Current value per (threshold, space), marking the alias's space; ``all_values``: every recorded value."""
+    from embedops.thresholds.registry import ThresholdRegistry
+
+    with Workspace.open(workspace) as ws:
+        registry = ThresholdRegistry(ws, alias)
+        if all_values:
+            return [v.to_dict(evidence=False) for v in registry.history()]
+        return [info.to_dict() for info in registry.list()]
+
+
+def thresholds_get(
+    workspace: Path | None, *, name: str, space: str | None = None, alias: str | None = None
+) -> ThresholdResult:
+    """What applications read: the value for the space the alias serves (or ``space``)."""
+    with Workspace.open(workspace) as ws:
+        return ThresholdResult(ws.thresholds.current(name, space=space, alias=alias))
+
+
+def thresholds_set(
+    workspace: Path | None, *, name: str, value: float, space: str, reason: str | None = None, plan: bool = False
+) -> ThresholdResult:
+    """Record a value chosen by hand for a space (space key, index id or embedder name)."""
+    with Workspace.open(workspace) as ws:
+        return ThresholdResult(ws.thresholds.set(name, value, space=space, reason=reason, plan_only=plan), plan)
+
+
+def thresholds_calibrate(
+    workspace: Path | None, *, to: str, name: list[str] | None = None, method: str = "both",
+    objective: str = "precision", use: str | None = None, pairs: int = 2000, apply: bool = False,
+    alias: str | None = None, plan: bool = False,
+) -> CalibrationResult:
+    """Propose values in space ``to`` for the thresholds bound to the alias's space, with evidence and the
+    behaviour change; ``apply`` records them (method and evidence in the ledger)."""
+    from embedops.thresholds.recalibrate import SampleConfig, calibrate
+
+    with Workspace.open(workspace) as ws:
+        return calibrate(ws, to, names=name or None, method=method, objective=objective, use=use,
+                         sample=SampleConfig.for_pairs(pairs), apply=apply, alias=alias, plan_only=plan)
+
+
+# -- evaluation ------------------------------------------------------------------
+@dataclass
+class EvalReportResult:
+    path: str
+    summary: str
+    kind: str  # "run" or "comparison"
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "kind": self.kind, **self.data}
+
+
+def eval_import(
+    workspace: Path | None,
+    *,
+    name: str,
+    path: Path,
+    split: str = "test",
+    source: str | None = None,
+    format: str | None = None,
+    alias: str | None = None,
+) -> ImportResult:
+    from embedops.evaluate.store import import_evalset
+
+    with Workspace.open(workspace) as ws:
+        return import_evalset(ws, name, path, split=split, source=source, fmt=format, alias=alias)
+
+
+def eval_list(workspace: Path | None, *, all_versions: bool = False) -> list[EvalSetInfo]:
+    from embedops.catalog.db import read_tx
+    from embedops.evaluate.store import list_evalsets
+
+    with Workspace.open(workspace) as ws, read_tx(ws.engine) as conn:
+        return list_evalsets(conn, latest_only=not all_versions)
+
+
+def eval_run(
+    workspace: Path | None,
+    *,
+    name: str,
+    alias: str | None = None,
+    index: str | None = None,
+    k: int = 10,
+    mode: str = "vector",
+    segment_by: str | None = None,
+    run_out: Path | None = None,
+) -> EvalRun:
+    """Score eval set ``name`` on a target; the summary is appended to the ledger (``eval.run``)."""
+    from embedops.evaluate.runner import run_evalset
+    from embedops.evaluate.store import record_run
+
+    with Workspace.open(workspace) as ws:
+        run = run_evalset(ws, name, alias=alias, index=index, k=k, mode=mode, segment_by=segment_by)
+        if run_out is not None:
+            run.write_trec(run_out)
+        summary = run.to_dict(dropped_limit=0)
+        record_run(ws, "eval.run", **{key: summary[key] for key in
+                                      ("evalset", "version", "target", "k", "metrics", "segment_by", "queries")},
+                   worst_segment=run.worst_segment, dropped=summary["dropped"]["total"])
+        return run
+
+
+def eval_compare(
+    workspace: Path | None,
+    *,
+    name: str,
+    b: str,
+    a: str | None = None,
+    k: int = 10,
+    mode: str = "vector",
+    mode_a: str | None = None,
+    mode_b: str | None = None,
+    metric: str | None = None,
+    segment_by: str | None = "language",
+) -> EvalComparison:
+    from embedops.evaluate.runner import compare_evalset
+
+    with Workspace.open(workspace) as ws:
+        return compare_evalset(ws, name, a, b, k=k, mode=mode, mode_a=mode_a, mode_b=mode_b, metric=metric,
+                               segment_by=segment_by)
+
+
+def eval_report(
+    workspace: Path | None,
+    *,
+    name: str,
+    out: Path,
+    a: str | None = None,
+    b: str | None = None,
+    alias: str | None = None,
+    index: str | None = None,
+    k: int = 10,
+    mode: str = "vector",
+    mode_a: str | None = None,
+    mode_b: str | None = None,
+    segment_by: str | None = "language",
+) -> EvalReportResult:
+    """Write a self-contained HTML report: one run, or A vs B when ``b`` is given."""
+    from embedops.evaluate.report import build_report
+    from embedops.evaluate.runner import compare_evalset, run_evalset
+
+    with Workspace.open(workspace) as ws:
+        if b is not None:
+            cmp = compare_evalset(ws, name, a or alias, b, k=k, mode=mode, mode_a=mode_a, mode_b=mode_b,
+                                  segment_by=segment_by)
+            report, kind, data = build_report(comparison=cmp), "comparison", cmp.to_dict()
+        else:
+            run = run_evalset(ws, name, alias=a or alias, index=index, k=k, mode=mode, segment_by=segment_by)
+            report, kind, data = build_report(run=run), "run", run.to_dict()
+    out.write_text(report.html, encoding="utf-8")
+    return EvalReportResult(str(out), report.summary, kind, data)
+
+
+# -- monitoring ------------------------------------------------------------------
+def freshness(workspace: Path | None, *, source: str | None = None) -> FreshnessReport:
+    """Compare the sources with the catalog: stale documents, lag, SLO status (``monitor.freshness``)."""
+    from embedops.monitor.freshness import check_freshness
+
+    with Workspace.open(workspace) as ws:
+        return check_freshness(ws, source)
+
+
+def check(workspace: Path | None, *, only: list[str] | None = None) -> CheckReport:
+    """Run every configured health check (or ``only`` these); ``exit_code`` is 0 ok, 1 warn, 2 fail."""
+    from embedops.monitor.checks import run_checks
+
+    with Workspace.open(workspace) as ws:
+        return run_checks(ws, only)
+
+
+def coverage(workspace: Path | None, *, alias: str | None = None) -> CoverageReport:
+    """How well the eval sets cover the recent logged queries."""
+    from embedops.monitor.coverage import check_coverage
+
+    with Workspace.open(workspace) as ws:
+        return check_coverage(ws, alias=alias)
+
+
+def monitor(
+    workspace: Path | None, *, every: float | None = None, once: bool = False, port: int | None = None, addr: str = "0.0.0.0",
+    on_report: Callable[[CheckReport], None] | None = None,
+) -> int:
+    """Run the checks every ``every`` seconds (default ``[monitor] every``) or once, serving metrics on ``port``."""
+    from embedops.monitor.loop import run_monitor
+
+    return run_monitor(workspace, every=every, once=once, port=port, addr=addr, on_report=on_report)
+
+
+def monitor_canary(workspace: Path | None, *, name: str, off: bool = False) -> dict[str, Any]:
+    """Make eval set ``name`` a canary (run by every check), or stop with ``off``."""
+    from embedops.monitor.canary import set_canary
+
+    with Workspace.open(workspace) as ws:
+        return set_canary(ws, name, enabled=not off)
+
+
+def monitor_reference(workspace: Path | None, *, index: str | None = None) -> list[dict[str, Any]]:
+    """Re-take the drift reference samples from what exists now (after an intended change)."""
+    from embedops.monitor.drift import retake_references
+
+    with Workspace.open(workspace) as ws:
+        return retake_references(ws, index)

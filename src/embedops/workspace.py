@@ -30,7 +30,7 @@ from embedops.errors import ConfigChanged, ConfigError, NotFound, SpaceMismatch
 from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.sources.base import Document, Source
 from embedops.sync.fill import fill_index, measure_gap
-from embedops.sync.plan import CatalogDoc, SyncPlan, plan_sync
+from embedops.sync.plan import CatalogDoc, CatalogRows, SyncPlan, plan_sync
 from embedops.sync.run import SyncCounts, SyncRunner, Target
 from embedops.thresholds.registry import ThresholdRegistry
 from embedops.vectors.base import IndexInfo
@@ -387,7 +387,7 @@ class Workspace:
                           lambda known: plan_delete(source, external_ids, known, missing_ok=missing_ok))
 
     def _push(self, source: str, ids: Sequence[str], make_plan: Callable[[dict[str, CatalogDoc]], SyncPlan]) -> SyncResult:
-        from embedops.sync.push import live_documents, require_push
+        from embedops.sync.push import document_outcomes, live_documents, require_push
 
         started = time.perf_counter()
         cfg = self._selected_sources(source)[0]
@@ -402,7 +402,8 @@ class Workspace:
             targets = self._kept_targets(create=True)
             runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size)
             counts = runner.run(source_id, plan)
-        return SyncResult(False, counts, [plan.summary()], seconds=time.perf_counter() - started)
+        summary = {**plan.summary(), "documents": document_outcomes(plan, ids)}
+        return SyncResult(False, counts, [summary], seconds=time.perf_counter() - started)
 
     def _verify_models(self, targets: list[Target], since: float) -> None:
         """Before a sync writes, each index's model must still make its vectors (monitor/fingerprint.py)."""
@@ -429,10 +430,9 @@ class Workspace:
             d.c.source_id == source_id, d.c.deleted_at.is_(None)
         )
         with read_tx(self.engine) as conn:
-            rows = conn.execute(q).all()  # one fetchall: row-by-row iteration costs twice as much
-        known = {ext: CatalogDoc(i, h, s) for ext, i, h, s in rows}
-        signatures = {ext: doc.signature for ext, doc in known.items()}
-        return plan_sync(cfg.name, self.open_source(cfg).scan(signatures), known), source_id
+            # The DBAPI's plain tuples: Row objects for 100k documents cost as much as the rest of a no-op plan.
+            known = CatalogRows(conn.execute(q).cursor.fetchall())
+        return plan_sync(cfg.name, self.open_source(cfg).scan(known.signatures()), known), source_id
 
     def _estimate_embeds(self, plan: SyncPlan, targets: list[Target]) -> int:
         n = 0

@@ -36,6 +36,9 @@ DEFAULT_MAX_TOKENS = 512
 _SENTENCE_OUTPUTS = ("sentence_embedding", "sentence_embeddings", "embeddings")
 # A BERT pooler output is CLS -> dense -> tanh: not the space the model was trained for.
 _IGNORED_OUTPUTS = ("pooler_output",)
+# Token counts of short texts are remembered: chunkers count the same words over and over.
+_COUNT_CACHE_TEXT_MAX = 48
+_COUNT_CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ class OnnxEmbedder:
         self._tokenizer = load_tokenizer(files.tokenizer, max_tokens)
         # Counting must see the full text, so it has its own untruncated tokenizer.
         self._counter = load_tokenizer(files.tokenizer, None)
+        self._counts: dict[str, int] = {}
         self._session = _session(files.model)
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._output, self._pool = _choose_output(self._session, files)
@@ -215,7 +219,15 @@ class OnnxEmbedder:
 
     def count_tokens(self, text: str) -> int:
         """Model tokens in ``text``, special tokens included, without truncation."""
-        return len(self._counter.encode(text).ids)
+        if len(text) > _COUNT_CACHE_TEXT_MAX:
+            return len(self._counter.encode(text).ids)
+        # A chunker sizing an overlap counts word by word; a dict hit costs a fraction of an encode.
+        n = self._counts.get(text)
+        if n is None:
+            if len(self._counts) >= _COUNT_CACHE_SIZE:
+                self._counts.clear()
+            n = self._counts[text] = len(self._counter.encode(text).ids)
+        return n
 
     def _run(self, encodings: list[Any]) -> np.ndarray:
         width = max(1, max(len(e.ids) for e in encodings))

@@ -1,11 +1,16 @@
 """A JSON Lines file (optionally gzipped) as a source: one JSON object per line.
 
-Records carry no cheap change key, so every record is read on each scan
-(``signature`` is None) and the sync compares content hashes. A line that
-cannot be used becomes a :class:`Skipped` item naming the file, the line
-number and the problem; the other lines proceed. Only a missing or unreadable
-file (or a gzip stream that breaks off) raises :class:`SourceError`, because
-the records after the break are unknown and must not be taken as deleted.
+Each record's ``signature`` is a keyed hash of its raw line (the key covers
+the source's options and the parser version). A line whose signature the
+catalog holds is byte-identical to a line already synced, so it is answered
+:class:`Unchanged` without being parsed: a no-op re-sync reads bytes and
+hashes them, nothing more.
+
+A line that cannot be used becomes a :class:`Skipped` item naming the file,
+the line number and the problem; the other lines proceed. Only a missing or
+unreadable file (or a gzip stream that breaks off) raises :class:`SourceError`,
+because the records after the break are unknown and must not be taken as
+deleted.
 
 >>> src = JsonlSource("faq", "faq.jsonl", title_field="question")   # doctest: +SKIP
 >>> docs = [d for d in src.scan({}) if isinstance(d, Document)]      # doctest: +SKIP
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import hashlib
 import io
 import json
 import re
@@ -25,8 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from embedops.errors import SourceError
-from embedops.sources.base import Document, Skipped, SourceItem
+from embedops.sources.base import Document, Skipped, SourceItem, Unchanged
 
+# Bump when a change below alters the Document a line yields: every signature
+# then changes, and the next sync reads every record again.
+PARSER_VERSION = "1"
 _SCALAR_TYPES = frozenset({str, int, float, bool})
 _JSON_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a number",
                     float: "a number", bool: "a boolean", type(None): "null"}  # fmt: skip
@@ -64,16 +73,33 @@ class JsonlSource:
         self.metadata_fields = None if metadata_fields is None else list(metadata_fields)
         self.updated_field = updated_field
         self._id_pattern = _salvage_pattern(id_field)
+        self._signature_key = self._options_digest()
 
     def scan(self, known: Mapping[str, str | None]) -> Iterator[SourceItem]:
-        """Yield one item per non-blank line, in file order. ``known`` is unused."""
+        """Yield one item per non-blank line, in file order.
+
+        ``known`` maps ids to the signatures stored at the last sync. A line
+        whose signature is one of them is the very line that record was last
+        synced from (the signature was computed from a line that parses to
+        that id), so it is answered :class:`Unchanged` without being parsed.
+        """
         path = self._records_path()
         label = path.name
         seen: dict[str, int] = {}
         loads = json.loads
+        key = self._signature_key
+        blake2b = hashlib.blake2b
+        synced = {signature: ext_id for ext_id, signature in known.items() if signature is not None}
         try:
             with _open_binary(path) as lines:
                 for lineno, line in enumerate(lines, 1):
+                    signature = blake2b(line.rstrip(b"\r\n"), digest_size=16, key=key).hexdigest()
+                    ext_id = synced.get(signature)
+                    # A repeated line is a duplicate record: the full path reports it.
+                    if ext_id is not None and ext_id not in seen:
+                        seen[ext_id] = lineno
+                        yield Unchanged(ext_id)
+                        continue
                     try:
                         # Decoding first skips json's per-call encoding sniffing.
                         obj = loads(line.decode("utf-8"))
@@ -82,17 +108,23 @@ class JsonlSource:
                             continue  # blank lines separate nothing; they are not records
                         if lineno == 1 and line.startswith(codecs.BOM_UTF8):
                             line = line[len(codecs.BOM_UTF8) :]
-                            yield self._retry_after_bom(label, line, seen)
+                            yield self._retry_after_bom(label, line, seen, signature)
                             continue
                         yield self._unparsable(label, lineno, line, exc, seen)
                         continue
-                    yield self._record(label, lineno, obj, seen)
+                    yield self._record(label, lineno, obj, seen, signature)
         except (OSError, EOFError, zlib.error) as exc:
             raise self._read_error(path, exc) from exc
 
-    def _retry_after_bom(self, label: str, line: bytes, seen: dict[str, int]) -> SourceItem:
+    def _options_digest(self) -> bytes:
+        """Key of the line signatures: another option or parser is another mapping from line to record."""
+        options = [PARSER_VERSION, self.kind, self.id_field, self.text_field, self.title_field,
+                   self.metadata_fields, self.updated_field]  # fmt: skip
+        return hashlib.blake2b(json.dumps(options).encode(), digest_size=32).digest()
+
+    def _retry_after_bom(self, label: str, line: bytes, seen: dict[str, int], signature: str) -> SourceItem:
         try:
-            return self._record(label, 1, json.loads(line.decode("utf-8")), seen)
+            return self._record(label, 1, json.loads(line.decode("utf-8")), seen, signature)
         except ValueError as exc:
             return self._unparsable(label, 1, line, exc, seen)
 
@@ -148,7 +180,7 @@ class JsonlSource:
 
     # --- one record ------------------------------------------------------------------
 
-    def _record(self, label: str, lineno: int, obj: Any, seen: dict[str, int]) -> SourceItem:
+    def _record(self, label: str, lineno: int, obj: Any, seen: dict[str, int], signature: str) -> SourceItem:
         if type(obj) is not dict:
             problem = f"expected a JSON object, got {_json_type(obj)}"
             return _skip(None, label, lineno, problem, "put one object per line")
@@ -174,7 +206,7 @@ class JsonlSource:
                 problem = f"field {self.updated_field!r} is not a date ({value!r})"
                 fix = "use ISO 8601 (2024-05-01T12:00:00Z) or epoch seconds"
                 return _skip(ext_id, label, lineno, problem, fix)
-        return Document(ext_id, text, self._metadata(obj), updated_at)
+        return Document(ext_id, text, self._metadata(obj), updated_at, signature)
 
     def _missing_id(self, label: str, lineno: int, obj: dict[str, Any]) -> Skipped:
         value = obj.get(self.id_field)

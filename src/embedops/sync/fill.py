@@ -32,24 +32,38 @@ class Gap:
         return self.unchunked_docs + self.missing_vectors
 
 
-def _live_docs_without_chunks(target: Target) -> sa.Select[tuple[int, str, str]]:
+def _unchunked(target: Target) -> tuple[sa.ColumnElement[bool], ...]:
+    """Live documents that this index's chunker has not chunked."""
     d, c = schema.documents, schema.chunks
     has = sa.select(c.c.id).where(c.c.document_id == d.c.id, c.c.chunker_key == target.chunker.ref.key).exists()
-    return sa.select(d.c.id, d.c.text, d.c.content_hash).where(d.c.deleted_at.is_(None), ~has).order_by(d.c.id)
+    return d.c.deleted_at.is_(None), ~has
+
+
+def _unvectored(target: Target) -> tuple[sa.ColumnElement[bool], ...]:
+    """Chunks (joined to their live documents) without a vector in this index."""
+    d, c, v = schema.documents, schema.chunks, schema.vectors
+    has = sa.select(v.c.seq).where(v.c.chunk_id == c.c.id, v.c.index_id == target.index.id).exists()
+    return d.c.deleted_at.is_(None), c.c.chunker_key == target.chunker.ref.key, ~has
+
+
+def _live_docs_without_chunks(target: Target) -> sa.Select[tuple[int, str, str]]:
+    d = schema.documents
+    return sa.select(d.c.id, d.c.text, d.c.content_hash).where(*_unchunked(target)).order_by(d.c.id)
 
 
 def _chunks_without_vectors(target: Target) -> sa.Select[tuple[int, str, str, str, int]]:
-    d, c, v = schema.documents, schema.chunks, schema.vectors
-    has = sa.select(v.c.seq).where(v.c.chunk_id == c.c.id, v.c.index_id == target.index.id).exists()
+    d, c = schema.documents, schema.chunks
     return (
         sa.select(c.c.id, c.c.content_hash, c.c.text, d.c.content_hash, d.c.id)
         .join(d, d.c.id == c.c.document_id)
-        .where(d.c.deleted_at.is_(None), c.c.chunker_key == target.chunker.ref.key, ~has)
+        .where(*_unvectored(target))
         .order_by(c.c.id)
     )
 
 
 def measure_gap(conn: sa.Connection, target: Target) -> Gap:
+    # Counts select no text and no order, so SQLite answers them from covering
+    # indexes instead of reading every document's and chunk's text.
     d, c, v = schema.documents, schema.chunks, schema.vectors
     live_chunks = (
         sa.select(sa.func.count())
@@ -57,13 +71,16 @@ def measure_gap(conn: sa.Connection, target: Target) -> Gap:
         .where(d.c.deleted_at.is_(None), c.c.chunker_key == target.chunker.ref.key)
     )
     vectors = sa.select(sa.func.count()).where(v.c.index_id == target.index.id)
-    n_chunks, n_vectors = conn.execute(sa.select(live_chunks.scalar_subquery(), vectors.scalar_subquery())).one()
-    unchunked = conn.execute(sa.select(sa.func.count()).select_from(_live_docs_without_chunks(target).subquery())).scalar_one()
+    unchunked = sa.select(sa.func.count()).select_from(d).where(*_unchunked(target))
+    n_chunks, n_vectors, n_unchunked = conn.execute(
+        sa.select(live_chunks.scalar_subquery(), vectors.scalar_subquery(), unchunked.scalar_subquery())
+    ).one()
     missing = n_chunks - n_vectors
-    if missing < 0 or (missing == 0 and n_chunks and unchunked == 0):
+    if missing < 0 or (missing == 0 and n_chunks and n_unchunked == 0):
         # counts agree (or vectors outnumber chunks, which the anti-join below settles)
-        missing = conn.execute(sa.select(sa.func.count()).select_from(_chunks_without_vectors(target).subquery())).scalar_one()
-    return Gap(int(unchunked), int(missing))
+        unvectored = sa.select(sa.func.count()).select_from(c.join(d, d.c.id == c.c.document_id)).where(*_unvectored(target))
+        missing = conn.execute(unvectored).scalar_one()
+    return Gap(int(n_unchunked), int(missing))
 
 
 def fill_index(

@@ -2,20 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from embedops.sources.base import Document, Skipped, SourceItem, Unchanged
 
 
-@dataclass(frozen=True)
-class CatalogDoc:
-    """What the catalog knows of one live document."""
+class CatalogDoc(NamedTuple):
+    """What the catalog knows of one live document.
+
+    A named tuple rather than a frozen dataclass: the plan builds one for each
+    document it looks at, and tuples are built several times faster.
+    """
 
     id: int
     content_hash: str
     signature: str | None
+
+
+class CatalogRows(Mapping[str, CatalogDoc]):
+    """A source's live documents as loaded: ``(external_id, id, content_hash, signature)`` rows.
+
+    A :class:`CatalogDoc` is made only for a document the plan looks at; a
+    re-sync of 100k unchanged records looks at none.
+    """
+
+    def __init__(self, rows: Iterable[Sequence[Any]]) -> None:
+        self._rows = {row[0]: row for row in rows}
+
+    def __getitem__(self, external_id: str) -> CatalogDoc:
+        row = self._rows[external_id]
+        return CatalogDoc(row[1], row[2], row[3])
+
+    def __contains__(self, external_id: object) -> bool:
+        return external_id in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def signatures(self) -> dict[str, str | None]:
+        """``external_id -> signature``: what the source's scan is given."""
+        return {ext_id: row[3] for ext_id, row in self._rows.items()}
 
 
 @dataclass
@@ -70,7 +101,7 @@ def plan_sync(source: str, items: Iterable[SourceItem], catalog: Mapping[str, Ca
             plan.unchanged += 1
         else:
             _classify(plan, item, catalog.get(ext_id))
-    plan.deleted = [(doc.id, ext_id) for ext_id, doc in catalog.items() if ext_id not in seen]
+    plan.deleted = [(catalog[ext_id].id, ext_id) for ext_id in catalog if ext_id not in seen]
     return plan
 
 

@@ -329,10 +329,10 @@ class ThresholdRegistry:
         if method not in METHODS:
             raise ConfigError(f"unknown calibration method {method!r}", hint=f"one of {', '.join(METHODS)}")
         now = time.time()
-        result = conn.execute(sa.insert(schema.threshold_values).values(
-            name=name, space_key=space_key, value=value, method=method, evidence=evidence, reason=reason, created_at=now))
-        assert result.rowcount == 1 and result.inserted_primary_key is not None
-        row_id = int(result.inserted_primary_key[0])
+        tv = schema.threshold_values
+        row_id = int(conn.execute(sa.insert(tv).values(
+            name=name, space_key=space_key, value=value, method=method, evidence=evidence, reason=reason, created_at=now,
+        ).returning(tv.c.id)).scalar_one())
         write_ledger(conn, ledger_kind, threshold=name, space=space_key, value=value, method=method, reason=reason,
                      value_id=row_id, **ledger)
         return ThresholdValue(row_id, name, space_key, value, method, reason, now, evidence)

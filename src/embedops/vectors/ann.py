@@ -5,6 +5,11 @@ change sequence: additions are vector rows with ``seq`` above the last one
 applied, deletions are rows of ``vector_deletions``. A missing, corrupt or
 inconsistent file is rebuilt from the database. Small indexes are searched
 exactly (numpy), which is both faster and exact below a few thousand vectors.
+
+Every refresh reads the catalog in one read transaction, so the stamp it
+compares and the changes it applies describe the same state; concurrent
+refreshes are serialized by the index's lock, and a search never sees a graph
+half-way through an update.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,7 @@ EXACT_MAX = 20_000  # below this many vectors, exact search is as fast and exact
 HNSW_CONNECTIVITY = 16
 HNSW_EXPANSION_ADD = 128
 HNSW_EXPANSION_SEARCH = 128
+_FETCH_ROWS = 20_000  # vectors read per step of a rebuild or catch-up: bounds the memory beside the graph
 
 _ADDS_SQL = (
     "SELECT v.seq, e.vector FROM vectors v JOIN embeddings e"
@@ -57,6 +65,29 @@ def _matrix(rows: list[tuple[int, bytes]], dims: int) -> tuple[np.ndarray, np.nd
     return keys, vecs
 
 
+@contextmanager
+def read_snapshot(raw: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One read transaction on ``raw`` (WAL: a consistent snapshot that never blocks writers).
+
+    Inside a transaction the caller already opened, the caller's snapshot is used as it is.
+    """
+    if raw.in_transaction:
+        yield raw
+        return
+    raw.execute("BEGIN")
+    try:
+        yield raw
+    finally:
+        raw.execute("COMMIT")  # read-only: ends the snapshot, writes nothing
+
+
+def _batches(raw: sqlite3.Connection, sql: str, params: tuple[object, ...], dims: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(keys, vectors) in steps of ``_FETCH_ROWS`` rows, so 1M vectors never sit in Python objects at once."""
+    cursor = raw.execute(sql, params)
+    while rows := cursor.fetchmany(_FETCH_ROWS):
+        yield _matrix(rows, dims)
+
+
 def read_vectors(raw: sqlite3.Connection, seqs: list[int], dims: int) -> tuple[np.ndarray, np.ndarray]:
     """Vectors of the given ANN keys (for exact search over a filtered subset)."""
     rows: list[tuple[int, bytes]] = []
@@ -69,9 +100,12 @@ def read_vectors(raw: sqlite3.Connection, seqs: list[int], dims: int) -> tuple[n
 class AnnIndex:
     """Search structure for one index; thread-safe; refreshes itself from the catalog."""
 
-    def __init__(self, index_id: str, dims: int, directory: Path) -> None:
+    def __init__(
+        self, index_id: str, dims: int, directory: Path, *, expansion_search: int = HNSW_EXPANSION_SEARCH
+    ) -> None:
         self.index_id = index_id
         self.dims = dims
+        self.expansion_search = expansion_search
         self.path = directory / f"{index_id}.usearch"
         self.meta_path = directory / f"{index_id}.json"
         self._lock = threading.Lock()
@@ -87,9 +121,16 @@ class AnnIndex:
         a, d, n = raw.execute(_STAMP_SQL, (self.index_id, self.index_id, self.index_id)).fetchone()
         return Stamp(int(a), int(d), int(n))
 
-    def refresh(self, raw: sqlite3.Connection, db: Stamp | None = None) -> None:
-        db = db or self.stamp(raw)
-        with self._lock:
+    def refresh(self, raw: sqlite3.Connection) -> None:
+        """Bring the search structure in line with the catalog.
+
+        The stamp is taken under the lock, in the same snapshot as the changes it
+        covers: a stamp taken earlier could be older than what another thread
+        already applied, and moving back would make the count check fail and
+        trigger a needless full rebuild.
+        """
+        with self._lock, read_snapshot(raw):
+            db = self.stamp(raw)
             if db == self._stamp:
                 return
             if db.count < EXACT_MAX:
@@ -102,6 +143,18 @@ class AnnIndex:
         rows = raw.execute(_ADDS_SQL, (self.index_id, 0)).fetchall()
         self._keys, self._vecs = _matrix(rows, self.dims)
         self._stamp = Stamp(db.add_seq, db.del_seq, len(rows))
+
+    def _new_hnsw(self) -> Any:
+        from usearch.index import Index
+
+        return Index(
+            ndim=self.dims,
+            metric="cos",
+            dtype="f32",
+            connectivity=HNSW_CONNECTIVITY,
+            expansion_add=HNSW_EXPANSION_ADD,
+            expansion_search=self.expansion_search,
+        )
 
     def _refresh_hnsw(self, raw: sqlite3.Connection, db: Stamp) -> None:
         self._keys = self._vecs = None
@@ -117,9 +170,12 @@ class AnnIndex:
             meta = json.loads(self.meta_path.read_text())
             if meta["size"] != self.path.stat().st_size or meta["add_seq"] > db.add_seq:
                 raise ValueError("ANN file does not match the catalog")
-            hnsw = Index.restore(str(self.path))
+            hnsw: Any = Index.restore(str(self.path))  # Any: usearch's setters are invisible to mypy
             if hnsw is None or hnsw.ndim != self.dims:
                 raise ValueError("ANN file unreadable or of another dimension")
+            # The file keeps the graph, not the search settings: restore() would search with ef=64.
+            hnsw.expansion_add = HNSW_EXPANSION_ADD
+            hnsw.expansion_search = self.expansion_search
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
             if self.path.exists() or self.meta_path.exists():
                 log.warning("rebuilding ANN index %s: %s", self.index_id, exc)
@@ -140,29 +196,20 @@ class AnnIndex:
             present = keys[np.asarray(hnsw.contains(keys), dtype=bool)]
             if len(present):
                 hnsw.remove(present)
-        rows = raw.execute(_ADDS_SQL, (self.index_id, old.add_seq)).fetchall()
-        if rows:
-            keys, vecs = _matrix(rows, self.dims)
+        for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, old.add_seq), self.dims):
             fresh = ~np.asarray(hnsw.contains(keys), dtype=bool)
-            hnsw.add(keys[fresh], vecs[fresh])
+            if fresh.any():
+                hnsw.add(keys[fresh], vecs[fresh])
         self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
         return len(hnsw) == db.count
 
     def _rebuild(self, raw: sqlite3.Connection, db: Stamp) -> None:
-        from usearch.index import Index
-
         self.rebuilds += 1
-        hnsw = Index(
-            ndim=self.dims,
-            metric="cos",
-            dtype="f32",
-            connectivity=HNSW_CONNECTIVITY,
-            expansion_add=HNSW_EXPANSION_ADD,
-            expansion_search=HNSW_EXPANSION_SEARCH,
-        )
-        rows = raw.execute(_ADDS_SQL, (self.index_id, 0)).fetchall()
-        if rows:
-            keys, vecs = _matrix(rows, self.dims)
+        # Let the old graph go before the new one grows; should this fail, the
+        # unmatched stamp makes the next refresh try again.
+        self._hnsw, self._stamp = None, Stamp(-1, -1, -1)
+        hnsw = self._new_hnsw()
+        for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
             hnsw.add(keys, vecs)
         self._hnsw = hnsw
         self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
@@ -184,6 +231,13 @@ class AnnIndex:
             return True
 
     # -- searching -------------------------------------------------------
+    def set_expansion_search(self, ef: int) -> None:
+        """HNSW ef at search time: more candidates per query, slower, closer to exact."""
+        with self._lock:
+            self.expansion_search = ef
+            if self._hnsw is not None:
+                self._hnsw.expansion_search = ef
+
     @property
     def mode(self) -> str:
         return "hnsw" if self._hnsw is not None else "exact"

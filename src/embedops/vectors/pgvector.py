@@ -156,18 +156,23 @@ class PgVectorStore:
         """Run a hot-path read written with ``?`` placeholders (the catalog's shared SQL)."""
         return list(self.raw().driver_connection.execute(sql.replace("?", "%s"), tuple(params)).fetchall())
 
-    def full_text(self, index: IndexInfo, terms: Sequence[str], k: int, where: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Chunks of ``index`` matching any of ``terms``, ranked by ``ts_rank_cd`` (PostgreSQL full-text)."""
+    def full_text(
+        self, index: IndexInfo, terms: Sequence[str], k: int, where: str, params: Sequence[Any],
+        columns: str = "", joins: str = "",
+    ) -> list[tuple[Any, ...]]:
+        """Chunks of ``index`` matching any of ``terms``, ranked by ``ts_rank_cd`` (PostgreSQL full-text).
+
+        Rows have the vector-search row layout, then the score, then ``columns``."""
         words = [re.sub(r"\W+", "", t) for t in terms]
         tsquery = " | ".join(w for w in words if w)
         if not tsquery:
             return []
         sql = (
             "SELECT v.seq, v.chunk_id, v.space_key, v.chunker_key, v.embedded_at, c.text, c.start, c.\"end\","
-            " d.external_id, d.source_updated_at, d.metadata, s.name, ts_rank_cd(c.tsv, q) AS score"
+            " d.external_id, d.source_updated_at, d.metadata, s.name, ts_rank_cd(c.tsv, q) AS score" + columns +
             " FROM chunks c CROSS JOIN to_tsquery('english', %s) q"
             " JOIN vectors v ON v.chunk_id = c.id JOIN documents d ON d.id = c.document_id"
-            " JOIN sources s ON s.id = d.source_id"
+            " JOIN sources s ON s.id = d.source_id" + joins +
             f" WHERE c.tsv @@ q AND v.index_id = %s AND c.chunker_key = %s{where.replace('?', '%s')}"
             " ORDER BY score DESC, v.seq LIMIT %s"
         )
