@@ -114,14 +114,18 @@ class Searcher:
             raise NotFound(f"no {what}", hint="run `embedops sync` first, or `embedops status` to list indexes")
         return IndexInfo(*row)
 
-    def embed_query(self, index: IndexInfo, text: str) -> np.ndarray:
+    def query_embedder(self, index: IndexInfo) -> Any:
+        """The index's own embedder, refused if it no longer produces the index's space (invariant 1)."""
         embedder = self.embedder_for(index)
         if embedder.ref.key != index.space_key:
             raise SpaceMismatch(
                 f"query embedder {embedder.ref.key} differs from index {index.id}'s space {index.space_key}",
                 hint="a query must be embedded with the index's own embedder",
             )
-        return np.asarray(embedder.embed([text])[0], dtype=np.float32)
+        return embedder
+
+    def embed_query(self, index: IndexInfo, text: str) -> np.ndarray:
+        return np.asarray(self.query_embedder(index).embed([text])[0], dtype=np.float32)
 
     def search(
         self,

@@ -24,7 +24,7 @@ from typing import Any, Literal, cast, get_args
 import numpy as np
 
 from embedops.catalog.fts import FTS_TABLE
-from embedops.errors import SearchError, SpaceMismatch
+from embedops.errors import SearchError
 from embedops.search.engine import STALE_COLUMNS, STALE_JOINS, Filters, Searcher, SearchResult
 from embedops.vectors.base import IndexInfo
 
@@ -107,12 +107,7 @@ def informative_terms(raw: sqlite3.Connection, terms: list[str]) -> list[str]:
 
 def embed_queries(searcher: Searcher, index: IndexInfo, texts: Sequence[str]) -> np.ndarray:
     """All query texts embedded in one call with the index's own embedder (invariant 1)."""
-    embedder = searcher.embedder_for(index)
-    if embedder.ref.key != index.space_key:
-        raise SpaceMismatch(
-            f"query embedder {embedder.ref.key} differs from index {index.id}'s space {index.space_key}",
-            hint="a query must be embedded with the index's own embedder",
-        )
+    embedder = searcher.query_embedder(index)
     if not texts:
         return np.empty((0, index.dims), dtype=np.float32)
     return np.asarray(embedder.embed(list(texts)), dtype=np.float32)

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 from embedops.catalog import schema
 from embedops.errors import SpaceMismatch
 from embedops.vectors.base import Capabilities, Hit, IndexInfo, VectorRow
-from embedops.vectors.sqlite import FILTER_EXACT_MAX, _IN_BATCH, check_tags
+from embedops.vectors.sqlite import FILTER_EXACT_MAX, check_tags, count_vectors, delete_chunk_vectors
 
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
@@ -122,22 +122,10 @@ class PgVectorStore:
                 copy.write_row((seq, index.id, np.frombuffer(blob, dtype=np.float32)))
 
     def delete_chunks(self, conn: sa.Connection, chunk_ids: Sequence[int]) -> int:
-        v = schema.vectors
-        deleted = 0
-        for i in range(0, len(chunk_ids), _IN_BATCH):
-            part = list(chunk_ids[i : i + _IN_BATCH])
-            gone = conn.execute(sa.select(v.c.seq, v.c.index_id).where(v.c.chunk_id.in_(part))).all()
-            if not gone:
-                continue
-            conn.execute(sa.insert(schema.vector_deletions), [{"index_id": idx, "vector_seq": seq} for seq, idx in gone])
-            result = conn.execute(sa.delete(v).where(v.c.chunk_id.in_(part)))
-            assert result.rowcount == len(gone)
-            deleted += len(gone)
-        return deleted
+        return delete_chunk_vectors(conn, chunk_ids)  # pg_vector_data rows go by ON DELETE CASCADE
 
     def count(self, conn: sa.Connection, index_id: str) -> int:
-        v = schema.vectors
-        return int(conn.execute(sa.select(sa.func.count()).where(v.c.index_id == index_id)).scalar_one())
+        return count_vectors(conn, index_id)
 
     # -- reads ------------------------------------------------------------------------
     def raw(self) -> Any:

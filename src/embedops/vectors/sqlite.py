@@ -62,6 +62,27 @@ class ReadConnection:
         self._pooled.close()
 
 
+def delete_chunk_vectors(conn: sa.Connection, chunk_ids: Sequence[int]) -> int:
+    """Delete every index's vector rows of these chunks, logging each deletion for derived ANN indexes."""
+    v = schema.vectors
+    deleted = 0
+    for i in range(0, len(chunk_ids), _IN_BATCH):
+        part = list(chunk_ids[i : i + _IN_BATCH])
+        gone = conn.execute(sa.select(v.c.seq, v.c.index_id).where(v.c.chunk_id.in_(part))).all()
+        if not gone:
+            continue
+        conn.execute(sa.insert(schema.vector_deletions), [{"index_id": idx, "vector_seq": seq} for seq, idx in gone])
+        result = conn.execute(sa.delete(v).where(v.c.chunk_id.in_(part)))
+        assert result.rowcount == len(gone)
+        deleted += len(gone)
+    return deleted
+
+
+def count_vectors(conn: sa.Connection, index_id: str) -> int:
+    v = schema.vectors
+    return int(conn.execute(sa.select(sa.func.count()).where(v.c.index_id == index_id)).scalar_one())
+
+
 class SqliteVectorStore:
     capabilities = Capabilities(ann=True, full_text=True, transactional_alias_swap=True)
 
@@ -137,25 +158,10 @@ class SqliteVectorStore:
         return len(rows)
 
     def delete_chunks(self, conn: sa.Connection, chunk_ids: Sequence[int]) -> int:
-        v = schema.vectors
-        deleted = 0
-        for i in range(0, len(chunk_ids), _IN_BATCH):
-            part = list(chunk_ids[i : i + _IN_BATCH])
-            gone = conn.execute(sa.select(v.c.seq, v.c.index_id).where(v.c.chunk_id.in_(part))).all()
-            if not gone:
-                continue
-            conn.execute(
-                sa.insert(schema.vector_deletions),
-                [{"index_id": idx, "vector_seq": seq} for seq, idx in gone],
-            )
-            result = conn.execute(sa.delete(v).where(v.c.chunk_id.in_(part)))
-            assert result.rowcount == len(gone)
-            deleted += len(gone)
-        return deleted
+        return delete_chunk_vectors(conn, chunk_ids)
 
     def count(self, conn: sa.Connection, index_id: str) -> int:
-        v = schema.vectors
-        return int(conn.execute(sa.select(sa.func.count()).where(v.c.index_id == index_id)).scalar_one())
+        return count_vectors(conn, index_id)
 
     # -- reads -------------------------------------------------------------
     def raw(self) -> ReadConnection:
