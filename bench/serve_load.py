@@ -175,7 +175,8 @@ async def run_load(url: str, queries: list[str], clients: int, seconds: float, s
 
 
 async def _worker(client: Any, queries: list[str], done: Any, rng: random.Random, out: list[Sample]) -> None:
-    kinds, weights = zip(*MIX, strict=True)
+    kinds = [kind for kind, _ in MIX]
+    weights = [weight for _, weight in MIX]
     while not done():
         kind = rng.choices(kinds, weights)[0]
         query = rng.choice(queries)
