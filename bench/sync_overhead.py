@@ -22,6 +22,7 @@ import gc
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,18 +58,50 @@ def load_model() -> tuple[Any, float]:
     return embedder, t.seconds
 
 
-def run_sync(root: Path, corpus: Path) -> tuple[Any, Timer]:
+class ModelClock:
+    """Times every ``embed`` call the sync makes: how long the model was busy, and when."""
+
+    def __init__(self, embedder: Any) -> None:
+        self.embedder = embedder
+        self.calls: list[tuple[float, float]] = []
+
+    def __enter__(self) -> ModelClock:
+        inner = self.embedder.embed
+
+        def embed(texts: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return inner(texts)
+            finally:
+                self.calls.append((start, time.perf_counter()))
+
+        self.embedder.embed = embed  # an instance attribute: the class's method is untouched
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.embedder.embed
+
+    def summary(self, started: float, ended: float) -> dict[str, float]:
+        busy = sum(end - start for start, end in self.calls)
+        return {"model_busy_s": round(busy, 3), "model_idle_s": round(ended - started - busy, 3),
+                "before_first_embed_s": round(self.calls[0][0] - started, 3) if self.calls else 0.0,
+                "after_last_embed_s": round(ended - self.calls[-1][1], 3) if self.calls else 0.0}
+
+
+def run_sync(root: Path, corpus: Path, embedder: Any) -> tuple[Any, Timer, dict[str, float]]:
     from embedops.workspace import Workspace
 
     ws = Workspace.init(root, embedder=EMBEDDER)
     ws.add_source("scifact", corpus, kind="beir")
     gc.collect()
-    with timed() as t:
+    with ModelClock(embedder) as clock, timed() as t:
+        started = time.perf_counter()
         result = ws.sync()
     ws.close()
+    phases = clock.summary(started, started + t.seconds)
     log(f"sync: {fmt_s(t.seconds)} (cpu {fmt_s(t.cpu_seconds)}, load {load_average()})  "
-        f"{result.counts.added} documents, {result.counts.embedded} chunks embedded")
-    return result, t
+        f"{result.counts.added} documents, {result.counts.embedded} chunks embedded; {phases}")
+    return result, t, phases
 
 
 def stored_chunk_texts(root: Path) -> list[str]:
@@ -115,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus = corpus_path(args.data, args.limit, Path(tmp))
         for i in range(args.repeat):
             root = Path(tmp) / f"ws{i}"
-            result, timer = run_sync(root, corpus)
+            result, timer, phases = run_sync(root, corpus, embedder)
             syncs.append(timer)
             texts = stored_chunk_texts(root)
             raws.append(raw_encode(embedder, texts))
@@ -129,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "sync_s": [round(t.seconds, 3) for t in syncs], "raw_encode_s": [round(t.seconds, 3) for t in raws],
         "sync_cpu_s": [round(t.cpu_seconds, 3) for t in syncs], "raw_cpu_s": [round(t.cpu_seconds, 3) for t in raws],
         "sync_tokens_per_s": round(tokens / sync_s), "raw_tokens_per_s": round(tokens / raw_s),
-        "ratio": round(ratio, 4), "cpu_ratio": round(sync_cpu / raw_cpu, 4),
+        "ratio": round(ratio, 4), "cpu_ratio": round(sync_cpu / raw_cpu, 4), "last_sync_phases": phases,
     })
     report.checks = [
         Check("chunks embedded == distinct chunk texts", abs(result.counts.embedded - len(texts)), 0),
