@@ -17,7 +17,7 @@ script
 4. times single queries from a query *vector* to results with text and lineage
    tags through ``Workspace.search(vector=...)``, against the same usearch
    graph restored from the same file and searched alone with the same
-   parameters (M=16, ef_construction=128, ef_search=128), alternating query by
+   parameters (the workspace's M, ef_construction and ef_search), alternating query by
    query; wall clock and the thread's CPU time (robust on a busy machine),
 5. measures recall@10 of both against exact (brute-force) search,
 6. opens the workspace in a new process to check that the persisted ANN is
@@ -58,6 +58,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from embedops.vectors.ann import HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, HNSW_EXPANSION_SEARCH
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
@@ -541,7 +543,8 @@ def _build_cells(r: SizeReport) -> str:
 
 def markdown(reports: list[SizeReport], query_embed: dict[str, float], args: argparse.Namespace) -> str:
     lines = [
-        f"k={args.k}, {args.queries} queries per size, M=16, ef_construction=128, ef_search={args.ef_search};"
+        f"k={args.k}, {args.queries} queries per size, M={HNSW_CONNECTIVITY}, ef_construction={HNSW_EXPANSION_ADD},"
+        f" ef_search={args.ef_search};"
         f" query embedding ({EMBEDDER}, one query): p50 {query_embed['p50_us'] / 1e3:.2f} ms,"
         f" p99 {query_embed['p99_us'] / 1e3:.2f} ms",
         "",
@@ -568,7 +571,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--queries", type=int, default=1000, help="query vectors per size")
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--ef-search", type=int, default=128, help="HNSW ef_search, for the workspace and raw usearch alike")
+    p.add_argument("--ef-search", type=int, default=HNSW_EXPANSION_SEARCH,
+                   help=f"HNSW ef_search, for the workspace and raw usearch alike (default {HNSW_EXPANSION_SEARCH})")
     p.add_argument("--ef-sweep", type=lambda s: [int(x) for x in s.split(",") if x], default=[],
                    help="also measure the raw graph at these ef_search values, e.g. 256,512")
     p.add_argument("--sweep-queries", type=int, default=300)

@@ -39,7 +39,8 @@ from embedops.monitor.freshness import check_freshness
 from embedops.monitor.loop import run_monitor
 from embedops.monitor.metrics import build_registry
 from embedops.monitor.querylog import log_query, prune_query_log
-from embedops.monitor.settings import MonitorSettings, parse_duration
+from embedops.config import SourceConfig
+from embedops.monitor.settings import MonitorSettings, parse_duration, source_slos
 from embedops.workspace import Workspace
 from tests.conftest import sentence, write_corpus
 
@@ -157,6 +158,16 @@ def test_unchecked_source_is_stale_after_its_max_lag(mws: Workspace) -> None:
     assert mws.search("cell", k=5, fresh_only=True) == []
     check_freshness(mws)  # a check re-compares the source: nothing changed, so nothing is stale
     assert not any(r.stale for r in mws.search("cell", k=5))
+
+
+def test_push_sources_have_no_default_slo_but_keep_an_explicit_one() -> None:
+    monitor = MonitorSettings.from_toml({"max_lag": "2h"})
+    sources = {
+        "docs": SourceConfig("docs", "folder", "docs"),
+        "events": SourceConfig("events", "push", ""),
+        "orders": SourceConfig("orders", "push", "", max_lag="10m"),
+    }
+    assert source_slos(monitor, sources) == {"docs": 7200.0, "events": None, "orders": 600.0}
 
 
 def test_jsonl_freshness_compares_content_only_when_the_file_changed(tmp_path: Path) -> None:

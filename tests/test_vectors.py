@@ -156,3 +156,22 @@ def test_expansion_search_applies_to_the_live_graph_and_to_a_reload(hnsw_ws: Wor
     reloaded = AnnIndex(index.id, index.dims, live.path.parent, expansion_search=200)
     reloaded.refresh(hnsw_ws.store.raw().driver_connection)
     assert reloaded.rebuilds == 0 and reloaded._hnsw.expansion_search == 200
+
+
+def test_ann_ef_search_setting_reaches_the_graph_and_bad_values_are_refused(hnsw_ws: Workspace) -> None:
+    from embedops.config import load_settings
+    from embedops.errors import ConfigError
+
+    root = hnsw_ws.root
+    hnsw_ws.settings.ann_ef_search = 40
+    hnsw_ws.settings.save()
+    hnsw_ws.close()
+    with Workspace.open(root) as ws:
+        ws.search("galaxy orbit star", k=3)
+        assert ws.store.ann(ws.searcher.resolve("prod"))._hnsw.expansion_search == 40
+    for bad in ("0", "5000", '"many"', "true"):
+        text = (root / "embedops.toml").read_text(encoding="utf-8")
+        (root / "embedops.toml").write_text(text.replace("ann_ef_search = 40", f"ann_ef_search = {bad}"), encoding="utf-8")
+        with pytest.raises(ConfigError, match="ann_ef_search"):
+            load_settings(root)
+        (root / "embedops.toml").write_text(text, encoding="utf-8")

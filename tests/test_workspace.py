@@ -103,6 +103,12 @@ def test_search_filters(ws: Workspace) -> None:
     assert ws.search("cell", k=5, filters=Filters(source="nope")) == []
 
 
+@pytest.mark.parametrize("key", ['a"b', "a]b", "$.x", "", "k" * 129, "a b"])
+def test_filter_keys_that_could_change_the_json_path_are_refused(key: str) -> None:
+    with pytest.raises(SearchError, match="metadata filter key"):
+        Filters(metadata={key: "x"})
+
+
 def test_search_errors_are_clear(ws: Workspace) -> None:
     with pytest.raises(NotFound, match="embedops sync"):
         ws.search("anything")

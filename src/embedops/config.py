@@ -47,6 +47,8 @@ class Settings:
     chunker_params: dict[str, Any] = field(default_factory=dict)
     alias: str = DEFAULT_ALIAS
     batch_size: int = 256
+    # HNSW candidates per query (usearch / pgvector hnsw.ef_search); None: the default (256).
+    ann_ef_search: int | None = None
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
 
@@ -75,6 +77,8 @@ class Settings:
         }
         if self.chunker_params:
             doc["embedops"]["chunker_params"] = self.chunker_params
+        if self.ann_ef_search is not None:
+            doc["embedops"]["ann_ef_search"] = self.ann_ef_search
         if self.sources:
             doc["sources"] = {name: s.to_toml() for name, s in self.sources.items()}
         if self.monitor.to_toml():
@@ -87,7 +91,8 @@ class Settings:
         os.replace(tmp, self.path)
 
 
-_KNOWN_KEYS = {"database", "embedder", "chunker", "chunker_params", "alias", "batch_size"}
+_KNOWN_KEYS = {"database", "embedder", "chunker", "chunker_params", "alias", "batch_size", "ann_ef_search"}
+MAX_EF_SEARCH = 1000  # pgvector's limit for hnsw.ef_search
 
 
 def load_settings(root: Path) -> Settings:
@@ -106,6 +111,10 @@ def load_settings(root: Path) -> Settings:
             hint=f"valid settings: {sorted(_KNOWN_KEYS)}",
         )
     settings = Settings(root=root, **main)
+    ef = settings.ann_ef_search
+    if ef is not None and (not isinstance(ef, int) or isinstance(ef, bool) or not 10 <= ef <= MAX_EF_SEARCH):
+        raise ConfigError(f"{path}: ann_ef_search must be an integer from 10 to {MAX_EF_SEARCH} (got {ef!r})",
+                          hint="more candidates: higher recall, slower queries; remove the key for the default")
     settings.monitor = MonitorSettings.from_toml(dict(data.get("monitor", {})))
     for name, raw in data.get("sources", {}).items():
         raw = dict(raw)

@@ -79,7 +79,7 @@ class Workspace:
         self.root = settings.root
         self.engine = create_engine(database_url(settings.database_value, settings.root))
         ensure_schema(self.engine)
-        self.store = make_store(self.engine, settings.state_dir)
+        self.store = make_store(self.engine, settings.state_dir, settings.ann_ef_search)
         self.searcher = Searcher(self.store, self.embedder_for)
         self.searcher.max_lag = source_slos(settings.monitor, settings.sources)
         self._embedders: dict[str, Embedder] = {}

@@ -140,9 +140,15 @@ def _between(name: str, value: object, low: float, high: float) -> None:
 
 
 def source_slos(monitor: MonitorSettings, sources: Mapping[str, Any]) -> dict[str, float | None]:
-    """Freshness SLO in seconds (None: none) per source name: its own ``max_lag``, else [monitor]'s."""
+    """Freshness SLO in seconds (None: none) per source name: its own ``max_lag``, else [monitor]'s.
+
+    A push source has no default SLO: its documents arrive through the API and
+    there is nothing to re-scan, so the time since the last scan says nothing
+    about them (an explicit ``[sources.NAME] max_lag`` still applies).
+    """
     default = monitor.max_lag_seconds
     return {
-        name: default if cfg.max_lag is None else optional_duration(cfg.max_lag, what=f"[sources.{name}] max_lag")
+        name: (None if cfg.kind == "push" else default) if cfg.max_lag is None
+        else optional_duration(cfg.max_lag, what=f"[sources.{name}] max_lag")
         for name, cfg in sources.items()
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,6 +43,11 @@ _INDEX_SQL = (
 )
 
 
+# A filter's metadata key ends up in a JSON path (SQLite json_extract, PostgreSQL ->>):
+# letters, digits and ``_.:-`` only, so a quote or bracket can never change the path.
+METADATA_KEY = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+
 @dataclass(frozen=True)
 class Filters:
     """Metadata filters applied before ranking (exact search over the subset when it is small)."""
@@ -49,6 +55,14 @@ class Filters:
     source: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     updated_after: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for key in self.metadata:
+            if not isinstance(key, str) or not re.fullmatch(METADATA_KEY, key):
+                raise SearchError(
+                    f"metadata filter key {key!r} is not allowed",
+                    hint="keys are 1-128 letters, digits or _.:- (the document's top-level metadata keys)",
+                )
 
     def __bool__(self) -> bool:
         return bool(self.source or self.metadata or self.updated_after)

@@ -9,12 +9,11 @@ import re
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from embedops.search.engine import METADATA_KEY
 from embedops.server.config import ServerConfig
 
 Mode = Literal["vector", "bm25", "hybrid"]
-# A filter's metadata key ends up in a JSON path; a quote or bracket there is not a key anyone means.
-METADATA_KEY = r"^[A-Za-z0-9_.:-]{1,128}$"
-WHERE_ITEM = r"^[A-Za-z0-9_.:-]{1,128}=.{0,1000}$"
+WHERE_ITEM = METADATA_KEY.rstrip("$") + "=.{0,1000}$"
 NOT_BLANK = r"\S"
 MAX_ID_CHARS = 1024
 

@@ -39,6 +39,12 @@ class Hit:
     score: float
 
 
+# HNSW candidates per query (ef_search) on every backend unless ``ann_ef_search``
+# says otherwise: recall@10 >= 0.95 on 100k vectors drawn like real MiniLM
+# embeddings (bench/search_latency.py); embeddings with more structure need less.
+DEFAULT_EF_SEARCH = 256
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a store can do natively; callers branch on these, never on a backend name."""

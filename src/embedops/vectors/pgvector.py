@@ -20,12 +20,11 @@ from sqlalchemy.dialects import postgresql
 
 from embedops.catalog import schema
 from embedops.errors import SpaceMismatch
-from embedops.vectors.base import Capabilities, Hit, IndexInfo, VectorRow
+from embedops.vectors.base import DEFAULT_EF_SEARCH, Capabilities, Hit, IndexInfo, VectorRow
 from embedops.vectors.sqlite import FILTER_EXACT_MAX, check_tags, count_vectors, delete_chunk_vectors
 
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
-HNSW_EF_SEARCH = 128
 
 _DDL = (
     "CREATE EXTENSION IF NOT EXISTS vector",
@@ -50,8 +49,9 @@ def _vec_sql(dims: int) -> str:
 class PgVectorStore:
     capabilities = Capabilities(ann=True, full_text=True, transactional_alias_swap=True)
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, *, ef_search: int = DEFAULT_EF_SEARCH) -> None:
         self.engine = engine
+        self.ef_search = int(ef_search)
         self._local = threading.local()
         with engine.begin() as conn:
             for statement in _DDL:
@@ -133,7 +133,7 @@ class PgVectorStore:
         if raw is None:
             raw = self.engine.raw_connection()
             raw.driver_connection.autocommit = True
-            raw.driver_connection.execute(f"SET hnsw.ef_search = {HNSW_EF_SEARCH}")
+            raw.driver_connection.execute(f"SET hnsw.ef_search = {self.ef_search}")
             from pgvector.psycopg import register_vector
 
             register_vector(raw.driver_connection)
