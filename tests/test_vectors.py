@@ -175,3 +175,25 @@ def test_ann_ef_search_setting_reaches_the_graph_and_bad_values_are_refused(hnsw
         with pytest.raises(ConfigError, match="ann_ef_search"):
             load_settings(root)
         (root / "embedops.toml").write_text(text, encoding="utf-8")
+
+
+
+def _assert_batched_equals_single(ws: Workspace) -> None:
+    from embedops.search.modes import search_batch
+
+    texts = ["galaxy orbit star", "cell membrane protein", "volcano lava", "x"]
+    for mode in ("vector", "hybrid"):
+        one_by_one = [[(r.chunk_id, r.score) for r in ws.search(t, k=7, mode=mode)] for t in texts]
+        batched = search_batch(ws.searcher, texts, k=7, mode=mode)
+        assert [[(r.chunk_id, r.score) for r in hits] for hits in batched] == one_by_one
+        assert all(len(hits) == 7 for hits in batched)
+    assert [len(h) for h in search_batch(ws.searcher, texts[:1], k=3)] == [3]
+
+
+def test_batched_search_equals_one_query_at_a_time_on_the_hnsw_graph(hnsw_ws: Workspace) -> None:
+    _assert_batched_equals_single(hnsw_ws)
+
+
+def test_batched_search_equals_one_query_at_a_time_exact_and_on_every_backend(ws: Workspace) -> None:
+    ws.sync()
+    _assert_batched_equals_single(ws)

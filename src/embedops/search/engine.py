@@ -164,6 +164,20 @@ class Searcher:
         hits = self.store.search(index, vector, k, allowed)
         return self._materialize(hits)
 
+    def search_many(
+        self, index: IndexInfo, vectors: np.ndarray, k: int, filters: Filters | None = None
+    ) -> list[list[SearchResult]]:
+        """Top-k for each query vector (rows of ``vectors``) on one resolved index; one ANN call when unfiltered."""
+        if k < 1:
+            raise SearchError(f"k must be at least 1 (got {k})")
+        queries = np.empty((len(vectors), index.dims), dtype=np.float32)
+        for i, vector in enumerate(vectors):
+            queries[i] = _as_query_vector(vector, index)
+        if filters:
+            allowed = self._allowed(index, filters)
+            return [self._materialize(self.store.search(index, q, k, allowed)) for q in queries]
+        return [self._materialize(hits) for hits in self.store.search_many(index, queries, k)]
+
     def _materialize(self, hits: list[Any]) -> list[SearchResult]:
         if not hits:
             return []

@@ -159,13 +159,21 @@ def search_batch(
     two indexes within one batch. ``vectors`` (one row per query) skips embedding.
     """
     mode = check_mode(mode)
+    if k < 1:
+        raise SearchError(f"k must be at least 1 (got {k})")
     index = searcher.resolve(alias, index_id)
-    if mode != "bm25" and vectors is None:
+    if mode == "bm25":
+        return [bm25_search(searcher, index, _require_text(text, mode), k, filters) for text in queries]
+    if vectors is None:
         vectors = embed_queries(searcher, index, queries)
+    if mode == "vector":
+        return searcher.search_many(index, vectors, k, filters)
+    depth = hybrid.candidates(k)
+    by_vector = searcher.search_many(index, vectors, depth, filters)
     return [
-        search_mode(searcher, text, vector=None if vectors is None else vectors[i], k=k, index_id=index.id,
-                    filters=filters, mode=mode, hybrid=hybrid)
-        for i, text in enumerate(queries)
+        fuse([hits, bm25_search(searcher, index, _require_text(text, mode), depth, filters)],
+             [hybrid.vector_weight, hybrid.bm25_weight], hybrid.rrf_k, limit=k)
+        for text, hits in zip(queries, by_vector, strict=True)
     ]
 
 

@@ -37,6 +37,7 @@ EXACT_MAX = 20_000  # below this many vectors, exact search is as fast and exact
 HNSW_CONNECTIVITY = 32
 HNSW_EXPANSION_ADD = 128
 HNSW_EXPANSION_SEARCH = DEFAULT_EF_SEARCH
+_QUERY_BLOCK = 256  # queries per matrix product in exact batch search (256 x 20k scores: 20 MB)
 _FETCH_ROWS = 20_000  # vectors read per step of a rebuild or catch-up: bounds the memory beside the graph
 
 _ADDS_SQL = (
@@ -264,9 +265,39 @@ class AnnIndex:
         return top_k_exact(keys, vecs, query, k)
 
 
-def top_k_exact(keys: np.ndarray, vecs: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    scores = vecs @ query
+    def search_many(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Top-k (keys, cosine scores) for each row of ``queries``: one batched call, one matrix product."""
+        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dims)
+        with self._lock:
+            if self._hnsw is not None:
+                n = min(k, len(self._hnsw))
+                if n == 0 or len(q) == 0:
+                    return [(np.empty(0, np.uint64), np.empty(0, np.float32)) for _ in range(len(q))]
+                if len(q) == 1:  # usearch answers a single row with flat Matches
+                    one = self._hnsw.search(q[0], n)
+                    return [(np.asarray(one.keys, dtype=np.uint64), 1.0 - np.asarray(one.distances, dtype=np.float32))]
+                found = self._hnsw.search(q, n)
+                keys, dists, counts = np.asarray(found.keys), np.asarray(found.distances), np.asarray(found.counts)
+                return [
+                    (keys[i, : counts[i]].astype(np.uint64), 1.0 - dists[i, : counts[i]].astype(np.float32))
+                    for i in range(len(q))
+                ]
+            stored, vecs = self._keys, self._vecs
+        if stored is None or vecs is None or len(stored) == 0:
+            return [(np.empty(0, np.uint64), np.empty(0, np.float32)) for _ in range(len(q))]
+        out = []
+        for lo in range(0, len(q), _QUERY_BLOCK):
+            for scores in q[lo : lo + _QUERY_BLOCK] @ vecs.T:
+                out.append(_top_k_of(stored, scores, k))
+        return out
+
+
+def _top_k_of(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, len(scores))
     top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     top = top[np.argsort(-scores[top], kind="stable")]
     return keys[top], scores[top]
+
+
+def top_k_exact(keys: np.ndarray, vecs: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return _top_k_of(keys, vecs @ query, k)

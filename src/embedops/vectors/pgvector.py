@@ -189,6 +189,10 @@ class PgVectorStore:
                 return hits[:k]
             want *= 4
 
+    def search_many(self, index: IndexInfo, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        # One statement per query: the HNSW scan is per vector, batching buys nothing here.
+        return [self.search(index, q, k) for q in queries]
+
     def flush(self, index: IndexInfo) -> dict[str, Any]:
         with self.engine.connect() as conn:
             n = self.count(conn, index.id)

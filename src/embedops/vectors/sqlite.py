@@ -222,6 +222,13 @@ class SqliteVectorStore:
             keys, scores = self._filtered_ann(ann, query, k, allowed)
         return [Hit(int(key), float(s)) for key, s in zip(keys, scores, strict=True)]
 
+    def search_many(self, index: IndexInfo, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        ann = self.refresh(index)
+        return [
+            [Hit(int(key), float(s)) for key, s in zip(keys, scores, strict=True)]
+            for keys, scores in ann.search_many(queries, k)
+        ]
+
     def _filtered_ann(self, ann: AnnIndex, query: np.ndarray, k: int, allowed: set[int]) -> tuple[np.ndarray, np.ndarray]:
         # Oversample in proportion to how much the filter removes, widening until k survive.
         want = max(k * 4, int(k * len(ann) / max(len(allowed), 1)) * 2)
