@@ -20,12 +20,13 @@ from embedops.cli import app
 console = Console()
 
 
-def run(*args: str) -> None:
+def run(*args: str, ok_codes: tuple[int, ...] = (0,)) -> None:
+    """Run one CLI command in this process; an exit code outside ``ok_codes`` stops the demo."""
     console.print(f"\n[bold cyan]$ embedops {shlex.join(args)}[/]")
     try:
         app(list(args), standalone_mode=False)
     except SystemExit as exc:  # typer.Exit inside standalone_mode=False
-        if exc.code not in (0, None):
+        if (exc.code or 0) not in ok_codes:
             raise
 
 
@@ -76,6 +77,13 @@ def main() -> None:
     run("search", "how do cells divide", "-k", "3")
     console.print("[dim]`embedops migrate rollback` would point prod back at the old index; finalize drops it[/]")
     run("doctor")
+
+    console.rule("health report: a source file changes, nothing re-synced yet")
+    with (docs / "tides.md").open("a", encoding="utf-8") as fh:
+        fh.write("\nSpring tides, the largest, come when the Sun and the Moon line up.\n")
+    run("check", ok_codes=(0, 1))  # exit code 1: a warning (the stale document), as a scheduler would see it
+    run("sync")
+    run("check", "--only", "freshness")
     run("status")
     run("history", "--limit", "10")
     console.print(f"\n[green]demo workspace left at[/] {ws}")
