@@ -149,6 +149,9 @@ def _session(model: Path) -> onnxruntime.InferenceSession:
     # One intra-op thread per CPU this process may use: more only adds contention.
     options.intra_op_num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads sleep instead of spinning: in a sync the model shares the CPUs with
+    # chunking and catalog writes, and spinning threads would take their time (same results).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
