@@ -149,6 +149,21 @@ def test_run_finds_the_known_documents(ews: Workspace, mode: str) -> None:
     assert data["queries"] == N_QUERIES and data["dropped"]["total"] == 0 and data["target"]["mode"] == mode
 
 
+def test_a_rerun_reads_its_query_vectors_from_the_catalog_and_loads_no_model(
+    ews: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = run_evalset(ews, "gen", k=10)
+    hybrid = run_evalset(ews, "gen", k=10, mode="hybrid")
+
+    def no_model(name: str) -> None:
+        raise AssertionError(f"model {name} loaded: the query vectors should have come from the catalog")
+
+    monkeypatch.setattr(ews, "embedder", no_model)
+    again = run_evalset(ews, "gen", k=10)
+    assert again.run == first.run and again.metrics == first.metrics
+    assert run_evalset(ews, "gen", k=10, mode="hybrid").run == hybrid.run
+
+
 def test_metrics_equal_pytrec_eval_on_the_run(ews: Workspace) -> None:
     run = run_evalset(ews, "gen", mode="hybrid", k=5)
     with read_tx(ews.engine) as conn:

@@ -33,7 +33,7 @@ from embedops.evaluate.qrels import drop_summary, validate
 from embedops.evaluate.segments import parse_segment_by, segment_labels
 from embedops.evaluate.store import EvalSetData, EvalSetInfo, live_doc_ids, load_evalset
 from embedops.search.engine import Filters, SearchResult
-from embedops.search.modes import DEFAULT_HYBRID, HybridParams, check_mode, embed_queries, search_batch
+from embedops.search.modes import DEFAULT_HYBRID, HybridParams, check_mode, embed_queries_remembered, search_batch
 from embedops.vectors.base import IndexInfo
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ def retrieve_documents(
     """Top ``k`` documents per query; a document scores its best chunk's score."""
     qids = list(queries)
     texts = [queries[q] for q in qids]
-    vectors = embed_queries(ws.searcher, target.index, texts) if target.mode != "bm25" else None
+    vectors = embed_queries_remembered(ws.searcher, target.index, texts) if target.mode != "bm25" else None
     depth = k * CHUNKS_PER_DOC
     results = _search(ws, target, texts, vectors, depth, filters, hybrid)
     run = {qid: _collapse(r, k) for qid, r in zip(qids, results, strict=True)}

@@ -32,6 +32,7 @@ from embedops.catalog import schema
 from embedops.catalog.db import read_tx
 from embedops.errors import ConfigError, NotFound, SpaceMismatch
 from embedops.hashing import content_hash
+from embedops.vectors.sqlite import stored_embeddings
 from embedops.thresholds.calibrate import (
     DEFAULT_BOOTSTRAP, DistributionMatch, LabelMatch, Objective, PairScores, behaviour, match_distribution, match_labels,
 )
@@ -117,13 +118,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def _stored_vectors(conn: sa.Connection, space_key: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
-    e = schema.embeddings
-    out: dict[str, np.ndarray] = {}
-    for i in range(0, len(hashes), _IN_BATCH):
-        q = sa.select(e.c.content_hash, e.c.vector).where(e.c.space_key == space_key,
-                                                          e.c.content_hash.in_(hashes[i : i + _IN_BATCH]))
-        out.update((h, _unit(np.frombuffer(v, dtype=np.float32))) for h, v in conn.execute(q))
-    return out
+    return {h: _unit(v) for h, v in stored_embeddings(conn, space_key, hashes).items()}
 
 
 # -- sampling -----------------------------------------------------------------------------------

@@ -78,6 +78,18 @@ def delete_chunk_vectors(conn: sa.Connection, chunk_ids: Sequence[int]) -> int:
     return deleted
 
 
+def stored_embeddings(conn: sa.Connection, space_key: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+    """``content hash → vector`` of the texts the catalog already holds a vector for in this space."""
+    e = schema.embeddings
+    wanted = list(dict.fromkeys(hashes))
+    out: dict[str, np.ndarray] = {}
+    for i in range(0, len(wanted), _IN_BATCH):
+        q = sa.select(e.c.content_hash, e.c.vector).where(e.c.space_key == space_key,
+                                                          e.c.content_hash.in_(wanted[i : i + _IN_BATCH]))
+        out.update((h, np.frombuffer(v, dtype=np.float32)) for h, v in conn.execute(q))
+    return out
+
+
 def count_vectors(conn: sa.Connection, index_id: str) -> int:
     v = schema.vectors
     return int(conn.execute(sa.select(sa.func.count()).where(v.c.index_id == index_id)).scalar_one())
