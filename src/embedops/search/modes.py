@@ -50,6 +50,10 @@ class HybridParams:
     def candidates(self, k: int) -> int:
         return max(k, self.depth) if self.depth else max(k, 50)
 
+    def fuse(self, by_vector: Sequence[SearchResult], by_bm25: Sequence[SearchResult], k: int) -> list[SearchResult]:
+        """The top ``k`` of both ranked lists by weighted reciprocal rank fusion."""
+        return fuse([by_vector, by_bm25], [self.vector_weight, self.bm25_weight], self.rrf_k, limit=k)
+
 
 DEFAULT_HYBRID = HybridParams()
 
@@ -122,6 +126,8 @@ def embed_queries_remembered(searcher: Searcher, index: IndexInfo, texts: Sequen
     space, like chunk texts, so a re-run reads them back and needs no model:
     the same text in the same space is the same vector (invariant 1 holds by the key).
     """
+    if not texts:
+        return np.empty((0, index.dims), dtype=np.float32)
     hashes = [content_hash(t) for t in texts]
     store = searcher.store
     with store.engine.connect() as conn:
@@ -133,8 +139,6 @@ def embed_queries_remembered(searcher: Searcher, index: IndexInfo, texts: Sequen
         with store.engine.begin() as conn:
             store.put_embeddings(conn, index.space_key, dict(zip(missing, fresh, strict=True)))
         known.update(zip(missing, fresh, strict=True))
-    if not hashes:
-        return np.empty((0, index.dims), dtype=np.float32)
     return np.stack([np.asarray(known[h], dtype=np.float32) for h in hashes])
 
 
@@ -163,7 +167,7 @@ def search_mode(
     depth = hybrid.candidates(k)
     by_vector = searcher.search(text, vector=vector, k=depth, index_id=index.id, filters=filters)
     by_bm25 = bm25_search(searcher, index, text, depth, filters)
-    return fuse([by_vector, by_bm25], [hybrid.vector_weight, hybrid.bm25_weight], hybrid.rrf_k, limit=k)
+    return hybrid.fuse(by_vector, by_bm25, k)
 
 
 def search_batch(
@@ -196,8 +200,7 @@ def search_batch(
     depth = hybrid.candidates(k)
     by_vector = searcher.search_many(index, vectors, depth, filters)
     return [
-        fuse([hits, bm25_search(searcher, index, _require_text(text, mode), depth, filters)],
-             [hybrid.vector_weight, hybrid.bm25_weight], hybrid.rrf_k, limit=k)
+        hybrid.fuse(hits, bm25_search(searcher, index, _require_text(text, mode), depth, filters), k)
         for text, hits in zip(queries, by_vector, strict=True)
     ]
 

@@ -256,26 +256,24 @@ class AnnIndex:
             if self._hnsw is not None:
                 n = min(k, len(self._hnsw))
                 if n == 0:
-                    return np.empty(0, np.uint64), np.empty(0, np.float32)
+                    return _no_hits()
                 m = self._hnsw.search(query, n)
                 return np.asarray(m.keys, dtype=np.uint64), 1.0 - np.asarray(m.distances, dtype=np.float32)
             keys, vecs = self._keys, self._vecs
         if keys is None or vecs is None or len(keys) == 0:
-            return np.empty(0, np.uint64), np.empty(0, np.float32)
+            return _no_hits()
         return top_k_exact(keys, vecs, query, k)
-
 
     def search_many(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top-k (keys, cosine scores) for each row of ``queries``: one batched call, one matrix product."""
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dims)
+        if len(q) == 1:  # usearch answers a single row with flat Matches: the one-query path does it
+            return [self.search(q[0], k)]
         with self._lock:
             if self._hnsw is not None:
                 n = min(k, len(self._hnsw))
                 if n == 0 or len(q) == 0:
-                    return [(np.empty(0, np.uint64), np.empty(0, np.float32)) for _ in range(len(q))]
-                if len(q) == 1:  # usearch answers a single row with flat Matches
-                    one = self._hnsw.search(q[0], n)
-                    return [(np.asarray(one.keys, dtype=np.uint64), 1.0 - np.asarray(one.distances, dtype=np.float32))]
+                    return [_no_hits() for _ in q]
                 found = self._hnsw.search(q, n)
                 keys, dists, counts = np.asarray(found.keys), np.asarray(found.distances), np.asarray(found.counts)
                 return [
@@ -284,12 +282,16 @@ class AnnIndex:
                 ]
             stored, vecs = self._keys, self._vecs
         if stored is None or vecs is None or len(stored) == 0:
-            return [(np.empty(0, np.uint64), np.empty(0, np.float32)) for _ in range(len(q))]
+            return [_no_hits() for _ in q]
         out = []
         for lo in range(0, len(q), _QUERY_BLOCK):
             for scores in q[lo : lo + _QUERY_BLOCK] @ vecs.T:
                 out.append(_top_k_of(stored, scores, k))
         return out
+
+
+def _no_hits() -> tuple[np.ndarray, np.ndarray]:
+    return np.empty(0, np.uint64), np.empty(0, np.float32)
 
 
 def _top_k_of(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
