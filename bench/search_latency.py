@@ -17,7 +17,8 @@ script
 4. times single queries from a query *vector* to results with text and lineage
    tags through ``Workspace.search(vector=...)``, against the same usearch
    graph restored from the same file and searched alone with the same
-   parameters (the workspace's M, ef_construction and ef_search), alternating query by
+   parameters (the workspace's M, ef_construction and ef_search: by default the one the
+   workspace picks for the index's size), alternating query by
    query; wall clock and the thread's CPU time (robust on a busy machine),
 5. measures recall@10 of both against exact (brute-force) search,
 6. opens the workspace in a new process to check that the persisted ANN is
@@ -59,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from embedops.vectors.ann import HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, HNSW_EXPANSION_SEARCH
+from embedops.vectors.ann import HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
@@ -317,6 +318,7 @@ class SizeReport:
     reused: bool = False
     warm_s: float = 0.0
     ann_load_s: float = 0.0
+    ef_search: int | None = None
 
 
 def build_ann(ws: Any, index: Any) -> dict[str, Any]:
@@ -510,8 +512,11 @@ def run_size(n: int, corpus: Corpus, args: argparse.Namespace, workdir: Path) ->
     del vectors
     gc.collect()
     ws, index = open_workspace(n, root, report)
-    raw = raw_index(ws.store.ann(index).path, args.ef_search)
-    ws.store.ann(index).set_expansion_search(args.ef_search)  # the same ef on both sides
+    ann = ws.store.ann(index)
+    ann.set_expansion_search(args.ef_search)  # None: the workspace's default for this size
+    report.ef_search = ann.ef_search
+    raw = raw_index(ann.path, report.ef_search)  # the same ef on both sides
+    print(f"[{n}] ef_search {report.ef_search}", flush=True)
     report.workspace, report.raw = compare(ws, raw, queries, truth, args.k, args.warmup)
     report.ratio_p50 = round(report.workspace["p50_us"] / report.raw["p50_us"], 3)
     report.ratio_p99 = round(report.workspace["p99_us"] / report.raw["p99_us"], 3)
@@ -544,21 +549,27 @@ def _build_cells(r: SizeReport) -> str:
 def markdown(reports: list[SizeReport], query_embed: dict[str, float], args: argparse.Namespace) -> str:
     lines = [
         f"k={args.k}, {args.queries} queries per size, M={HNSW_CONNECTIVITY}, ef_construction={HNSW_EXPANSION_ADD},"
-        f" ef_search={args.ef_search};"
+        f" ef_search={args.ef_search or 'the default for each size'};"
         f" query embedding ({EMBEDDER}, one query): p50 {query_embed['p50_us'] / 1e3:.2f} ms,"
         f" p99 {query_embed['p99_us'] / 1e3:.2f} ms",
         "",
-        "| vectors | workspace p50 / p99 (µs) | raw usearch p50 / p99 (µs) | p50 ratio wall (CPU) | recall@10 ws / raw"
+        "| vectors | ef_search | workspace p50 / p99 (µs) | raw usearch p50 / p99 (µs) | p50 ratio wall (CPU) | recall@10 ws / raw"
         " | ANN build s | RSS Δ / peak Δ MiB | ANN file MiB | ANN load s (new process: first query s) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in reports:
         lines.append(
-            f"| {r.vectors:,} | {r.workspace['p50_us']:.0f} / {r.workspace['p99_us']:.0f}"
+            f"| {r.vectors:,} | {r.ef_search} | {r.workspace['p50_us']:.0f} / {r.workspace['p99_us']:.0f}"
             f" | {r.raw['p50_us']:.0f} / {r.raw['p99_us']:.0f} | {r.ratio_p50:.2f} ({r.ratio_cpu_p50:.2f})"
             f" | {r.workspace['recall_at_k']:.3f} / {r.raw['recall_at_k']:.3f} | {_build_cells(r)}"
             f" | {r.ann_load_s:.2f} ({r.reload['first_query_s']:.2f}, rebuilds: {r.reload['rebuilds']}) |"
         )
+    lines.append("")
+    for r in reports:
+        latency = "pass" if r.ratio_p50 <= 1.5 else "FAIL"
+        recalled = "pass" if r.workspace["recall_at_k"] >= 0.95 else "FAIL"
+        lines.append(f"{r.vectors:,} vectors: p50 {r.ratio_p50:.2f}x raw usearch (target <= 1.5: {latency}),"
+                     f" recall@10 {r.workspace['recall_at_k']:.3f} (target >= 0.95: {recalled})")
     return "\n".join(lines)
 
 
@@ -571,8 +582,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--queries", type=int, default=1000, help="query vectors per size")
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--ef-search", type=int, default=HNSW_EXPANSION_SEARCH,
-                   help=f"HNSW ef_search, for the workspace and raw usearch alike (default {HNSW_EXPANSION_SEARCH})")
+    p.add_argument("--ef-search", type=int, default=None,
+                   help="HNSW ef_search, for the workspace and raw usearch alike (default: the workspace's"
+                        " default for the index's size)")
     p.add_argument("--ef-sweep", type=lambda s: [int(x) for x in s.split(",") if x], default=[],
                    help="also measure the raw graph at these ef_search values, e.g. 256,512")
     p.add_argument("--sweep-queries", type=int, default=300)

@@ -11,6 +11,7 @@ import pytest
 
 import embedops.vectors.ann as ann_module
 from embedops.vectors.ann import AnnIndex, read_snapshot
+from embedops.vectors.base import DEFAULT_EF_SEARCH, default_ef_search
 from embedops.workspace import Workspace
 from tests.conftest import write_corpus
 
@@ -41,7 +42,7 @@ def test_reloaded_ann_keeps_its_search_settings_and_is_not_rebuilt(hnsw_ws: Work
         ann = fresh.store.ann(fresh.searcher.resolve("prod"))
         assert ann.rebuilds == 0 and ann.mode == "hnsw"
         # usearch's restore() alone would leave ef_search at its default of 64
-        assert ann._hnsw.expansion_search == ann_module.HNSW_EXPANSION_SEARCH
+        assert ann._hnsw.expansion_search == ann.ef_search == DEFAULT_EF_SEARCH
     finally:
         fresh.close()
 
@@ -156,6 +157,38 @@ def test_expansion_search_applies_to_the_live_graph_and_to_a_reload(hnsw_ws: Wor
     reloaded = AnnIndex(index.id, index.dims, live.path.parent, expansion_search=200)
     reloaded.refresh(hnsw_ws.store.raw().driver_connection)
     assert reloaded.rebuilds == 0 and reloaded._hnsw.expansion_search == 200
+
+
+def test_default_ef_search_is_flat_for_small_indexes_then_grows_in_steps_up_to_the_cap() -> None:
+    assert default_ef_search(0, 4096) == default_ef_search(100_000, 4096) == DEFAULT_EF_SEARCH
+    assert default_ef_search(100_000, 100) == 100
+    grown = [default_ef_search(n, 4096) for n in (200_000, 500_000, 1_000_000, 5_000_000)]
+    assert grown == sorted(grown) and grown[0] > DEFAULT_EF_SEARCH and all(ef % 16 == 0 for ef in grown)
+    assert 1000 < default_ef_search(1_000_000, 4096) < 1300  # recall@10 >= 0.95 at 1M: docs/benchmarks.md
+    assert default_ef_search(10**9, 4096) == 4096 and default_ef_search(10**9, 1000) == 1000
+
+
+def test_default_ef_search_follows_the_graph_size_and_a_setting_overrides_it(
+    hnsw_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import embedops.vectors.base as base
+
+    index = hnsw_ws.searcher.resolve("prod")
+    q = _query(hnsw_ws, "galaxy orbit star")
+    hnsw_ws.search(vector=q, k=3)
+    assert hnsw_ws.store.ann(index)._hnsw.expansion_search == DEFAULT_EF_SEARCH
+    monkeypatch.setattr(base, "EF_SEARCH_FLAT_UP_TO", 4)  # this small graph now counts as a big one
+    ann = AnnIndex(index.id, index.dims, hnsw_ws.store.ann(index).path.parent)
+    ann.refresh(hnsw_ws.store.raw().driver_connection)
+    expected = default_ef_search(len(ann), base.MAX_EF_SEARCH)
+    assert ann.rebuilds == 0 and expected > DEFAULT_EF_SEARCH
+    assert ann._hnsw.expansion_search == ann.ef_search == expected
+    ann.search(q, 3)
+    ann.set_expansion_search(64)
+    ann.search(q, 3)
+    assert ann._hnsw.expansion_search == ann.ef_search == 64
+    ann.set_expansion_search(None)
+    assert ann._hnsw.expansion_search == expected
 
 
 def test_ann_ef_search_setting_reaches_the_graph_and_bad_values_are_refused(hnsw_ws: Workspace) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,48 @@ def test_ann_file_is_rebuilt_when_corrupt(tmp_path: Path, monkeypatch: pytest.Mo
     fresh = Workspace.open(tmp_path / "ws")
     assert [r.chunk_id for r in fresh.search("galaxy orbit star", k=5)] == expected
     assert fresh.store.ann(fresh.searcher.resolve("prod")).rebuilds == 1
+
+
+def test_a_search_for_more_results_than_ef_search_still_returns_k(
+    tmp_path: Path, database: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pgvector cuts an HNSW scan at hnsw.ef_search rows; usearch widens it to k: both must return k."""
+    import embedops.vectors.ann as ann_module
+    from tests.conftest import write_corpus
+
+    monkeypatch.setattr(ann_module, "EXACT_MAX", 10)  # SQLite: the HNSW path, not exact search
+    for module in ("embedops.vectors.sqlite", "embedops.vectors.pgvector"):  # filtered: ANN, not exact
+        monkeypatch.setattr(f"{module}.FILTER_EXACT_MAX", 10)
+    write_corpus(tmp_path / "many", 150)
+    workspace = Workspace.init(tmp_path / "ws", embedder="hashing", database=database)
+    try:
+        workspace.add_source("docs", tmp_path / "many")
+        workspace.settings.ann_ef_search = 20
+        workspace.settings.save()
+        workspace.close()
+        workspace = Workspace.open(tmp_path / "ws")
+        workspace.sync()
+        assert workspace.status()["indexes"][0]["vectors"] > 100
+        hits = workspace.search("galaxy orbit star", k=100)
+        assert len(hits) == 100 and len({h.chunk_id for h in hits}) == 100
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        since = datetime(2000, 1, 1, tzinfo=timezone.utc)  # every document passes: the widest filtered scan
+        filtered = workspace.search("galaxy orbit star", k=60, filters=Filters(updated_after=since))
+        assert len(filtered) == 60
+    finally:
+        workspace.close()
+
+
+def test_an_ef_search_above_the_backends_limit_is_refused_on_open(tmp_path: Path, database: str | None) -> None:
+    from embedops.errors import ConfigError
+
+    workspace = Workspace.init(tmp_path / "ws", embedder="hashing", database=database)
+    workspace.settings.ann_ef_search = 2000  # usearch takes it; pgvector stops at 1000
+    workspace.settings.save()
+    workspace.close()
+    if database is None:
+        with Workspace.open(tmp_path / "ws") as reopened:
+            assert reopened.store.ef_search == 2000
+    else:
+        with pytest.raises(ConfigError, match="pgvector's limit"):
+            Workspace.open(tmp_path / "ws")

@@ -16,6 +16,7 @@ import tomli_w
 
 from embedops.errors import ConfigError, WorkspaceNotFound
 from embedops.monitor.settings import MonitorSettings, optional_duration
+from embedops.vectors.base import MAX_EF_SEARCH
 
 CONFIG_NAME = "embedops.toml"
 DEFAULT_DATABASE = ".embedops/catalog.db"
@@ -47,7 +48,8 @@ class Settings:
     chunker_params: dict[str, Any] = field(default_factory=dict)
     alias: str = DEFAULT_ALIAS
     batch_size: int = 256
-    # HNSW candidates per query (usearch / pgvector hnsw.ef_search); None: the default (256).
+    # HNSW candidates per query (usearch / pgvector hnsw.ef_search); None: the default, which
+    # grows with the index (embedops.vectors.base.default_ef_search).
     ann_ef_search: int | None = None
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
@@ -92,7 +94,6 @@ class Settings:
 
 
 _KNOWN_KEYS = {"database", "embedder", "chunker", "chunker_params", "alias", "batch_size", "ann_ef_search"}
-MAX_EF_SEARCH = 1000  # pgvector's limit for hnsw.ef_search
 
 
 def load_settings(root: Path) -> Settings:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from embedops.vectors.base import DEFAULT_EF_SEARCH
+from embedops.vectors.base import MAX_EF_SEARCH, default_ef_search
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ EXACT_MAX = 20_000  # below this many vectors, exact search is as fast and exact
 # vs 512 at 100k vectors, 10% faster per query), for a 60% longer build.
 HNSW_CONNECTIVITY = 32
 HNSW_EXPANSION_ADD = 128
-HNSW_EXPANSION_SEARCH = DEFAULT_EF_SEARCH
 _QUERY_BLOCK = 256  # queries per matrix product in exact batch search (256 x 20k scores: 20 MB)
 _FETCH_ROWS = 20_000  # vectors read per step of a rebuild or catch-up: bounds the memory beside the graph
 
@@ -106,11 +105,11 @@ class AnnIndex:
     """Search structure for one index; thread-safe; refreshes itself from the catalog."""
 
     def __init__(
-        self, index_id: str, dims: int, directory: Path, *, expansion_search: int = HNSW_EXPANSION_SEARCH
+        self, index_id: str, dims: int, directory: Path, *, expansion_search: int | None = None
     ) -> None:
         self.index_id = index_id
         self.dims = dims
-        self.expansion_search = expansion_search
+        self.expansion_search = expansion_search  # None: grows with the index (default_ef_search)
         self.path = directory / f"{index_id}.usearch"
         self.meta_path = directory / f"{index_id}.json"
         self._lock = threading.Lock()
@@ -158,7 +157,6 @@ class AnnIndex:
             dtype="f32",
             connectivity=HNSW_CONNECTIVITY,
             expansion_add=HNSW_EXPANSION_ADD,
-            expansion_search=self.expansion_search,
         )
 
     def _refresh_hnsw(self, raw: sqlite3.Connection, db: Stamp) -> None:
@@ -167,6 +165,7 @@ class AnnIndex:
             self._load_file(db)
         if self._hnsw is None or not self._catch_up(raw, db):
             self._rebuild(raw, db)
+        self._apply_ef(self._hnsw)  # the default follows the graph's size
 
     def _load_file(self, db: Stamp) -> None:
         from usearch.index import Index
@@ -178,9 +177,9 @@ class AnnIndex:
             hnsw: Any = Index.restore(str(self.path))  # Any: usearch's setters are invisible to mypy
             if hnsw is None or hnsw.ndim != self.dims:
                 raise ValueError("ANN file unreadable or of another dimension")
-            # The file keeps the graph, not the search settings: restore() would search with ef=64.
+            # The file keeps the graph, not the search settings: restore() would search with ef=64
+            # (_refresh_hnsw sets ef_search once the graph is current).
             hnsw.expansion_add = HNSW_EXPANSION_ADD
-            hnsw.expansion_search = self.expansion_search
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
             if self.path.exists() or self.meta_path.exists():
                 log.warning("rebuilding ANN index %s: %s", self.index_id, exc)
@@ -236,12 +235,27 @@ class AnnIndex:
             return True
 
     # -- searching -------------------------------------------------------
-    def set_expansion_search(self, ef: int) -> None:
-        """HNSW ef at search time: more candidates per query, slower, closer to exact."""
+    def set_expansion_search(self, ef: int | None) -> None:
+        """HNSW ef at search time: more candidates per query, slower, closer to exact (None: the default)."""
         with self._lock:
             self.expansion_search = ef
             if self._hnsw is not None:
-                self._hnsw.expansion_search = ef
+                self._apply_ef(self._hnsw)
+
+    @property
+    def ef_search(self) -> int | None:
+        """The ef_search the graph is searched with now (None in exact mode)."""
+        with self._lock:
+            return None if self._hnsw is None else self._ef(self._hnsw)
+
+    def _ef(self, hnsw: Any) -> int:
+        return self.expansion_search or default_ef_search(len(hnsw), MAX_EF_SEARCH)
+
+    def _apply_ef(self, hnsw: Any) -> None:
+        """Set the graph's ef_search (fixed, or from its current size) when it differs; under the lock."""
+        ef = self._ef(hnsw)
+        if hnsw.expansion_search != ef:
+            hnsw.expansion_search = ef
 
     @property
     def mode(self) -> str:

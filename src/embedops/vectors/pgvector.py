@@ -19,12 +19,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from embedops.catalog import schema
-from embedops.errors import SpaceMismatch
-from embedops.vectors.base import DEFAULT_EF_SEARCH, Capabilities, Hit, IndexInfo, VectorRow
+from embedops.errors import ConfigError, SpaceMismatch
+from embedops.vectors.base import PG_MAX_EF_SEARCH, Capabilities, Hit, IndexInfo, VectorRow, default_ef_search
 from embedops.vectors.sqlite import FILTER_EXACT_MAX, check_tags, count_vectors, delete_chunk_vectors
 
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
+_COUNT_TTL_S = 60.0  # how long an index's vector count (for the default ef_search) is reused
 
 _DDL = (
     "CREATE EXTENSION IF NOT EXISTS vector",
@@ -49,9 +50,13 @@ def _vec_sql(dims: int) -> str:
 class PgVectorStore:
     capabilities = Capabilities(ann=True, full_text=True, transactional_alias_swap=True)
 
-    def __init__(self, engine: sa.Engine, *, ef_search: int = DEFAULT_EF_SEARCH) -> None:
+    def __init__(self, engine: sa.Engine, *, ef_search: int | None = None) -> None:
+        if ef_search is not None and ef_search > PG_MAX_EF_SEARCH:
+            raise ConfigError(f"ann_ef_search = {ef_search} is above pgvector's limit for hnsw.ef_search ({PG_MAX_EF_SEARCH})",
+                              hint=f"set at most {PG_MAX_EF_SEARCH}, or remove the key for the default")
         self.engine = engine
-        self.ef_search = int(ef_search)
+        self.ef_search = ef_search  # None: grows with the index's size (default_ef_search)
+        self._counts: dict[str, tuple[float, int]] = {}
         self._local = threading.local()
         with engine.begin() as conn:
             for statement in _DDL:
@@ -133,7 +138,9 @@ class PgVectorStore:
         if raw is None:
             raw = self.engine.raw_connection()
             raw.driver_connection.autocommit = True
-            raw.driver_connection.execute(f"SET hnsw.ef_search = {self.ef_search}")
+            # A LIMIT above ef_search (a filtered search asking for more) scans on instead of stopping short.
+            raw.driver_connection.execute("SET hnsw.iterative_scan = strict_order")
+            self._local.ef = None
             from pgvector.psycopg import register_vector
 
             register_vector(raw.driver_connection)
@@ -171,6 +178,21 @@ class PgVectorStore:
         """SQL (with ``?``) comparing a document metadata key as text, and its leading params."""
         return "d.metadata ->> ? = ?", [key]
 
+    def _set_ef(self, conn: Any, index: IndexInfo, k: int) -> None:
+        """``hnsw.ef_search`` for this connection: the setting, or the default for the index's size
+        (its count read at most once a minute); never below ``k``, which pgvector would cut results to."""
+        ef = self.ef_search
+        if ef is None:
+            checked, n = self._counts.get(index.id, (0.0, 0))
+            if time.monotonic() - checked > _COUNT_TTL_S:
+                n = int(conn.execute("SELECT count(*) FROM pg_vector_data WHERE index_id = %s", (index.id,)).fetchone()[0])
+                self._counts[index.id] = (time.monotonic(), n)
+            ef = default_ef_search(n, PG_MAX_EF_SEARCH)
+        ef = min(max(ef, k), PG_MAX_EF_SEARCH)
+        if self._local.ef != ef:
+            conn.execute(f"SET hnsw.ef_search = {int(ef)}")
+            self._local.ef = ef
+
     def search(self, index: IndexInfo, query: np.ndarray, k: int, allowed: set[int] | None = None) -> list[Hit]:
         conn = self.raw().driver_connection
         vec = np.asarray(query, np.float32)
@@ -183,6 +205,7 @@ class PgVectorStore:
         # The index id is inlined (our own, quoted) so the planner matches the partial HNSW index.
         sql = f"SELECT seq, 1 - ({dist}) FROM pg_vector_data WHERE index_id = {_lit(index.id)} ORDER BY {dist} LIMIT %s"
         while True:
+            self._set_ef(conn, index, want)
             rows = conn.execute(sql, (vec, vec, want)).fetchall()
             hits = [Hit(int(s), float(score)) for s, score in rows if allowed is None or int(s) in allowed]
             if len(hits) >= k or len(rows) < want:

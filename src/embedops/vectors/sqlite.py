@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from embedops.catalog import schema
 from embedops.errors import SpaceMismatch
 from embedops.vectors.ann import AnnIndex, read_vectors, top_k_exact
-from embedops.vectors.base import DEFAULT_EF_SEARCH, Capabilities, Hit, IndexInfo, VectorRow
+from embedops.vectors.base import Capabilities, Hit, IndexInfo, VectorRow
 
 _IN_BATCH = 900  # stay under SQLite's bound-parameter limit
 FILTER_EXACT_MAX = 5_000  # a filter that leaves fewer vectors than this is searched exactly
@@ -98,7 +98,7 @@ def count_vectors(conn: sa.Connection, index_id: str) -> int:
 class SqliteVectorStore:
     capabilities = Capabilities(ann=True, full_text=True, transactional_alias_swap=True)
 
-    def __init__(self, engine: sa.Engine, ann_dir: Path, *, ef_search: int = DEFAULT_EF_SEARCH) -> None:
+    def __init__(self, engine: sa.Engine, ann_dir: Path, *, ef_search: int | None = None) -> None:
         self.engine = engine
         self.ann_dir = ann_dir
         self.ef_search = ef_search
