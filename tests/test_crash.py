@@ -21,14 +21,15 @@ KILLS = 20
 
 
 def mutate(folder: Path, rng: random.Random) -> None:
+    """Edit, delete and add enough files that the sync's write phase spans many batch commits."""
     files = sorted(folder.rglob("*.md"))
-    for path in rng.sample(files, k=min(len(files), 15)):
+    for path in rng.sample(files, k=min(len(files), 150)):
         action = rng.random()
         if action < 0.6:
             path.write_text(path.read_text() + "\n" + sentence(rng) + "\n")
         elif action < 0.8:
             path.unlink()
-    for _ in range(5):
+    for _ in range(30):
         (folder / f"new{rng.randrange(10**9)}.md").write_text("# New\n\n" + sentence(rng) + "\n")
 
 
@@ -67,24 +68,36 @@ def test_sync_survives_kill_9_at_random_points(tmp_path: Path, database: str | N
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "embedops.cli", "sync", "--workspace", str(tmp_path / "ws"), "--json"]
     subprocess.run(cmd, env=env, check=True, capture_output=True)
-    # Kill points are drawn over the length of an incremental run like the ones killed below.
+    # Kill points are drawn between the start-up of a CLI process (timed on `status`, which
+    # opens the workspace and writes nothing) and the end of an incremental run like the ones
+    # killed below: inside planning and the batch commits, not inside Python's imports.
     mutate(folder, rng)
     start = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     full = time.perf_counter() - start
-    killed = 0
-    for trial in range(KILLS):
+    start = time.perf_counter()
+    subprocess.run([*cmd[:3], "status", *cmd[4:]], env=env, check=True, capture_output=True)
+    startup = min(time.perf_counter() - start, full * 0.5)
+    with Workspace.open(tmp_path / "ws") as opened:
+        before = actual_state(opened)
+    killed = trial = partial = 0
+    while killed < KILLS and trial < 3 * KILLS:  # a run that ends before its kill point counts as a trial only
+        trial += 1
         mutate(folder, rng)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.1, full * 0.9))
+        time.sleep(rng.uniform(startup, full))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
         proc.wait()
         with Workspace.open(tmp_path / "ws") as reopened:
+            expected = expected_state(reopened, folder)
+            partial += actual_state(reopened) not in (before, expected)  # killed between two batch commits
             reopened.sync()
-            assert actual_state(reopened) == expected_state(reopened, folder), f"trial {trial}"
+            before = actual_state(reopened)
+            assert before == expected, f"trial {trial}"
             check_invariant_2(reopened)
             again = reopened.sync()
             assert again.counts.embedded == 0 and again.counts.added == again.counts.updated == 0
-    assert killed >= KILLS // 2, f"only {killed} of {KILLS} runs were killed mid-way; the timing is off"
+    assert killed == KILLS, f"only {killed} of {trial} runs were killed before they ended; the timing is off"
+    assert partial >= 3, f"only {partial} of {KILLS} kills left a half-applied sync behind; the timing is off"
