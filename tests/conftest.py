@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,25 @@ import psycopg
 import pytest
 
 from embedops.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[1]
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+
+
+def python_bound_by_file_modes() -> list[str]:
+    """The command that starts a Python which file modes apply to (for unreadable-file tests).
+
+    Root ignores modes; it keeps to them once the capabilities that let it do so are dropped
+    (util-linux ``setpriv``). Skips the test when it runs as root and ``setpriv`` is missing."""
+    if not IS_ROOT:
+        return [sys.executable]
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root ignores file modes, and setpriv (util-linux) is not here to drop that power")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}", sys.executable]
+
 
 WORDS = (
     "cell protein gene membrane enzyme virus bacteria immune antibody vaccine star planet galaxy orbit "

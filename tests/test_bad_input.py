@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 from embedops.workspace import Workspace
+from tests.conftest import CHILD_ENV, python_bound_by_file_modes
 
 
 def test_bad_files_are_skipped_with_reasons_and_the_rest_is_synced(tmp_path: Path) -> None:
@@ -89,3 +92,30 @@ def test_provider_error_skips_only_the_rejected_document(tmp_path: Path) -> None
     assert result.counts.added == 5
     assert [s.external_id for s in result.counts.skipped] == ["poison.md"]
     assert "rejected" in result.counts.skipped[0].reason
+
+
+def test_an_unreadable_file_is_skipped_by_a_cli_sync_and_recorded(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.md").write_text("# Good\n\nA perfectly fine document about ferns.\n")
+    secret = docs / "secret.md"
+    secret.write_text("# Secret\n\nNobody may read this.\n")
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("docs", docs)
+    ws.close()
+    secret.chmod(0)
+    try:
+        done = subprocess.run(
+            [*python_bound_by_file_modes(), "-m", "embedops.cli", "sync", "--workspace", str(tmp_path / "ws"), "--json"],
+            capture_output=True, text=True, env=CHILD_ENV, check=True,
+        )
+    finally:
+        secret.chmod(0o644)
+    out = json.loads(done.stdout)
+    assert out["added"] == 1
+    assert [s["id"] for s in out["skipped"]] == ["secret.md"] and "permission denied" in out["skipped"][0]["reason"]
+    with Workspace.open(tmp_path / "ws") as reopened:
+        recorded = reopened.history(kind="sync.source")[0]["details"]
+        assert [s["id"] for s in recorded["skipped"]] == ["secret.md"]
+        again = reopened.sync()  # readable now: picked up, nothing else re-embedded
+        assert again.counts.added == 1 and again.counts.unchanged == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import subprocess
 import tracemalloc
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -18,8 +19,8 @@ from embedops.sources.beir import BeirSource
 from embedops.sources.folder import FolderSource, GlobSet, html_to_text, markdown_title
 from embedops.sources.jsonl import JsonlSource
 from embedops.sources.registry import SOURCE_KINDS, make_source, source_options
+from tests.conftest import CHILD_ENV, python_bound_by_file_modes
 
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -189,32 +190,48 @@ def test_folder_size_limit_is_inclusive_and_rechecked_on_change(tmp_path: Path) 
     assert "101 bytes, limit 100 bytes" in split(source.scan({}))[1]["ok.txt"]
 
 
-@pytest.mark.skipif(IS_ROOT, reason="root reads files whatever their mode")
+_SCAN_CHILD = """
+import json, sys
+from embedops.sources.folder import FolderSource
+from tests.test_sources import split
+docs, skipped, _ = split(FolderSource("src", sys.argv[1]).scan(json.loads(sys.argv[2])))
+print(json.dumps([sorted(docs), skipped]))
+"""
+
+
+def scan_as_unprivileged(root: Path, known: dict[str, str | None]) -> tuple[set[str], dict[str, str]]:
+    """Scan ``root`` in a process that file modes apply to (see ``python_bound_by_file_modes``)."""
+    done = subprocess.run(
+        [*python_bound_by_file_modes(), "-c", _SCAN_CHILD, str(root), json.dumps(known)],
+        capture_output=True, text=True, env=CHILD_ENV, check=True,
+    )
+    docs, skipped = json.loads(done.stdout)
+    return set(docs), skipped
+
+
 def test_folder_unreadable_file_is_skipped(tmp_path: Path) -> None:
     root = tmp_path / "src"
     write(root / "good.md", "good")
     secret = write(root / "secret.md", "secret")
     secret.chmod(0)
     try:
-        docs, skipped, _ = split(FolderSource("src", root).scan({}))
+        docs, skipped = scan_as_unprivileged(root, {})
     finally:
         secret.chmod(0o644)
-    assert set(docs) == {"good.md"}
+    assert docs == {"good.md"}
     assert "permission denied" in skipped["secret.md"]
 
 
-@pytest.mark.skipif(IS_ROOT, reason="root lists folders whatever their mode")
 def test_folder_unlistable_subfolder_keeps_known_files_as_skipped(tmp_path: Path) -> None:
     root = tmp_path / "src"
     write(root / "good.md", "good")
     write(root / "locked" / "a.md", "a")
     (root / "locked").chmod(0)
     try:
-        known: dict[str, str | None] = {"locked/a.md": "1:1", "good.md": None}
-        docs, skipped, _ = split(FolderSource("src", root).scan(known))
+        docs, skipped = scan_as_unprivileged(root, {"locked/a.md": "1:1", "good.md": None})
     finally:
         (root / "locked").chmod(0o755)
-    assert set(docs) == {"good.md"}
+    assert docs == {"good.md"}
     assert "cannot list folder" in skipped["locked/a.md"]
 
 
