@@ -21,6 +21,7 @@ demo: setup
 	$(BIN)/python -m embedops.demo
 
 test: setup
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q
 
 test-all: setup

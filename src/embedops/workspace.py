@@ -542,13 +542,13 @@ def _plan_counts(plan: SyncPlan) -> SyncCounts:
 def _status(ws: Workspace, conn: sa.Connection) -> dict[str, Any]:
     s, d, c, v, sp = schema.sources, schema.documents, schema.chunks, schema.vectors, schema.spaces
     live = d.c.deleted_at.is_(None)
-    per_source = dict(conn.execute(sa.select(d.c.source_id, sa.func.count()).where(live).group_by(d.c.source_id)).all())
+    per_source: dict[int, int] = dict(conn.execute(sa.select(d.c.source_id, sa.func.count()).where(live).group_by(d.c.source_id)).all())
     sources = [
         {"name": r.name, "kind": r.kind, "path": r.config.get("path"), "documents": per_source.get(r.id, 0),
          "last_scan_at": r.last_scan_at}
         for r in conn.execute(sa.select(s).order_by(s.c.id))
     ]
-    vec_counts = dict(conn.execute(sa.select(v.c.index_id, sa.func.count()).group_by(v.c.index_id)).all())
+    vec_counts: dict[str, int] = dict(conn.execute(sa.select(v.c.index_id, sa.func.count()).group_by(v.c.index_id)).all())
     indexes = [
         {"id": ix.id, "space": ix.space_key, "chunker": ix.chunker_key, "embedder": ix.embedder,
          "status": ix.status, "dims": ix.dims, "vectors": vec_counts.get(ix.id, 0)}

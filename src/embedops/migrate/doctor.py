@@ -19,7 +19,10 @@ def audit(ws: Workspace) -> dict[str, Any]:
     with ws.engine.connect() as conn:
         for ix in ws.indexes(conn, "active"):
             mine = v.c.index_id == ix.id
-            count = lambda q: int(conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one())  # noqa: E731
+
+            def count(q: sa.Select[Any]) -> int:
+                return int(conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one())
+
             mixed = count(sa.select(v.c.seq).where(mine, sa.or_(v.c.space_key != ix.space_key, v.c.chunker_key != ix.chunker_key)))
             orphans = count(
                 sa.select(v.c.seq).join(c, c.c.id == v.c.chunk_id).join(d, d.c.id == c.c.document_id)

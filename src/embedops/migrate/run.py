@@ -379,7 +379,7 @@ def _estimate_tokens(embedder: Any, texts: list[str]) -> int:
         return 0
     sample = texts if len(texts) <= TOKEN_SAMPLE else random.Random(0).sample(texts, TOKEN_SAMPLE)
     counted = sum(embedder.count_tokens(t) for t in sample)
-    return round(counted * len(texts) / len(sample))
+    return round(int(counted) * len(texts) / len(sample))
 
 
 def _measure_speed(embedder: Any, texts: list[str]) -> float:
@@ -392,7 +392,7 @@ def _measure_speed(embedder: Any, texts: list[str]) -> float:
     embedder.embed(sample)
     seconds = max(time.perf_counter() - started, 1e-6)
     max_tokens = embedder.ref.max_tokens or 10**9
-    return sum(min(embedder.count_tokens(t), max_tokens) for t in sample) / seconds
+    return float(sum(min(embedder.count_tokens(t), max_tokens) for t in sample)) / seconds
 
 
 def _throttle(max_rate: float | None) -> Callable[[int], None] | None:

@@ -18,8 +18,7 @@ import sqlalchemy as sa
 from embedops.catalog import schema
 from embedops.errors import NotFound, SearchError, SpaceMismatch
 from embedops.monitor.staleness import is_stale
-from embedops.vectors.base import IndexInfo
-from embedops.vectors.sqlite import SqliteVectorStore
+from embedops.vectors.base import IndexInfo, VectorStore
 
 # Freshness of each result (monitor/staleness.py): two primary-key lookups per
 # row in the same statement, no extra round trip. Appended after a row's columns.
@@ -105,7 +104,7 @@ def _iso(ts: float | None) -> str | None:
 class Searcher:
     """Resolves aliases and answers queries; safe to share between threads."""
 
-    def __init__(self, store: SqliteVectorStore, embedder_for: Callable[[IndexInfo], Any]) -> None:
+    def __init__(self, store: VectorStore, embedder_for: Callable[[IndexInfo], Any]) -> None:
         self.store = store
         self.embedder_for = embedder_for
         self._lock = threading.Lock()

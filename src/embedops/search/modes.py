@@ -218,7 +218,7 @@ def bm25_search(searcher: Searcher, index: IndexInfo, text: str, k: int, filters
         rows = full_text(index, [t.strip('"') for t in terms], k, where, params, columns=STALE_COLUMNS, joins=STALE_JOINS)
         now = time.time()
         return [_result(r, searcher.stale(r[11], r[13:18], now)) for r in rows]
-    where, params = _filter_sql(filters)
+    where, params = _filter_sql(filters, searcher.store.metadata_filter_sql)
     sql = _BM25_SQL.format(fts=FTS_TABLE, where=where)
     raw = searcher.store.raw().driver_connection
     try:
@@ -261,13 +261,7 @@ def _require_text(query: str | None, mode: str) -> str:
     return query
 
 
-def _sqlite_metadata_sql(key: str) -> tuple[str, list[Any]]:
-    return "CAST(json_extract(d.metadata, ?) AS VARCHAR) = ?", ['$."' + key.replace('"', '\\"') + '"']
-
-
-def _filter_sql(
-    filters: Filters | None, metadata_sql: Callable[[str], tuple[str, list[Any]]] = _sqlite_metadata_sql
-) -> tuple[str, list[Any]]:
+def _filter_sql(filters: Filters | None, metadata_sql: Callable[[str], tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
     """The same filters as vector search (``Searcher._allowed``), as SQL on ``d`` and ``s``."""
     if not filters:
         return "", []

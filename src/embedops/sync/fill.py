@@ -7,9 +7,10 @@ naturally resumable: whatever a killed run committed is not done again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
@@ -46,12 +47,12 @@ def _unvectored(target: Target) -> tuple[sa.ColumnElement[bool], ...]:
     return d.c.deleted_at.is_(None), c.c.chunker_key == target.chunker.ref.key, ~has
 
 
-def _live_docs_without_chunks(target: Target) -> sa.Select[tuple[int, str, str]]:
+def _live_docs_without_chunks(target: Target) -> sa.Select[int, str, str]:
     d = schema.documents
     return sa.select(d.c.id, d.c.text, d.c.content_hash).where(*_unchunked(target)).order_by(d.c.id)
 
 
-def _chunks_without_vectors(target: Target) -> sa.Select[tuple[int, str, str, str, int]]:
+def _chunks_without_vectors(target: Target) -> sa.Select[int, str, str, str, int]:
     d, c = schema.documents, schema.chunks
     return (
         sa.select(c.c.id, c.c.content_hash, c.c.text, d.c.content_hash, d.c.id)
@@ -97,26 +98,26 @@ def fill_index(
     progress = progress or (lambda n: None)
     done = {"chunked_docs": 0, "embedded": 0, "vectors": 0}
     # Cursors (ids only grow) guarantee progress even for a document that yields no chunk.
-    after = 0
+    after_doc = 0
     while True:
-        q = _live_docs_without_chunks(target).where(schema.documents.c.id > after).limit(batch_size)
+        doc_q = _live_docs_without_chunks(target).where(schema.documents.c.id > after_doc).limit(batch_size)
         with engine.connect() as conn:
-            docs = conn.execute(q).all()
+            docs = conn.execute(doc_q).all()
         if not docs:
             break
         _chunk_docs(engine, target, docs, ledger_kind)
         done["chunked_docs"] += len(docs)
-        after = docs[-1][0]
-    after = 0
+        after_doc = int(docs[-1].id)
+    after_chunk = 0
     while True:
-        q = _chunks_without_vectors(target).where(schema.chunks.c.id > after).limit(batch_size)
+        chunk_q = _chunks_without_vectors(target).where(schema.chunks.c.id > after_chunk).limit(batch_size)
         with engine.connect() as conn:
-            rows = conn.execute(q).all()
+            rows = conn.execute(chunk_q).all()
             missing = store.missing_embeddings(conn, target.index.space_key, [r[1] for r in rows])
         if not rows:
             break
         texts = {r[1]: r[2] for r in rows if r[1] in missing}
-        vecs = embed_texts(target.embedder, list(texts.values())) if texts else []
+        vecs = embed_texts(target.embedder, list(texts.values())) if texts else np.empty((0, target.index.dims), np.float32)
         with engine.begin() as conn:
             store.put_embeddings(conn, target.index.space_key, dict(zip(texts, vecs, strict=True)))
             # A concurrent sync may have replaced some of these chunks meanwhile: write only what still lacks a vector.
@@ -124,7 +125,7 @@ def fill_index(
             vrows = [VectorRow(r[0], r[1], target.index.space_key, target.chunker.ref.key, r[3]) for r in rows if r[0] in still]
             written = store.write(conn, target.index, vrows)
             write_ledger(conn, ledger_kind, index=target.index.id, vectors=written, embedded=len(texts))
-        after = rows[-1][0]
+        after_chunk = int(rows[-1][0])
         done["embedded"] += len(texts)
         done["vectors"] += written
         progress(len(rows))
@@ -139,7 +140,7 @@ def _still_missing(conn: sa.Connection, target: Target, chunk_ids: list[int]) ->
     return set(conn.execute(sa.select(c.c.id).where(c.c.id.in_(chunk_ids), ~has)).scalars())
 
 
-def _chunk_docs(engine: sa.Engine, target: Target, docs: list[sa.Row[tuple[int, str, str]]], kind: str) -> None:
+def _chunk_docs(engine: sa.Engine, target: Target, docs: Sequence[sa.Row[int, str, str]], kind: str) -> None:
     key = target.chunker.ref.key
     chunked = {doc_id: target.chunker.chunk(text) for doc_id, text, _ in docs}
     with engine.begin() as conn:

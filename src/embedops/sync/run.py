@@ -211,11 +211,11 @@ class SyncRunner:
                 for i, chunks in enumerate(per_doc) for c in chunks
             ]
             ids = _insert_returning_ids(conn, schema.chunks, rows)
-            owners = [i for i, chunks in enumerate(per_doc) for _ in chunks]
+            owned = [(i, c.content_hash) for i, chunks in enumerate(per_doc) for c in chunks]
             for target in (t for t in self.targets if t.chunker.ref.key == key):
                 vrows = [
-                    VectorRow(cid, row["content_hash"], target.index.space_key, key, versions[owner])
-                    for cid, row, owner in zip(ids, rows, owners, strict=True)
+                    VectorRow(cid, content_hash, target.index.space_key, key, versions[owner])
+                    for cid, (owner, content_hash) in zip(ids, owned, strict=True)
                 ]
                 written += self.store.write(conn, target.index, vrows)
         return written

@@ -83,6 +83,14 @@ class VectorStore(Protocol):
 
     def raw(self) -> Any: ...
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A hot-path read (``?`` placeholders) on this thread's connection."""
+        ...
+
+    def metadata_filter_sql(self, key: str) -> tuple[str, list[Any]]:
+        """SQL (with ``?``) comparing document metadata key ``key`` as text to a value, and its leading params."""
+        ...
+
     def forget(self, index_id: str) -> None: ...
 
     def put_embeddings(

@@ -119,7 +119,7 @@ class PgVectorStore:
         """COPY the vectors in binary format: PostgreSQL's fastest bulk path."""
         from pgvector.psycopg import register_vector
 
-        raw = conn.connection.driver_connection
+        raw: Any = conn.connection.driver_connection
         register_vector(raw)
         with raw.cursor() as cur, cur.copy("COPY pg_vector_data (seq, index_id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
             copy.set_types(["int4", "varchar", "vector"])
@@ -137,13 +137,14 @@ class PgVectorStore:
         raw = getattr(self._local, "raw", None)
         if raw is None:
             raw = self.engine.raw_connection()
-            raw.driver_connection.autocommit = True
+            driver: Any = raw.driver_connection
+            driver.autocommit = True
             # A LIMIT above ef_search (a filtered search asking for more) scans on instead of stopping short.
-            raw.driver_connection.execute("SET hnsw.iterative_scan = strict_order")
+            driver.execute("SET hnsw.iterative_scan = strict_order")
             self._local.ef = None
             from pgvector.psycopg import register_vector
 
-            register_vector(raw.driver_connection)
+            register_vector(driver)
             self._local.raw = raw
         return raw
 

@@ -198,6 +198,10 @@ class SqliteVectorStore:
         """Run a hot-path read on this thread's DBAPI connection."""
         return list(self.raw().driver_connection.execute(sql, params).fetchall())
 
+    def metadata_filter_sql(self, key: str) -> tuple[str, list[Any]]:
+        """SQL (with ``?``) comparing a document metadata key as text, and its leading params."""
+        return "CAST(json_extract(d.metadata, ?) AS VARCHAR) = ?", ['$."' + key.replace('"', '\\"') + '"']
+
     def ann(self, index: IndexInfo) -> AnnIndex:
         with self._ann_lock:
             ann = self._ann.get(index.id)
