@@ -56,6 +56,21 @@ def actual_state(ws: Workspace) -> dict[str, set[str]]:
     return state
 
 
+def last_ledger_id(ws: Workspace) -> int:
+    with ws.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(schema.ledger.c.id), 0))).scalar_one())
+
+
+def wait_for_batches(ws: Workspace, proc: subprocess.Popen[bytes], after_id: int, count: int) -> None:
+    """Return once ``count`` sync batches have committed after ledger row ``after_id`` (or ``proc`` ended)."""
+    query = sa.select(sa.func.count()).where(schema.ledger.c.id > after_id, schema.ledger.c.kind == "sync.batch")
+    while proc.poll() is None:
+        with ws.engine.connect() as conn:
+            if conn.execute(query).scalar_one() >= count:
+                return
+        time.sleep(0.005)
+
+
 def test_sync_survives_kill_9_at_random_points(tmp_path: Path, database: str | None) -> None:
     folder = tmp_path / "docs"
     write_corpus(folder, 300, seed=1)
@@ -68,9 +83,13 @@ def test_sync_survives_kill_9_at_random_points(tmp_path: Path, database: str | N
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "embedops.cli", "sync", "--workspace", str(tmp_path / "ws"), "--json"]
     subprocess.run(cmd, env=env, check=True, capture_output=True)
-    # Kill points are drawn between the start-up of a CLI process (timed on `status`, which
-    # opens the workspace and writes nothing) and the end of an incremental run like the ones
-    # killed below: inside planning and the batch commits, not inside Python's imports.
+    # Half the kill points are moments drawn between the start-up of a CLI process (timed on
+    # `status`, which opens the workspace and writes nothing) and the end of an incremental run
+    # like the ones killed below, so they land in planning, embedding or a commit, not in
+    # Python's imports. The other half follow a batch commit drawn at random (watched in the
+    # ledger), so some kills surely leave a half-applied sync behind, however loaded the machine.
+    with Workspace.open(tmp_path / "ws") as opened:
+        first_batches = len(opened.history(kind="sync.batch", limit=10_000))
     mutate(folder, rng)
     start = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
@@ -80,16 +99,23 @@ def test_sync_survives_kill_9_at_random_points(tmp_path: Path, database: str | N
     startup = min(time.perf_counter() - start, full * 0.5)
     with Workspace.open(tmp_path / "ws") as opened:
         before = actual_state(opened)
+        batches = len(opened.history(kind="sync.batch", limit=10_000)) - first_batches
     killed = trial = partial = 0
     while killed < KILLS and trial < 3 * KILLS:  # a run that ends before its kill point counts as a trial only
         trial += 1
         mutate(folder, rng)
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(startup, full))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed += 1
-        proc.wait()
+        with Workspace.open(tmp_path / "ws") as watcher:
+            seen = last_ledger_id(watcher)
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if trial % 2:  # a moment drawn over the whole run: planning, embedding or a commit
+                time.sleep(rng.uniform(startup, full))
+            else:  # just after a batch commit drawn at random: the run is surely half-applied
+                wait_for_batches(watcher, proc, seen, rng.randint(1, max(1, batches - 1)))
+                time.sleep(rng.uniform(0, (full - startup) / max(batches, 1)))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                killed += 1
+            proc.wait()
         with Workspace.open(tmp_path / "ws") as reopened:
             expected = expected_state(reopened, folder)
             partial += actual_state(reopened) not in (before, expected)  # killed between two batch commits
