@@ -65,3 +65,14 @@ def test_migrate_json_contract(tmp_path: Path, corpus: Path) -> None:
     assert code == 0 and cut["seconds"] < 0.1  # type: ignore[index]
     code, doctor = run("doctor", "--workspace", ws, "--json")
     assert code == 0 and doctor["ok"] is True  # type: ignore[index]
+
+
+def test_history_table_shows_each_rows_details_as_key_value_pairs(tmp_path: Path, corpus: Path) -> None:
+    ws = str(tmp_path / "ws")
+    run("init", ws, "--embedder", "hashing", "--json")
+    run("source", "add", "docs", str(corpus), "--workspace", ws, "--json")
+    run("sync", "--workspace", ws, "--json")
+    result = runner.invoke(app, ["history", "--kind", "sync.source", "--workspace", ws], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "source=docs added=30 updated=0 deleted=0 unchanged=0" in result.stdout
+    assert "skipped=" not in result.stdout  # an empty list says nothing

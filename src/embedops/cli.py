@@ -245,12 +245,29 @@ def history(
         r["at"] = datetime.fromtimestamp(r["at"], timezone.utc).isoformat(timespec="seconds")
     if as_json:
         return _emit_json(rows)
-    t = Table(title="ledger")
+    t = Table(title="ledger (UTC; `--json` for every detail)")
     for col in ("id", "at", "kind", "details"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold" if col == "details" else "ellipsis", no_wrap=col != "details")
     for r in rows:
-        t.add_row(str(r["id"]), r["at"], r["kind"], json.dumps(r["details"], default=str)[:100])
+        t.add_row(str(r["id"]), r["at"][:19].replace("T", " "), r["kind"], escape(_brief(r["details"])))
     out.print(t)
+
+
+def _brief(details: dict[str, Any], limit: int = 160) -> str:
+    """A ledger row's details on one line: scalars as key=value, collections by size."""
+    parts = []
+    for key, value in details.items():
+        if value is None or value == [] or value == {}:
+            continue
+        if isinstance(value, list):
+            value = f"[{len(value)}]"
+        elif isinstance(value, dict):
+            value = "{" + ", ".join(value) + "}" if len(value) <= 4 else f"{{{len(value)} keys}}"
+        elif isinstance(value, float):
+            value = f"{value:.4g}"
+        parts.append(f"{key}={value}")
+    text = " ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # -- migrations -------------------------------------------------------------------
@@ -282,7 +299,13 @@ def _render(data: dict[str, Any], title: str) -> None:
     for key, value in data.items():
         if isinstance(value, (dict, list)):
             value = json.dumps(value, default=str)[:160]
-        t.add_row(key, str(value))
+        elif value is None:
+            value = "—"
+        elif key.endswith("_at") and isinstance(value, (int, float)):
+            value = _when(value)
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        t.add_row(key, escape(str(value)))
     out.print(t)
 
 
@@ -294,7 +317,7 @@ def _render_gate(gate: dict[str, Any] | None) -> None:
         t.add_column(col)
     for c in gate["checks"]:
         mark = "[green]pass[/]" if c["passed"] else "[red]fail[/]"
-        t.add_row(c["name"], mark, "yes" if c["gating"] else "no", str(c["value"]), str(c["limit"]), c["detail"])
+        t.add_row(c["name"], mark, "yes" if c["gating"] else "no", str(c["value"]), "—" if c["limit"] is None else str(c["limit"]), c["detail"])
     out.print(t)
 
 
