@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+from embedops.errors import SourceError
 from embedops.workspace import Workspace
-from tests.conftest import CHILD_ENV, python_bound_by_file_modes
+from tests.conftest import CHILD_ENV, python_bound_by_file_modes, write_corpus
 
 
 def test_bad_files_are_skipped_with_reasons_and_the_rest_is_synced(tmp_path: Path) -> None:
@@ -119,3 +123,66 @@ def test_an_unreadable_file_is_skipped_by_a_cli_sync_and_recorded(tmp_path: Path
         assert [s["id"] for s in recorded["skipped"]] == ["secret.md"]
         again = reopened.sync()  # readable now: picked up, nothing else re-embedded
         assert again.counts.added == 1 and again.counts.unchanged == 1
+
+
+def test_a_source_whose_path_does_not_exist_is_refused_when_added(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    (tmp_path / "a-file.txt").write_text("not a folder")
+    (tmp_path / "a-folder").mkdir()
+    cases = [
+        ("folder", tmp_path / "nope", "does not exist"),
+        ("folder", tmp_path / "a-file.txt", "not a folder"),
+        ("jsonl", tmp_path / "nope.jsonl", "does not exist"),
+        ("jsonl", tmp_path / "a-folder", "not a JSONL file"),
+        ("beir", tmp_path / "nope", "does not exist"),
+        ("beir", tmp_path / "a-folder", "no corpus.jsonl"),
+    ]
+    for kind, path, words in cases:
+        with pytest.raises(SourceError, match=words) as caught:
+            ws.add_source("src", path, kind=kind)
+        assert caught.value.hint
+    assert ws.settings.sources == {} and ws.history(kind="source.add") == []
+    assert "[sources" not in (tmp_path / "ws" / "embedops.toml").read_text()
+
+
+def test_an_unreadable_source_holds_back_neither_the_others_nor_its_own_documents(tmp_path: Path) -> None:
+    write_corpus(tmp_path / "a", 5, seed=1)
+    write_corpus(tmp_path / "b", 4, seed=2)
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("a", tmp_path / "a")
+    ws.add_source("b", tmp_path / "b")
+    ws.sync()
+    (tmp_path / "a" / "sub0" / "doc000.md").write_text("# Changed\n\nA new text about glaciers.\n")
+    (tmp_path / "b").rename(tmp_path / "b-unmounted")  # a share that is not mounted right now
+    with pytest.raises(SourceError, match=r"1 of 2 sources could not be read \(b\)") as caught:
+        ws.sync()
+    details = caught.value.details
+    assert [f["source"] for f in details["failed"]] == ["b"] and "does not exist" in details["failed"][0]["error"]
+    assert details["result"]["updated"] == 1 and details["result"]["deleted"] == 0
+    assert ws.search("glaciers", k=1)[0].document_id == "sub0/doc000.md"
+    assert ws.status()["documents"] == 9  # b's documents are kept, not taken for deleted
+    assert ws.history(kind="sync.source_failed")[0]["details"]["source"] == "b"
+    with pytest.raises(SourceError, match="folder .* does not exist"):  # one source asked for: its own error
+        ws.sync(source="b")
+    (tmp_path / "b-unmounted").rename(tmp_path / "b")
+    again = ws.sync()
+    assert again.counts.unchanged == 9 and again.counts.embedded == 0
+
+
+def test_a_cli_sync_with_an_unreadable_source_exits_1_with_the_others_result(tmp_path: Path) -> None:
+    write_corpus(tmp_path / "a", 3, seed=1)
+    write_corpus(tmp_path / "b", 2, seed=2)
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("a", tmp_path / "a")
+    ws.add_source("b", tmp_path / "b")
+    ws.close()
+    (tmp_path / "b").rename(tmp_path / "gone")
+    done = subprocess.run(
+        [sys.executable, "-m", "embedops.cli", "sync", "--workspace", str(tmp_path / "ws"), "--json"],
+        capture_output=True, text=True, env=CHILD_ENV,
+    )
+    assert done.returncode == 1
+    out = json.loads(done.stdout)
+    assert out["error"] == "SourceError" and out["failed"][0]["source"] == "b"
+    assert out["result"]["added"] == 3
+    assert "1 of 2 sources could not be read" in done.stderr and "embedops sync" in done.stderr

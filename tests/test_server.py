@@ -298,6 +298,16 @@ def test_sync_status_and_plan(client: TestClient, corpus: Path, root: Path) -> N
     assert status == commands.status(root)
 
 
+
+def test_a_sync_with_an_unreadable_source_is_400_naming_it(client: TestClient, corpus: Path) -> None:
+    corpus.rename(corpus.with_name("unmounted"))
+    body = error_of(client.post("/sync", json={}, headers=AUTH), 400)
+    assert body["error"] == "SourceError" and [f["source"] for f in body["failed"]] == ["docs"]  # type: ignore[index]
+    assert body["result"]["deleted"] == 0  # type: ignore[index]
+    state = client.get("/sync/status").json()
+    assert state["running"] is False and state["last_error"]["failed"][0]["source"] == "docs"
+    assert {s["name"]: s["documents"] for s in state["sources"]}["docs"] == 30
+
 def test_migration_is_seen_per_request(client: TestClient, root: Path) -> None:
     before = client.get("/migrations/status").json()
     assert before["migration"] is None and before["alias"] == "prod"

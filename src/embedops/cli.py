@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from embedops import commands
-from embedops.errors import EmbedopsError
+from embedops.errors import EmbedopsError, SourceError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Operate an embedding pipeline like a database.")
 source_app = typer.Typer(no_args_is_help=True, help="Manage sources.")
@@ -125,10 +125,19 @@ def sync(
 ) -> None:
     """Bring the indexes in line with the sources: only changed chunks are embedded."""
     with _errors(as_json):
-        result = commands.sync(workspace, source=source, plan=plan, progress=_progress(not as_json))
+        try:
+            result = commands.sync(workspace, source=source, plan=plan, progress=_progress(not as_json))
+        except SourceError as exc:
+            if not as_json and "result" in exc.details:  # the sources that could be read were synced
+                _print_sync(exc.details["result"], plan)
+            raise
     data = result.to_dict()
     if as_json:
         return _emit_json(data)
+    _print_sync(data, plan)
+
+
+def _print_sync(data: dict[str, Any], plan: bool) -> None:
     out.print(
         f"sync {'plan' if plan else 'done'}: added {data['added']}, updated {data['updated']}, deleted {data['deleted']},"
         f" unchanged {data['unchanged']}; "

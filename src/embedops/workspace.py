@@ -26,7 +26,7 @@ from embedops.chunking.base import Chunker
 from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, load_settings
 from embedops.embedding.base import Embedder
 from embedops.monitor.settings import source_slos
-from embedops.errors import ConfigChanged, ConfigError, NotFound, SpaceMismatch
+from embedops.errors import ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
 from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.sources.base import Document, Source
 from embedops.sync.fill import fill_index, measure_gap
@@ -160,7 +160,7 @@ class Workspace:
             make_source(name, kind, None, **options)
             return ""
         resolved = Path(path).expanduser().resolve() if path is not None else None
-        make_source(name, kind, resolved, **options)  # validates kind and options
+        make_source(name, kind, resolved, **options).check()  # kind, options, and a path that exists
         assert resolved is not None
         try:
             return str(resolved.relative_to(self.root))
@@ -343,9 +343,14 @@ class Workspace:
         self._verify_models(targets, verified_from)
         total = SyncCounts()
         per_source: list[dict[str, Any]] = []
+        failed: list[tuple[str, SourceError]] = []
         to_embed = 0
         for cfg in configs:
-            plan, source_id = self._plan(cfg)
+            try:
+                plan, source_id = self._plan(cfg)
+            except SourceError as exc:  # one unreadable source must not hold back the others
+                failed.append((cfg.name, exc))
+                continue
             per_source.append(plan.summary())
             if plan_only:
                 total.merge(_plan_counts(plan))
@@ -355,13 +360,36 @@ class Workspace:
             runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size, progress=bar)
             total.merge(runner.run(source_id, plan))
         result = SyncResult(plan_only, total, per_source, chunks_to_embed=to_embed if plan_only else None)
+        if len(failed) == len(configs):  # nothing was read: nothing to complete, no drift reference to pin
+            self._sources_failed(failed, result, selected=len(configs))
         if not plan_only:
             result.indexes = self._complete(targets, total, progress)
             from embedops.monitor.drift import pin_corpus_references
 
             pin_corpus_references(self, [t.index for t in targets])  # drift: the first sync is the reference
         result.seconds = time.perf_counter() - started
+        if failed:
+            self._sources_failed(failed, result, selected=len(configs))
         return result
+
+    def _sources_failed(self, failed: list[tuple[str, SourceError]], result: SyncResult, selected: int) -> None:
+        """Record each source that could not be read (nothing of it changed), then raise.
+
+        The other sources have been synced by now; the error carries their result."""
+        if not result.plan_only:
+            with self.engine.begin() as conn:
+                for name, exc in failed:
+                    write_ledger(conn, "sync.source_failed", source=name, error=exc.message, hint=exc.hint)
+        if selected == 1:
+            raise failed[0][1]
+        names = ", ".join(name for name, _ in failed)
+        others = "" if len(failed) == selected else "; the others are " + ("planned" if result.plan_only else "synced")
+        raise SourceError(
+            f"{len(failed)} of {selected} sources could not be read ({names}): their documents are left as they were{others}",
+            hint="; ".join(f"{name}: {exc.message}" for name, exc in failed) + ". Fix them, then run `embedops sync` again",
+            failed=[{"source": name, "error": exc.message, "hint": exc.hint} for name, exc in failed],
+            result=result.to_dict(),
+        )
 
     def upsert_documents(self, source: str, docs: Sequence[Document]) -> SyncResult:
         """Add or update documents of a push source by id: a sync of just those ids.

@@ -59,3 +59,7 @@ class Source(Protocol):
     kind: str
 
     def scan(self, known: Mapping[str, str | None]) -> Iterator[SourceItem]: ...
+
+    def check(self) -> None:
+        """Raise :class:`~embedops.errors.SourceError` when the source cannot be read now."""
+        ...

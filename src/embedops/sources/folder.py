@@ -95,6 +95,10 @@ class FolderSource:
         root = self._check_root()
         yield from self._walk(str(root), "", known)
 
+    def check(self) -> None:
+        """The folder exists and is a folder (else SourceError naming the fix)."""
+        self._check_root()
+
     def _check_root(self) -> Path:
         if not self.path.exists():
             raise SourceError(

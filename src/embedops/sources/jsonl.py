@@ -140,6 +140,10 @@ class JsonlSource:
             path=str(path),
         )
 
+    def check(self) -> None:
+        """The records file exists and is a file (else SourceError naming the fix)."""
+        self._records_path()
+
     # --- hooks a dialect (BEIR) overrides ---------------------------------------
 
     def _records_path(self) -> Path:

@@ -29,6 +29,9 @@ class PushSource:
         # ``path`` is accepted (and ignored) so that every kind is built the same way.
         self.name = name
 
+    def check(self) -> None:
+        """Always readable: the catalog is the only copy."""
+
     def scan(self, known: Mapping[str, str | None]) -> Iterator[SourceItem]:
         """Every live document is unchanged: only the API adds, updates or deletes them."""
         for external_id in known:
