@@ -145,12 +145,18 @@ def test_a_source_whose_path_does_not_exist_is_refused_when_added(tmp_path: Path
     assert "[sources" not in (tmp_path / "ws" / "embedops.toml").read_text()
 
 
-def test_an_unreadable_source_holds_back_neither_the_others_nor_its_own_documents(tmp_path: Path) -> None:
-    write_corpus(tmp_path / "a", 5, seed=1)
-    write_corpus(tmp_path / "b", 4, seed=2)
+def two_folder_sources(tmp_path: Path, docs_a: int, docs_b: int) -> Workspace:
+    """A workspace with folder sources `a` and `b` (at tmp_path/a and tmp_path/b), not synced yet."""
+    write_corpus(tmp_path / "a", docs_a, seed=1)
+    write_corpus(tmp_path / "b", docs_b, seed=2)
     ws = Workspace.init(tmp_path / "ws", embedder="hashing")
     ws.add_source("a", tmp_path / "a")
     ws.add_source("b", tmp_path / "b")
+    return ws
+
+
+def test_an_unreadable_source_holds_back_neither_the_others_nor_its_own_documents(tmp_path: Path) -> None:
+    ws = two_folder_sources(tmp_path, 5, 4)
     ws.sync()
     (tmp_path / "a" / "sub0" / "doc000.md").write_text("# Changed\n\nA new text about glaciers.\n")
     (tmp_path / "b").rename(tmp_path / "b-unmounted")  # a share that is not mounted right now
@@ -170,12 +176,7 @@ def test_an_unreadable_source_holds_back_neither_the_others_nor_its_own_document
 
 
 def test_a_cli_sync_with_an_unreadable_source_exits_1_with_the_others_result(tmp_path: Path) -> None:
-    write_corpus(tmp_path / "a", 3, seed=1)
-    write_corpus(tmp_path / "b", 2, seed=2)
-    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
-    ws.add_source("a", tmp_path / "a")
-    ws.add_source("b", tmp_path / "b")
-    ws.close()
+    two_folder_sources(tmp_path, 3, 2).close()
     (tmp_path / "b").rename(tmp_path / "gone")
     done = subprocess.run(
         [sys.executable, "-m", "embedops.cli", "sync", "--workspace", str(tmp_path / "ws"), "--json"],
