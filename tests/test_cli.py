@@ -76,3 +76,22 @@ def test_history_table_shows_each_rows_details_as_key_value_pairs(tmp_path: Path
     assert result.exit_code == 0
     assert "source=docs added=30 updated=0 deleted=0 unchanged=0" in result.stdout
     assert "skipped=" not in result.stdout  # an empty list says nothing
+
+
+def test_text_that_looks_like_rich_markup_is_printed_as_it_is(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "[b]odd.md").write_text("# Arrays\n\nIndex with xs[/i] and [bold]ys[0]\n")
+    ws = str(tmp_path / "ws")
+    run("init", ws, "--embedder", "hashing", "--json")
+    run("source", "add", "[red]src", str(docs), "--workspace", ws, "--json")
+    wide = {"COLUMNS": "200"}
+    synced = runner.invoke(app, ["sync", "--workspace", ws], env=wide)
+    assert synced.exit_code == 0, synced.output
+    found = runner.invoke(app, ["search", "arrays", "--workspace", ws], env=wide)
+    assert found.exit_code == 0, found.output
+    assert "[b]odd.md" in found.stdout and "xs[/i] and [bold]ys[0]" in found.stdout
+    status = runner.invoke(app, ["status", "--workspace", ws], env=wide)
+    assert status.exit_code == 0 and "[red]src" in status.stdout
+    missing = runner.invoke(app, ["source", "add", "x", str(tmp_path / "[/nope]"), "--workspace", ws], env=wide)
+    assert missing.exit_code == 1 and "[/nope] does not exist" in missing.stderr

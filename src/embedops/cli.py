@@ -12,8 +12,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from embedops import commands
 from embedops.errors import EmbedopsError, SourceError
@@ -22,8 +22,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Operate an e
 source_app = typer.Typer(no_args_is_help=True, help="Manage sources.")
 app.add_typer(source_app, name="source")
 
-out = Console()
-err = Console(stderr=True)
+# Markup off: document text, paths and ids are printed as they are ("list[/i]" is text, not a
+# closing tag that would crash the render). Styled words are Text objects (_styled).
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
+
+
+def _styled(word: str, style: str, rest: str = "") -> Text:
+    """``word`` in ``style`` followed by plain ``rest``; nothing in either is read as markup."""
+    return Text.assemble((word, style), rest)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 WsOpt = Annotated[
@@ -44,12 +51,12 @@ def _errors(as_json: bool) -> Iterator[None]:
     except EmbedopsError as exc:
         if as_json:
             _emit_json(exc.to_dict())
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        err.print(_styled("error:", "bold red", f" {exc.message}"), highlight=False)
         if exc.hint:
-            err.print(f"[dim]hint:[/] {exc.hint}", highlight=False)
+            err.print(_styled("hint:", "dim", f" {exc.hint}"), highlight=False)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: committed work is kept; run the same command again to resume")
+        err.print(_styled("interrupted", "yellow", ": committed work is kept; run the same command again to resume"))
         raise typer.Exit(130) from None
 
 
@@ -60,7 +67,7 @@ def _progress(enabled: bool) -> Callable[[str, int], Callable[[int], None]] | No
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     def factory(label: str, total: int) -> Callable[[int], None]:
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True)
+        progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True)
         task = progress.add_task(label, total=total)
         progress.start()
         done = 0
@@ -145,9 +152,9 @@ def _print_sync(data: dict[str, Any], plan: bool) -> None:
         + f" ({data['seconds']:.2f}s)"
     )
     for s in data["skipped"][:20]:
-        err.print(f"[yellow]skipped[/] {s['id']}: {s['reason']}", highlight=False)
+        err.print(_styled("skipped", "yellow", f" {s['id']}: {s['reason']}"), highlight=False)
     if len(data["skipped"]) > 20:
-        err.print(f"[yellow]... and {len(data['skipped']) - 20} more skipped[/] (see --json or `embedops history`)")
+        err.print(_styled(f"... and {len(data['skipped']) - 20} more skipped", "yellow", " (see --json or `embedops history`)"))
 
 
 @app.command()
@@ -183,7 +190,7 @@ def search(
         table.add_column(col)
     for i, r in enumerate(result.results, 1):
         snippet = " ".join(r.text.split())[:110]
-        table.add_row(str(i), f"{r.score:.3f}", r.document_id + (" [yellow](stale)[/]" if r.stale else ""), snippet)
+        table.add_row(str(i), f"{r.score:.3f}", Text.assemble(r.document_id, (" (stale)", "yellow") if r.stale else ""), snippet)
     out.print(table)
 
 
@@ -223,7 +230,7 @@ def status(as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
         data = commands.status(workspace)
     if as_json:
         return _emit_json(data)
-    out.print(f"[bold]workspace[/] {data['workspace']}  embedder {data['embedder']}  chunker {data['chunker']}")
+    out.print(_styled("workspace", "bold", f" {data['workspace']}  embedder {data['embedder']}  chunker {data['chunker']}"))
     out.print(f"documents {data['documents']} (deleted {data['deleted_documents']}), chunks {data['chunks']}")
     t = Table(title="sources")
     for col in ("name", "kind", "path", "documents"):
@@ -258,7 +265,7 @@ def history(
     for col in ("id", "at", "kind", "details"):
         t.add_column(col, overflow="fold" if col == "details" else "ellipsis", no_wrap=col != "details")
     for r in rows:
-        t.add_row(str(r["id"]), r["at"][:19].replace("T", " "), r["kind"], escape(_brief(r["details"])))
+        t.add_row(str(r["id"]), r["at"][:19].replace("T", " "), r["kind"], _brief(r["details"]))
     out.print(t)
 
 
@@ -314,7 +321,7 @@ def _render(data: dict[str, Any], title: str) -> None:
             value = _when(value)
         elif isinstance(value, bool):
             value = "yes" if value else "no"
-        t.add_row(key, escape(str(value)))
+        t.add_row(key, str(value))
     out.print(t)
 
 
@@ -325,7 +332,7 @@ def _render_gate(gate: dict[str, Any] | None) -> None:
     for col in ("check", "result", "gating", "value", "limit", "detail"):
         t.add_column(col)
     for c in gate["checks"]:
-        mark = "[green]pass[/]" if c["passed"] else "[red]fail[/]"
+        mark = Text("pass", "green") if c["passed"] else Text("fail", "red")
         t.add_row(c["name"], mark, "yes" if c["gating"] else "no", str(c["value"]), "—" if c["limit"] is None else str(c["limit"]), c["detail"])
     out.print(t)
 
@@ -411,8 +418,8 @@ def migrate_cutover(
     if plan:
         out.print(f"cutover would {'proceed' if data['would_cut_over'] else 'be refused'}")
     else:
-        out.print(f"alias {data['alias']} → {data['index']} ({data['seconds'] * 1000:.1f} ms)"
-                  + (" [yellow](forced)[/]" if data["forced"] else ""))
+        out.print(Text.assemble(f"alias {data['alias']} → {data['index']} ({data['seconds'] * 1000:.1f} ms)",
+                                (" (forced)", "yellow") if data["forced"] else ""))
 
 
 @migrate_app.command("rollback")
@@ -492,13 +499,13 @@ def eval_import(
     verb = "imported" if result.created else "unchanged:"
     out.print(f"{verb} {info.label} ({info.queries} queries, {info.judgments} judgments, source {info.source})")
     for p in result.problems[:20]:
-        err.print(f"[yellow]line skipped[/] {escape(str(p))}", highlight=False)
+        err.print(_styled("line skipped", "yellow", f" {p}"), highlight=False)
     if len(result.problems) > 20:
-        err.print(f"[yellow]... and {len(result.problems) - 20} more problem lines[/] (see --json)")
+        err.print(_styled(f"... and {len(result.problems) - 20} more problem lines", "yellow", " (see --json)"))
     dropped = result.check.get("dropped") or {}
     if dropped:
-        err.print(f"[yellow]a run would drop[/]: {', '.join(f'{r} {n}' for r, n in dropped.items())}"
-                  f"; {result.check.get('scorable_queries')} queries scorable against {result.check.get('documents')} documents")
+        err.print(_styled("a run would drop", "yellow", f": {', '.join(f'{r} {n}' for r, n in dropped.items())}"
+                          f"; {result.check.get('scorable_queries')} queries scorable against {result.check.get('documents')} documents"))
 
 
 @eval_app.command("list")
@@ -543,10 +550,10 @@ def eval_run(
     keys = list(run.metrics)
     for col in (run.segment_by or "segment", "n", *keys):
         t.add_column(col)
-    t.add_row("[bold]all[/]", str(run.queries), *(f"{run.metrics[key]:.4f}" for key in keys))
+    t.add_row(Text("all", "bold"), str(run.queries), *(f"{run.metrics[key]:.4f}" for key in keys))
     for label, values in run.segments.items():
         style = "bold red" if label == run.worst_segment else ""
-        t.add_row(escape(label) + (" (worst)" if style else ""), str(int(values["n"])),
+        t.add_row(label + (" (worst)" if style else ""), str(int(values["n"])),
                   *(f"{values.get(key, 0.0):.4f}" for key in keys), style=style)
     out.print(t)
     _print_dropped(run.to_dict()["dropped"])
@@ -558,11 +565,11 @@ def _print_dropped(dropped: dict[str, Any]) -> None:
     if not dropped["total"]:
         return
     reasons = ", ".join(f"{r} {n}" for r, n in dropped["by_reason"].items())
-    err.print(f"[yellow]dropped {dropped['total']}[/]: {reasons}", highlight=False)
+    err.print(_styled(f"dropped {dropped['total']}", "yellow", f": {reasons}"), highlight=False)
     for item in dropped["items"][:10]:
         where = f"{item.get('file')}:{item.get('line')}" if item.get("line") else item.get("file", "")
         what = item.get("detail") or f"{item.get('kind')} {item.get('id')}" + (f" → {item['doc_id']}" if item.get("doc_id") else "")
-        err.print(f"  {where}: {item['reason']}: {what}", highlight=False, markup=False)
+        err.print(f"  {where}: {item['reason']}: {what}", highlight=False)
 
 
 @eval_app.command("compare")
@@ -630,9 +637,9 @@ def _when(ts: float) -> str:
 
 def _print_problems(problems: list[str]) -> None:
     for p in problems[:20]:
-        err.print(f"[yellow]labels line skipped[/] {escape(p)}", highlight=False)
+        err.print(_styled("labels line skipped", "yellow", f" {p}"), highlight=False)
     if len(problems) > 20:
-        err.print(f"[yellow]... and {len(problems) - 20} more[/] (see --json)")
+        err.print(_styled(f"... and {len(problems) - 20} more", "yellow", " (see --json)"))
 
 
 @thresholds_app.command("add")
@@ -686,15 +693,15 @@ def thresholds_list(
         t.add_column(col)
     if all_values:
         for v in rows:
-            t.add_row(v["name"], v["space"], f"{v['value']:g}", v["method"], _when(v["created_at"]), escape(v["reason"] or ""))
+            t.add_row(v["name"], v["space"], f"{v['value']:g}", v["method"], _when(v["created_at"]), v["reason"] or "")
     for info in [] if all_values else rows:
         for v in info["values"] or [None]:
             if v is None:
-                t.add_row(info["name"], "", "", "", "", escape(info["description"]))
+                t.add_row(info["name"], "", "", "", "", info["description"])
                 continue
             mark = " *" if v["space"] == info["serving_space"] else ""
             t.add_row(info["name"], v["space"] + mark, f"{v['value']:g}", v["method"], _when(v["created_at"]),
-                      escape(info["description"]))
+                      info["description"])
     out.print(t)
 
 
@@ -783,7 +790,7 @@ def _render_proposal(p: dict[str, Any]) -> None:
             out.print(f"  {word}: {f['old_score']:.3f} → {f['new_score']:.3f}  {f['text_a'][:70]!r} | {f['text_b'][:70]!r}",
                       highlight=False, markup=False)
     for note in p["notes"]:
-        err.print(f"[yellow]note[/] {escape(note)}", highlight=False)
+        err.print(_styled("note", "yellow", f" {note}"), highlight=False)
 
 
 # -- monitoring ---------------------------------------------------------------------
@@ -812,7 +819,7 @@ def freshness(
         oldest = f"{s.oldest_stale['id']} ({_ago(s.oldest_stale['lag'])})" if s.oldest_stale else ""
         style = {"breached": "red", "warn": "yellow"}.get(s.slo, "")
         t.add_row(s.source, str(s.documents), str(s.stale), str(s.unindexed), *(_ago(s.lag[q]) for q in ("p50", "p95", "max")),
-                  _ago(s.max_lag) if s.max_lag is not None else "off", f"[{style}]{s.slo}[/]" if style else s.slo, escape(oldest))
+                  _ago(s.max_lag) if s.max_lag is not None else "off", Text(s.slo, style), oldest)
     out.print(t)
 
 
@@ -835,10 +842,10 @@ def check(
 def _render_checks(report: Any) -> None:
     colors = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
     for r in report.results:
-        out.print(f"[{colors[r.status]}]{r.status:>4}[/] [bold]{r.name}[/]: {escape(r.summary)}")
+        out.print(Text.assemble((f"{r.status:>4}", colors[r.status]), " ", (r.name, "bold"), f": {r.summary}"))
         if r.status in ("warn", "fail"):
-            out.print(f"      means: {escape(r.failing_means)}", highlight=False)
-            out.print(f"      fix:   {escape(r.fix)}", highlight=False)
+            out.print(f"      means: {r.failing_means}", highlight=False)
+            out.print(f"      fix:   {r.fix}", highlight=False)
 
 
 @app.command()
@@ -853,16 +860,16 @@ def coverage(
     if as_json:
         return _emit_json(report.to_dict())
     if report.status == "skip":
-        out.print(f"coverage: skipped: {escape(report.reason)}")
+        out.print(f"coverage: skipped: {report.reason}")
         return
     out.print(f"coverage: {report.status}: {report.queries} recent queries vs {report.eval_queries} eval queries"
               f" ({', '.join(report.evalsets)}, newest {report.eval_set_age_days:.0f} days old)")
     out.print(f"nearest eval query similarity: p10 {report.similarity['p10']:.2f}, p50 {report.similarity['p50']:.2f};"
               f" uncovered (< {report.min_similarity}): {report.uncovered_share:.0%}")
     for c in report.clusters:
-        out.print(f"  cluster of {c['size']}: " + " | ".join(escape(str(x))[:60] for x in c["examples"]))
+        out.print(f"  cluster of {c['size']}: " + " | ".join(str(x)[:60] for x in c["examples"]))
     if report.reason:
-        err.print(f"[yellow]warning[/] {escape(report.reason)}")
+        err.print(_styled("warning", "yellow", f" {report.reason}"))
 
 
 monitor_app = typer.Typer(help="Run the checks on a schedule with Prometheus metrics; canaries; drift references.")
@@ -889,7 +896,7 @@ def monitor(
             sys.stdout.write(json.dumps(report.to_dict(), default=str) + "\n")
             sys.stdout.flush()
         else:
-            out.print(f"[bold]{datetime.now().isoformat(timespec='seconds')}[/] checks: {report.status}")
+            out.print(_styled(datetime.now().isoformat(timespec="seconds"), "bold", f" checks: {report.status}"))
             _render_checks(report)
 
     with _errors(as_json):
