@@ -185,6 +185,10 @@ def search(
                                  recency_half_life=half_life)
     if as_json:
         return _emit_json(result.to_list())
+    if not result.results:
+        out.print(f"no results on {result.alias}" + (" for these filters" if where or source or updated_after else "")
+                  + ": `embedops status` shows what is indexed")
+        return
     table = Table(title=f"{query!r} on {result.alias}", show_lines=False)
     for col in ("#", "score", "document", "text"):
         table.add_column(col)
