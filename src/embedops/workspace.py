@@ -335,7 +335,11 @@ class Workspace:
         plan_only: bool = False,
         progress: ProgressFactory | None = None,
     ) -> SyncResult:
-        """Bring every kept index in line with the sources (or compute the plan only)."""
+        """Bring every kept index in line with the sources (or compute the plan only).
+
+        A source that cannot be read (missing folder or file) raises :class:`SourceError` after
+        the other sources are synced; its ``details`` carry ``failed`` and their ``result``.
+        """
         started = time.perf_counter()
         configs = self._selected_sources(source)
         verified_from = time.time()
