@@ -364,9 +364,7 @@ class Workspace:
             runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size, progress=bar)
             total.merge(runner.run(source_id, plan))
         result = SyncResult(plan_only, total, per_source, chunks_to_embed=to_embed if plan_only else None)
-        if len(failed) == len(configs):  # nothing was read: nothing to complete, no drift reference to pin
-            self._sources_failed(failed, result, selected=len(configs))
-        if not plan_only:
+        if not plan_only and len(failed) < len(configs):  # with nothing read, no drift reference to pin either
             result.indexes = self._complete(targets, total, progress)
             from embedops.monitor.drift import pin_corpus_references
 

@@ -212,13 +212,12 @@ def bm25_search(searcher: Searcher, index: IndexInfo, text: str, k: int, filters
     terms = fts_terms(text)
     if not terms:
         return []
+    where, params = _filter_sql(filters, searcher.store.metadata_filter_sql)
     full_text = getattr(searcher.store, "full_text", None)
     if full_text is not None:  # the store ranks in its own engine (PostgreSQL ts_rank_cd)
-        where, params = _filter_sql(filters, searcher.store.metadata_filter_sql)
         rows = full_text(index, [t.strip('"') for t in terms], k, where, params, columns=STALE_COLUMNS, joins=STALE_JOINS)
         now = time.time()
         return [_result(r, searcher.stale(r[11], r[13:18], now)) for r in rows]
-    where, params = _filter_sql(filters, searcher.store.metadata_filter_sql)
     sql = _BM25_SQL.format(fts=FTS_TABLE, where=where)
     raw = searcher.store.raw().driver_connection
     try:
