@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -56,19 +57,29 @@ def actual_state(ws: Workspace) -> dict[str, set[str]]:
     return state
 
 
-def last_ledger_id(ws: Workspace) -> int:
+def ledger_mark(ws: Workspace) -> int:
+    """The newest ledger row's id: what a later run's rows come after."""
     with ws.engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(schema.ledger.c.id), 0))).scalar_one())
 
 
-def wait_for_batches(ws: Workspace, proc: subprocess.Popen[bytes], after_id: int, count: int) -> None:
-    """Return once ``count`` sync batches have committed after ledger row ``after_id`` (or ``proc`` ended)."""
-    query = sa.select(sa.func.count()).where(schema.ledger.c.id > after_id, schema.ledger.c.kind == "sync.batch")
-    while proc.poll() is None:
-        with ws.engine.connect() as conn:
-            if conn.execute(query).scalar_one() >= count:
-                return
-        time.sleep(0.005)
+def batches_since(ws: Workspace, mark: int) -> int:
+    """Sync batches committed after ledger row ``mark``."""
+    query = sa.select(sa.func.count()).where(schema.ledger.c.id > mark, schema.ledger.c.kind == "sync.batch")
+    with ws.engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def run_and_kill(watcher: Workspace, cmd: list[str], env: dict[str, str], wait: Callable[[subprocess.Popen[bytes], int], None]) -> bool:
+    """Start ``cmd``, ``wait`` (given the process and the ledger mark), SIGKILL it; True when it had not ended."""
+    mark = ledger_mark(watcher)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait(proc, mark)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return killed
 
 
 def test_sync_survives_kill_9_at_random_points(tmp_path: Path, database: str | None) -> None:
@@ -88,42 +99,40 @@ def test_sync_survives_kill_9_at_random_points(tmp_path: Path, database: str | N
     # like the ones killed below, so they land in planning, embedding or a commit, not in
     # Python's imports. The other half follow a batch commit drawn at random (watched in the
     # ledger), so some kills surely leave a half-applied sync behind, however loaded the machine.
-    with Workspace.open(tmp_path / "ws") as opened:
-        first_batches = len(opened.history(kind="sync.batch", limit=10_000))
-    mutate(folder, rng)
-    start = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
-    full = time.perf_counter() - start
-    start = time.perf_counter()
-    subprocess.run([*cmd[:3], "status", *cmd[4:]], env=env, check=True, capture_output=True)
-    startup = min(time.perf_counter() - start, full * 0.5)
-    with Workspace.open(tmp_path / "ws") as opened:
-        before = actual_state(opened)
-        batches = len(opened.history(kind="sync.batch", limit=10_000)) - first_batches
-    killed = trial = partial = 0
-    while killed < KILLS and trial < 3 * KILLS:  # a run that ends before its kill point counts as a trial only
-        trial += 1
+    with Workspace.open(tmp_path / "ws") as watcher:  # reads the ledger while the CLI runs
+        mark = ledger_mark(watcher)
         mutate(folder, rng)
-        with Workspace.open(tmp_path / "ws") as watcher:
-            seen = last_ledger_id(watcher)
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if trial % 2:  # a moment drawn over the whole run: planning, embedding or a commit
-                time.sleep(rng.uniform(startup, full))
-            else:  # just after a batch commit drawn at random: the run is surely half-applied
-                wait_for_batches(watcher, proc, seen, rng.randint(1, max(1, batches - 1)))
-                time.sleep(rng.uniform(0, (full - startup) / max(batches, 1)))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                killed += 1
-            proc.wait()
-        with Workspace.open(tmp_path / "ws") as reopened:
-            expected = expected_state(reopened, folder)
-            partial += actual_state(reopened) not in (before, expected)  # killed between two batch commits
-            reopened.sync()
-            before = actual_state(reopened)
-            assert before == expected, f"trial {trial}"
-            check_invariant_2(reopened)
-            again = reopened.sync()
-            assert again.counts.embedded == 0 and again.counts.added == again.counts.updated == 0
+        start = time.perf_counter()
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+        full = time.perf_counter() - start
+        batches = batches_since(watcher, mark)
+        start = time.perf_counter()
+        subprocess.run([*cmd[:3], "status", *cmd[4:]], env=env, check=True, capture_output=True)
+        startup = min(time.perf_counter() - start, full * 0.5)
+        before = actual_state(watcher)
+
+        def some_moment(proc: subprocess.Popen[bytes], mark: int) -> None:  # planning, embedding or a commit
+            time.sleep(rng.uniform(startup, full))
+
+        def after_a_batch(proc: subprocess.Popen[bytes], mark: int) -> None:  # surely half-applied
+            wanted = rng.randint(1, max(1, batches - 1))
+            while proc.poll() is None and batches_since(watcher, mark) < wanted:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, (full - startup) / max(batches, 1)))
+
+        killed = trial = partial = 0
+        while killed < KILLS and trial < 3 * KILLS:  # a run that ends before its kill point counts as a trial only
+            trial += 1
+            mutate(folder, rng)
+            killed += run_and_kill(watcher, cmd, env, some_moment if trial % 2 else after_a_batch)
+            with Workspace.open(tmp_path / "ws") as reopened:
+                expected = expected_state(reopened, folder)
+                partial += actual_state(reopened) not in (before, expected)  # killed between two batch commits
+                reopened.sync()
+                before = actual_state(reopened)
+                assert before == expected, f"trial {trial}"
+                check_invariant_2(reopened)
+                again = reopened.sync()
+                assert again.counts.embedded == 0 and again.counts.added == again.counts.updated == 0
     assert killed == KILLS, f"only {killed} of {trial} runs were killed before they ended; the timing is off"
     assert partial >= 3, f"only {partial} of {KILLS} kills left a half-applied sync behind; the timing is off"
