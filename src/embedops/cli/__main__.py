@@ -1,0 +1,5 @@
+"""``python -m embedops.cli``."""
+
+from embedops.cli import main
+
+main()

@@ -1,0 +1,160 @@
+"""What every command group shares: the app, consoles, common options, error mapping, progress and tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from embedops.errors import EmbedopsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Operate an embedding pipeline like a database.")
+
+# Markup off: document text, paths and ids are printed as they are ("list[/i]" is text, not a
+# closing tag that would crash the render). Styled words are Text objects (styled).
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
+
+
+def styled(word: str, style: str, rest: str = "") -> Text:
+    """``word`` in ``style`` followed by plain ``rest``; nothing in either is read as markup."""
+    return Text.assemble((word, style), rest)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+WsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--workspace", "-w", help="Workspace dir (default: nearest embedops.toml upwards, or $EMBEDOPS_WORKSPACE)."),
+]
+PlanOpt = Annotated[bool, typer.Option("--plan", help="Dry run: say what would happen, change nothing.")]
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def handle_errors(as_json: bool) -> Iterator[None]:
+    """Map library errors to a message (or a JSON error object) and an exit code, once."""
+    try:
+        yield
+    except EmbedopsError as exc:
+        if as_json:
+            emit_json(exc.to_dict())
+        err.print(styled("error:", "bold red", f" {exc.message}"), highlight=False)
+        if exc.hint:
+            err.print(styled("hint:", "dim", f" {exc.hint}"), highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print(styled("interrupted", "yellow", ": committed work is kept; run the same command again to resume"))
+        raise typer.Exit(130) from None
+
+
+def progress_bars(enabled: bool) -> Callable[[str, int], Callable[[int], None]] | None:
+    """A rich progress bar per long step, on stderr, only on a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    def factory(label: str, total: int) -> Callable[[int], None]:
+        progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True)
+        task = progress.add_task(label, total=total)
+        progress.start()
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            progress.advance(task, n)
+            if done >= total:
+                progress.stop()
+
+        return advance
+
+    return factory
+
+
+def when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def brief(details: dict[str, Any], limit: int = 160) -> str:
+    """A ledger row's details on one line: scalars as key=value, collections by size."""
+    parts = []
+    for key, value in details.items():
+        if value is None or value == [] or value == {}:
+            continue
+        if isinstance(value, list):
+            value = f"[{len(value)}]"
+        elif isinstance(value, dict):
+            value = "{" + ", ".join(value) + "}" if len(value) <= 4 else f"{{{len(value)} keys}}"
+        elif isinstance(value, float):
+            value = f"{value:.4g}"
+        parts.append(f"{key}={value}")
+    text = " ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- migrations -------------------------------------------------------------------
+
+
+def render_table(data: dict[str, Any], title: str) -> None:
+    t = Table(title=title, show_header=False)
+    t.add_column("key", style="bold")
+    t.add_column("value")
+    for key, value in data.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, default=str)[:160]
+        elif value is None:
+            value = "—"
+        elif key.endswith("_at") and isinstance(value, (int, float)):
+            value = when(value)
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        t.add_row(key, str(value))
+    out.print(t)
+
+
+def render_gate(gate: dict[str, Any] | None) -> None:
+    if not gate:
+        return
+    t = Table(title=f"gate: {'PASS' if gate['passed'] else 'FAIL'}")
+    for col in ("check", "result", "gating", "value", "limit", "detail"):
+        t.add_column(col)
+    for c in gate["checks"]:
+        mark = Text("pass", "green") if c["passed"] else Text("fail", "red")
+        t.add_row(c["name"], mark, "yes" if c["gating"] else "no", str(c["value"]), "—" if c["limit"] is None else str(c["limit"]), c["detail"])
+    out.print(t)
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    from embedops.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"bad --chunker-param {item!r}", hint="use KEY=VALUE, e.g. --chunker-param max_tokens=200")
+        out[key] = int(value) if value.lstrip("-").isdigit() else value
+    return out

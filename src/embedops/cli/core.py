@@ -1,0 +1,218 @@
+"""Workspace, sources, sync, search, serve, status, history and doctor."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from embedops import commands
+from embedops.cli.common import (
+    JsonOpt,
+    WsOpt,
+    app,
+    brief,
+    emit_json,
+    err,
+    handle_errors,
+    out,
+    progress_bars,
+    styled,
+)
+from embedops.errors import SourceError
+
+source_app = typer.Typer(no_args_is_help=True, help="Manage sources.")
+app.add_typer(source_app, name="source")
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Directory of the new workspace.")] = Path("."),
+    embedder: Annotated[str, typer.Option(help="Embedder of the first index (minilm-l6, minilm-l3, minilm-l6-int8, hashing, sentence-transformers:<name>, onnx:<path>).")] = "minilm-l6",
+    chunker: Annotated[str, typer.Option(help="Chunker: structured (default) or whole.")] = "structured",
+    database: Annotated[Optional[str], typer.Option(help="Database URL or SQLite path (default .embedops/catalog.db).")] = None,
+    as_json: JsonOpt = False,
+    workspace: WsOpt = None,
+) -> None:
+    """Create embedops.toml and the catalog."""
+    with handle_errors(as_json):
+        result = commands.init(workspace or path, embedder=embedder, chunker=chunker, database=database)
+    if as_json:
+        return emit_json(result.to_dict())
+    out.print(f"created {result.config} (embedder {result.embedder}, chunker {result.chunker})")
+
+
+@source_app.command("add")
+def source_add(
+    name: Annotated[str, typer.Argument(help="Source name.")],
+    path: Annotated[Optional[Path], typer.Argument(help="Folder, JSONL file or BEIR directory (none for push).")] = None,
+    kind: Annotated[str, typer.Option(help="folder | jsonl | beir | push (documents arrive through the HTTP API)")] = "folder",
+    include: Annotated[Optional[list[str]], typer.Option(help="folder: glob to include (repeatable).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="folder: glob to exclude (repeatable).")] = None,
+    id_field: Annotated[Optional[str], typer.Option(help="jsonl: field holding the id.")] = None,
+    text_field: Annotated[Optional[str], typer.Option(help="jsonl: field holding the text.")] = None,
+    title_field: Annotated[Optional[str], typer.Option(help="jsonl: optional title field, prepended to the text.")] = None,
+    as_json: JsonOpt = False,
+    workspace: WsOpt = None,
+) -> None:
+    """Register a source (folder, jsonl, beir, or push: no path, documents arrive through the HTTP API)."""
+    options = {"include": include, "exclude": exclude, "id_field": id_field, "text_field": text_field, "title_field": title_field}
+    with handle_errors(as_json):
+        result = commands.source_add(workspace, name=name, path=path, kind=kind, **{k: v for k, v in options.items() if v})
+    if as_json:
+        return emit_json(result.to_dict())
+    out.print(f"added source {result.name} ({result.kind})" + (f" at {result.path}" if result.path else ""))
+
+
+@app.command()
+def sync(
+    source: Annotated[Optional[str], typer.Option(help="Sync only this source.")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Dry run: print what would change, change nothing.")] = False,
+    as_json: JsonOpt = False,
+    workspace: WsOpt = None,
+) -> None:
+    """Bring the indexes in line with the sources: only changed chunks are embedded."""
+    with handle_errors(as_json):
+        try:
+            result = commands.sync(workspace, source=source, plan=plan, progress=progress_bars(not as_json))
+        except SourceError as exc:
+            if not as_json and "result" in exc.details:  # the sources that could be read were synced
+                _print_sync(exc.details["result"], plan)
+            raise
+    data = result.to_dict()
+    if as_json:
+        return emit_json(data)
+    _print_sync(data, plan)
+
+
+def _print_sync(data: dict[str, Any], plan: bool) -> None:
+    out.print(
+        f"sync {'plan' if plan else 'done'}: added {data['added']}, updated {data['updated']}, deleted {data['deleted']},"
+        f" unchanged {data['unchanged']}; "
+        + (f"{data['chunks_to_embed']} chunks to embed" if plan else f"embedded {data['embedded']} chunks")
+        + f" ({data['seconds']:.2f}s)"
+    )
+    for s in data["skipped"][:20]:
+        err.print(styled("skipped", "yellow", f" {s['id']}: {s['reason']}"), highlight=False)
+    if len(data["skipped"]) > 20:
+        err.print(styled(f"... and {len(data['skipped']) - 20} more skipped", "yellow", " (see --json or `embedops history`)"))
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Query text.")],
+    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+    alias: Annotated[Optional[str], typer.Option(help="Alias to query (default: prod).")] = None,
+    index: Annotated[Optional[str], typer.Option(help="Query one index directly instead of an alias.")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Only documents of this source.")] = None,
+    where: Annotated[Optional[list[str]], typer.Option(help="Metadata filter KEY=VALUE (repeatable).")] = None,
+    updated_after: Annotated[Optional[datetime], typer.Option(help="Only documents updated at or after this time.")] = None,
+    mode: Annotated[str, typer.Option(help="vector (default), bm25 (full-text) or hybrid (both, fused by RRF).")] = "vector",
+    fresh_only: Annotated[bool, typer.Option("--fresh-only", help="Drop stale results (source changed since embedding, or not re-checked within max_lag).")] = False,
+    recency_half_life: Annotated[Optional[str], typer.Option(help="Weight scores by document age: halved per half-life, e.g. 30d.")] = None,
+    as_json: JsonOpt = False,
+    workspace: WsOpt = None,
+) -> None:
+    """Search the alias (embedding the query with the index's own embedder)."""
+    from embedops.monitor.settings import parse_duration
+
+    with handle_errors(as_json):
+        filters = _parse_where(where or [])
+        if updated_after is not None and updated_after.tzinfo is None:
+            updated_after = updated_after.astimezone(timezone.utc)
+        half_life = parse_duration(recency_half_life, what="--recency-half-life") if recency_half_life else None
+        result = commands.search(workspace, query=query, k=k, alias=alias, index=index, source=source,
+                                 where=filters, updated_after=updated_after, mode=mode, fresh_only=fresh_only,
+                                 recency_half_life=half_life)
+    if as_json:
+        return emit_json(result.to_list())
+    if not result.results:
+        out.print(f"no results on {result.alias}" + (" for these filters" if where or source or updated_after else "")
+                  + ": `embedops status` shows what is indexed")
+        return
+    table = Table(title=f"{query!r} on {result.alias}", show_lines=False)
+    for col in ("#", "score", "document", "text"):
+        table.add_column(col)
+    for i, r in enumerate(result.results, 1):
+        snippet = " ".join(r.text.split())[:110]
+        table.add_row(str(i), f"{r.score:.3f}", Text.assemble(r.document_id, (" (stale)", "yellow") if r.stale else ""), snippet)
+    out.print(table)
+
+
+def _parse_where(items: list[str]) -> dict[str, str]:
+    from embedops.errors import SearchError
+
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SearchError(f"bad --where {item!r}", hint="use KEY=VALUE, e.g. --where ext=md")
+        parsed[key] = value
+    return parsed
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind (default loopback only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
+    token_env: Annotated[str, typer.Option(help="Env var holding the bearer token that writes (and --auth-reads reads) need.")] = "EMBEDOPS_TOKEN",
+    auth_reads: Annotated[bool, typer.Option("--auth-reads", help="Reads need the bearer token too.")] = False,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 above).")] = 1 << 20,
+    max_query_chars: Annotated[int, typer.Option(help="Longest query accepted (422 above).")] = 2_000,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (uvicorn's access log).")] = False,
+    workspace: WsOpt = None,
+) -> None:
+    """Run the HTTP service (search, sync, push documents, status, metrics) until Ctrl-C."""
+    with handle_errors(False):
+        commands.serve(workspace, host=host, port=port, token_env=token_env, auth_reads=auth_reads,
+                       max_body_bytes=max_body_bytes, max_query_chars=max_query_chars, access_log=access_log)
+
+
+@app.command()
+def status(as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
+    """Sources, documents, chunks, indexes, aliases and spaces."""
+    with handle_errors(as_json):
+        data = commands.status(workspace)
+    if as_json:
+        return emit_json(data)
+    out.print(styled("workspace", "bold", f" {data['workspace']}  embedder {data['embedder']}  chunker {data['chunker']}"))
+    out.print(f"documents {data['documents']} (deleted {data['deleted_documents']}), chunks {data['chunks']}")
+    t = Table(title="sources")
+    for col in ("name", "kind", "path", "documents"):
+        t.add_column(col)
+    for s in data["sources"]:
+        t.add_row(s["name"], s["kind"], str(s["path"]), str(s["documents"]))
+    out.print(t)
+    t = Table(title="indexes")
+    for col in ("id", "embedder", "status", "vectors", "aliases", "chunker"):
+        t.add_column(col)
+    for ix in data["indexes"]:
+        names = ", ".join(a for a, i in data["aliases"].items() if i == ix["id"])
+        t.add_row(ix["id"], ix["embedder"], ix["status"], str(ix["vectors"]), names, ix["chunker"])
+    out.print(t)
+
+
+@app.command()
+def history(
+    kind: Annotated[Optional[str], typer.Option(help="Only entries whose kind starts with this (sync, index, alias, ...).")] = None,
+    limit: Annotated[int, typer.Option(help="Most recent N entries.")] = 50,
+    as_json: JsonOpt = False,
+    workspace: WsOpt = None,
+) -> None:
+    """The ledger: every sync, index and alias change, newest first."""
+    with handle_errors(as_json):
+        rows = commands.history(workspace, kind=kind, limit=limit)
+    for r in rows:
+        r["at"] = datetime.fromtimestamp(r["at"], timezone.utc).isoformat(timespec="seconds")
+    if as_json:
+        return emit_json(rows)
+    t = Table(title="ledger (UTC; `--json` for every detail)")
+    for col in ("id", "at", "kind", "details"):
+        t.add_column(col, overflow="fold" if col == "details" else "ellipsis", no_wrap=col != "details")
+    for r in rows:
+        t.add_row(str(r["id"]), r["at"][:19].replace("T", " "), r["kind"], brief(r["details"]))
+    out.print(t)
