@@ -13,7 +13,7 @@ from embedops.config import load_settings
 from embedops.errors import ConfigChanged, GateFailed, MigrationStateError, NoMigration, SpaceMismatch
 from embedops.migrate.doctor import audit
 from embedops.migrate.gate import GateConfig
-from embedops.migrate.run import Migrator
+from embedops.compose import migrator
 from embedops.workspace import Workspace
 from tests.test_workspace import check_invariant_2
 
@@ -27,26 +27,42 @@ def kinds(ws: Workspace) -> list[str]:
 def test_plan_changes_nothing_and_reports_costs(ws: Workspace) -> None:
     ws.sync()
     before = (ws.status(), ws.history())
-    plan = Migrator(ws).plan(NEW).to_dict()
+    plan = migrator(ws).plan(NEW).to_dict()
     assert plan["chunks_to_embed"] == len({h for h in _live_hashes(ws)})
-    assert plan["tokens_to_embed"] > 0 and plan["estimated_seconds"] >= 0
+    assert plan["tokens_to_embed"] > 0 and plan["chunks_counted"] == "exact"
+    # nothing has embedded with NEW here yet: no time is guessed without --probe
+    assert plan["estimated_seconds"] is None and "--probe" in plan["throughput_source"]
+    probed = migrator(ws).plan(NEW, probe=True).to_dict()
+    assert probed["estimated_seconds"] is not None and probed["tokens_per_second"] > 0 and "measured now" in probed["throughput_source"]
     assert plan["storage_bytes_after"] > plan["storage_bytes_before"] > 0
-    assert plan["thresholds"] == [] and plan["rechunk"] is False
+    assert plan["thresholds"] == [] and plan["rechunk"] is False and plan["eval_sets"] == []
     assert (ws.status(), ws.history()) == before
+
+
+def test_plan_estimates_time_from_what_earlier_jobs_recorded(ws: Workspace, corpus: Path) -> None:
+    ws.sync()
+    m = migrator(ws)
+    m.start(NEW)
+    m.backfill()
+    m.abort()
+    (corpus / "more.md").write_text("# More\n\nGlaciers carve valleys over thousands of years.\n")
+    plan = migrator(ws).plan(NEW).to_dict()
+    assert plan["throughput_source"].startswith("recorded by earlier jobs")
+    assert plan["tokens_per_second"] > 0 and plan["estimated_seconds"] is not None
 
 
 def test_full_lifecycle(ws: Workspace, corpus: Path) -> None:
     ws.sync()
     old_index = ws.status()["aliases"]["prod"]
-    m = Migrator(ws)
+    m = migrator(ws)
     started = m.start(NEW)
-    shadow = started["shadow_index"]
-    assert m.status()["phase"] == "backfilling"
+    shadow = started.shadow_index
+    assert m.status().phase == "backfilling"
     with pytest.raises(GateFailed, match="completeness"):
         m.cutover()
     m.backfill(batch=7)
     st = m.status()
-    assert st["phase"] == "ready" and st["done"] == st["total"] > 0
+    assert st.phase == "ready" and st.done == st.total > 0
     check_invariant_2(ws)
 
     # dual-write: a sync during the migration keeps both indexes complete
@@ -55,12 +71,12 @@ def test_full_lifecycle(ws: Workspace, corpus: Path) -> None:
     check_invariant_2(ws)
 
     cut = m.cutover()
-    assert cut["index"] == shadow and ws.status()["aliases"]["prod"] == shadow
+    assert cut.index == shadow and ws.status()["aliases"]["prod"] == shadow
     assert load_settings(ws.root).embedder == NEW
     assert ws.search("comets tides", k=3)[0].tags["space"] == ws.status()["indexes"][1]["space"]
 
     back = m.rollback()
-    assert back["index"] == old_index and ws.status()["aliases"]["prod"] == old_index
+    assert back.index == old_index and ws.status()["aliases"]["prod"] == old_index
     assert load_settings(ws.root).embedder == "hashing"
     # the old index was kept current: the edit made while cut over is searchable after rollback
     (corpus / "sub1/doc001.md").write_text("# Again\n\nVolcanoes under the ice sheet.\n")
@@ -69,7 +85,7 @@ def test_full_lifecycle(ws: Workspace, corpus: Path) -> None:
 
     m.cutover()
     fin = m.finalize()
-    assert fin["dropped_index"] == old_index and fin["vectors_deleted"] > 0
+    assert fin.dropped_index == old_index and fin.vectors_deleted > 0
     statuses = {ix["id"]: ix["status"] for ix in ws.status()["indexes"]}
     assert statuses == {old_index: "dropped", shadow: "active"}
     check_invariant_2(ws)
@@ -83,7 +99,7 @@ def test_full_lifecycle(ws: Workspace, corpus: Path) -> None:
 
 def test_chunker_migration_rechunks(ws: Workspace) -> None:
     ws.sync()
-    m = Migrator(ws)
+    m = migrator(ws)
     plan = m.plan("hashing", chunker_params={"max_tokens": 24, "overlap_tokens": 4})
     assert plan.rechunk and plan.facts.chunks_total > plan.facts.from_vectors
     m.start("hashing", chunker_params={"max_tokens": 24, "overlap_tokens": 4})
@@ -98,7 +114,7 @@ def test_chunker_migration_rechunks(ws: Workspace) -> None:
 
 def test_forced_cutover_needs_and_records_a_reason(ws: Workspace) -> None:
     ws.sync()
-    m = Migrator(ws)
+    m = migrator(ws)
     m.start(NEW)
     with pytest.raises(Exception, match="--reason"):
         m.cutover(force=True)
@@ -109,20 +125,20 @@ def test_forced_cutover_needs_and_records_a_reason(ws: Workspace) -> None:
 
 def test_overlap_gates_only_when_configured(ws: Workspace) -> None:
     ws.sync()
-    m = Migrator(ws)
+    m = migrator(ws)
     m.start(NEW)
     m.backfill()
     refused = pytest.raises(GateFailed, match="overlap")
     with refused:
         m.cutover(gate=GateConfig(min_overlap=0.99))
-    gate = m.cutover()["gate"]
+    gate = m.cutover().gate.to_dict()
     overlap = next(c for c in gate["checks"] if c["name"].startswith("overlap"))
     assert overlap["gating"] is False and 0.0 <= overlap["value"] <= 1.0
 
 
 def test_state_errors_name_the_next_step(ws: Workspace) -> None:
     ws.sync()
-    m = Migrator(ws)
+    m = migrator(ws)
     with pytest.raises(NoMigration, match="migrate start"):
         m.cutover()
     m.start(NEW)
@@ -137,13 +153,13 @@ def test_state_errors_name_the_next_step(ws: Workspace) -> None:
 
 def test_plan_flags_change_nothing(ws: Workspace) -> None:
     ws.sync()
-    m = Migrator(ws)
-    assert m.start(NEW, plan_only=True)["started"] is False and m.current() is None
+    m = migrator(ws)
+    assert m.start(NEW, plan_only=True).started is False and m.current() is None
     m.start(NEW)
     m.backfill()
     before = ws.history()
-    assert m.backfill(plan_only=True)["missing_vectors"] == 0
-    assert m.cutover(plan_only=True)["would_cut_over"] is True
+    assert m.backfill(plan_only=True).missing_vectors == 0
+    assert m.cutover(plan_only=True).would_cut_over is True
     assert ws.history() == before
 
 
@@ -175,7 +191,7 @@ def test_doctor_finds_orphans_and_missing_vectors(ws: Workspace) -> None:
 
 def test_concurrent_readers_never_fail_or_mix_through_cutover_and_rollback(ws: Workspace) -> None:
     ws.sync()
-    m = Migrator(ws)
+    m = migrator(ws)
     m.start(NEW)
     m.backfill()
     spaces = {ix["id"]: ix["space"] for ix in ws.status()["indexes"]}
@@ -216,8 +232,8 @@ def _live_hashes(ws: Workspace) -> list[str]:
 
 def test_sync_keeps_shadow_current_but_leaves_the_fill_to_backfill(ws: Workspace, corpus: Path) -> None:
     ws.sync()
-    m = Migrator(ws)
-    shadow = m.start(NEW)["shadow_index"]
+    m = migrator(ws)
+    shadow = m.start(NEW).shadow_index
     (corpus / "fresh.md").write_text("# Fresh\n\nAurora borealis over the fjord.\n")
     ws.sync()
     counts = {ix["id"]: ix["vectors"] for ix in ws.status()["indexes"]}
@@ -227,7 +243,7 @@ def test_sync_keeps_shadow_current_but_leaves_the_fill_to_backfill(ws: Workspace
 
 def test_sync_repairs_a_served_index_after_a_forced_cutover(ws: Workspace) -> None:
     ws.sync()
-    m = Migrator(ws)
+    m = migrator(ws)
     m.start(NEW)
     m.cutover(force=True, reason="testing an incomplete shadow")
     ws.sync()

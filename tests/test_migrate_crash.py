@@ -13,6 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from embedops.catalog import schema
+from embedops.compose import migrator
 from embedops.migrate.run import Migrator
 from embedops.workspace import Workspace
 from tests.conftest import write_corpus
@@ -72,16 +73,16 @@ def test_backfill_and_cutover_survive_kill_9(tmp_path: Path, database: str | Non
     killed = 0
     for trial in range(TRIALS):
         with Workspace.open(tmp_path / "ws") as w:
-            mig = Migrator(w).start(f"hashing:seed={trial + 1}")
+            mig = migrator(w).start(f"hashing:seed={trial + 1}")
         killed += kill_at_random(cli(tmp_path / "ws", "migrate", "backfill", "--batch", "8"), env, 2.5, rng)
         with Workspace.open(tmp_path / "ws") as w:
-            m = Migrator(w)
-            check_partial_shadow(w, mig["shadow_index"])
+            m = migrator(w)
+            check_partial_shadow(w, str(mig.shadow_index))
             m.backfill()
             check_invariant_2(w)
         killed += kill_at_random(cli(tmp_path / "ws", "migrate", "cutover"), env, 1.5, rng)
         with Workspace.open(tmp_path / "ws") as w:
-            m = Migrator(w)
+            m = migrator(w)
             check_alias_consistent(w, m)
             if m.current().status == "cut_over":  # type: ignore[union-attr]
                 m.rollback()

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from embedops import commands
 from embedops.errors import BadRecord, ConfigError, NotFound
-from embedops.migrate.run import Migrator
+from embedops.compose import migrator
 from embedops.search.engine import Filters
 from embedops.server import ServerConfig, create_app
 from embedops.server.batch import Outcome, PushBatcher
@@ -313,12 +313,12 @@ def test_migration_is_seen_per_request(client: TestClient, root: Path) -> None:
     assert before["migration"] is None and before["alias"] == "prod"
     old_space = client.get("/search", params={"query": "cell"}).json()[0]["tags"]["space"]
     with Workspace.open(root) as ws:  # another process' CLI would do the same
-        Migrator(ws).start("hashing:seed=1")
+        migrator(ws).start("hashing:seed=1")
         assert client.get("/migrations/status").json()["migration"]["phase"] == "backfilling"
-        Migrator(ws).backfill()
-        cut = Migrator(ws).cutover()
+        migrator(ws).backfill()
+        cut = migrator(ws).cutover()
     status = client.get("/migrations/status").json()
-    assert status["index"] == cut["index"] and status["migration"]["phase"] == "cut_over"
+    assert status["index"] == cut.index and status["migration"]["phase"] == "cut_over"
     new_space = client.get("/search", params={"query": "cell"}).json()[0]["tags"]["space"]
     assert new_space != old_space  # same server, same request: the alias is resolved per request
     assert client.put("/sources/events/documents/n", json={"text": "after cutover"}, headers=AUTH).status_code == 200

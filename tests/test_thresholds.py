@@ -18,7 +18,7 @@ from embedops.catalog.db import create_engine, ensure_schema
 from embedops.catalog.ledger import read_ledger
 from embedops.cli import app
 from embedops.errors import ConfigError, GateFailed, NotFound
-from embedops.migrate.run import Migrator
+from embedops.compose import migrator
 from embedops.thresholds.calibrate import (
     PairScores, behaviour, cuts, fraction_above, match_distribution, match_labels, operating_point, quantile_map,
     threshold_for_f1, threshold_for_precision,
@@ -210,7 +210,7 @@ def test_plan_lists_the_thresholds_bound_to_the_old_space(ws: Workspace) -> None
     ws.thresholds.add("dedup", 0.9)
     ws.thresholds.add("cache", 0.8)
     ws.thresholds.set("dedup", 0.7, space=NEW)  # before any index of that model exists
-    plan = Migrator(ws).plan(NEW).to_dict()["thresholds"]
+    plan = migrator(ws).plan(NEW).to_dict()["thresholds"]
     assert {(t["name"], t["value"], t["new_value"], t["has_new_value"]) for t in plan} == {
         ("cache", 0.8, None, False), ("dedup", 0.9, 0.7, True)}
 
@@ -218,8 +218,8 @@ def test_plan_lists_the_thresholds_bound_to_the_old_space(ws: Workspace) -> None
 def test_cutover_waits_for_calibration_and_reads_follow_the_alias(ws: Workspace) -> None:
     ws.sync()
     ws.thresholds.add("dedup", 0.9)
-    m = Migrator(ws)
-    shadow = m.start(NEW)["shadow_index"]
+    m = migrator(ws)
+    shadow = m.start(NEW).shadow_index
     m.backfill()
     with pytest.raises(GateFailed, match=f"thresholds calibrate --to {shadow} --apply"):
         m.cutover()
@@ -243,7 +243,7 @@ def test_cutover_waits_for_calibration_and_reads_follow_the_alias(ws: Workspace)
     assert entry["value"] == applied.value and entry["from_value"] == 0.9 and entry["to_index"] == shadow
     assert ws.thresholds.get("dedup") == 0.9  # still the old space until cutover
 
-    gate = m.cutover()["gate"]
+    gate = m.cutover().gate.to_dict()
     assert next(c for c in gate["checks"] if c["name"] == "thresholds")["passed"]
     assert ws.thresholds.get("dedup") == applied.value
     m.rollback()
@@ -253,12 +253,12 @@ def test_cutover_waits_for_calibration_and_reads_follow_the_alias(ws: Workspace)
 def test_a_forced_cutover_overrides_a_missing_threshold(ws: Workspace) -> None:
     ws.sync()
     ws.thresholds.add("dedup", 0.9)
-    m = Migrator(ws)
+    m = migrator(ws)
     m.start(NEW)
     m.backfill()
-    assert m.cutover(plan_only=True)["would_cut_over"] is False
+    assert m.cutover(plan_only=True).would_cut_over is False
     done = m.cutover(force=True, reason="dedup rule disabled during the move")
-    assert done["forced"] is True
+    assert done.forced is True
     with pytest.raises(NotFound, match="thresholds calibrate"):
         ws.thresholds.get("dedup")
 
@@ -281,8 +281,8 @@ def _labelled_file(path: Path, n: int = 60) -> Path:
 def test_label_matching_through_the_workspace(ws: Workspace, tmp_path: Path) -> None:
     ws.sync()
     ws.thresholds.add("dedup", 0.85, labels=read_labels(_labelled_file(tmp_path / "pairs.jsonl")))
-    m = Migrator(ws)
-    shadow = m.start(NEW)["shadow_index"]
+    m = migrator(ws)
+    shadow = m.start(NEW).shadow_index
     m.backfill()
     result = calibrate(ws, shadow, method="labels", bootstrap=100)
     [p] = result.proposals

@@ -11,12 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 from embedops.evaluate.runner import EvalComparison, EvalRun
 from embedops.evaluate.store import EvalSetInfo, ImportResult
+from embedops.migrate.gate import GateConfig
+from embedops.migrate.plan import MigrationPlan
+from embedops.migrate.steps import (
+    BackfillResult, CloseResult, CutoverResult, GateReport, MigrationStatus, RollbackResult, StartResult,
+)
 from embedops.search.engine import Filters, SearchResult
 from embedops.thresholds.recalibrate import CalibrationResult
 from embedops.thresholds.registry import ThresholdValue
 from embedops.workspace import ProgressFactory, SyncResult, Workspace
 
 if TYPE_CHECKING:
+    from embedops.migrate.gate import Preview
     from embedops.monitor.checks import CheckReport
     from embedops.monitor.coverage import CoverageReport
     from embedops.monitor.freshness import FreshnessReport
@@ -53,6 +59,19 @@ class SearchResults:
 
     def to_list(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.results]
+
+
+@dataclass
+class MigrationPlanResult:
+    """``migrate plan``: the plan, and with ``--sample`` the preview of the gate's eval comparison."""
+
+    plan: MigrationPlan
+    preview: Preview | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.plan.to_dict()
+        out["preview"] = self.preview.to_dict() if self.preview else None
+        return out
 
 
 def init(
@@ -131,84 +150,111 @@ def history(workspace: Path | None, *, kind: str | None = None, limit: int | Non
 
 
 # -- migrations ------------------------------------------------------------------
-def _gate(min_overlap: float | None, max_regression: float | None) -> Any:
-    from embedops.migrate.gate import GateConfig
+@dataclass(frozen=True)
+class GateOptions:
+    """Gate settings given on the command line; None keeps the migration's (or the default) value."""
 
-    defaults = GateConfig()
-    return GateConfig(min_overlap=min_overlap,
-                      max_regression=defaults.max_regression if max_regression is None else max_regression)
+    min_overlap: float | None = None
+    max_regression: float | None = None
+    max_segment_regression: float | None = None
+    min_segment_queries: int | None = None
+    segment_by: list[str] | None = None
+    metric: str | None = None
+
+    def given(self) -> bool:
+        return any(v is not None for v in self.__dict__.values())
+
+    def apply(self, base: GateConfig) -> GateConfig:
+        changes = dict(self.__dict__)
+        if self.segment_by is not None:
+            changes["segment_by"] = [s for s in self.segment_by if s != "none"]
+        return base.replace(**changes)
 
 
 def migrate_plan(
     workspace: Path | None, *, to: str, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
-    alias: str | None = None, min_overlap: float | None = None, max_regression: float | None = None,
-) -> dict[str, Any]:
-    from embedops.migrate.run import Migrator
+    alias: str | None = None, gate: GateOptions = GateOptions(), probe: bool = False, sample: int | None = None,
+) -> MigrationPlanResult:
+    """What a migration would embed, take, cost and store, its gate and bound eval sets; ``sample``: a preview."""
+    from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
-        plan = Migrator(ws, alias).plan(to, chunker=chunker, chunker_params=chunker_params,
-                                        gate=_gate(min_overlap, max_regression))
-        return plan.to_dict()
+        m = migrator(ws, alias)
+        config = gate.apply(GateConfig())
+        plan = m.plan(to, chunker=chunker, chunker_params=chunker_params, gate=config, probe=probe)
+        preview = m.preview(to, sample, chunker=chunker, chunker_params=chunker_params, gate=config) if sample else None
+        return MigrationPlanResult(plan, preview)
 
 
 def migrate_start(
     workspace: Path | None, *, to: str, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
-    alias: str | None = None, min_overlap: float | None = None, max_regression: float | None = None, plan: bool = False,
-) -> dict[str, Any]:
-    from embedops.migrate.run import Migrator
+    alias: str | None = None, gate: GateOptions = GateOptions(), plan: bool = False,
+) -> StartResult:
+    from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
-        return Migrator(ws, alias).start(to, chunker=chunker, chunker_params=chunker_params,
-                                         gate=_gate(min_overlap, max_regression), plan_only=plan)
+        return migrator(ws, alias).start(to, chunker=chunker, chunker_params=chunker_params,
+                                         gate=gate.apply(GateConfig()), plan_only=plan)
 
 
 def migrate_backfill(
     workspace: Path | None, *, batch: int | None = None, max_rate: float | None = None, alias: str | None = None,
     plan: bool = False, progress: ProgressFactory | None = None,
-) -> dict[str, Any]:
-    from embedops.migrate.run import Migrator
+) -> BackfillResult:
+    from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
-        return Migrator(ws, alias).backfill(batch=batch, max_rate=max_rate, progress=progress, plan_only=plan)
+        return migrator(ws, alias).backfill(batch=batch, max_rate=max_rate, progress=progress, plan_only=plan)
 
 
-def migrate_status(workspace: Path | None, *, alias: str | None = None) -> dict[str, Any]:
-    from embedops.migrate.run import Migrator
+def migrate_status(workspace: Path | None, *, alias: str | None = None) -> MigrationStatus:
+    from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
-        return Migrator(ws, alias).status()
+        return migrator(ws, alias).status()
+
+
+def migrate_gate(workspace: Path | None, *, alias: str | None = None, gate: GateOptions = GateOptions()) -> GateReport:
+    """Decide the gate now without cutting over (evidence reused while both indexes are unchanged)."""
+    from embedops.compose import migrator
+
+    with Workspace.open(workspace) as ws:
+        m = migrator(ws, alias)
+        config = gate.apply(m.require("open", "rolled_back").gate_config) if gate.given() else None
+        return m.gate(config=config)
 
 
 def migrate_cutover(
     workspace: Path | None, *, force: bool = False, reason: str | None = None, alias: str | None = None,
-    min_overlap: float | None = None, max_regression: float | None = None, plan: bool = False,
-) -> dict[str, Any]:
-    from embedops.migrate.run import Migrator
-
-    gate = _gate(min_overlap, max_regression) if (min_overlap is not None or max_regression is not None) else None
-    with Workspace.open(workspace) as ws:
-        return Migrator(ws, alias).cutover(force=force, reason=reason, gate=gate, plan_only=plan)
-
-
-def migrate_rollback(workspace: Path | None, *, alias: str | None = None, plan: bool = False) -> dict[str, Any]:
-    from embedops.migrate.run import Migrator
+    gate: GateOptions = GateOptions(), plan: bool = False,
+) -> CutoverResult:
+    from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
-        return Migrator(ws, alias).rollback(plan_only=plan)
+        m = migrator(ws, alias)
+        config = gate.apply(m.require("open", "rolled_back").gate_config) if gate.given() else None
+        return m.cutover(force=force, reason=reason, gate=config, plan_only=plan)
 
 
-def migrate_finalize(workspace: Path | None, *, alias: str | None = None, plan: bool = False) -> dict[str, Any]:
-    from embedops.migrate.run import Migrator
-
-    with Workspace.open(workspace) as ws:
-        return Migrator(ws, alias).finalize(plan_only=plan)
-
-
-def migrate_abort(workspace: Path | None, *, alias: str | None = None, plan: bool = False) -> dict[str, Any]:
-    from embedops.migrate.run import Migrator
+def migrate_rollback(workspace: Path | None, *, alias: str | None = None, plan: bool = False) -> RollbackResult:
+    from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
-        return Migrator(ws, alias).abort(plan_only=plan)
+        return migrator(ws, alias).rollback(plan_only=plan)
+
+
+def migrate_finalize(workspace: Path | None, *, alias: str | None = None, plan: bool = False) -> CloseResult:
+    from embedops.compose import migrator
+
+    with Workspace.open(workspace) as ws:
+        return migrator(ws, alias).finalize(plan_only=plan)
+
+
+def migrate_abort(workspace: Path | None, *, alias: str | None = None, plan: bool = False) -> CloseResult:
+    from embedops.compose import migrator
+
+    with Workspace.open(workspace) as ws:
+        return migrator(ws, alias).abort(plan_only=plan)
 
 
 def doctor(workspace: Path | None) -> dict[str, Any]:
@@ -322,6 +368,14 @@ def eval_import(
 
     with Workspace.open(workspace) as ws:
         return import_evalset(ws, name, path, split=split, source=source, fmt=format, alias=alias)
+
+
+def eval_bind(workspace: Path | None, *, name: str, alias: str | None, plan: bool = False) -> EvalSetInfo:
+    """Bind eval set ``name`` (its latest version) to ``alias``, or unbind it with ``alias=None``."""
+    from embedops.evaluate.store import bind_evalset
+
+    with Workspace.open(workspace) as ws:
+        return bind_evalset(ws, name, alias, plan_only=plan)
 
 
 def eval_list(workspace: Path | None, *, all_versions: bool = False) -> list[EvalSetInfo]:

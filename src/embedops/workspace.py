@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from embedops.catalog import schema
+from embedops.catalog import queries, schema
 from embedops.catalog.db import create_engine, database_url, ensure_schema, read_tx
 from embedops.catalog.ledger import read_ledger, write_ledger
 from embedops.chunking.base import Chunker
 from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, load_settings
-from embedops.embedding.base import Embedder
+from embedops.embedding.base import Embedder, TokenSource
 from embedops.monitor.settings import source_slos
 from embedops.errors import ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
 from embedops.search.engine import Filters, Searcher, SearchResult
@@ -210,24 +210,28 @@ class Workspace:
             verify_model(self, index, embedder)
         return embedder
 
-    def make_chunker(self, name: str, params: dict[str, Any], embedder: Embedder) -> Chunker:
+    def token_source(self, name: str) -> TokenSource:
+        """``name``'s space and tokenizer; the packaged models' without loading their weights."""
+        embedder = self._embedders.get(name)
+        if embedder is not None:
+            return embedder
+        from embedops.embedding.registry import token_source
+
+        return token_source(name)
+
+    def make_chunker(self, name: str, params: dict[str, Any], tokens: TokenSource) -> Chunker:
+        """Chunker ``name`` counting ``tokens``' model tokens (an embedder, or its weightless token source)."""
         from embedops.chunking.registry import make_chunker
 
-        special = embedder.count_tokens("")  # [CLS]/[SEP]: counted once per model input, not once per sentence
+        special = tokens.count_tokens("")  # [CLS]/[SEP]: counted once per model input, not once per sentence
 
         def content_tokens(text: str) -> int:
-            return max(0, embedder.count_tokens(text) - special)
+            return max(0, tokens.count_tokens(text) - special)
 
-        return make_chunker(name, params, count_tokens=content_tokens, tokenizer_name=embedder.tokenizer_name)
+        return make_chunker(name, params, count_tokens=content_tokens, tokenizer_name=tokens.tokenizer_name)
 
     def indexes(self, conn: sa.Connection, status: str | None = None) -> list[IndexInfo]:
-        i, sp = schema.indexes, schema.spaces
-        q = sa.select(i.c.id, i.c.space_key, i.c.chunker_key, i.c.status, sp.c.dims, sp.c.embedder).join(
-            sp, sp.c.key == i.c.space_key
-        )
-        if status:
-            q = q.where(i.c.status == status)
-        return [IndexInfo(*r) for r in conn.execute(q.order_by(i.c.created_at))]
+        return queries.indexes(conn, status)
 
     def target(self, index: IndexInfo) -> Target:
         embedder = self.embedder_for(index)
@@ -282,9 +286,9 @@ class Workspace:
         """Point embedops.toml at the index an alias now serves (after cutover/rollback)."""
         with self.engine.connect() as conn:
             ch = conn.execute(sa.select(schema.chunkers).where(schema.chunkers.c.key == index.chunker_key)).one()
-        embedder = self.embedder(index.embedder)
+        tokens = self.token_source(index.embedder)  # no model load: cutover must answer at once
         params = dict(ch.params)
-        if params.get("tokenizer") == (embedder.tokenizer_name or "regex"):
+        if params.get("tokenizer") == (tokens.tokenizer_name or "regex"):
             params.pop("tokenizer")  # follows the embedder by default
         self.settings.embedder, self.settings.chunker, self.settings.chunker_params = index.embedder, ch.name, params
         self.settings.save()

@@ -56,6 +56,16 @@ def _upgrade_to_5(conn: sa.Connection) -> None:
 UPGRADES[5] = _upgrade_to_5
 
 
+def _upgrade_to_6(conn: sa.Connection) -> None:
+    """Version 6: the gate's evidence kept with each migration (cutover decides from it while it holds)."""
+    # A catalog upgraded from version 2 got the migrations table (with the column) at step 3.
+    if "evidence" not in {c["name"] for c in sa.inspect(conn).get_columns("migrations")}:
+        conn.exec_driver_sql("ALTER TABLE migrations ADD COLUMN evidence JSON")
+
+
+UPGRADES[6] = _upgrade_to_6
+
+
 def database_url(database: str, workspace_root: Path) -> str:
     """A SQLAlchemy URL from the config value: a URL, or a SQLite path relative to the workspace."""
     if "://" in database:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = max(3, 4, 5)  # 4: thresholds, 5: monitoring tables (bottom of this file)
+SCHEMA_VERSION = max(3, 4, 5, 6)  # 4: thresholds, 5: monitoring tables (bottom of this file), 6: gate evidence
 
 metadata = sa.MetaData()
 
@@ -220,6 +220,8 @@ migrations = sa.Table(
     sa.Column("gate", sa.JSON),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Version 6: what the gate measured (eval comparisons, agreement) and the index stamps it held for.
+    sa.Column("evidence", sa.JSON),
 )
 
 

@@ -136,18 +136,6 @@ def render_table(data: dict[str, Any], title: str) -> None:
     out.print(t)
 
 
-def render_gate(gate: dict[str, Any] | None) -> None:
-    if not gate:
-        return
-    t = Table(title=f"gate: {'PASS' if gate['passed'] else 'FAIL'}")
-    for col in ("check", "result", "gating", "value", "limit", "detail"):
-        t.add_column(col)
-    for c in gate["checks"]:
-        mark = Text("pass", "green") if c["passed"] else Text("fail", "red")
-        t.add_row(c["name"], mark, "yes" if c["gating"] else "no", str(c["value"]), "—" if c["limit"] is None else str(c["limit"]), c["detail"])
-    out.print(t)
-
-
 def parse_params(items: list[str]) -> dict[str, Any]:
     from embedops.errors import ConfigError
 

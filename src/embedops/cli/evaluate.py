@@ -11,8 +11,10 @@ from rich.table import Table
 from rich.text import Text
 
 from embedops import commands
+from embedops.errors import ConfigError
 from embedops.cli.common import (
     JsonOpt,
+    PlanOpt,
     WsOpt,
     app,
     emit_json,
@@ -133,6 +135,7 @@ def eval_compare(
     mode_b: Annotated[Optional[str], typer.Option(help="Mode for B only (default --mode).")] = None,
     metric: Annotated[Optional[str], typer.Option(help="Metric compared (default ndcg@K).")] = None,
     segment_by: Annotated[str, typer.Option(help="language | source | metadata.KEY | doc.KEY | none")] = "language",
+    fail_if_worse: Annotated[Optional[float], typer.Option(help="Exit 1 when B's mean is below A's by more than this (e.g. 0.02): a CI gate.")] = None,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
@@ -140,11 +143,42 @@ def eval_compare(
     from embedops.evaluate.report import comparison_summary
 
     with handle_errors(as_json):
+        if fail_if_worse is not None and fail_if_worse < 0:
+            raise ConfigError(f"--fail-if-worse {fail_if_worse} is negative", hint="give the largest tolerated drop, e.g. 0.02")
         cmp = commands.eval_compare(workspace, name=name, a=a, b=b, k=k, mode=mode, mode_a=mode_a, mode_b=mode_b,
                                     metric=metric, segment_by=None if segment_by == "none" else segment_by)
+    worse = fail_if_worse is not None and cmp.comparison.delta < -fail_if_worse
     if as_json:
-        return emit_json(cmp.to_dict())
-    out.print(comparison_summary(cmp), highlight=False, markup=False)
+        emit_json({**cmp.to_dict(), "fail_if_worse": fail_if_worse, "failed": worse})
+    else:
+        out.print(comparison_summary(cmp), highlight=False, markup=False)
+        if worse:
+            err.print(styled("worse:", "bold red", f" {cmp.comparison.metric} of B is {-cmp.comparison.delta:.4f} below A,"
+                             f" more than --fail-if-worse {fail_if_worse}"), highlight=False)
+    if worse:
+        raise typer.Exit(1)
+
+
+@eval_app.command("bind")
+def eval_bind(
+    name: Annotated[str, typer.Argument(help="Eval set (its latest version is bound).")],
+    alias: Annotated[Optional[str], typer.Option(help="Alias whose migrations this set gates.")] = None,
+    unbind: Annotated[bool, typer.Option("--unbind", help="Remove the set's binding instead.")] = False,
+    plan: PlanOpt = False,
+    as_json: JsonOpt = False,
+    workspace: WsOpt = None,
+) -> None:
+    """Bind an eval set to an alias: every migration of that alias is gated on it."""
+    with handle_errors(as_json):
+        if unbind == (alias is not None):
+            raise ConfigError("pass exactly one of --alias NAME or --unbind", hint=f"e.g. embedops eval bind {name} --alias prod")
+        info = commands.eval_bind(workspace, name=name, alias=alias, plan=plan)
+    if as_json:
+        return emit_json({**info.to_dict(), "plan": plan})
+    if unbind:
+        out.print(f"{'would unbind' if plan else 'unbound'} {info.label}")
+    else:
+        out.print(f"{'would bind' if plan else 'bound'} {info.label} to alias {alias}")
 
 
 @eval_app.command("report")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -10,61 +10,96 @@ from rich.text import Text
 
 from embedops import commands
 from embedops.cli.common import (
-    JsonOpt,
-    PlanOpt,
-    WsOpt,
-    app,
-    emit_json,
-    handle_errors,
-    out,
-    parse_params,
-    progress_bars,
-    render_gate,
-    render_table,
+    JsonOpt, PlanOpt, WsOpt, app, emit_json, handle_errors, out, parse_params, progress_bars, render_table,
 )
+from embedops.commands import GateOptions
 
 migrate_app = typer.Typer(no_args_is_help=True, help="Change the embedding model or chunker as a migration.")
 app.add_typer(migrate_app, name="migrate")
 
 AliasOpt = Annotated[Optional[str], typer.Option(help="Alias to migrate (default: prod).")]
+ToOpt = Annotated[str, typer.Option(help="Embedder to migrate to.")]
+ChunkerOpt = Annotated[Optional[str], typer.Option(help="Chunker to migrate to (default: keep).")]
+ChunkerParamOpt = Annotated[Optional[list[str]], typer.Option(help="Chunker parameter KEY=VALUE (repeatable).")]
 MinOverlapOpt = Annotated[Optional[float], typer.Option(help="Gate: minimum top-10 overlap old vs new (default: report only).")]
-MaxRegressionOpt = Annotated[Optional[float], typer.Option(help="Gate: maximum allowed drop of the bound eval metric (default 0.02).")]
+MaxRegressionOpt = Annotated[Optional[float], typer.Option(help="Gate: largest allowed drop of the metric on a bound eval set (default 0.02).")]
+MaxSegmentOpt = Annotated[Optional[float], typer.Option(help="Gate: largest allowed drop in any segment with enough queries (default 0.05).")]
+MinSegmentOpt = Annotated[Optional[int], typer.Option(help="Gate: segments with fewer queries are reported, not gating (default 20).")]
+SegmentByOpt = Annotated[Optional[list[str]], typer.Option(help="Gate: segment the eval sets by language | source | metadata.KEY | doc.KEY | none (repeatable; default language).")]
+MetricOpt = Annotated[Optional[str], typer.Option(help="Gate: metric compared, e.g. ndcg@10 (default) or recall@10.")]
+
+
+def _gate_options(min_overlap: float | None, max_regression: float | None, max_segment_regression: float | None,
+                  min_segment_queries: int | None, segment_by: list[str] | None, metric: str | None) -> GateOptions:
+    return GateOptions(min_overlap, max_regression, max_segment_regression, min_segment_queries, segment_by, metric)
+
+
+def render_gate(gate: dict[str, Any] | None) -> None:
+    if not gate:
+        return
+    t = Table(title=f"gate: {'PASS' if gate['passed'] else 'FAIL'}")
+    for col in ("check", "result", "gating", "value", "limit", "detail"):
+        t.add_column(col, overflow="fold")
+    for c in gate["checks"]:
+        mark = Text("pass", "green") if c["passed"] else Text("fail", "red")
+        t.add_row(c["name"], mark, "yes" if c["gating"] else "no", "—" if c["value"] is None else str(c["value"]),
+                  "—" if c["limit"] is None else str(c["limit"]), c["detail"])
+    out.print(t)
+
+
+def _render_plan(data: dict[str, Any], title: str) -> None:
+    evalsets = data.pop("eval_sets")
+    preview = data.pop("preview", None)
+    gate = data.pop("gate")
+    render_table(data, title)
+    listed = ", ".join(f"{e['name']}@{e['version']} ({e['queries']} queries)" for e in evalsets)
+    out.print(f"eval sets gating the cutover: {listed or 'none (bind one with `embedops eval bind NAME --alias ALIAS`)'}")
+    out.print("gate: " + ", ".join(f"{k}={v}" for k, v in gate.items()))
+    if preview:
+        out.print(f"preview on {preview['documents']} documents ({preview['judged_documents']} judged,"
+                  f" {preview['chunks_embedded']} chunks embedded, {preview['seconds']:.1f}s):"
+                  f" the gate would {'pass' if preview['would_pass'] else 'FAIL'}")
+        render_gate({"passed": preview["would_pass"], "checks": preview["checks"]})
 
 
 @migrate_app.command("plan")
 def migrate_plan(
-    to: Annotated[str, typer.Option(help="Embedder to migrate to.")],
-    chunker: Annotated[Optional[str], typer.Option(help="Chunker to migrate to (default: keep).")] = None,
-    chunker_param: Annotated[Optional[list[str]], typer.Option(help="Chunker parameter KEY=VALUE (repeatable).")] = None,
+    to: ToOpt, chunker: ChunkerOpt = None, chunker_param: ChunkerParamOpt = None,
+    probe: Annotated[bool, typer.Option("--probe", help="Load the new model and time it here (default: the throughput earlier jobs recorded).")] = False,
+    sample: Annotated[Optional[int], typer.Option(help="Preview the eval gate: embed N documents (the judged ones, then random others) with the new model and compare, in memory.")] = None,
     alias: AliasOpt = None, min_overlap: MinOverlapOpt = None, max_regression: MaxRegressionOpt = None,
-    as_json: JsonOpt = False, workspace: WsOpt = None,
+    max_segment_regression: MaxSegmentOpt = None, min_segment_queries: MinSegmentOpt = None,
+    segment_by: SegmentByOpt = None, metric: MetricOpt = None, as_json: JsonOpt = False, workspace: WsOpt = None,
 ) -> None:
-    """What a migration would embed, cost and store; changes nothing."""
+    """What a migration would embed, take, cost and store, and the gate it will face; changes nothing."""
+    gate = _gate_options(min_overlap, max_regression, max_segment_regression, min_segment_queries, segment_by, metric)
     with handle_errors(as_json):
-        data = commands.migrate_plan(workspace, to=to, chunker=chunker, chunker_params=parse_params(chunker_param or []),
-                                     alias=alias, min_overlap=min_overlap, max_regression=max_regression)
+        result = commands.migrate_plan(workspace, to=to, chunker=chunker, chunker_params=parse_params(chunker_param or []),
+                                       alias=alias, gate=gate, probe=probe, sample=sample)
+    data = result.to_dict()
     if as_json:
         return emit_json(data)
-    render_table(data, f"migration plan: {data['from_embedder']} → {data['to_embedder']}")
+    _render_plan(data, f"migration plan: {data['from_embedder']} → {data['to_embedder']}")
 
 
 @migrate_app.command("start")
 def migrate_start(
-    to: Annotated[str, typer.Option(help="Embedder to migrate to.")],
-    chunker: Annotated[Optional[str], typer.Option(help="Chunker to migrate to (default: keep).")] = None,
-    chunker_param: Annotated[Optional[list[str]], typer.Option(help="Chunker parameter KEY=VALUE (repeatable).")] = None,
+    to: ToOpt, chunker: ChunkerOpt = None, chunker_param: ChunkerParamOpt = None,
     alias: AliasOpt = None, min_overlap: MinOverlapOpt = None, max_regression: MaxRegressionOpt = None,
+    max_segment_regression: MaxSegmentOpt = None, min_segment_queries: MinSegmentOpt = None,
+    segment_by: SegmentByOpt = None, metric: MetricOpt = None,
     plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None,
 ) -> None:
-    """Create the shadow index and record the migration (sync dual-writes from now on)."""
+    """Create the shadow index and record the migration and its gate (sync dual-writes from now on)."""
+    gate = _gate_options(min_overlap, max_regression, max_segment_regression, min_segment_queries, segment_by, metric)
     with handle_errors(as_json):
-        data = commands.migrate_start(workspace, to=to, chunker=chunker, chunker_params=parse_params(chunker_param or []),
-                                      alias=alias, min_overlap=min_overlap, max_regression=max_regression, plan=plan)
+        result = commands.migrate_start(workspace, to=to, chunker=chunker, chunker_params=parse_params(chunker_param or []),
+                                        alias=alias, gate=gate, plan=plan)
     if as_json:
-        return emit_json(data)
-    if not data["started"]:
-        return render_table(data["plan"], "migration plan (nothing started)")
-    out.print(f"started migration {data['migration']}: shadow index {data['shadow_index']};"
+        return emit_json(result.to_dict())
+    if not result.started:
+        return _render_plan(result.plan.to_dict(), "migration plan (nothing started)")
+    out.print(f"started migration {result.migration}: shadow index {result.shadow_index};"
               " next: `embedops migrate backfill`")
 
 
@@ -74,20 +109,23 @@ def migrate_backfill(
     max_rate: Annotated[Optional[float], typer.Option(help="Throttle: at most this many documents per second.")] = None,
     alias: AliasOpt = None, plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None,
 ) -> None:
-    """Fill the shadow index from the catalog; resumable, Ctrl-C safe."""
+    """Fill the shadow index from the catalog (resumable, Ctrl-C safe); when complete, measure the gate."""
     with handle_errors(as_json):
-        data = commands.migrate_backfill(workspace, batch=batch, max_rate=max_rate, alias=alias, plan=plan,
-                                         progress=progress_bars(not as_json))
+        result = commands.migrate_backfill(workspace, batch=batch, max_rate=max_rate, alias=alias, plan=plan,
+                                           progress=progress_bars(not as_json))
+    data = result.to_dict()
     if as_json:
         return emit_json(data)
+    gate = data.pop("gate", None)
     render_table(data, "backfill" + (" plan" if plan else ""))
+    render_gate(gate)
 
 
 @migrate_app.command("status")
 def migrate_status(alias: AliasOpt = None, as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
-    """Phase, done/total, ETA and the last gate result."""
+    """Phase, done/total, ETA, the last gate result and whether its evidence still holds. Loads no model."""
     with handle_errors(as_json):
-        data = commands.migrate_status(workspace, alias=alias)
+        data = commands.migrate_status(workspace, alias=alias).to_dict()
     if as_json:
         return emit_json(data)
     gate = data.pop("gate")
@@ -95,32 +133,53 @@ def migrate_status(alias: AliasOpt = None, as_json: JsonOpt = False, workspace: 
     render_gate(gate)
 
 
+@migrate_app.command("gate")
+def migrate_gate(
+    alias: AliasOpt = None, min_overlap: MinOverlapOpt = None, max_regression: MaxRegressionOpt = None,
+    max_segment_regression: MaxSegmentOpt = None, min_segment_queries: MinSegmentOpt = None,
+    segment_by: SegmentByOpt = None, metric: MetricOpt = None, as_json: JsonOpt = False, workspace: WsOpt = None,
+) -> None:
+    """Run the gate now without cutting over. Exit 0 when it passes, 1 when it fails (for CI)."""
+    gate = _gate_options(min_overlap, max_regression, max_segment_regression, min_segment_queries, segment_by, metric)
+    with handle_errors(as_json):
+        report = commands.migrate_gate(workspace, alias=alias, gate=gate)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        render_gate(report.gate.to_dict())
+        how = "kept evidence (both indexes unchanged since measured)" if report.reused_evidence else "measured now"
+        out.print(f"gate {'PASS' if report.passed else 'FAIL'} ({how}, {report.seconds:.2f}s)")
+    raise typer.Exit(0 if report.passed else 1)
+
+
 @migrate_app.command("cutover")
 def migrate_cutover(
     force: Annotated[bool, typer.Option(help="Cut over even if the gate fails (needs --reason).")] = False,
     reason: Annotated[Optional[str], typer.Option(help="Why the gate is overridden; stored in the ledger.")] = None,
     alias: AliasOpt = None, min_overlap: MinOverlapOpt = None, max_regression: MaxRegressionOpt = None,
+    max_segment_regression: MaxSegmentOpt = None, min_segment_queries: MinSegmentOpt = None,
+    segment_by: SegmentByOpt = None, metric: MetricOpt = None,
     plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None,
 ) -> None:
-    """Run the gate and, if it passes, swap the alias to the new index atomically."""
+    """Decide the gate and, if it passes, swap the alias to the new index atomically."""
+    gate = _gate_options(min_overlap, max_regression, max_segment_regression, min_segment_queries, segment_by, metric)
     with handle_errors(as_json):
-        data = commands.migrate_cutover(workspace, force=force, reason=reason, alias=alias, min_overlap=min_overlap,
-                                        max_regression=max_regression, plan=plan)
+        result = commands.migrate_cutover(workspace, force=force, reason=reason, alias=alias, gate=gate, plan=plan)
     if as_json:
-        return emit_json(data)
-    render_gate(data["gate"])
+        return emit_json(result.to_dict())
+    render_gate(result.gate.to_dict())
     if plan:
-        out.print(f"cutover would {'proceed' if data['would_cut_over'] else 'be refused'}")
+        out.print(f"cutover would {'proceed' if result.would_cut_over else 'be refused'}")
     else:
-        out.print(Text.assemble(f"alias {data['alias']} → {data['index']} ({data['seconds'] * 1000:.1f} ms)",
-                                (" (forced)", "yellow") if data["forced"] else ""))
+        out.print(Text.assemble(f"alias {result.alias} → {result.index} ({result.seconds * 1000:.1f} ms)",
+                                (" (forced)", "yellow") if result.forced else ""))
 
 
 @migrate_app.command("rollback")
 def migrate_rollback(alias: AliasOpt = None, plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
     """Point the alias back at the previous index (kept current until finalize)."""
     with handle_errors(as_json):
-        data = commands.migrate_rollback(workspace, alias=alias, plan=plan)
+        data = commands.migrate_rollback(workspace, alias=alias, plan=plan).to_dict()
     if as_json:
         return emit_json(data)
     render_table(data, "rollback" + (" plan" if plan else ""))
@@ -130,7 +189,7 @@ def migrate_rollback(alias: AliasOpt = None, plan: PlanOpt = False, as_json: Jso
 def migrate_finalize(alias: AliasOpt = None, plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
     """Drop the old index after cutover. Rollback is impossible afterwards."""
     with handle_errors(as_json):
-        data = commands.migrate_finalize(workspace, alias=alias, plan=plan)
+        data = commands.migrate_finalize(workspace, alias=alias, plan=plan).to_dict()
     if as_json:
         return emit_json(data)
     render_table(data, "finalize" + (" plan" if plan else ""))
@@ -140,7 +199,7 @@ def migrate_finalize(alias: AliasOpt = None, plan: PlanOpt = False, as_json: Jso
 def migrate_abort(alias: AliasOpt = None, plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
     """Drop the shadow index of a migration that has not been cut over."""
     with handle_errors(as_json):
-        data = commands.migrate_abort(workspace, alias=alias, plan=plan)
+        data = commands.migrate_abort(workspace, alias=alias, plan=plan).to_dict()
     if as_json:
         return emit_json(data)
     render_table(data, "abort" + (" plan" if plan else ""))

@@ -13,6 +13,15 @@ if TYPE_CHECKING:
 TokenCounter = Callable[[str], int]
 
 
+class TokenSource(Protocol):
+    """What a chunker and a cost estimate need of a model: its space and its tokenizer, not its weights."""
+
+    ref: EmbedderRef
+    tokenizer_name: str | None
+
+    def count_tokens(self, text: str) -> int: ...
+
+
 class Embedder(Protocol):
     """Turns texts into vectors of one space.
 

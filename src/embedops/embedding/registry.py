@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedops.embedding.base import Embedder
+from embedops.embedding.base import Embedder, TokenSource
 from embedops.errors import EmbedderNotFound
 from embedops.refs import EmbedderRef
 
@@ -252,6 +252,38 @@ def load_embedder(name: str) -> Embedder:
         with _CACHE_LOCK:
             _CACHE[key] = embedder
         return embedder
+
+
+class PackagedTokens:
+    """A packaged model's space and tokenizer without its weights: counting tokens loads no model.
+
+    The three MiniLM models share BERT's uncased WordPiece vocabulary, so their
+    counts equal those of the loaded embedders (``tests/test_embedding.py`` holds it).
+    """
+
+    def __init__(self, ref: EmbedderRef) -> None:
+        from embedops.embedding.onnx import bert_uncased_tokenizer, load_tokenizer
+
+        self.ref = ref
+        self.tokenizer_name: str | None = BERT_UNCASED
+        self._counter = load_tokenizer(bert_uncased_tokenizer(), None)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._counter.encode(text).ids)
+
+
+def token_source(name: str) -> TokenSource:
+    """``name``'s space and tokenizer; for the packaged models without loading weights (plans, estimates).
+
+    Any other embedder is loaded (cached), since only the model knows its tokenizer.
+    """
+    key = canonical_name(name)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+    if key in PACKAGED:
+        return PackagedTokens(PACKAGED[key].describe())
+    return load_embedder(key)
 
 
 def describe_embedder(name: str) -> EmbedderRef:

@@ -49,6 +49,9 @@ class SegmentDelta:
     wins: int
     losses: int
     ties: int
+    ci_low: float = 0.0
+    ci_high: float = 0.0
+    """Bootstrap interval of this segment's mean delta (same confidence as the comparison)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,7 +140,7 @@ def compare_runs(
         n_boot=n_boot,
         seed=seed,
         per_query={q: float(d) for q, d in zip(common, deltas)},
-        segments=_segment_deltas(common, a, b, segments) if segments is not None else {},
+        segments=_segment_deltas(common, a, b, segments, n_boot, confidence, seed) if segments is not None else {},
         only_a=sorted(set(per_query_a) - set(per_query_b)),
         only_b=sorted(set(per_query_b) - set(per_query_a)),
     )
@@ -232,7 +235,8 @@ def _permutation_p(deltas: FloatArray, n_boot: int, rng: np.random.Generator) ->
 
 
 def _segment_deltas(
-    qids: list[str], a: FloatArray, b: FloatArray, segments: Mapping[str, str]
+    qids: list[str], a: FloatArray, b: FloatArray, segments: Mapping[str, str], n_boot: int, confidence: float,
+    seed: int,
 ) -> dict[str, SegmentDelta]:
     labels = np.array([segments.get(q, UNLABELED) for q in qids], dtype=object)
     out: dict[str, SegmentDelta] = {}
@@ -240,6 +244,8 @@ def _segment_deltas(
         mask = labels == label
         seg_a, seg_b = a[mask], b[mask]
         wins, losses, ties = _wins_losses_ties(seg_b - seg_a)
+        # Each segment's interval from its own resamples, seeded per label so it does not depend on the others.
+        low, high = _bootstrap_ci(seg_b - seg_a, n_boot, confidence, np.random.default_rng([seed, len(label), *map(ord, label[:32])]))
         out[label] = SegmentDelta(
             segment=label,
             n=int(mask.sum()),
@@ -249,5 +255,7 @@ def _segment_deltas(
             wins=wins,
             losses=losses,
             ties=ties,
+            ci_low=low,
+            ci_high=high,
         )
     return out

@@ -292,13 +292,18 @@ def _collapse(results: Sequence[SearchResult], k: int) -> dict[str, float]:
 
 
 def _segment(ws: Workspace, result: EvalRun, data: EvalSetData, spec: str) -> None:
-    kind, _ = parse_segment_by(spec)
-    queries = {qid: (data.queries[qid].text, data.queries[qid].metadata) for qid in result.per_query}
-    doc_meta = _judged_doc_metadata(ws, data, result.per_query) if kind == "doc" else None
-    labels = segment_labels(spec, queries, source=data.info.source, doc_metadata=doc_meta)
+    labels = query_segments(ws, data, result.per_query, spec)
     result.segment_by, result.labels = spec, labels
     result.segments = segment_metrics(result.per_query, labels)
     result.worst_segment = worst_segment(result.segments, result.main_metric, min_n=_min_segment(len(labels)))
+
+
+def query_segments(ws: Workspace, data: EvalSetData, qids: Mapping[str, Any], spec: str) -> dict[str, str]:
+    """A ``spec`` label (``--segment-by``) for each of ``qids``, queries of eval set ``data``."""
+    kind, _ = parse_segment_by(spec)
+    queries = {qid: (data.queries[qid].text, data.queries[qid].metadata) for qid in qids}
+    doc_meta = _judged_doc_metadata(ws, data, qids) if kind == "doc" else None
+    return segment_labels(spec, queries, source=data.info.source, doc_metadata=doc_meta)
 
 
 def _min_segment(n_queries: int) -> int:

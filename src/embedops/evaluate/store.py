@@ -326,6 +326,23 @@ def _rebind(conn: sa.Connection, latest: EvalSetInfo, alias: str | None) -> Eval
     return _info_by_id(conn, latest.id)
 
 
+def bind_evalset(ws: Workspace, name: str, alias: str | None, *, plan_only: bool = False) -> EvalSetInfo:
+    """Bind the latest version of ``name`` to ``alias`` (None: unbind); a migration of that alias is gated on it."""
+    if alias is not None and (not alias.strip() or alias != alias.strip()):
+        raise ConfigError(f"invalid alias {alias!r}", hint="an alias is a plain name, e.g. prod")
+    with ws.engine.begin() as conn:
+        latest = _latest(conn, name)
+        if latest is None:
+            raise NotFound(f"no eval set {name!r}", hint="`embedops eval list` shows them; `embedops eval import` adds one")
+        if plan_only or alias == latest.alias:
+            return latest
+        e = schema.evalsets
+        assert conn.execute(sa.update(e).where(e.c.id == latest.id).values(alias=alias)).rowcount == 1
+        write_ledger(conn, "evalset.bind", evalset=latest.name, version=latest.version, alias=alias,
+                     previous=latest.alias)
+        return _info_by_id(conn, latest.id)
+
+
 def record_run(ws: Workspace, kind: str, **details: Any) -> int:
     """Append an evaluation's summary to the ledger (eval history for monitors and audits)."""
     with ws.engine.begin() as conn:

@@ -30,6 +30,8 @@ class PlanFacts:
     tokens_to_embed: int
     tokens_per_second: float
     throughput_source: str
+    chunks_counted: str = "exact"  # or "sampled N documents" (a new chunker is run on a sample)
+    seconds_to_embed: float | None = None  # None: no recorded throughput and no --probe
     price_per_1k_tokens: float | None = None
     thresholds: list[dict[str, Any]] = field(default_factory=list)
     eval_sets: list[dict[str, Any]] = field(default_factory=list)
@@ -39,7 +41,7 @@ class PlanFacts:
 class MigrationPlan:
     facts: PlanFacts
     rechunk: bool
-    estimated_seconds: float
+    estimated_seconds: float | None
     estimated_cost: float | None
     storage_bytes_before: int
     storage_bytes_after: int
@@ -59,7 +61,7 @@ def vector_bytes(count: int, dims: int) -> int:
 
 
 def make_plan(facts: PlanFacts, gate: dict[str, Any]) -> MigrationPlan:
-    seconds = facts.tokens_to_embed / facts.tokens_per_second if facts.tokens_per_second > 0 else 0.0
+    seconds = facts.seconds_to_embed if facts.chunks_to_embed else 0.0
     cost = None
     if facts.price_per_1k_tokens is not None:
         cost = round(facts.tokens_to_embed / 1000 * facts.price_per_1k_tokens, 4)
@@ -68,7 +70,7 @@ def make_plan(facts: PlanFacts, gate: dict[str, Any]) -> MigrationPlan:
     return MigrationPlan(
         facts=facts,
         rechunk=facts.from_chunker != facts.to_chunker,
-        estimated_seconds=round(seconds, 1),
+        estimated_seconds=None if seconds is None else round(seconds, 1),
         estimated_cost=cost,
         storage_bytes_before=before,
         storage_bytes_after=before + new,

@@ -4,42 +4,77 @@ Every step that changes state is one transaction with its ledger row. The alias
 swap is a single-row UPDATE, so a concurrent query resolves the old index or the
 new one, never a mix (invariant 5). Until finalize, sync keeps both indexes
 current (dual-write), so a rollback is never stale.
+
+The :class:`Migrator` is given everything it uses: the workspace's parts (a
+:class:`MigrationHost`), the eval evidence provider and the thresholds lookup.
+``embedops.compose.migrator`` wires them; nothing here finds a dependency itself.
+Control steps (status, plan, cutover with kept evidence) read the catalog only
+and load no model.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import numpy as np
 import sqlalchemy as sa
 
-from embedops.catalog import schema
+from embedops.catalog import queries, schema
 from embedops.catalog.ledger import write_ledger
+from embedops.chunking.base import Chunker
+from embedops.config import Settings
+from embedops.embedding.base import Embedder, TokenSource
 from embedops.errors import ConfigError, GateFailed, MigrationStateError, NoMigration
 from embedops.migrate.gate import (
-    Agreement, Check, EvalEvidence, GateConfig, GateResult, completeness_check, decide, kendall_tau, overlap_at_k,
-    thresholds_check,
+    Agreement, BoundEvalSet, Check, EvalEvidence, Evidence, EvidenceProvider, GateConfig, GateResult, Preview,
+    completeness_check, decide, eval_checks, kendall_tau, overlap_at_k, thresholds_check, unguarded_check,
 )
 from embedops.migrate.plan import MigrationPlan, PlanFacts, make_plan
+from embedops.migrate.steps import (
+    BackfillResult, CloseResult, CutoverResult, GateReport, MigrationStatus, RollbackResult, StartResult,
+)
+from embedops.search.engine import Searcher
 from embedops.sync.fill import fill_index, measure_gap
 from embedops.sync.run import Target
-from embedops.vectors.base import IndexInfo
-
-if TYPE_CHECKING:
-    from embedops.workspace import Workspace
+from embedops.vectors.base import IndexInfo, VectorStore
 
 OPEN_STATES = ("open", "cut_over", "rolled_back")
 AGREEMENT_QUERIES = 50
 AGREEMENT_K = 10
-TOKEN_SAMPLE = 5000
+TOKEN_SAMPLE = 2000
+PLAN_SAMPLE_DOCS = 500
 SPEED_SAMPLE = 48
 
-# Eval evidence comes from the evaluation package when eval sets are bound to the alias.
-EvalHook = Callable[["Workspace", str, str, str, GateConfig], list[EvalEvidence]]
-eval_evidence_hook: EvalHook | None = None
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+# (connection, old space, new space) → thresholds valued in the old space, with their value in the new one.
+BoundThresholds = Callable[[sa.Connection, str, str], list[dict[str, Any]]]
+
+
+class MigrationHost(Protocol):
+    """The parts of a workspace a migration uses (``Workspace`` is one)."""
+
+    settings: Settings
+    engine: sa.Engine
+    store: VectorStore
+    searcher: Searcher
+
+    def embedder(self, name: str) -> Embedder: ...
+
+    def token_source(self, name: str) -> TokenSource: ...
+
+    def target(self, index: IndexInfo) -> Target: ...
+
+    def make_chunker(self, name: str, params: dict[str, Any], tokens: TokenSource) -> Chunker: ...
+
+    def create_index(self, conn: sa.Connection, embedder_name: str, embedder: Embedder, chunker: Chunker) -> IndexInfo: ...
+
+    def set_alias(self, conn: sa.Connection, name: str, index_id: str) -> str | None: ...
+
+    def adopt_index_config(self, index: IndexInfo) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -52,8 +87,13 @@ class Migration:
     plan: dict[str, Any]
     config: dict[str, Any]
     gate: dict[str, Any] | None
+    evidence: dict[str, Any] | None
     created_at: float
     updated_at: float
+
+    @property
+    def gate_config(self) -> GateConfig:
+        return GateConfig.from_dict(self.config.get("gate") or {})
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -62,10 +102,15 @@ class Migration:
 class Migrator:
     """Migrations of one alias within a workspace."""
 
-    def __init__(self, ws: Workspace, alias: str | None = None) -> None:
-        self.ws = ws
-        self.alias = alias or ws.settings.alias
-        self.engine = ws.engine
+    def __init__(
+        self, host: MigrationHost, alias: str | None = None, *, evidence: EvidenceProvider,
+        thresholds: BoundThresholds,
+    ) -> None:
+        self.host = host
+        self.alias = alias or host.settings.alias
+        self.engine = host.engine
+        self.evidence = evidence
+        self.bound_thresholds = thresholds
 
     # -- lookups ---------------------------------------------------------------
     def current(self, conn: sa.Connection | None = None) -> Migration | None:
@@ -90,85 +135,117 @@ class Migrator:
         return mig
 
     def index(self, index_id: str) -> IndexInfo:
-        return self.ws.searcher.resolve(index_id=index_id)
+        return self.host.searcher.resolve(index_id=index_id)
 
     def serving(self) -> IndexInfo:
-        return self.ws.searcher.resolve(alias=self.alias)
+        return self.host.searcher.resolve(alias=self.alias)
 
     # -- plan -----------------------------------------------------------------
     def plan(
         self, to: str, *, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
-        gate: GateConfig | None = None,
+        gate: GateConfig | None = None, probe: bool = False,
     ) -> MigrationPlan:
+        """What moving the alias to ``to`` would embed, take, cost and store. Loads no model unless ``probe``."""
         source = self.serving()
-        target_embedder = self.ws.embedder(to)
-        new_chunker = self._target_chunker(source, target_embedder, chunker, chunker_params)
-        if target_embedder.ref.key == source.space_key and new_chunker.ref.key == source.chunker_key:
+        tokens = self.host.token_source(to)
+        new_chunker = self._target_chunker(source, tokens, chunker, chunker_params)
+        if tokens.ref.key == source.space_key and new_chunker.ref.key == source.chunker_key:
             raise ConfigError(
                 f"alias {self.alias!r} already serves {to} with chunker {new_chunker.ref.key}: nothing to migrate",
                 hint="pass another --to model or --chunker",
             )
-        facts = self._facts(source, to, target_embedder, new_chunker)
-        return make_plan(facts, (gate or GateConfig()).to_dict())
+        config = gate or GateConfig()
+        facts = self._facts(source, to, tokens, new_chunker, probe)
+        return make_plan(facts, config.to_dict())
 
-    def _target_chunker(self, source: IndexInfo, embedder: Any, name: str | None, params: dict[str, Any] | None) -> Any:
+    def preview(
+        self, to: str, documents: int, *, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
+        gate: GateConfig | None = None,
+    ) -> Preview:
+        """The bound eval sets' comparison old vs ``to`` on a sample of ``documents`` documents (``plan --sample``).
+
+        Embeds the sample with the new model in memory; writes nothing."""
+        if documents < 1:
+            raise ConfigError(f"--sample must be at least 1 (got {documents})")
+        config = gate or GateConfig()
+        bound = self.evidence.bound(self.alias)
+        if not bound:
+            raise ConfigError(f"no eval set is bound to alias {self.alias!r}: a preview compares on eval sets",
+                              hint=f"bind one with `embedops eval bind NAME --alias {self.alias}`")
+        started = time.perf_counter()
+        source = self.serving()
+        embedder = self.host.embedder(to)
+        new_chunker = self._target_chunker(source, embedder, chunker, chunker_params)
+        evals, sampled, judged, embedded = self.evidence.preview(bound, source, embedder, new_chunker, documents, config)
+        checks = tuple(eval_checks(evals, config))
+        return Preview(sampled, judged, embedded, tuple(evals), checks, round(time.perf_counter() - started, 3))
+
+    def _target_chunker(self, source: IndexInfo, tokens: TokenSource, name: str | None,
+                        params: dict[str, Any] | None) -> Chunker:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(schema.chunkers).where(schema.chunkers.c.key == source.chunker_key)).one()
         if name is None or name == row.name:
             merged = {k: v for k, v in row.params.items() if k != "tokenizer"}
             merged.update(params or {})
-            return self.ws.make_chunker(row.name, merged, embedder)
-        return self.ws.make_chunker(name, dict(params or {}), embedder)
+            return self.host.make_chunker(row.name, merged, tokens)
+        return self.host.make_chunker(name, dict(params or {}), tokens)
 
-    def _facts(self, source: IndexInfo, to: str, embedder: Any, chunker: Any) -> PlanFacts:
-        d, c = schema.documents, schema.chunks
+    def _facts(self, source: IndexInfo, to: str, tokens: TokenSource, chunker: Chunker, probe: bool) -> PlanFacts:
+        d = schema.documents
         with self.engine.connect() as conn:
             n_docs = conn.execute(sa.select(sa.func.count()).where(d.c.deleted_at.is_(None))).scalar_one()
-            from_vectors = self.ws.store.count(conn, source.id)
-            if chunker.ref.key == source.chunker_key or self._has_chunks(conn, chunker.ref.key):
-                q = sa.select(c.c.content_hash, c.c.text).join(d, d.c.id == c.c.document_id).where(
-                    d.c.deleted_at.is_(None), c.c.chunker_key == chunker.ref.key)
-                rows = conn.execute(q).all()
-                texts = {h: t for h, t in rows}
-                total = len(rows)
-            else:
-                docs = conn.execute(sa.select(d.c.text).where(d.c.deleted_at.is_(None))).scalars().all()
-                chunks = [ch for text in docs for ch in chunker.chunk(text)]
-                texts = {ch.content_hash: ch.text for ch in chunks}
-                total = len(chunks)
-            missing = self.ws.store.missing_embeddings(conn, embedder.ref.key, list(texts))
-        todo = [texts[h] for h in missing]
-        tokens = _estimate_tokens(embedder, todo)
-        speed = _measure_speed(embedder, todo or list(texts.values()))
+            from_vectors = self.host.store.count(conn, source.id)
+            texts, total, how = self._target_texts(conn, source, chunker, n_docs)
+            missing = self.host.store.missing_embeddings(conn, tokens.ref.key, list(texts))
+            todo = [texts[h] for h in missing]
+            scale = total / max(1, len(texts)) if how != "exact" else 1.0
+            chars = sum(map(len, todo)) * scale
+            recorded = queries.recorded_throughput(conn, [tokens.ref.key])
+            thresholds = self.bound_thresholds(conn, source.space_key, tokens.ref.key)
+        to_embed = round(len(missing) * scale)
+        n_tokens = round(_estimate_tokens(tokens, todo) * scale)
+        if probe:
+            speed, where = _probe_speed(self.host.embedder(to), todo or list(texts.values()))
+        elif recorded is not None:
+            speed, where = recorded[0], f"recorded by earlier jobs ({recorded[1]} batches)"
+        else:
+            speed, where = 0.0, "unknown: no job has embedded with this model here; pass --probe to measure"
+        chars_per_token = sum(map(len, todo)) / max(1, _estimate_tokens(tokens, todo)) if todo else 4.0
         return PlanFacts(
             alias=self.alias, from_index=source.id, from_embedder=source.embedder, from_space=source.space_key,
             from_chunker=source.chunker_key, from_dims=source.dims, from_vectors=from_vectors,
-            to_embedder=to, to_space=embedder.ref.key, to_chunker=chunker.ref.key, to_dims=embedder.ref.dims,
-            documents=n_docs, chunks_total=total, chunks_to_embed=len(missing), tokens_to_embed=tokens,
-            tokens_per_second=round(speed, 1), throughput_source=f"measured on {min(len(todo or texts), SPEED_SAMPLE)} chunks",
-            price_per_1k_tokens=getattr(embedder, "price_per_1k_tokens", None),
-            thresholds=self._bound_thresholds(source, embedder.ref.key), eval_sets=self._bound_evalsets(),
+            to_embedder=to, to_space=tokens.ref.key, to_chunker=chunker.ref.key, to_dims=tokens.ref.dims,
+            documents=n_docs, chunks_total=total, chunks_to_embed=to_embed, tokens_to_embed=n_tokens,
+            tokens_per_second=round(speed / chars_per_token, 1), throughput_source=where,
+            chunks_counted=how, seconds_to_embed=round(chars / speed, 1) if speed > 0 else None,
+            price_per_1k_tokens=None,
+            thresholds=thresholds, eval_sets=[e.to_dict() for e in self.evidence.bound(self.alias)],
         )
 
-    def _has_chunks(self, conn: sa.Connection, chunker_key: str) -> bool:
-        c = schema.chunks
-        return conn.execute(sa.select(c.c.id).where(c.c.chunker_key == chunker_key).limit(1)).first() is not None
+    def _target_texts(self, conn: sa.Connection, source: IndexInfo, chunker: Chunker,
+                      n_docs: int) -> tuple[dict[str, str], int, str]:
+        """Content hash → text of the target's chunks, their total count, and whether that is exact or sampled.
 
-    def _bound_thresholds(self, source: IndexInfo, to_space: str) -> list[dict[str, Any]]:
-        """Thresholds valued in the source's space: name, value, and the value in ``to_space`` (None if missing)."""
-        from embedops.thresholds.registry import bound_thresholds
-
-        with self.engine.connect() as conn:
-            return bound_thresholds(conn, source.space_key, to_space)
-
-    def _bound_evalsets(self) -> list[dict[str, Any]]:
-        return []
+        A chunker whose chunks exist is read from the catalog; a new chunker is run
+        on a sample of documents (at most PLAN_SAMPLE_DOCS), and the totals scaled.
+        """
+        d, c = schema.documents, schema.chunks
+        if chunker.ref.key == source.chunker_key or _has_chunks(conn, chunker.ref.key):
+            rows = conn.execute(sa.select(c.c.content_hash, c.c.text).join(d, d.c.id == c.c.document_id).where(
+                d.c.deleted_at.is_(None), c.c.chunker_key == chunker.ref.key)).all()
+            return {h: t for h, t in rows}, len(rows), "exact"
+        ids = conn.execute(sa.select(d.c.id).where(d.c.deleted_at.is_(None))).scalars().all()
+        picked = sorted(random.Random(0).sample(list(ids), min(PLAN_SAMPLE_DOCS, len(ids))))
+        docs = conn.execute(sa.select(d.c.text, d.c.metadata).where(d.c.id.in_(picked))).all()
+        chunks = [ch for text, meta in docs for ch in chunker.chunk(text, meta or {})]
+        total = round(len(chunks) * n_docs / max(1, len(docs)))
+        return {ch.content_hash: ch.text for ch in chunks}, total, "exact" if len(docs) == n_docs else f"sampled {len(docs)} documents"
 
     # -- start ------------------------------------------------------------------
     def start(
         self, to: str, *, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
         gate: GateConfig | None = None, plan_only: bool = False,
-    ) -> dict[str, Any]:
+    ) -> StartResult:
         existing = self.current()
         if existing is not None:
             raise MigrationStateError(
@@ -177,11 +254,11 @@ class Migrator:
             )
         plan = self.plan(to, chunker=chunker, chunker_params=chunker_params, gate=gate)
         if plan_only:
-            return {"plan": plan.to_dict(), "started": False}
-        embedder = self.ws.embedder(to)
+            return StartResult(plan, started=False)
+        embedder = self.host.embedder(to)
         new_chunker = self._target_chunker(self.serving(), embedder, chunker, chunker_params)
         with self.engine.begin() as conn:
-            shadow = self.ws.create_index(conn, to, embedder, new_chunker)
+            shadow = self.host.create_index(conn, to, embedder, new_chunker)
             n = conn.execute(sa.select(sa.func.count()).select_from(schema.migrations)).scalar_one() + 1
             mig_id = f"m{n}"
             now = time.time()
@@ -189,86 +266,136 @@ class Migrator:
                 id=mig_id, alias=self.alias, from_index=plan.facts.from_index, to_index=shadow.id, status="open",
                 plan=plan.to_dict(), config={"to": to, "chunker": new_chunker.ref.name,
                                              "chunker_params": new_chunker.ref.params_dict, "gate": plan.gate},
-                gate=None, created_at=now, updated_at=now))
+                gate=None, evidence=None, created_at=now, updated_at=now))
             write_ledger(conn, "migrate.start", migration=mig_id, alias=self.alias, from_index=plan.facts.from_index,
                          to_index=shadow.id, chunks_to_embed=plan.facts.chunks_to_embed,
-                         estimated_seconds=plan.estimated_seconds)
-        return {"migration": mig_id, "shadow_index": shadow.id, "plan": plan.to_dict(), "started": True}
+                         estimated_seconds=plan.estimated_seconds, gate=plan.gate)
+        return StartResult(plan, started=True, migration=mig_id, shadow_index=shadow.id)
 
     # -- backfill -----------------------------------------------------------------
     def backfill(
         self, *, batch: int | None = None, max_rate: float | None = None,
-        progress: Callable[[str, int], Callable[[int], None]] | None = None, plan_only: bool = False,
-    ) -> dict[str, Any]:
+        progress: ProgressFactory | None = None, plan_only: bool = False,
+    ) -> BackfillResult:
+        """Fill the shadow index; once it is complete, measure the gate and keep the evidence."""
         mig = self.require("open", "rolled_back", "cut_over")
-        target = self.ws.target(self.index(mig.to_index))
+        shadow = self.index(mig.to_index)
         with self.engine.connect() as conn:
-            gap = measure_gap(conn, target)
+            gap = measure_gap(conn, shadow)
         if plan_only:
-            return {"migration": mig.id, "index": mig.to_index, "unchunked_documents": gap.unchunked_docs,
-                    "missing_vectors": gap.missing_vectors, "plan": True}
+            return BackfillResult(mig.id, mig.to_index, True, gap.unchunked_docs, gap.missing_vectors)
+        target = self.host.target(shadow)
         bar = progress(f"backfill {mig.to_index}", gap.missing_vectors or gap.unchunked_docs) if progress else None
         started = time.perf_counter()
-        done = fill_index(self.engine, self.ws.store, target, batch_size=batch or self.ws.settings.batch_size,
+        done = fill_index(self.engine, self.host.store, target, batch_size=batch or self.host.settings.batch_size,
                           progress=bar, ledger_kind="migrate.backfill", pause=_throttle(max_rate))
         seconds = time.perf_counter() - started
-        ann = self.ws.store.flush(target.index)
+        ann = self.host.store.flush(target.index)
         with self.engine.connect() as conn:
-            remaining = measure_gap(conn, target)
-        return {"migration": mig.id, "index": mig.to_index, **done, "seconds": round(seconds, 3),
-                "remaining": remaining.total, "ann": ann, "plan": False}
+            remaining = measure_gap(conn, shadow)
+        gate = None
+        if remaining.total == 0 and mig.status != "cut_over":
+            gate = self._gate(mig, mig.gate_config, record="migrate.gate")[0]
+        return BackfillResult(mig.id, mig.to_index, False, gap.unchunked_docs, gap.missing_vectors,
+                              done["chunked_docs"], done["embedded"], done["vectors"], round(seconds, 3),
+                              remaining.total, ann, gate)
 
     # -- status --------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> MigrationStatus:
         mig = self.require()
-        target = self.ws.target(self.index(mig.to_index))
+        shadow = self.index(mig.to_index)
         with self.engine.connect() as conn:
-            gap = measure_gap(conn, target)
-            done = self.ws.store.count(conn, mig.to_index)
+            gap = measure_gap(conn, shadow)
+            done = self.host.store.count(conn, mig.to_index)
             rate = _backfill_rate(conn, mig.to_index)
+            stamps = self._stamps(conn, mig)
         avg = done / max(1, done + gap.missing_vectors)
         total = done + gap.missing_vectors + round(gap.unchunked_docs * max(avg, 1.0))
         phase = mig.status if mig.status != "open" else ("backfilling" if gap.total else "ready")
         eta = round((total - done) / rate, 1) if rate and total > done else (0.0 if total <= done else None)
-        return {"migration": mig.id, "alias": self.alias, "phase": phase, "status": mig.status, "from_index": mig.from_index,
-                "to_index": mig.to_index, "done": done, "total": total, "eta_seconds": eta, "gate": mig.gate,
-                "created_at": mig.created_at}
+        current = None
+        if mig.evidence:
+            current = Evidence.from_dict(mig.evidence).holds_for(stamps, self.evidence.bound(self.alias), mig.gate_config)
+        return MigrationStatus(mig.id, self.alias, phase, mig.status, mig.from_index, mig.to_index, done, total, eta,
+                               mig.gate, current, mig.created_at, _next_step(phase))
 
     # -- gate --------------------------------------------------------------------------
-    def evaluate_gate(self, mig: Migration, config: GateConfig) -> GateResult:
-        target = self.ws.target(self.index(mig.to_index))
-        c, d = schema.chunks, schema.documents
+    def gate(self, *, config: GateConfig | None = None) -> GateReport:
+        """Measure (or reuse) the evidence and decide, without cutting over; the result is kept and in the ledger."""
+        mig = self.require("open", "rolled_back")
+        started = time.perf_counter()
+        result, reused = self._gate(mig, config or mig.gate_config, record="migrate.gate")
+        return GateReport(mig.id, result, reused, round(time.perf_counter() - started, 3))
+
+    def _gate(self, mig: Migration, config: GateConfig, *, record: str | None) -> tuple[GateResult, bool]:
+        """Decide the gate for ``mig``: kept evidence while it holds, else measured now and kept."""
+        old, new = self.index(mig.from_index), self.index(mig.to_index)
         with self.engine.connect() as conn:
-            gap = measure_gap(conn, target)
-            vectors = self.ws.store.count(conn, mig.to_index)
-            live = conn.execute(sa.select(sa.func.count()).select_from(c.join(d, d.c.id == c.c.document_id)).where(
-                d.c.deleted_at.is_(None), c.c.chunker_key == target.chunker.ref.key)).scalar_one()
+            gap = measure_gap(conn, new)
+            vectors = self.host.store.count(conn, new.id)
+            live = queries.live_chunks(conn, new.chunker_key)
+            stamps = self._stamps(conn, mig)
+            thresholds = self.bound_thresholds(conn, old.space_key, new.space_key)
         completeness = completeness_check(live, vectors, gap.total)
-        agreement = self.agreement(mig.from_index, mig.to_index) if gap.total == 0 else None
-        evidence = eval_evidence_hook(self.ws, self.alias, mig.from_index, mig.to_index, config) if eval_evidence_hook else []
-        return decide(completeness, agreement, evidence, config, extra=self._threshold_checks(mig))
+        bound = self.evidence.bound(self.alias)
+        kept = Evidence.from_dict(mig.evidence) if mig.evidence else None
+        reused = kept is not None and gap.total == 0 and kept.holds_for(stamps, bound, config)
+        evidence = kept if reused else (self._measure(old, new, bound, config, stamps) if gap.total == 0 else None)
+        extra: list[Check] = [thresholds_check(thresholds, new.id)] if thresholds else []
+        if not bound:
+            extra.append(unguarded_check(self.alias))
+        evals: Sequence[EvalEvidence] = evidence.evals if evidence else ()
+        result = decide(completeness, evidence.agreement if evidence else None, evals, config, extra=extra)
+        result = GateResult(result.passed, result.checks, evidence)
+        if record is not None:
+            self._keep(mig, result, None if reused else evidence, record)
+        return result, reused
 
-    def _threshold_checks(self, mig: Migration) -> list[Check]:
-        """Gating when thresholds are bound to the old space: each needs a value in the new one."""
-        bound = self._bound_thresholds(self.index(mig.from_index), self.index(mig.to_index).space_key)
-        return [thresholds_check(bound, mig.to_index)] if bound else []
+    def _measure(self, old: IndexInfo, new: IndexInfo, bound: list[BoundEvalSet], config: GateConfig,
+                 stamps: dict[str, str]) -> Evidence:
+        started = time.perf_counter()
+        evals = self.evidence.measure(bound, old, new, config)
+        agreement = self.agreement(old, new)
+        return Evidence(tuple(evals), agreement, stamps, {e.name: e.version for e in bound}, tuple(config.segment_by),
+                        config.metric, time.time(), round(time.perf_counter() - started, 3))
 
-    def agreement(self, old: str, new: str) -> Agreement:
-        queries = self._sample_queries()
-        overlaps, taus = [], []
-        for q in queries:
-            a = _doc_ranking(self.ws.search(q, k=AGREEMENT_K * 3, index=old), AGREEMENT_K)
-            b = _doc_ranking(self.ws.search(q, k=AGREEMENT_K * 3, index=new), AGREEMENT_K)
-            overlaps.append(overlap_at_k(a, b, AGREEMENT_K))
-            tau = kendall_tau(a, b)
-            if tau is not None:
-                taus.append(tau)
-        return Agreement(len(queries), AGREEMENT_K, sum(overlaps) / len(overlaps) if overlaps else 0.0,
-                         sum(taus) / len(taus) if taus else None, "queries sampled from chunk text")
+    def _keep(self, mig: Migration, result: GateResult, evidence: Evidence | None, kind: str) -> None:
+        """Store the gate result (and fresh evidence) with the migration, and a ledger row, in one transaction."""
+        m = schema.migrations
+        values: dict[str, Any] = {"gate": result.to_dict(), "updated_at": time.time()}
+        if evidence is not None:
+            values["evidence"] = evidence.to_dict()
+        with self.engine.begin() as conn:
+            updated = conn.execute(sa.update(m).where(m.c.id == mig.id, m.c.status == mig.status).values(**values))
+            if updated.rowcount != 1:
+                raise MigrationStateError(f"migration {mig.id} changed under us; run `embedops migrate status`")
+            write_ledger(conn, kind, migration=mig.id, passed=result.passed, gate=result.to_dict(),
+                         measured=evidence is not None)
 
-    def _sample_queries(self) -> list[str]:
+    def _stamps(self, conn: sa.Connection, mig: Migration) -> dict[str, str]:
+        return {ix: queries.index_stamp(conn, ix) for ix in (mig.from_index, mig.to_index)}
+
+    def agreement(self, old: IndexInfo, new: IndexInfo) -> Agreement:
+        """Top-k document overlap and rank correlation of old vs new on queries sampled from chunk text.
+
+        Query vectors go through the catalog's content-addressed cache, so a re-measure loads no model."""
+        from embedops.search.modes import embed_queries_remembered
+
+        texts = self._sample_queries(old)
+        if not texts:
+            return Agreement(0, AGREEMENT_K, 0.0, None, "queries sampled from chunk text")
+        ranked = []
+        for index in (old, new):
+            vectors = embed_queries_remembered(self.host.searcher, index, texts)
+            results = self.host.searcher.search_many(index, vectors, AGREEMENT_K * 3)
+            ranked.append([_doc_ranking(r, AGREEMENT_K) for r in results])
+        overlaps = [overlap_at_k(a, b, AGREEMENT_K) for a, b in zip(*ranked, strict=True)]
+        taus = [t for t in (kendall_tau(a, b) for a, b in zip(*ranked, strict=True)) if t is not None]
+        return Agreement(len(texts), AGREEMENT_K, float(np.mean(overlaps)), float(np.mean(taus)) if taus else None,
+                         "queries sampled from chunk text")
+
+    def _sample_queries(self, serving: IndexInfo) -> list[str]:
         c, d = schema.chunks, schema.documents
-        serving = self.serving()
         with self.engine.connect() as conn:
             texts = conn.execute(sa.select(c.c.text).join(d, d.c.id == c.c.document_id).where(
                 d.c.deleted_at.is_(None), c.c.chunker_key == serving.chunker_key).order_by(c.c.id)).scalars().all()
@@ -278,42 +405,39 @@ class Migrator:
 
     # -- cutover / rollback ---------------------------------------------------------
     def cutover(self, *, force: bool = False, reason: str | None = None, gate: GateConfig | None = None,
-                plan_only: bool = False) -> dict[str, Any]:
+                plan_only: bool = False) -> CutoverResult:
+        """Decide the gate (from kept evidence while both indexes are unchanged) and swap the alias if it passes."""
         mig = self.require("open", "rolled_back")
-        config = gate or GateConfig(**mig.config.get("gate", {}))
-        result = self.evaluate_gate(mig, config)
+        config = gate or mig.gate_config
+        result, _ = self._gate(mig, config, record=None if plan_only else "migrate.gate")
+        forced = force and not result.passed
         if plan_only:
-            return {"migration": mig.id, "gate": result.to_dict(), "would_cut_over": result.passed or force, "plan": True}
+            return CutoverResult(mig.id, self.alias, mig.to_index, result, forced, True, reason=reason)
         if not result.passed and not force:
-            with self.engine.begin() as conn:
-                self._save_gate(conn, mig, result)
-                write_ledger(conn, "migrate.gate", migration=mig.id, passed=False, gate=result.to_dict())
-            failed = "; ".join(f"{c.name}: {c.detail}" for c in result.failed)
-            raise GateFailed(f"cutover refused, the gate failed: {failed}",
+            raise GateFailed(f"cutover refused, the gate failed: {result.summary()}",
                              hint="fix the cause, or override with --force --reason \"...\" (recorded in the ledger)",
                              migration=mig.id, gate=result.to_dict())
-        if force and not result.passed and not (reason and reason.strip()):
+        if forced and not (reason and reason.strip()):
             raise ConfigError("--force needs --reason \"...\": an override is recorded in the ledger")
-        self.ws.store.flush(self.index(mig.to_index))  # the first query after the swap must not build the ANN
-        seconds = self._swap(mig, mig.to_index, "cut_over", "migrate.cutover", gate=result,
-                             forced=force and not result.passed, reason=reason)
-        self.ws.adopt_index_config(self.index(mig.to_index))
-        return {"migration": mig.id, "alias": self.alias, "index": mig.to_index, "gate": result.to_dict(),
-                "forced": force and not result.passed, "seconds": seconds, "plan": False}
+        new = self.index(mig.to_index)
+        self.host.store.flush(new)  # the first query after the swap must not build the ANN
+        seconds = self._swap(mig, mig.to_index, "cut_over", "migrate.cutover", gate=result, forced=forced, reason=reason)
+        self.host.adopt_index_config(new)
+        return CutoverResult(mig.id, self.alias, mig.to_index, result, forced, False, seconds, reason)
 
-    def rollback(self, *, plan_only: bool = False) -> dict[str, Any]:
+    def rollback(self, *, plan_only: bool = False) -> RollbackResult:
         mig = self.require("cut_over")
         if plan_only:
-            return {"migration": mig.id, "alias": self.alias, "would_point_at": mig.from_index, "plan": True}
+            return RollbackResult(mig.id, self.alias, mig.from_index, True)
         seconds = self._swap(mig, mig.from_index, "rolled_back", "migrate.rollback")
-        self.ws.adopt_index_config(self.index(mig.from_index))
-        return {"migration": mig.id, "alias": self.alias, "index": mig.from_index, "seconds": seconds, "plan": False}
+        self.host.adopt_index_config(self.index(mig.from_index))
+        return RollbackResult(mig.id, self.alias, mig.from_index, False, seconds)
 
     def _swap(self, mig: Migration, index_id: str, status: str, kind: str, *, gate: GateResult | None = None,
               forced: bool = False, reason: str | None = None) -> float:
         started = time.perf_counter()
         with self.engine.begin() as conn:
-            previous = self.ws.set_alias(conn, self.alias, index_id)
+            previous = self.host.set_alias(conn, self.alias, index_id)
             values: dict[str, Any] = {"status": status, "updated_at": time.time()}
             if gate is not None:
                 values["gate"] = gate.to_dict()
@@ -325,33 +449,29 @@ class Migrator:
                          gate=gate.to_dict() if gate else None, forced=forced, reason=reason)
         return round(time.perf_counter() - started, 4)
 
-    def _save_gate(self, conn: sa.Connection, mig: Migration, result: GateResult) -> None:
-        m = schema.migrations
-        conn.execute(sa.update(m).where(m.c.id == mig.id).values(gate=result.to_dict(), updated_at=time.time()))
-
     # -- finalize / abort -----------------------------------------------------------
-    def finalize(self, *, plan_only: bool = False) -> dict[str, Any]:
+    def finalize(self, *, plan_only: bool = False) -> CloseResult:
         mig = self.require("cut_over")
-        return self._close(mig, drop=mig.from_index, status="finalized", kind="migrate.finalize", plan_only=plan_only)
+        return self._close(mig, "finalize", drop=mig.from_index, status="finalized", plan_only=plan_only)
 
-    def abort(self, *, plan_only: bool = False) -> dict[str, Any]:
+    def abort(self, *, plan_only: bool = False) -> CloseResult:
         mig = self.require("open", "rolled_back")
-        return self._close(mig, drop=mig.to_index, status="aborted", kind="migrate.abort", plan_only=plan_only)
+        return self._close(mig, "abort", drop=mig.to_index, status="aborted", plan_only=plan_only)
 
-    def _close(self, mig: Migration, *, drop: str, status: str, kind: str, plan_only: bool) -> dict[str, Any]:
+    def _close(self, mig: Migration, step: str, *, drop: str, status: str, plan_only: bool) -> CloseResult:
         with self.engine.connect() as conn:
-            vectors = self.ws.store.count(conn, drop)
+            vectors = self.host.store.count(conn, drop)
         if plan_only:
-            return {"migration": mig.id, "would_drop_index": drop, "vectors": vectors, "plan": True}
+            return CloseResult(step, mig.id, mig.status, drop, vectors, True)
         with self.engine.begin() as conn:
             dropped = drop_index(conn, drop)
             m = schema.migrations
             result = conn.execute(sa.update(m).where(m.c.id == mig.id, m.c.status == mig.status)
                                   .values(status=status, updated_at=time.time()))
             assert result.rowcount == 1
-            write_ledger(conn, kind, migration=mig.id, dropped_index=drop, **dropped)
-        self.ws.store.forget(drop)
-        return {"migration": mig.id, "status": status, "dropped_index": drop, **dropped, "plan": False}
+            write_ledger(conn, f"migrate.{step}", migration=mig.id, dropped_index=drop, **dropped)
+        self.host.store.forget(drop)
+        return CloseResult(step, mig.id, status, drop, vectors, False, dropped["vectors_deleted"], dropped["chunks_deleted"])
 
 
 def drop_index(conn: sa.Connection, index_id: str) -> dict[str, int]:
@@ -366,7 +486,12 @@ def drop_index(conn: sa.Connection, index_id: str) -> dict[str, int]:
     return {"vectors_deleted": vectors, "chunks_deleted": chunks}
 
 
-def _doc_ranking(results: list[Any], k: int) -> list[str]:
+def _has_chunks(conn: sa.Connection, chunker_key: str) -> bool:
+    c = schema.chunks
+    return conn.execute(sa.select(c.c.id).where(c.c.chunker_key == chunker_key).limit(1)).first() is not None
+
+
+def _doc_ranking(results: Sequence[Any], k: int) -> list[str]:
     seen: list[str] = []
     for r in results:
         if r.document_id not in seen:
@@ -374,25 +499,24 @@ def _doc_ranking(results: list[Any], k: int) -> list[str]:
     return seen[:k]
 
 
-def _estimate_tokens(embedder: Any, texts: list[str]) -> int:
+def _estimate_tokens(tokens: TokenSource, texts: list[str]) -> int:
     if not texts:
         return 0
     sample = texts if len(texts) <= TOKEN_SAMPLE else random.Random(0).sample(texts, TOKEN_SAMPLE)
-    counted = sum(embedder.count_tokens(t) for t in sample)
+    counted = sum(tokens.count_tokens(t) for t in sample)
     return round(int(counted) * len(texts) / len(sample))
 
 
-def _measure_speed(embedder: Any, texts: list[str]) -> float:
-    """Tokens per second of this embedder on this machine, from a small real sample."""
-    if not texts:
-        return 0.0
+def _probe_speed(embedder: Embedder, texts: list[str]) -> tuple[float, str]:
+    """Characters per second of this embedder on this machine, from a small real sample (``--probe``)."""
     sample = texts[:SPEED_SAMPLE]
+    if not sample:
+        return 0.0, "nothing to measure"
     embedder.embed(sample[:2])  # warm-up: first call pays for lazy initialisation
     started = time.perf_counter()
     embedder.embed(sample)
     seconds = max(time.perf_counter() - started, 1e-6)
-    max_tokens = embedder.ref.max_tokens or 10**9
-    return float(sum(min(embedder.count_tokens(t), max_tokens) for t in sample)) / seconds
+    return sum(map(len, sample)) / seconds, f"measured now on {len(sample)} chunks (--probe)"
 
 
 def _throttle(max_rate: float | None) -> Callable[[int], None] | None:
@@ -423,10 +547,12 @@ def _backfill_rate(conn: sa.Connection, index_id: str) -> float | None:
 
 def _next_step(status: str) -> str:
     return {
-        "open": "run `embedops migrate backfill`, then `embedops migrate cutover`",
+        "backfilling": "run `embedops migrate backfill`",
+        "open": "run `embedops migrate backfill`, then `embedops migrate gate` and `embedops migrate cutover`",
+        "ready": "run `embedops migrate gate` to see the gate, then `embedops migrate cutover`",
         "cut_over": "run `embedops migrate finalize` to drop the old index, or `embedops migrate rollback`",
         "rolled_back": "run `embedops migrate cutover` again, or `embedops migrate abort`",
     }.get(status, "run `embedops migrate status`")
 
 
-__all__ = ["Migration", "Migrator", "Target", "drop_index"]
+__all__ = ["Migration", "MigrationHost", "Migrator", "Target", "drop_index"]

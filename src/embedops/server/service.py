@@ -161,10 +161,10 @@ class Service:
 
     # -- reads ----------------------------------------------------------------------
     def migration(self, alias: str | None) -> dict[str, Any] | None:
-        from embedops.migrate.run import Migrator
+        from embedops.compose import migrator
 
         try:
-            return Migrator(self.ws, alias).status()
+            return migrator(self.ws, alias).status().to_dict()
         except NoMigration:
             return None
 

@@ -7,6 +7,7 @@ naturally resumable: whatever a killed run committed is not done again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from embedops.catalog import schema
 from embedops.catalog.ledger import write_ledger
 from embedops.sync.run import Target, _insert_returning_ids, embed_texts
-from embedops.vectors.base import VectorRow, VectorStore
+from embedops.vectors.base import IndexInfo, VectorRow, VectorStore
 
 Progress = Callable[[int], None]
 
@@ -33,23 +34,23 @@ class Gap:
         return self.unchunked_docs + self.missing_vectors
 
 
-def _unchunked(target: Target) -> tuple[sa.ColumnElement[bool], ...]:
+def _unchunked(index: IndexInfo) -> tuple[sa.ColumnElement[bool], ...]:
     """Live documents that this index's chunker has not chunked."""
     d, c = schema.documents, schema.chunks
-    has = sa.select(c.c.id).where(c.c.document_id == d.c.id, c.c.chunker_key == target.chunker.ref.key).exists()
+    has = sa.select(c.c.id).where(c.c.document_id == d.c.id, c.c.chunker_key == index.chunker_key).exists()
     return d.c.deleted_at.is_(None), ~has
 
 
-def _unvectored(target: Target) -> tuple[sa.ColumnElement[bool], ...]:
+def _unvectored(index: IndexInfo) -> tuple[sa.ColumnElement[bool], ...]:
     """Chunks (joined to their live documents) without a vector in this index."""
     d, c, v = schema.documents, schema.chunks, schema.vectors
-    has = sa.select(v.c.seq).where(v.c.chunk_id == c.c.id, v.c.index_id == target.index.id).exists()
-    return d.c.deleted_at.is_(None), c.c.chunker_key == target.chunker.ref.key, ~has
+    has = sa.select(v.c.seq).where(v.c.chunk_id == c.c.id, v.c.index_id == index.id).exists()
+    return d.c.deleted_at.is_(None), c.c.chunker_key == index.chunker_key, ~has
 
 
 def _live_docs_without_chunks(target: Target) -> sa.Select[int, str, str]:
     d = schema.documents
-    return sa.select(d.c.id, d.c.text, d.c.content_hash).where(*_unchunked(target)).order_by(d.c.id)
+    return sa.select(d.c.id, d.c.text, d.c.content_hash).where(*_unchunked(target.index)).order_by(d.c.id)
 
 
 def _chunks_without_vectors(target: Target) -> sa.Select[int, str, str, str, int]:
@@ -57,29 +58,31 @@ def _chunks_without_vectors(target: Target) -> sa.Select[int, str, str, str, int
     return (
         sa.select(c.c.id, c.c.content_hash, c.c.text, d.c.content_hash, d.c.id)
         .join(d, d.c.id == c.c.document_id)
-        .where(*_unvectored(target))
+        .where(*_unvectored(target.index))
         .order_by(c.c.id)
     )
 
 
-def measure_gap(conn: sa.Connection, target: Target) -> Gap:
+def measure_gap(conn: sa.Connection, target: Target | IndexInfo) -> Gap:
+    """What ``target`` (an index, with or without its chunker and embedder) lacks; reads counts only."""
+    index = target.index if isinstance(target, Target) else target
     # Counts select no text and no order, so SQLite answers them from covering
     # indexes instead of reading every document's and chunk's text.
     d, c, v = schema.documents, schema.chunks, schema.vectors
     live_chunks = (
         sa.select(sa.func.count())
         .select_from(c.join(d, d.c.id == c.c.document_id))
-        .where(d.c.deleted_at.is_(None), c.c.chunker_key == target.chunker.ref.key)
+        .where(d.c.deleted_at.is_(None), c.c.chunker_key == index.chunker_key)
     )
-    vectors = sa.select(sa.func.count()).where(v.c.index_id == target.index.id)
-    unchunked = sa.select(sa.func.count()).select_from(d).where(*_unchunked(target))
+    vectors = sa.select(sa.func.count()).where(v.c.index_id == index.id)
+    unchunked = sa.select(sa.func.count()).select_from(d).where(*_unchunked(index))
     n_chunks, n_vectors, n_unchunked = conn.execute(
         sa.select(live_chunks.scalar_subquery(), vectors.scalar_subquery(), unchunked.scalar_subquery())
     ).one()
     missing = n_chunks - n_vectors
     if missing < 0 or (missing == 0 and n_chunks and n_unchunked == 0):
         # counts agree (or vectors outnumber chunks, which the anti-join below settles)
-        unvectored = sa.select(sa.func.count()).select_from(c.join(d, d.c.id == c.c.document_id)).where(*_unvectored(target))
+        unvectored = sa.select(sa.func.count()).select_from(c.join(d, d.c.id == c.c.document_id)).where(*_unvectored(index))
         missing = conn.execute(unvectored).scalar_one()
     return Gap(int(n_unchunked), int(missing))
 
@@ -117,14 +120,17 @@ def fill_index(
         if not rows:
             break
         texts = {r[1]: r[2] for r in rows if r[1] in missing}
+        started = time.perf_counter()
         vecs = embed_texts(target.embedder, list(texts.values())) if texts else np.empty((0, target.index.dims), np.float32)
+        timing = {target.index.space_key: [sum(map(len, texts.values())), round(time.perf_counter() - started, 4)]}
         with engine.begin() as conn:
             store.put_embeddings(conn, target.index.space_key, dict(zip(texts, vecs, strict=True)))
             # A concurrent sync may have replaced some of these chunks meanwhile: write only what still lacks a vector.
             still = _still_missing(conn, target, [r[0] for r in rows])
             vrows = [VectorRow(r[0], r[1], target.index.space_key, target.chunker.ref.key, r[3]) for r in rows if r[0] in still]
             written = store.write(conn, target.index, vrows)
-            write_ledger(conn, ledger_kind, index=target.index.id, vectors=written, embedded=len(texts))
+            write_ledger(conn, ledger_kind, index=target.index.id, vectors=written, embedded=len(texts),
+                         embed=timing if texts else {})
         after_chunk = int(rows[-1][0])
         done["embedded"] += len(texts)
         done["vectors"] += written

@@ -67,6 +67,7 @@ class _Prepared:
     chunks: dict[str, list[list[Chunk]]]  # chunker key → per-doc chunk lists
     to_embed: dict[str, dict[str, str]]  # space key → content hash → text
     skipped: list[Skipped] = field(default_factory=list)
+    timing: dict[str, list[float]] = field(default_factory=dict)  # space key → [characters, seconds] embedded
 
 
 def embed_texts(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
@@ -138,11 +139,14 @@ class SyncRunner:
                 out[space] = {}
                 continue
             hashes = list(texts)
+            started = time.perf_counter()
             try:
                 vecs = embed_texts(self.embedders[space], [texts[h] for h in hashes])
             except EmbeddingError as exc:
                 out[space] = self._embed_one_by_one(space, texts, prepared, exc)
                 continue
+            # Recorded in the batch's ledger row: `migrate plan` estimates times from what jobs measured.
+            prepared.timing[space] = [sum(map(len, texts.values())), round(time.perf_counter() - started, 4)]
             out[space] = dict(zip(hashes, vecs, strict=True))
         return out
 
@@ -197,6 +201,7 @@ class SyncRunner:
                 updated=counts.updated,
                 embedded=counts.embedded,
                 vectors=counts.vectors_written,
+                embed=prepared.timing,
             )
         self.progress(len(prepared.docs) + len(prepared.skipped))
         return counts

@@ -1,0 +1,74 @@
+"""Catalog reads that several parts share: indexes, aliases, change stamps, recorded throughput.
+
+They take a connection and return data; nothing here loads a model or knows a
+workspace, so any layer may use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from embedops.catalog import schema
+from embedops.vectors.base import IndexInfo
+
+# Ledger kinds whose rows carry ``embed``: {space key: [characters, seconds]} per batch.
+EMBEDDING_KINDS = ("sync.batch", "migrate.backfill", "index.fill")
+THROUGHPUT_ROWS = 200
+
+
+def indexes(conn: sa.Connection, status: str | None = None) -> list[IndexInfo]:
+    """Every index (or those with ``status``), oldest first."""
+    i, sp = schema.indexes, schema.spaces
+    q = sa.select(i.c.id, i.c.space_key, i.c.chunker_key, i.c.status, sp.c.dims, sp.c.embedder).join(
+        sp, sp.c.key == i.c.space_key
+    )
+    if status:
+        q = q.where(i.c.status == status)
+    return [IndexInfo(*r) for r in conn.execute(q.order_by(i.c.created_at))]
+
+
+def alias_index(conn: sa.Connection, alias: str) -> str | None:
+    """The id of the index ``alias`` points at, or None."""
+    return conn.execute(sa.select(schema.aliases.c.index_id).where(schema.aliases.c.name == alias)).scalar()
+
+
+def index_stamp(conn: sa.Connection, index_id: str) -> str:
+    """A value that changes whenever a vector is added to or removed from the index.
+
+    Vector seqs and deletion seqs are autoincremented and never reused, so the
+    pair of their maxima moves on every write; both come from indexes, in O(log n).
+    """
+    v, vd = schema.vectors, schema.vector_deletions
+    added = conn.execute(sa.select(sa.func.max(v.c.seq)).where(v.c.index_id == index_id)).scalar()
+    removed = conn.execute(sa.select(sa.func.max(vd.c.seq)).where(vd.c.index_id == index_id)).scalar()
+    return f"{added or 0}:{removed or 0}"
+
+
+def live_chunks(conn: sa.Connection, chunker_key: str) -> int:
+    """Chunks of live documents made by ``chunker_key``."""
+    c, d = schema.chunks, schema.documents
+    q = sa.select(sa.func.count()).select_from(c.join(d, d.c.id == c.c.document_id)).where(
+        d.c.deleted_at.is_(None), c.c.chunker_key == chunker_key)
+    return int(conn.execute(q).scalar_one())
+
+
+def recorded_throughput(conn: sa.Connection, space_keys: Sequence[str]) -> tuple[float, int] | None:
+    """Characters per second at which earlier jobs embedded into these spaces, and the batches measured.
+
+    Read from the ledger rows of the last syncs, backfills and fills; None when no
+    job has embedded into any of ``space_keys`` yet.
+    """
+    lg = schema.ledger
+    rows = conn.execute(sa.select(lg.c.details).where(lg.c.kind.in_(EMBEDDING_KINDS))
+                        .order_by(lg.c.id.desc()).limit(THROUGHPUT_ROWS * 5)).scalars().all()
+    chars = seconds = 0.0
+    batches = 0
+    for details in rows:
+        for space, (n, s) in (details.get("embed") or {}).items():
+            if space in space_keys and s > 0:
+                chars, seconds, batches = chars + n, seconds + s, batches + 1
+        if batches >= THROUGHPUT_ROWS:
+            break
+    return (chars / seconds, batches) if seconds > 0 else None
