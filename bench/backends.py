@@ -19,11 +19,13 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO_ROOT, Check, Report, log, timed  # noqa: E402
 
-from embedops.migrate.run import Migrator  # noqa: E402
+from embedops.catalog import schema  # noqa: E402
+from embedops.compose import migrator  # noqa: E402
 from embedops.workspace import Workspace  # noqa: E402
 
 
@@ -52,9 +54,10 @@ def queries(data: Path, n: int = 300) -> list[str]:
 
 def exact_top(ws: Workspace, index_id: str, vectors: np.ndarray, k: int) -> list[set[int]]:
     """Exact top-k keys per query over every vector of the index, read from the catalog."""
-    rows = ws.store.query(
-        "SELECT v.seq, e.vector FROM vectors v JOIN embeddings e ON e.space_key = v.space_key"
-        " AND e.content_hash = v.content_hash WHERE v.index_id = ?", (index_id,))
+    v, e = schema.vectors, schema.embeddings
+    with ws.engine.connect() as conn:
+        rows = conn.execute(sa.select(v.c.seq, e.c.vector).join(e, sa.and_(
+            e.c.space_key == v.c.space_key, e.c.content_hash == v.c.content_hash)).where(v.c.index_id == index_id)).all()
     keys = np.array([r[0] for r in rows])
     mat = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=np.float32).reshape(len(rows), -1)
     scores = vectors @ mat.T
@@ -81,7 +84,7 @@ def run_backend(name: str, database: str | None, corpus: Path, qtexts: list[str]
     recall = statistics.mean(len(g & e) / 10 for g, e in zip(got, exact, strict=True))
     full = [ws.search(q, k=10) for q in qtexts[:20]]  # text queries end to end, for sanity
     assert all(full)
-    m = Migrator(ws)
+    m = migrator(ws)
     log(f"[{name}] migration (re-chunk to 200 tokens) ...")
     m.start("minilm-l3", chunker_params={"max_tokens": 200, "overlap_tokens": 24})
     with timed() as t_backfill:
@@ -93,7 +96,7 @@ def run_backend(name: str, database: str | None, corpus: Path, qtexts: list[str]
         "documents": result.counts.added, "chunks_embedded": result.counts.embedded, "sync_s": round(t_sync.seconds, 2),
         "search_p50_ms": round(float(np.percentile(lat, 50)), 3), "search_p99_ms": round(float(np.percentile(lat, 99)), 3),
         "recall_at_10": round(recall, 4), "backfill_s": round(t_backfill.seconds, 2),
-        "cutover_s": cut["seconds"], "rollback_s": back["seconds"],
+        "cutover_s": cut.seconds, "rollback_s": back.seconds,
     }
 
 

@@ -4,7 +4,7 @@ Steps, in one process (plus one search-load worker):
 
 1. sync the SciFact corpus (BEIR folder) with ``minilm-l3`` into a fresh temporary
    workspace (structured chunker, its defaults), import the SciFact test split as
-   an eval set bound to the alias, and ``Migrator(ws).start("minilm-l6")``;
+   an eval set bound to the alias, and ``migrator(ws).start("minilm-l6")``;
 2. start a search loop (a separate process by default, as a server beside an
    ``embedops migrate backfill`` would be; ``--load thread`` for the same process)
    that sends SciFact test queries to the alias at a fixed rate (``--qps``, 25)
@@ -363,16 +363,16 @@ def swap_cycles(migrator: Any, load: Load, rollbacks: int, settle: float) -> tup
         for i in range(rollbacks + 1):
             with timed() as t:
                 result = migrator.cutover()
-            gate = gate or result["gate"]
-            steps.append({"op": "cutover", "swap_s": result["seconds"], "call_s": round(t.seconds, 4)})
-            log(f"cutover {i + 1}: swap {result['seconds'] * 1000:.1f} ms, call {fmt_s(t.seconds)} (gate included)")
+            gate = gate or result.gate.to_dict()
+            steps.append({"op": "cutover", "swap_s": result.seconds, "call_s": round(t.seconds, 4)})
+            log(f"cutover {i + 1}: swap {result.seconds * 1000:.1f} ms, call {fmt_s(t.seconds)} (gate included)")
             time.sleep(settle)
             if i == rollbacks:
                 break
             with timed() as t:
                 result = migrator.rollback()
-            steps.append({"op": "rollback", "swap_s": result["seconds"], "call_s": round(t.seconds, 4)})
-            log(f"rollback {i + 1}: swap {result['seconds'] * 1000:.1f} ms, call {fmt_s(t.seconds)}")
+            steps.append({"op": "rollback", "swap_s": result.seconds, "call_s": round(t.seconds, 4)})
+            log(f"rollback {i + 1}: swap {result.seconds * 1000:.1f} ms, call {fmt_s(t.seconds)}")
             time.sleep(settle)
     return steps, gate
 
@@ -416,7 +416,7 @@ def gate_figures(gate: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from embedops.migrate.run import Migrator
+    from embedops.compose import migrator as open_migrator
     from embedops.workspace import Workspace
 
     data = prepare_corpus(args.data, args.docs, tmp)
@@ -429,11 +429,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     figures: dict[str, Any] = {"docs": status["documents"], "chunks": status["chunks"],
                                "sync_seconds": round(t.seconds, 2), "sync_embedded": synced.counts.embedded}
     figures["evalset"] = import_eval(ws, data)
-    migrator = Migrator(ws)
+    migrator = open_migrator(ws)
     started = migrator.start(TO_MODEL)
-    plan = started["plan"]
+    plan = started.plan.to_dict()
     figures["plan"] = {k: plan.get(k) for k in ("chunks_to_embed", "tokens_to_embed", "estimated_seconds", "rechunk")}
-    old, new = plan["from_index"], started["shadow_index"]
+    old, new = plan["from_index"], started.shadow_index
     target = ws.target(migrator.index(new))
     figures.update(old_index=old, new_index=new)
 
@@ -457,7 +457,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     figures["gate"] = gate_figures(gate)
     figures["quality"] = ndcg_old_vs_new(ws, old, new) if figures["evalset"] else None
     final = migrator.finalize()
-    figures["finalize"] = {k: final[k] for k in ("dropped_index", "vectors_deleted", "chunks_deleted")}
+    figures["finalize"] = {k: final.to_dict()[k] for k in ("dropped_index", "vectors_deleted", "chunks_deleted")}
     ws.close()
     return figures
 
@@ -480,7 +480,7 @@ def measure_throughput(ws: Any, migrator: Any, target: Any, batch: int, segment:
     step = segment or len(plan)
     raw_s = fill_s = in_backfill = 0.0
     segments: list[dict[str, Any]] = []
-    filled: dict[str, Any] | None = None
+    filled: Any = None
     for i in range(0, len(plan), step):
         part = plan[i : i + step]
         raw = raw_encode(part)
@@ -493,7 +493,7 @@ def measure_throughput(ws: Any, migrator: Any, target: Any, batch: int, segment:
         segments.append({"texts": sum(len(b.texts) for b in part), "raw_s": round(raw, 2),
                          "backfill_s": round(t.seconds, 2), "ratio": round(raw / t.seconds, 3)})
         log(f"segment {len(segments)}: {segments[-1]}")
-    assert filled is not None and filled["remaining"] == 0, filled
+    assert filled is not None and filled.remaining == 0, filled
     embedded = stored_hashes(ws, target.index.space_key) - before
     return {
         "texts": len(texts), "tokens": tokens, "same_texts": embedded == {h for b in plan for h in b.texts},

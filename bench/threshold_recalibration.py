@@ -81,7 +81,7 @@ def write_labels(pairs: Pairs, labels: np.ndarray, tmp: Path) -> Path:
 
 
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from embedops.migrate.run import Migrator
+    from embedops.compose import migrator
     from embedops.thresholds.calibrate import operating_point, threshold_for_precision
     from embedops.thresholds.labels import read_labels
     from embedops.thresholds.recalibrate import SampleConfig, SpaceScorer, calibrate
@@ -108,8 +108,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     log(f"migrate to {TO_MODEL}: start + backfill ...")
     with timed() as t:
-        shadow = Migrator(ws).start(TO_MODEL)["shadow_index"]
-        Migrator(ws).backfill()
+        shadow = migrator(ws).start(TO_MODEL).shadow_index
+        migrator(ws).backfill()
     f["backfill_seconds"] = t.seconds
     log(f"calibrate --to {shadow} --method both ({args.pairs} random pairs) ...")
     with timed() as t:

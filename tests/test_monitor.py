@@ -276,7 +276,8 @@ def test_no_false_positive_across_20_runs_of_a_real_model(tmp_path: Path) -> Non
     with ws.engine.connect() as conn:
         [index] = ws.indexes(conn, "active")
     embedder = ws.embedder(index.embedder)
-    lows = [verify_model(ws, index, embedder, since=time.time()).min_cosine for _ in range(20)]
+    lows = [verify_model(ws.engine, index, embedder, ws.settings.monitor.fingerprint_min_cosine, since=time.time()).min_cosine
+            for _ in range(20)]
     assert min(lows) >= ws.settings.monitor.fingerprint_min_cosine
     [full] = check_models(ws)
     assert full.same and full.probe["agreement"] == 1.0 and full.probe["size"] > 0
@@ -411,10 +412,10 @@ def test_query_log_writes_one_row_per_search_and_prunes_by_retention(mws: Worksp
     assert rows[0].vector is not None and rows[1].vector is None and rows[1].mode == "bm25"
     with mws.engine.connect() as conn:
         [index] = mws.indexes(conn, "active")
-    log_query(mws, index, "vector", "old", np.ones(index.dims, np.float32))
+    log_query(mws.engine, mws.settings.monitor, index, "vector", "old", np.ones(index.dims, np.float32))
     with mws.engine.begin() as conn:
         conn.execute(sa.update(schema.query_log).where(schema.query_log.c.id == 3).values(at=time.time() - 40 * 86400))
-    assert prune_query_log(mws) == 1 and _logged(mws) == 2
+    assert prune_query_log(mws.engine, mws.settings.monitor) == 1 and _logged(mws) == 2
 
 
 def _logged(ws: Workspace) -> int:

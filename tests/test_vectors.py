@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import embedops.vectors.ann as ann_module
 from embedops.vectors.ann import AnnIndex, read_snapshot
 from embedops.vectors.base import DEFAULT_EF_SEARCH, default_ef_search
 from embedops.workspace import Workspace
-from tests.conftest import write_corpus
+from tests.conftest import CHILD_ENV, write_corpus
 
 
 @pytest.fixture
@@ -230,3 +232,15 @@ def test_batched_search_equals_one_query_at_a_time_on_the_hnsw_graph(hnsw_ws: Wo
 def test_batched_search_equals_one_query_at_a_time_exact_and_on_every_backend(ws: Workspace) -> None:
     ws.sync()
     _assert_batched_equals_single(ws)
+
+
+def test_an_onnx_model_loads_after_the_ann_index_was_used() -> None:
+    """onnxruntime imported after usearch's extension kills the process (SIGSEGV): the ANN loads it first."""
+    script = (
+        "from embedops.vectors.ann import usearch_index\n"
+        "usearch_index()\n"
+        "import onnxruntime\n"
+        "print('alive')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=CHILD_ENV, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "alive", done.stderr[-500:]

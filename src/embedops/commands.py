@@ -9,20 +9,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embedops.evaluate.runner import EvalComparison, EvalRun
-from embedops.evaluate.store import EvalSetInfo, ImportResult
 from embedops.migrate.gate import GateConfig
-from embedops.migrate.plan import MigrationPlan
-from embedops.migrate.steps import (
-    BackfillResult, CloseResult, CutoverResult, GateReport, MigrationStatus, RollbackResult, StartResult,
-)
 from embedops.search.engine import Filters, SearchResult
-from embedops.thresholds.recalibrate import CalibrationResult
-from embedops.thresholds.registry import ThresholdValue
 from embedops.workspace import ProgressFactory, SyncResult, Workspace
 
+# Result types only: each verb imports what it runs, so a quick command (migrate status) loads little.
 if TYPE_CHECKING:
+    from embedops.evaluate.runner import EvalComparison, EvalRun
+    from embedops.evaluate.store import EvalSetInfo, ImportResult
     from embedops.migrate.gate import Preview
+    from embedops.migrate.plan import MigrationPlan
+    from embedops.migrate.steps import (
+        BackfillResult, CloseResult, CutoverResult, GateReport, MigrationStatus, RollbackResult, StartResult,
+    )
+    from embedops.thresholds.recalibrate import CalibrationResult
+    from embedops.thresholds.registry import ThresholdValue
     from embedops.monitor.checks import CheckReport
     from embedops.monitor.coverage import CoverageReport
     from embedops.monitor.freshness import FreshnessReport
@@ -306,7 +307,7 @@ def thresholds_list(workspace: Path | None, *, alias: str | None = None, all_val
     from embedops.thresholds.registry import ThresholdRegistry
 
     with Workspace.open(workspace) as ws:
-        registry = ThresholdRegistry(ws, alias)
+        registry = ThresholdRegistry(ws.engine, alias or ws.settings.alias, ws.settings.embedder)
         if all_values:
             return [v.to_dict(evidence=False) for v in registry.history()]
         return [info.to_dict() for info in registry.list()]

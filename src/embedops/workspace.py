@@ -25,6 +25,7 @@ from embedops.catalog.ledger import read_ledger, write_ledger
 from embedops.chunking.base import Chunker
 from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, load_settings
 from embedops.embedding.base import Embedder, TokenSource
+from embedops.monitor.references import pin_corpus_references
 from embedops.monitor.settings import source_slos
 from embedops.errors import ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
 from embedops.search.engine import Filters, Searcher, SearchResult
@@ -37,6 +38,7 @@ from embedops.vectors.base import IndexInfo
 from embedops.vectors import make_store
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
+SyncListener = Callable[[sa.Engine, Sequence[IndexInfo]], None]
 
 
 @dataclass
@@ -83,6 +85,9 @@ class Workspace:
         self.searcher = Searcher(self.store, self.embedder_for)
         self.searcher.max_lag = source_slos(settings.monitor, settings.sources)
         self._embedders: dict[str, Embedder] = {}
+        # Called with (engine, indexes kept current) after every sync that read a source. The default
+        # pins drift references: an index's first sync is its corpus reference.
+        self.after_sync: list[SyncListener] = [pin_corpus_references]
         self._embedders_lock = threading.Lock()
 
     # -- opening -------------------------------------------------------------
@@ -205,9 +210,9 @@ class Workspace:
                 hint="the model behind this name changed: restore it, or migrate with `embedops migrate`",
             )
         if self.settings.monitor.verify_model:  # once per process and space: a silent model change is refused
-            from embedops.monitor.fingerprint import verify_model
+            from embedops.embedding.verify import verify_model
 
-            verify_model(self, index, embedder)
+            verify_model(self.engine, index, embedder, self.settings.monitor.fingerprint_min_cosine)
         return embedder
 
     def token_source(self, name: str) -> TokenSource:
@@ -250,13 +255,13 @@ class Workspace:
     def create_index(self, conn: sa.Connection, embedder_name: str, embedder: Embedder, chunker: Chunker) -> IndexInfo:
         """Register the space and chunker if new, and a new empty index for the pair."""
         from embedops.embedding.fingerprint import take_fingerprint, to_bytes
-        from embedops.monitor.fingerprint import remember_fingerprint
+        from embedops.embedding.verify import remember_fingerprint
 
         sp, ch, ix = schema.spaces, schema.chunkers, schema.indexes
         key = embedder.ref.key
         if conn.execute(sa.select(sp.c.key).where(sp.c.key == key)).scalar() is None:
             fp = take_fingerprint(embedder)
-            remember_fingerprint(self, key, embedder)
+            remember_fingerprint(self.engine, key, embedder)
             conn.execute(sa.insert(sp).values(
                 key=key, embedder=embedder_name, ref=embedder.ref.to_dict(), dims=embedder.ref.dims,
                 fingerprint=to_bytes(fp.vectors), fingerprint_digest=fp.digest, created_at=time.time()))
@@ -370,9 +375,8 @@ class Workspace:
         result = SyncResult(plan_only, total, per_source, chunks_to_embed=to_embed if plan_only else None)
         if not plan_only and len(failed) < len(configs):  # with nothing read, no drift reference to pin either
             result.indexes = self._complete(targets, total, progress)
-            from embedops.monitor.drift import pin_corpus_references
-
-            pin_corpus_references(self, [t.index for t in targets])  # drift: the first sync is the reference
+            for listener in self.after_sync:
+                listener(self.engine, [t.index for t in targets])
         result.seconds = time.perf_counter() - started
         if failed:
             self._sources_failed(failed, result, selected=len(configs))
@@ -443,11 +447,11 @@ class Workspace:
         """Before a sync writes, each index's model must still make its vectors (monitor/fingerprint.py)."""
         if not self.settings.monitor.verify_model:
             return
-        from embedops.monitor.fingerprint import verify_model
+        from embedops.embedding.verify import verify_model
 
         for t in targets:
             if t.index.status != "planned":
-                verify_model(self, t.index, t.embedder, since=since)
+                verify_model(self.engine, t.index, t.embedder, self.settings.monitor.fingerprint_min_cosine, since=since)
 
     def _selected_sources(self, source: str | None) -> list[SourceConfig]:
         if source is None:
@@ -523,13 +527,19 @@ class Workspace:
             from embedops.monitor.serving import monitored_search
 
             return monitored_search(
-                self, query, vector=vector, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters,
-                mode=mode, fresh_only=fresh_only, recency_half_life=recency_half_life,
+                self.searcher, self._log_query if self.settings.monitor.query_log else None, query, vector=vector,
+                k=k, alias=alias or self.settings.alias, index_id=index, filters=filters, mode=mode,
+                fresh_only=fresh_only, recency_half_life=recency_half_life,
             )
         return search_mode(
             self.searcher, query, vector=vector, k=k, alias=alias or self.settings.alias, index_id=index,
             filters=filters, mode=mode,
         )
+
+    def _log_query(self, index: IndexInfo, mode: str, text: str | None, vector: np.ndarray | None) -> None:
+        from embedops.monitor.querylog import log_query
+
+        log_query(self.engine, self.settings.monitor, index, mode, text, vector)
 
     def search_batch(
         self,
@@ -554,12 +564,14 @@ class Workspace:
     @property
     def thresholds(self) -> ThresholdRegistry:
         """Named similarity thresholds, read for the space the alias serves: ``ws.thresholds.get("dedup")``."""
-        return ThresholdRegistry(self)
+        return ThresholdRegistry(self.engine, self.settings.alias, self.settings.embedder)
 
     # -- status ---------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         with read_tx(self.engine) as conn:
-            return _status(self, conn)
+            counts = queries.catalog_counts(conn)
+        return {"workspace": str(self.root), "embedder": self.settings.embedder, "chunker": self.settings.chunker,
+                **counts}
 
     def history(self, *, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         with read_tx(self.engine) as conn:
@@ -571,37 +583,3 @@ def _plan_counts(plan: SyncPlan) -> SyncCounts:
         added=len(plan.added), updated=len(plan.updated), deleted=len(plan.deleted),
         unchanged=plan.unchanged, skipped=list(plan.skipped),
     )
-
-
-def _status(ws: Workspace, conn: sa.Connection) -> dict[str, Any]:
-    s, d, c, v, sp = schema.sources, schema.documents, schema.chunks, schema.vectors, schema.spaces
-    live = d.c.deleted_at.is_(None)
-    per_source: dict[int, int] = dict(conn.execute(sa.select(d.c.source_id, sa.func.count()).where(live).group_by(d.c.source_id)).all())
-    sources = [
-        {"name": r.name, "kind": r.kind, "path": r.config.get("path"), "documents": per_source.get(r.id, 0),
-         "last_scan_at": r.last_scan_at}
-        for r in conn.execute(sa.select(s).order_by(s.c.id))
-    ]
-    vec_counts: dict[str, int] = dict(conn.execute(sa.select(v.c.index_id, sa.func.count()).group_by(v.c.index_id)).all())
-    indexes = [
-        {"id": ix.id, "space": ix.space_key, "chunker": ix.chunker_key, "embedder": ix.embedder,
-         "status": ix.status, "dims": ix.dims, "vectors": vec_counts.get(ix.id, 0)}
-        for ix in ws.indexes(conn)
-    ]
-    aliases = dict(conn.execute(sa.select(schema.aliases.c.name, schema.aliases.c.index_id)).all())
-    spaces = [
-        {"key": r.key, "embedder": r.embedder, "dims": r.dims, "fingerprint": r.fingerprint_digest}
-        for r in conn.execute(sa.select(sp.c.key, sp.c.embedder, sp.c.dims, sp.c.fingerprint_digest))
-    ]
-    return {
-        "workspace": str(ws.root),
-        "embedder": ws.settings.embedder,
-        "chunker": ws.settings.chunker,
-        "sources": sources,
-        "documents": conn.execute(sa.select(sa.func.count()).where(live)).scalar_one(),
-        "deleted_documents": conn.execute(sa.select(sa.func.count()).where(d.c.deleted_at.is_not(None))).scalar_one(),
-        "chunks": conn.execute(sa.select(sa.func.count()).select_from(c)).scalar_one(),
-        "indexes": indexes,
-        "aliases": aliases,
-        "spaces": spaces,
-    }

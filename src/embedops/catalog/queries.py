@@ -7,6 +7,7 @@ workspace, so any layer may use them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -72,3 +73,34 @@ def recorded_throughput(conn: sa.Connection, space_keys: Sequence[str]) -> tuple
         if batches >= THROUGHPUT_ROWS:
             break
     return (chars / seconds, batches) if seconds > 0 else None
+
+
+def catalog_counts(conn: sa.Connection) -> dict[str, Any]:
+    """What `embedops status` shows of the catalog: sources, documents, chunks, indexes, aliases, spaces."""
+    s, d, c, v, sp = schema.sources, schema.documents, schema.chunks, schema.vectors, schema.spaces
+    live = d.c.deleted_at.is_(None)
+    per_source: dict[int, int] = dict(conn.execute(sa.select(d.c.source_id, sa.func.count()).where(live).group_by(d.c.source_id)).all())
+    sources = [
+        {"name": r.name, "kind": r.kind, "path": r.config.get("path"), "documents": per_source.get(r.id, 0),
+         "last_scan_at": r.last_scan_at}
+        for r in conn.execute(sa.select(s).order_by(s.c.id))
+    ]
+    vec_counts: dict[str, int] = dict(conn.execute(sa.select(v.c.index_id, sa.func.count()).group_by(v.c.index_id)).all())
+    index_rows = [
+        {"id": ix.id, "space": ix.space_key, "chunker": ix.chunker_key, "embedder": ix.embedder,
+         "status": ix.status, "dims": ix.dims, "vectors": vec_counts.get(ix.id, 0)}
+        for ix in indexes(conn)
+    ]
+    spaces = [
+        {"key": r.key, "embedder": r.embedder, "dims": r.dims, "fingerprint": r.fingerprint_digest}
+        for r in conn.execute(sa.select(sp.c.key, sp.c.embedder, sp.c.dims, sp.c.fingerprint_digest))
+    ]
+    return {
+        "sources": sources,
+        "documents": conn.execute(sa.select(sa.func.count()).where(live)).scalar_one(),
+        "deleted_documents": conn.execute(sa.select(sa.func.count()).where(d.c.deleted_at.is_not(None))).scalar_one(),
+        "chunks": conn.execute(sa.select(sa.func.count()).select_from(c)).scalar_one(),
+        "indexes": index_rows,
+        "aliases": dict(conn.execute(sa.select(schema.aliases.c.name, schema.aliases.c.index_id)).all()),
+        "spaces": spaces,
+    }

@@ -420,7 +420,8 @@ class Migrator:
         if forced and not (reason and reason.strip()):
             raise ConfigError("--force needs --reason \"...\": an override is recorded in the ledger")
         new = self.index(mig.to_index)
-        self.host.store.flush(new)  # the first query after the swap must not build the ANN
+        if self.host.store.capabilities.ann_file:
+            self.host.store.flush(new)  # the first query after the swap must not build the ANN file
         seconds = self._swap(mig, mig.to_index, "cut_over", "migrate.cutover", gate=result, forced=forced, reason=reason)
         self.host.adopt_index_config(new)
         return CutoverResult(mig.id, self.alias, mig.to_index, result, forced, False, seconds, reason)

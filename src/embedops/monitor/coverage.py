@@ -77,7 +77,7 @@ def check_coverage(ws: Workspace, *, alias: str | None = None, now: float | None
     now = now or time.time()
     if not settings.query_log:
         return CoverageReport("skip", "the query log is off: set query_log = true in [monitor]")
-    prune_query_log(ws, now=now)
+    prune_query_log(ws.engine, ws.settings.monitor, now=now)
     alias = alias or ws.settings.alias
     index = ws.searcher.resolve(alias)
     with read_tx(ws.engine) as conn:

@@ -255,26 +255,6 @@ def first_sync_end(conn: sa.Connection, index_created_at: float) -> float | None
 
 
 # -- references --------------------------------------------------------------------------------
-def pin_corpus_references(ws: Workspace, indexes: Sequence[IndexInfo]) -> None:
-    """Called at the end of every sync: an index's first sync fixes its corpus reference time.
-
-    One small read per sync; the sample itself is drawn by the first drift check.
-    """
-    r = schema.drift_references
-    ids = [ix.id for ix in indexes]
-    with read_tx(ws.engine) as conn:
-        have = set(conn.execute(sa.select(r.c.index_id).where(r.c.stream == "corpus", r.c.index_id.in_(ids))).scalars())
-    missing = [i for i in ids if i not in have]
-    if not missing:
-        return
-    now = time.time()
-    with ws.engine.begin() as conn:
-        have = set(conn.execute(sa.select(r.c.index_id).where(r.c.stream == "corpus", r.c.index_id.in_(missing))).scalars())
-        for index_id in (i for i in missing if i not in have):
-            conn.execute(sa.insert(r).values(index_id=index_id, stream="corpus", created_at=now, cutoff=now, vectors=b"", labels=[]))
-            write_ledger(conn, "monitor.reference", index=index_id, stream="corpus", rows=0, cutoff=now, pinned=True)
-
-
 def _pinned_cutoff(conn: sa.Connection, index: IndexInfo) -> float | None:
     r = schema.drift_references
     return conn.execute(sa.select(r.c.cutoff).where(r.c.index_id == index.id, r.c.stream == "corpus")).scalar()

@@ -22,7 +22,6 @@ before the first query of a process (cached per process and space) and raises
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,76 +33,14 @@ from embedops.catalog import schema
 from embedops.catalog.db import read_tx
 from embedops.catalog.ledger import write_ledger
 from embedops.embedding.base import Embedder
-from embedops.embedding.fingerprint import Fingerprint, FingerprintCheck, compare_fingerprints, from_bytes, take_fingerprint
-from embedops.errors import NotFound, SpaceMismatch
+from embedops.embedding.fingerprint import compare_fingerprints, take_fingerprint
+from embedops.embedding.verify import (  # noqa: F401  (re-exported: the check's public names)
+    ModelChanged, forget_verifications, model_changed, remember_check, stored_fingerprint, verify_model,
+)
 from embedops.vectors.base import IndexInfo
 
 if TYPE_CHECKING:
     from embedops.workspace import Workspace
-
-
-class ModelChanged(SpaceMismatch):
-    """The model behind an index's embedder no longer produces that index's vectors."""
-
-
-# (catalog url, space key) → (embedder object checked, when, outcome). The
-# registry keeps one model object per name and process, and a loaded model
-# cannot change under the process, so one check per object is enough for search.
-_VERIFIED: dict[tuple[str, str], tuple[Embedder, float, FingerprintCheck]] = {}
-_LOCK = threading.Lock()
-
-
-def forget_verifications() -> None:
-    """Drop this process's cached model checks (the next sync or search re-checks)."""
-    with _LOCK:
-        _VERIFIED.clear()
-
-
-def remember_fingerprint(ws: Workspace, space_key: str, embedder: Embedder) -> None:
-    """``embedder`` was just fingerprinted to register ``space_key``: it is verified for this process."""
-    with _LOCK:
-        _VERIFIED[(str(ws.engine.url), space_key)] = (embedder, time.time(), FingerprintCheck(True, 1.0, 1.0))
-
-
-def stored_fingerprint(conn: sa.Connection, space_key: str) -> Fingerprint:
-    blob = conn.execute(sa.select(schema.spaces.c.fingerprint).where(schema.spaces.c.key == space_key)).scalar()
-    if blob is None:
-        raise NotFound(f"space {space_key} is not in the catalog", hint="`embedops status` lists spaces")
-    return Fingerprint.from_vectors(from_bytes(blob))
-
-
-def verify_model(ws: Workspace, index: IndexInfo, embedder: Embedder, *, since: float | None = None) -> FingerprintCheck:
-    """Compare ``embedder``'s sentinel vectors with ``index``'s stored fingerprint; raise :class:`ModelChanged`.
-
-    The outcome is cached per process, catalog and space; ``since`` (epoch
-    seconds) forces a new comparison unless the cached one is at least that recent.
-    """
-    key = (str(ws.engine.url), index.space_key)
-    with _LOCK:
-        entry = _VERIFIED.get(key)
-    if entry is not None and entry[0] is embedder and (since is None or entry[1] >= since):
-        check = entry[2]
-    else:
-        with read_tx(ws.engine) as conn:
-            stored = stored_fingerprint(conn, index.space_key)
-        check = compare_fingerprints(stored, take_fingerprint(embedder), ws.settings.monitor.fingerprint_min_cosine)
-        with _LOCK:
-            _VERIFIED[key] = (embedder, time.time(), check)
-    if not check.same:
-        raise model_changed(index, check)
-    return check
-
-
-def model_changed(index: IndexInfo, check: FingerprintCheck) -> ModelChanged:
-    return ModelChanged(
-        f"the model behind embedder {index.embedder!r} changed: it no longer makes the vectors of index {index.id}"
-        f" (space {index.space_key}; {check.reason}); refusing to embed with it",
-        hint="restore the original model files behind this name; or give the new model a name of its own (e.g. copy"
-        " it to a new folder) and move to it with `embedops migrate plan --to <new name>`. `embedops check --only"
-        " fingerprint` shows the measurements",
-        index=index.id,
-        min_cosine=check.min_cosine,
-    )
 
 
 # -- the full check (sentinels + probe) --------------------------------------------------------
@@ -150,8 +87,7 @@ def check_model(ws: Workspace, index: IndexInfo, *, fresh: bool = False) -> Mode
         stored = stored_fingerprint(conn, index.space_key)
     sentinels = compare_fingerprints(stored, take_fingerprint(embedder), settings.fingerprint_min_cosine)
     if not fresh:
-        with _LOCK:
-            _VERIFIED[(str(ws.engine.url), index.space_key)] = (embedder, time.time(), sentinels)
+        remember_check(ws.engine, index.space_key, embedder, sentinels)
     probe = check_probe(ws, index, embedder)
     reasons = [sentinels.reason] if not sentinels.same else []
     if probe and probe["min_cosine"] < settings.fingerprint_min_cosine:

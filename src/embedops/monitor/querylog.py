@@ -22,7 +22,7 @@ from embedops.hashing import content_hash
 from embedops.vectors.base import IndexInfo
 
 if TYPE_CHECKING:
-    from embedops.workspace import Workspace
+    from embedops.monitor.settings import MonitorSettings
 
 PRUNE_EVERY_S = 3600.0
 _last_prune: dict[str, float] = {}
@@ -42,30 +42,31 @@ class LoggedQueries:
         return len(self.ids)
 
 
-def log_query(ws: Workspace, index: IndexInfo, mode: str, text: str | None, vector: np.ndarray | None) -> None:
+def log_query(
+    engine: sa.Engine, settings: MonitorSettings, index: IndexInfo, mode: str, text: str | None, vector: np.ndarray | None
+) -> None:
     """Append one served query (a single INSERT), pruning expired rows now and then."""
-    settings = ws.settings.monitor
     now = time.time()
     row = {
         "at": now, "index_id": index.id, "space_key": index.space_key, "mode": mode,
         "text": text if settings.query_log_text else None, "text_hash": content_hash(text or ""),
         "vector": None if vector is None else np.asarray(vector, dtype=np.float32).tobytes(),
     }
-    with ws.engine.begin() as conn:
+    with engine.begin() as conn:
         conn.execute(sa.insert(schema.query_log).values(**row))
-    key = str(ws.engine.url)
+    key = str(engine.url)
     with _prune_lock:
         due = now - _last_prune.get(key, 0.0) >= PRUNE_EVERY_S
         if due:
             _last_prune[key] = now
     if due:
-        prune_query_log(ws)
+        prune_query_log(engine, settings)
 
 
-def prune_query_log(ws: Workspace, *, now: float | None = None) -> int:
+def prune_query_log(engine: sa.Engine, settings: MonitorSettings, *, now: float | None = None) -> int:
     """Delete logged queries older than the retention; returns how many."""
-    cutoff = (now or time.time()) - ws.settings.monitor.seconds("query_log_retention")
-    with ws.engine.begin() as conn:
+    cutoff = (now or time.time()) - settings.seconds("query_log_retention")
+    with engine.begin() as conn:
         deleted = conn.execute(sa.delete(schema.query_log).where(schema.query_log.c.at < cutoff)).rowcount
     return int(deleted or 0)
 

@@ -18,14 +18,15 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import numpy as np
 
-from embedops.search.engine import Filters, SearchResult
+from embedops.search.engine import Filters, Searcher, SearchResult
+from embedops.vectors.base import IndexInfo
 
-if TYPE_CHECKING:
-    from embedops.workspace import Workspace
+# (index, mode, query text, query vector) → recorded; the workspace binds it to its catalog and settings.
+QueryLogger = Callable[[IndexInfo, str, "str | None", "np.ndarray | None"], None]
 
 
 def recency_weight(score: float, *, age_s: float, half_life_s: float) -> float:
@@ -33,7 +34,8 @@ def recency_weight(score: float, *, age_s: float, half_life_s: float) -> float:
 
 
 def monitored_search(
-    ws: Workspace,
+    searcher: Searcher,
+    log: QueryLogger | None,
     query: str | None,
     *,
     vector: np.ndarray | None,
@@ -45,19 +47,19 @@ def monitored_search(
     fresh_only: bool,
     recency_half_life: float | None,
 ) -> list[SearchResult]:
-    """One query with the monitoring options (see the module docstring)."""
+    """One query with the monitoring options (see the module docstring); ``log`` records it when given."""
     from embedops.search.modes import check_mode, search_mode
 
     mode = check_mode(mode)
-    target = ws.searcher.resolve(alias, index_id)  # resolved once: a concurrent alias swap cannot split this query
-    if ws.settings.monitor.query_log:
-        vector = _logged(ws, target, query, vector, mode)
+    target = searcher.resolve(alias, index_id)  # resolved once: a concurrent alias swap cannot split this query
+    if log is not None:
+        vector = _logged(searcher, log, target, query, vector, mode)
     if not fresh_only and recency_half_life is None:
-        return search_mode(ws.searcher, query, vector=vector, k=k, index_id=target.id, filters=filters, mode=mode)
+        return search_mode(searcher, query, vector=vector, k=k, index_id=target.id, filters=filters, mode=mode)
     depth = max(4 * k, 50)
     now = time.time()
     while True:
-        results = search_mode(ws.searcher, query, vector=vector, k=depth, index_id=target.id, filters=filters, mode=mode)
+        results = search_mode(searcher, query, vector=vector, k=depth, index_id=target.id, filters=filters, mode=mode)
         kept = [r for r in results if not r.stale] if fresh_only else results
         if recency_half_life is not None:
             kept = sorted((_reweighted(r, recency_half_life, now) for r in kept), key=lambda r: -r.score)
@@ -66,15 +68,13 @@ def monitored_search(
         depth *= 4
 
 
-def _logged(ws: Workspace, target: object, query: str | None, vector: np.ndarray | None, mode: str) -> np.ndarray | None:
+def _logged(
+    searcher: Searcher, log: QueryLogger, target: IndexInfo, query: str | None, vector: np.ndarray | None, mode: str
+) -> np.ndarray | None:
     """Log the query; embed it here (once) so the vector is logged and reused by the search."""
-    from embedops.monitor.querylog import log_query
-    from embedops.vectors.base import IndexInfo
-
-    assert isinstance(target, IndexInfo)
     if vector is None and mode != "bm25" and query and query.strip():
-        vector = ws.searcher.embed_query(target, query)
-    log_query(ws, target, mode, query, vector)
+        vector = searcher.embed_query(target, query)
+    log(target, mode, query, vector)
     return vector
 
 

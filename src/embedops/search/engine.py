@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -19,52 +18,9 @@ from embedops.catalog import schema
 from embedops.errors import NotFound, SearchError, SpaceMismatch
 from embedops.monitor.staleness import is_stale
 from embedops.vectors.base import IndexInfo, VectorStore
+from embedops.vectors.rows import Filters, ResultRow
 
-# Freshness of each result (monitor/staleness.py): two primary-key lookups per
-# row in the same statement, no extra round trip. Appended after a row's columns.
-STALE_COLUMNS = ", fm.catalog_key, d.signature, d.content_hash, s.last_scan_at, sc.checked_at"
-STALE_JOINS = (
-    " LEFT JOIN freshness_marks fm ON fm.document_id = d.id LEFT JOIN source_checks sc ON sc.source_id = s.id"
-)
-_ROWS_SQL = (
-    "SELECT v.seq, v.chunk_id, v.space_key, v.chunker_key, v.embedded_at, c.text, c.start, c.\"end\","
-    " d.external_id, d.source_updated_at, d.metadata, s.name" + STALE_COLUMNS +
-    " FROM vectors v JOIN chunks c ON c.id = v.chunk_id JOIN documents d ON d.id = c.document_id"
-    " JOIN sources s ON s.id = d.source_id" + STALE_JOINS + " WHERE v.seq IN ({})"
-)
-_ALIAS_SQL = (
-    "SELECT i.id, i.space_key, i.chunker_key, i.status, sp.dims, sp.embedder FROM aliases a"
-    " JOIN indexes i ON i.id = a.index_id JOIN spaces sp ON sp.key = i.space_key WHERE a.name = ?"
-)
-_INDEX_SQL = (
-    "SELECT i.id, i.space_key, i.chunker_key, i.status, sp.dims, sp.embedder FROM indexes i"
-    " JOIN spaces sp ON sp.key = i.space_key WHERE i.id = ?"
-)
-
-
-# A filter's metadata key ends up in a JSON path (SQLite json_extract, PostgreSQL ->>):
-# letters, digits and ``_.:-`` only, so a quote or bracket can never change the path.
-METADATA_KEY = r"^[A-Za-z0-9_.:-]{1,128}$"
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Metadata filters applied before ranking (exact search over the subset when it is small)."""
-
-    source: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    updated_after: datetime | None = None
-
-    def __post_init__(self) -> None:
-        for key in self.metadata:
-            if not isinstance(key, str) or not re.fullmatch(METADATA_KEY, key):
-                raise SearchError(
-                    f"metadata filter key {key!r} is not allowed",
-                    hint="keys are 1-128 letters, digits or _.:- (the document's top-level metadata keys)",
-                )
-
-    def __bool__(self) -> bool:
-        return bool(self.source or self.metadata or self.updated_after)
+__all__ = ["Filters", "SearchResult", "Searcher"]  # Filters: defined with the rows it compiles to
 
 
 @dataclass(frozen=True)
@@ -111,21 +67,28 @@ class Searcher:
         # Freshness SLO per source name, seconds (None: no SLO); set by the workspace.
         self.max_lag: Mapping[str, float | None] = {}
 
-    def stale(self, source: str, tail: Any, now: float) -> bool:
-        """Whether a result row is stale; ``tail`` is the row's :data:`STALE_COLUMNS` values."""
-        return is_stale(tail[0], tail[1], tail[2], tail[3], tail[4], self.max_lag.get(source), now=now)
+    def stale(self, row: ResultRow, now: float) -> bool:
+        """Whether a result's source changed since it was embedded, or was not re-checked within its SLO."""
+        return is_stale(row.catalog_key, row.signature, row.content_hash, row.last_scan_at, row.checked_at,
+                        self.max_lag.get(row.source), now=now)
+
+    def result(self, row: ResultRow, score: float, now: float) -> SearchResult:
+        """The search result of a catalog row: the one place rows become results, for every mode."""
+        return SearchResult(
+            document_id=row.external_id, chunk_id=row.chunk_id, score=score, text=row.text, start=row.start,
+            end=row.end_offset, source=row.source,
+            metadata=json.loads(row.metadata) if isinstance(row.metadata, str) else row.metadata,
+            tags={"space": row.space_key, "chunker": row.chunker_key, "embedded_at": _iso(row.embedded_at),
+                  "source_updated_at": _iso(row.source_updated_at)},
+            stale=self.stale(row, now),
+        )
 
     def resolve(self, alias: str | None = None, index_id: str | None = None) -> IndexInfo:
-        if index_id is not None:
-            rows = self.store.query(_INDEX_SQL, (index_id,))
-            what = f"index {index_id!r}"
-        else:
-            rows = self.store.query(_ALIAS_SQL, (alias,))
-            what = f"alias {alias!r}"
-        row = rows[0] if rows else None
-        if row is None:
+        found = self.store.lookup_index(alias=alias, index_id=index_id)
+        if found is None:
+            what = f"index {index_id!r}" if index_id is not None else f"alias {alias!r}"
             raise NotFound(f"no {what}", hint="run `embedops sync` first, or `embedops status` to list indexes")
-        return IndexInfo(*row)
+        return found
 
     def query_embedder(self, index: IndexInfo) -> Any:
         """The index's own embedder, refused if it no longer produces the index's space (invariant 1)."""
@@ -178,24 +141,10 @@ class Searcher:
         return [self._materialize(hits) for hits in self.store.search_many(index, queries, k)]
 
     def _materialize(self, hits: list[Any]) -> list[SearchResult]:
-        if not hits:
-            return []
-        rows = {r[0]: r for r in self.store.query(_ROWS_SQL.format(",".join("?" * len(hits))), [h.seq for h in hits])}
-        out = []
+        rows = self.store.result_rows([h.seq for h in hits])
         now = time.time()
-        for hit in hits:
-            r = rows.get(hit.seq)
-            if r is None:  # deleted between ANN lookup and fetch: skip, never error
-                continue
-            out.append(
-                SearchResult(
-                    document_id=r[8], chunk_id=r[1], score=round(hit.score, 6), text=r[5], start=r[6], end=r[7],
-                    source=r[11], metadata=json.loads(r[10]) if isinstance(r[10], str) else r[10],
-                    tags={"space": r[2], "chunker": r[3], "embedded_at": _iso(r[4]), "source_updated_at": _iso(r[9])},
-                    stale=self.stale(r[11], r[12:17], now),
-                )
-            )
-        return out
+        # A vector deleted between the ANN lookup and this read is skipped, never an error.
+        return [self.result(rows[h.seq], round(h.score, 6), now) for h in hits if h.seq in rows]
 
     def _allowed(self, index: IndexInfo, filters: Filters) -> set[int]:
         v, c, d, s = schema.vectors, schema.chunks, schema.documents, schema.sources

@@ -12,22 +12,19 @@ appears in (Cormack et al., 2009; ``rrf_k = 60``).
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any, Literal, cast, get_args
+from typing import Literal, cast, get_args
 
 import numpy as np
 
-from embedops.catalog.fts import FTS_TABLE
 from embedops.errors import SearchError
 from embedops.hashing import content_hash
-from embedops.search.engine import STALE_COLUMNS, STALE_JOINS, Filters, Searcher, SearchResult
+from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.vectors.base import IndexInfo
+from embedops.vectors.fts import quoted
 from embedops.vectors.sqlite import stored_embeddings
 
 SearchMode = Literal["vector", "bm25", "hybrid"]
@@ -57,27 +54,6 @@ class HybridParams:
 
 DEFAULT_HYBRID = HybridParams()
 
-# Rank in FTS5 alone first (BM25 over every matching chunk is the cost; joins
-# per match would double it), then keep the index's chunks; widened when the
-# top candidates hold too few of them (other chunkers, filters).
-_BM25_SQL = (
-    "SELECT v.seq, v.chunk_id, v.space_key, v.chunker_key, v.embedded_at, c.text, c.start, c.\"end\","
-    " d.external_id, d.source_updated_at, d.metadata, s.name, top.score" + STALE_COLUMNS +
-    " FROM (SELECT rowid AS chunk_id, -bm25({fts}) AS score FROM {fts} WHERE {fts} MATCH ?"
-    " ORDER BY score DESC LIMIT ?) AS top"
-    " JOIN chunks c ON c.id = top.chunk_id"
-    " JOIN vectors v ON v.chunk_id = c.id AND v.index_id = ?"
-    " JOIN documents d ON d.id = c.document_id JOIN sources s ON s.id = d.source_id" + STALE_JOINS +
-    " WHERE c.chunker_key = ?{where}"
-    " ORDER BY top.score DESC, v.seq LIMIT ?"
-)
-
-
-_COUNT_SQL = f"SELECT count(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?"
-_TOTAL_SQL = f"SELECT count(*) FROM {FTS_TABLE}_docsize"  # one row per indexed chunk, O(1) to count
-_CHUNKERS_SQL = "SELECT count(DISTINCT chunker_key) FROM indexes"
-
-
 def check_mode(mode: str) -> SearchMode:
     """``mode`` as a :data:`SearchMode`, or a :class:`SearchError` naming the valid ones."""
     if mode not in MODES:
@@ -85,30 +61,19 @@ def check_mode(mode: str) -> SearchMode:
     return cast(SearchMode, mode)
 
 
-def fts_terms(text: str) -> list[str]:
-    """``text``'s distinct words, each quoted for FTS5: punctuation and operators never error."""
+def query_terms(text: str) -> list[str]:
+    """``text``'s distinct words (regex ``\\w+``, first spelling kept), at most :data:`MAX_TERMS`."""
     seen: dict[str, str] = {}
     for term in _TERM.findall(text):
         seen.setdefault(term.casefold(), term)
         if len(seen) >= MAX_TERMS:
             break
-    return [f'"{t}"' for t in seen.values()]
+    return list(seen.values())
 
 
 def fts_query(text: str) -> str | None:
     """An FTS5 query matching any of ``text``'s words; ``None`` when it has no word at all."""
-    return " OR ".join(fts_terms(text)) or None
-
-
-def informative_terms(raw: sqlite3.Connection, terms: list[str]) -> list[str]:
-    """The terms that carry BM25 weight: FTS5 floors the IDF of a term found in half
-    the chunks or more to ~0, so such terms change no ranking, yet scoring every
-    chunk they match costs most of a query's time. All terms if none is informative."""
-    if len(terms) < 2:
-        return terms
-    total = raw.execute(_TOTAL_SQL).fetchone()[0]
-    kept = [t for t in terms if raw.execute(_COUNT_SQL, (t,)).fetchone()[0] * 2 < total]
-    return kept or terms
+    return " OR ".join(quoted(query_terms(text))) or None
 
 
 def embed_queries(searcher: Searcher, index: IndexInfo, texts: Sequence[str]) -> np.ndarray:
@@ -206,35 +171,15 @@ def search_batch(
 
 
 def bm25_search(searcher: Searcher, index: IndexInfo, text: str, k: int, filters: Filters | None = None) -> list[SearchResult]:
-    """Top ``k`` chunks of ``index`` by FTS5 BM25 (score = −bm25(), higher is better)."""
+    """Top ``k`` chunks of ``index`` by the store's full-text ranking (FTS5 BM25, PostgreSQL ``ts_rank_cd``)."""
     if not searcher.store.capabilities.full_text:
         raise SearchError(f"index {index.id}'s store has no full-text engine", hint="use --mode vector")
-    terms = fts_terms(text)
+    terms = query_terms(text)
     if not terms:
         return []
-    where, params = _filter_sql(filters, searcher.store.metadata_filter_sql)
-    full_text = getattr(searcher.store, "full_text", None)
-    if full_text is not None:  # the store ranks in its own engine (PostgreSQL ts_rank_cd)
-        rows = full_text(index, [t.strip('"') for t in terms], k, where, params, columns=STALE_COLUMNS, joins=STALE_JOINS)
-        now = time.time()
-        return [_result(r, searcher.stale(r[11], r[13:18], now)) for r in rows]
-    sql = _BM25_SQL.format(fts=FTS_TABLE, where=where)
-    raw = searcher.store.raw().driver_connection
-    try:
-        match = " OR ".join(informative_terms(raw, terms))
-        total = raw.execute(_TOTAL_SQL).fetchone()[0]
-        want = k * max(1, raw.execute(_CHUNKERS_SQL).fetchone()[0])
-        while True:
-            rows = raw.execute(sql, [match, want, index.id, index.chunker_key, *params, k]).fetchall()
-            if len(rows) >= k or want >= total:
-                now = time.time()
-                return [_result(r, searcher.stale(r[11], r[13:18], now)) for r in rows]
-            want *= 4
-    except sqlite3.OperationalError as exc:
-        raise SearchError(
-            f"full-text search failed on index {index.id}: {exc}",
-            hint="an older catalog may lack the FTS index: open it with this embedops to upgrade it",
-        ) from exc
+    now = time.time()
+    # The score stays unrounded: BM25 scores of common terms can be ~1e-6.
+    return [searcher.result(row, score, now) for row, score in searcher.store.full_text(index, terms, k, filters)]
 
 
 def fuse(
@@ -258,36 +203,3 @@ def _require_text(query: str | None, mode: str) -> str:
     if not query or not query.strip():
         raise SearchError(f"empty query: {mode} search needs the query text", hint='pass some text: embedops search "..."')
     return query
-
-
-def _filter_sql(filters: Filters | None, metadata_sql: Callable[[str], tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
-    """The same filters as vector search (``Searcher._allowed``), as SQL on ``d`` and ``s``."""
-    if not filters:
-        return "", []
-    where: list[str] = []
-    params: list[Any] = []
-    if filters.source:
-        where.append("s.name = ?")
-        params.append(filters.source)
-    for key, value in filters.metadata.items():
-        clause, leading = metadata_sql(key)
-        where.append(clause)
-        params.extend([*leading, str(value)])
-    if filters.updated_after:
-        where.append("d.source_updated_at >= ?")
-        params.append(filters.updated_after.timestamp())
-    return "".join(f" AND {w}" for w in where), params
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
-
-
-def _result(r: tuple[Any, ...], stale: bool = False) -> SearchResult:
-    # The score stays unrounded: BM25 scores of common terms can be ~1e-6.
-    return SearchResult(
-        document_id=r[8], chunk_id=r[1], score=float(r[12]), text=r[5], start=r[6], end=r[7],
-        source=r[11], metadata=json.loads(r[10]) if isinstance(r[10], str) else r[10],
-        tags={"space": r[2], "chunker": r[3], "embedded_at": _iso(r[4]), "source_updated_at": _iso(r[9])},
-        stale=stale,
-    )

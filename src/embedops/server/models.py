@@ -9,7 +9,7 @@ import re
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from embedops.search.engine import METADATA_KEY
+from embedops.vectors.rows import METADATA_KEY
 from embedops.server.config import ServerConfig
 
 Mode = Literal["vector", "bm25", "hybrid"]

@@ -21,19 +21,16 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from embedops.catalog import schema
+from embedops.catalog import queries, schema
 from embedops.catalog.db import read_tx
 from embedops.catalog.ledger import write_ledger
 from embedops.errors import ConfigError, EmbedderNotFound, NotFound
 from embedops.thresholds.labels import LabelledPairs
 from embedops.vectors.base import IndexInfo
-
-if TYPE_CHECKING:
-    from embedops.workspace import Workspace
 
 Method = Literal["manual", "distribution", "labels"]
 METHODS = ("manual", "distribution", "labels")
@@ -150,19 +147,19 @@ def alias_space(conn: sa.Connection, alias: str) -> str | None:
     return conn.execute(sa.select(i.c.space_key).join(a, a.c.index_id == i.c.id).where(a.c.name == alias)).scalar()
 
 
-def resolve_space(ws: Workspace, conn: sa.Connection, spec: str) -> SpaceRef:
+def resolve_space(conn: sa.Connection, spec: str) -> SpaceRef:
     """A space from a space key, an index id or an embedder name (the newest active index of that model)."""
     sp, ix = schema.spaces, schema.indexes
     space = conn.execute(sa.select(sp.c.key, sp.c.embedder).where(sp.c.key == spec)).first()
     if space is not None:
-        return SpaceRef(space.key, space.embedder, _space_index(ws, conn, space.key))
-    index = next((x for x in ws.indexes(conn) if x.id == spec), None)
+        return SpaceRef(space.key, space.embedder, _space_index(conn, space.key))
+    index = next((x for x in queries.indexes(conn) if x.id == spec), None)
     if index is not None:
         return SpaceRef(index.space_key, index.embedder, index)
     named = conn.execute(sa.select(sp.c.key, sp.c.embedder).where(sp.c.embedder == spec)
                          .order_by(sp.c.created_at.desc())).all()
     for row in named:
-        found = _space_index(ws, conn, row.key)
+        found = _space_index(conn, row.key)
         if found is not None:
             return SpaceRef(row.key, row.embedder, found)
     if named:  # the catalog's record of that model's space, even without a live index
@@ -170,8 +167,8 @@ def resolve_space(ws: Workspace, conn: sa.Connection, spec: str) -> SpaceRef:
     return _described(spec)
 
 
-def _space_index(ws: Workspace, conn: sa.Connection, space_key: str) -> IndexInfo | None:
-    active = [x for x in ws.indexes(conn, "active") if x.space_key == space_key]
+def _space_index(conn: sa.Connection, space_key: str) -> IndexInfo | None:
+    active = [x for x in queries.indexes(conn, "active") if x.space_key == space_key]
     return active[-1] if active else None
 
 
@@ -188,11 +185,16 @@ def _described(spec: str) -> SpaceRef:
 
 # -- the registry ----------------------------------------------------------------------------
 class ThresholdRegistry:
-    """Thresholds of one workspace, resolved through an alias (default: the workspace's)."""
+    """Thresholds of one catalog, resolved through an alias.
 
-    def __init__(self, ws: Workspace, alias: str | None = None) -> None:
-        self.ws = ws
-        self.alias = alias or ws.settings.alias
+    ``embedder`` names the model a new threshold is valued for while the alias
+    does not exist yet (before the first sync): the workspace's configured one.
+    """
+
+    def __init__(self, engine: sa.Engine, alias: str, embedder: str) -> None:
+        self.engine = engine
+        self.alias = alias
+        self.embedder = embedder
 
     # -- reading ---------------------------------------------------------------------
     def get(self, name: str, *, space: str | None = None, alias: str | None = None) -> float:
@@ -201,7 +203,7 @@ class ThresholdRegistry:
 
     def current(self, name: str, *, space: str | None = None, alias: str | None = None) -> ThresholdValue:
         """Like :meth:`get`, with the method, evidence and time of the value."""
-        with read_tx(self.ws.engine) as conn:
+        with read_tx(self.engine) as conn:
             self._threshold_row(conn, name)
             key, where = self._space_for_read(conn, space, alias or self.alias)
             found = value_in(conn, name, key)
@@ -216,7 +218,7 @@ class ThresholdRegistry:
 
     def _space_for_read(self, conn: sa.Connection, space: str | None, alias: str) -> tuple[str, str]:
         if space is not None:
-            return resolve_space(self.ws, conn, space).key, f"space {space!r}"
+            return resolve_space(conn, space).key, f"space {space!r}"
         key = alias_space(conn, alias)
         if key is None:
             raise NotFound(f"no alias {alias!r}: thresholds are read for the space an alias serves",
@@ -224,7 +226,7 @@ class ThresholdRegistry:
         return key, f"the space alias {alias!r} serves"
 
     def threshold(self, name: str) -> Threshold:
-        with read_tx(self.ws.engine) as conn:
+        with read_tx(self.engine) as conn:
             row = self._threshold_row(conn, name)
         labels = LabelledPairs.from_json(row.labels, row.labels_origin) if row.labels else None
         return Threshold(row.name, row.description, labels, float(row.created_at))
@@ -240,7 +242,7 @@ class ThresholdRegistry:
     def list(self, *, alias: str | None = None) -> builtins.list[ThresholdInfo]:
         """Every threshold with its current value per space; ``serving_space`` is the alias's."""
         t = schema.thresholds
-        with read_tx(self.ws.engine) as conn:
+        with read_tx(self.engine) as conn:
             serving = alias_space(conn, alias or self.alias)
             values = current_values(conn)
             rows = conn.execute(sa.select(t.c.name, t.c.description, t.c.labels_origin).order_by(t.c.name)).all()
@@ -256,7 +258,7 @@ class ThresholdRegistry:
         q = sa.select(tv).order_by(tv.c.id)
         if name is not None:
             q = q.where(tv.c.name == name)
-        with read_tx(self.ws.engine) as conn:
+        with read_tx(self.engine) as conn:
             if name is not None:
                 self._threshold_row(conn, name)
             return [_row_value(r) for r in conn.execute(q)]
@@ -270,7 +272,7 @@ class ThresholdRegistry:
         if not _NAME.match(name):
             raise ConfigError(f"bad threshold name {name!r}", hint="letters, digits and . _ : - (e.g. dedup, cache-hit)")
         value = _check_value(name, value)
-        with self.ws.engine.begin() as conn:
+        with self.engine.begin() as conn:
             if conn.execute(sa.select(schema.thresholds.c.name).where(schema.thresholds.c.name == name)).first():
                 raise ConfigError(f"threshold {name!r} already exists",
                                   hint=f"change its value with `embedops thresholds set {name} VALUE --space ...`")
@@ -290,14 +292,14 @@ class ThresholdRegistry:
             return key
         from embedops.embedding.registry import describe_embedder
 
-        return describe_embedder(self.ws.settings.embedder).key
+        return describe_embedder(self.embedder).key
 
     def set(self, name: str, value: float, *, space: str, reason: str | None = None, plan_only: bool = False) -> ThresholdValue:
         """Record a value chosen by hand for ``space`` (a space key, index id or embedder name)."""
         value = _check_value(name, value)
-        with self.ws.engine.begin() as conn:
+        with self.engine.begin() as conn:
             self._threshold_row(conn, name)
-            key = resolve_space(self.ws, conn, space).key
+            key = resolve_space(conn, space).key
             if plan_only:
                 return ThresholdValue(0, name, key, value, "manual", reason, time.time())
             previous = value_in(conn, name, key)
@@ -307,7 +309,7 @@ class ThresholdRegistry:
     def set_labels(self, name: str, labels: LabelledPairs, *, plan_only: bool = False) -> dict[str, Any]:
         """Attach (or replace) the labelled pairs label matching uses."""
         t = schema.thresholds
-        with self.ws.engine.begin() as conn:
+        with self.engine.begin() as conn:
             row = self._threshold_row(conn, name)
             before = int((row.labels_origin or {}).get("pairs", 0))
             out = {"name": name, "pairs": len(labels.pairs), "positives": labels.positives, "replaced": before,

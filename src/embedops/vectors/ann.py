@@ -63,6 +63,23 @@ class Stamp:
     count: int
 
 
+def usearch_index() -> Any:
+    """usearch's ``Index`` class, with onnxruntime loaded first when it is installed.
+
+    onnxruntime (1.32) crashes the process with SIGSEGV when it is imported after
+    usearch's compiled extension (2.26), the other way round both work: a process
+    that searches and then loads an ONNX model (a gate comparing minilm-l6 with
+    minilm-l3) would die. ``tests/test_vectors.py`` holds the order.
+    """
+    try:
+        import onnxruntime  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        pass
+    from usearch.index import Index
+
+    return Index
+
+
 def _matrix(rows: list[tuple[int, bytes]], dims: int) -> tuple[np.ndarray, np.ndarray]:
     keys = np.fromiter((r[0] for r in rows), dtype=np.uint64, count=len(rows))
     vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dims)
@@ -149,7 +166,7 @@ class AnnIndex:
         self._stamp = Stamp(db.add_seq, db.del_seq, len(rows))
 
     def _new_hnsw(self) -> Any:
-        from usearch.index import Index
+        Index = usearch_index()
 
         return Index(
             ndim=self.dims,
@@ -168,7 +185,7 @@ class AnnIndex:
         self._apply_ef(self._hnsw)  # the default follows the graph's size
 
     def _load_file(self, db: Stamp) -> None:
-        from usearch.index import Index
+        Index = usearch_index()
 
         try:
             meta = json.loads(self.meta_path.read_text())

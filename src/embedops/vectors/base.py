@@ -11,6 +11,8 @@ import sqlalchemy as sa
 if TYPE_CHECKING:
     import numpy as np
 
+    from embedops.vectors.rows import Filters, ResultRow
+
 
 @dataclass(frozen=True)
 class IndexInfo:
@@ -67,29 +69,23 @@ def default_ef_search(vectors: int, cap: int) -> int:
 class Capabilities:
     """What a store can do natively; callers branch on these, never on a backend name."""
 
-    ann: bool
-    full_text: bool
-    transactional_alias_swap: bool
+    full_text: bool  # ``full_text`` ranks in the store's own engine (BM25 / hybrid modes)
+    ann_file: bool  # the ANN is derived state in a file beside the catalog (``flush`` saves it)
 
 
 class VectorStore(Protocol):
     """Where an index's vectors live and how they are searched. One conformance suite
-    (the tests parametrized over backends) holds every implementation to the same behaviour."""
+    (the tests parametrized over backends) holds every implementation to the same behaviour.
+
+    Callers never pass SQL: each read a search needs is a method, answered on the
+    calling thread's own connection (the hot path), rows mapped by column name
+    (:class:`~embedops.vectors.rows.ResultRow`). ``capabilities`` says what the
+    store does natively; callers branch on it, never on a backend name."""
 
     capabilities: Capabilities
     engine: sa.Engine
 
     def ensure_index(self, conn: sa.Connection, index: IndexInfo) -> None: ...
-
-    def raw(self) -> Any: ...
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """A hot-path read (``?`` placeholders) on this thread's connection."""
-        ...
-
-    def metadata_filter_sql(self, key: str) -> tuple[str, list[Any]]:
-        """SQL (with ``?``) comparing document metadata key ``key`` as text to a value, and its leading params."""
-        ...
 
     def forget(self, index_id: str) -> None: ...
 
@@ -102,6 +98,20 @@ class VectorStore(Protocol):
     def write(self, conn: sa.Connection, index: IndexInfo, rows: Sequence[VectorRow]) -> int: ...
 
     def delete_chunks(self, conn: sa.Connection, chunk_ids: Sequence[int]) -> int: ...
+
+    def lookup_index(self, *, alias: str | None = None, index_id: str | None = None) -> IndexInfo | None:
+        """The index ``index_id`` names, else the one ``alias`` points at; None when there is none."""
+        ...
+
+    def result_rows(self, seqs: Sequence[int]) -> dict[int, ResultRow]:
+        """The result rows of these vector seqs (a seq deleted meanwhile is simply absent)."""
+        ...
+
+    def full_text(self, index: IndexInfo, terms: Sequence[str], k: int, filters: Filters | None) -> list[tuple[ResultRow, float]]:
+        """Top ``k`` chunks of ``index`` matching any of ``terms`` by the store's full-text ranking, best first.
+
+        Only when ``capabilities.full_text``."""
+        ...
 
     def search(
         self, index: IndexInfo, query: np.ndarray, k: int, allowed: set[int] | None = None

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql
 from embedops.catalog import schema
 from embedops.errors import ConfigError, SpaceMismatch
 from embedops.vectors.base import PG_MAX_EF_SEARCH, Capabilities, Hit, IndexInfo, VectorRow, default_ef_search
+from embedops.vectors.rows import ALIAS_SQL, INDEX_SQL, RESULT_COLUMNS, RESULT_JOINS, ROWS_SQL, Filters, ResultRow, filter_sql
 from embedops.vectors.sqlite import FILTER_EXACT_MAX, check_tags, count_vectors, delete_chunk_vectors
 
 HNSW_M = 16
@@ -33,6 +34,18 @@ _DDL = (
     " seq integer PRIMARY KEY REFERENCES vectors(seq) ON DELETE CASCADE,"
     " index_id varchar(64) NOT NULL, embedding vector NOT NULL)",
 )
+
+
+_FULL_TEXT_SQL = (
+    f"SELECT {RESULT_COLUMNS}, ts_rank_cd(c.tsv, q) AS score"
+    " FROM chunks c CROSS JOIN to_tsquery('english', ?) q JOIN vectors v ON v.chunk_id = c.id" + RESULT_JOINS +
+    " WHERE c.tsv @@ q AND v.index_id = ? AND c.chunker_key = ?{where} ORDER BY score DESC, v.seq LIMIT ?"
+)
+
+
+def _metadata_sql(key: str) -> tuple[str, list[Any]]:
+    """SQL (with ``?``) comparing a document metadata key as text, and its leading params."""
+    return "d.metadata ->> ? = ?", [key]
 
 
 def _ident(index_id: str) -> str:
@@ -48,7 +61,7 @@ def _vec_sql(dims: int) -> str:
 
 
 class PgVectorStore:
-    capabilities = Capabilities(ann=True, full_text=True, transactional_alias_swap=True)
+    capabilities = Capabilities(full_text=True, ann_file=False)
 
     def __init__(self, engine: sa.Engine, *, ef_search: int | None = None) -> None:
         if ef_search is not None and ef_search > PG_MAX_EF_SEARCH:
@@ -148,36 +161,28 @@ class PgVectorStore:
             self._local.raw = raw
         return raw
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a hot-path read written with ``?`` placeholders (the catalog's shared SQL)."""
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A hot-path read written with ``?`` placeholders (the SQL both stores share)."""
         return list(self.raw().driver_connection.execute(sql.replace("?", "%s"), tuple(params)).fetchall())
 
-    def full_text(
-        self, index: IndexInfo, terms: Sequence[str], k: int, where: str, params: Sequence[Any],
-        columns: str = "", joins: str = "",
-    ) -> list[tuple[Any, ...]]:
-        """Chunks of ``index`` matching any of ``terms``, ranked by ``ts_rank_cd`` (PostgreSQL full-text).
+    def lookup_index(self, *, alias: str | None = None, index_id: str | None = None) -> IndexInfo | None:
+        rows = self._read(INDEX_SQL, (index_id,)) if index_id is not None else self._read(ALIAS_SQL, (alias,))
+        return IndexInfo(*rows[0]) if rows else None
 
-        Rows have the vector-search row layout, then the score, then ``columns``."""
+    def result_rows(self, seqs: Sequence[int]) -> dict[int, ResultRow]:
+        if not seqs:
+            return {}
+        return {r[0]: ResultRow(*r) for r in self._read(ROWS_SQL.format(",".join("?" * len(seqs))), list(seqs))}
+
+    def full_text(self, index: IndexInfo, terms: Sequence[str], k: int, filters: Filters | None) -> list[tuple[ResultRow, float]]:
+        """Chunks of ``index`` matching any of ``terms``, ranked by ``ts_rank_cd`` (PostgreSQL full-text)."""
         words = [re.sub(r"\W+", "", t) for t in terms]
         tsquery = " | ".join(w for w in words if w)
         if not tsquery:
             return []
-        sql = (
-            "SELECT v.seq, v.chunk_id, v.space_key, v.chunker_key, v.embedded_at, c.text, c.start, c.\"end\","
-            " d.external_id, d.source_updated_at, d.metadata, s.name, ts_rank_cd(c.tsv, q) AS score" + columns +
-            " FROM chunks c CROSS JOIN to_tsquery('english', %s) q"
-            " JOIN vectors v ON v.chunk_id = c.id JOIN documents d ON d.id = c.document_id"
-            " JOIN sources s ON s.id = d.source_id" + joins +
-            f" WHERE c.tsv @@ q AND v.index_id = %s AND c.chunker_key = %s{where.replace('?', '%s')}"
-            " ORDER BY score DESC, v.seq LIMIT %s"
-        )
-        conn = self.raw().driver_connection
-        return list(conn.execute(sql, (tsquery, index.id, index.chunker_key, *params, k)).fetchall())
-
-    def metadata_filter_sql(self, key: str) -> tuple[str, list[Any]]:
-        """SQL (with ``?``) comparing a document metadata key as text, and its leading params."""
-        return "d.metadata ->> ? = ?", [key]
+        where, params = filter_sql(filters, _metadata_sql)
+        rows = self._read(_FULL_TEXT_SQL.format(where=where), (tsquery, index.id, index.chunker_key, *params, k))
+        return [(ResultRow(*r[:-1]), float(r[-1])) for r in rows]
 
     def _set_ef(self, conn: Any, index: IndexInfo, k: int) -> None:
         """``hnsw.ef_search`` for this connection: the setting, or the default for the index's size

@@ -14,12 +14,19 @@ import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
-from embedops.errors import SpaceMismatch
+from embedops.errors import SearchError, SpaceMismatch
 from embedops.vectors.ann import AnnIndex, read_vectors, top_k_exact
 from embedops.vectors.base import Capabilities, Hit, IndexInfo, VectorRow
+from embedops.vectors.fts import bm25
+from embedops.vectors.rows import ALIAS_SQL, INDEX_SQL, ROWS_SQL, Filters, ResultRow, filter_sql
 
 _IN_BATCH = 900  # stay under SQLite's bound-parameter limit
 FILTER_EXACT_MAX = 5_000  # a filter that leaves fewer vectors than this is searched exactly
+
+
+def _metadata_sql(key: str) -> tuple[str, list[Any]]:
+    """SQL (with ``?``) comparing a document metadata key as text, and its leading params."""
+    return "CAST(json_extract(d.metadata, ?) AS VARCHAR) = ?", ['$."' + key.replace('"', '\\"') + '"']
 
 
 def check_tags(index: IndexInfo, rows: Sequence[VectorRow]) -> None:
@@ -96,7 +103,7 @@ def count_vectors(conn: sa.Connection, index_id: str) -> int:
 
 
 class SqliteVectorStore:
-    capabilities = Capabilities(ann=True, full_text=True, transactional_alias_swap=True)
+    capabilities = Capabilities(full_text=True, ann_file=True)
 
     def __init__(self, engine: sa.Engine, ann_dir: Path, *, ef_search: int | None = None) -> None:
         self.engine = engine
@@ -194,13 +201,28 @@ class SqliteVectorStore:
         for reader in readers:
             reader.close()
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a hot-path read on this thread's DBAPI connection."""
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self.raw().driver_connection.execute(sql, params).fetchall())
 
-    def metadata_filter_sql(self, key: str) -> tuple[str, list[Any]]:
-        """SQL (with ``?``) comparing a document metadata key as text, and its leading params."""
-        return "CAST(json_extract(d.metadata, ?) AS VARCHAR) = ?", ['$."' + key.replace('"', '\\"') + '"']
+    def lookup_index(self, *, alias: str | None = None, index_id: str | None = None) -> IndexInfo | None:
+        rows = self._read(INDEX_SQL, (index_id,)) if index_id is not None else self._read(ALIAS_SQL, (alias,))
+        return IndexInfo(*rows[0]) if rows else None
+
+    def result_rows(self, seqs: Sequence[int]) -> dict[int, ResultRow]:
+        if not seqs:
+            return {}
+        return {r[0]: ResultRow(*r) for r in self._read(ROWS_SQL.format(",".join("?" * len(seqs))), list(seqs))}
+
+    def full_text(self, index: IndexInfo, terms: Sequence[str], k: int, filters: Filters | None) -> list[tuple[ResultRow, float]]:
+        """FTS5 BM25 (score = −bm25(), higher is better) over the chunks of ``index``."""
+        where, params = filter_sql(filters, _metadata_sql)
+        try:
+            return bm25(self.raw().driver_connection, index, terms, k, where, params)
+        except sqlite3.OperationalError as exc:
+            raise SearchError(
+                f"full-text search failed on index {index.id}: {exc}",
+                hint="an older catalog may lack the FTS index: open it with this embedops to upgrade it",
+            ) from exc
 
     def ann(self, index: IndexInfo) -> AnnIndex:
         with self._ann_lock:
