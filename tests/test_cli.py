@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -95,3 +96,32 @@ def test_text_that_looks_like_rich_markup_is_printed_as_it_is(tmp_path: Path) ->
     assert status.exit_code == 0 and "[red]src" in status.stdout
     missing = runner.invoke(app, ["source", "add", "x", str(tmp_path / "[/nope]"), "--workspace", ws], env=wide)
     assert missing.exit_code == 1 and "[/nope] does not exist" in missing.stderr
+
+
+def test_a_time_without_a_zone_means_utc_in_the_cli_and_the_server(tmp_path: Path, monkeypatch: Any) -> None:
+    """One parser: the CLI once read a naive --updated-after as local time while the server read UTC."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from embedops.server import create_app
+    from embedops.workspace import Workspace
+
+    monkeypatch.setenv("TZ", "America/New_York")  # local time is not UTC here
+    time.tzset()
+    rows = [{"id": "early", "text": "cell membrane protein", "at": "2024-05-01T09:30:00Z"},
+            {"id": "late", "text": "cell membrane protein too", "at": "2024-05-01T10:30:00Z"}]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("docs", tmp_path / "docs.jsonl", kind="jsonl", updated_field="at")
+    ws.sync()
+    code, hits = run("search", "cell membrane", "--updated-after", "2024-05-01T10:00:00", "--workspace", str(ws.root), "--json")
+    assert code == 0 and [h["document_id"] for h in hits] == ["late"]  # type: ignore[index, union-attr]
+    with TestClient(create_app(ws.root)) as client:
+        served = client.get("/search", params={"query": "cell membrane", "updated_after": "2024-05-01T10:00:00"}).json()
+    assert [h["document_id"] for h in served] == ["late"]
+    code, error = run("search", "cell", "--updated-after", "yesterday", "--workspace", str(ws.root), "--json")
+    assert code != 0 and "ISO 8601" in error["hint"]  # type: ignore[index]
+    monkeypatch.delenv("TZ")
+    time.tzset()
+    ws.close()

@@ -24,6 +24,7 @@ from embedops.cli.common import (
     styled,
 )
 from embedops.errors import SourceError
+from embedops.search.params import parse_time, parse_where
 
 source_app = typer.Typer(no_args_is_help=True, help="Manage sources.")
 app.add_typer(source_app, name="source")
@@ -110,7 +111,7 @@ def search(
     index: Annotated[Optional[str], typer.Option(help="Query one index directly instead of an alias.")] = None,
     source: Annotated[Optional[str], typer.Option(help="Only documents of this source.")] = None,
     where: Annotated[Optional[list[str]], typer.Option(help="Metadata filter KEY=VALUE (repeatable).")] = None,
-    updated_after: Annotated[Optional[datetime], typer.Option(help="Only documents updated at or after this time.")] = None,
+    updated_after: Annotated[Optional[str], typer.Option(help="Only documents updated at or after this ISO 8601 time (a time without a zone is UTC).")] = None,
     mode: Annotated[str, typer.Option(help="vector (default), bm25 (full-text) or hybrid (both, fused by RRF).")] = "vector",
     fresh_only: Annotated[bool, typer.Option("--fresh-only", help="Drop stale results (source changed since embedding, or not re-checked within max_lag).")] = False,
     recency_half_life: Annotated[Optional[str], typer.Option(help="Weight scores by document age: halved per half-life, e.g. 30d.")] = None,
@@ -121,12 +122,11 @@ def search(
     from embedops.monitor.settings import parse_duration
 
     with handle_errors(as_json):
-        filters = _parse_where(where or [])
-        if updated_after is not None and updated_after.tzinfo is None:
-            updated_after = updated_after.astimezone(timezone.utc)
+        filters = parse_where(where or [])
+        after = parse_time(updated_after) if updated_after is not None else None
         half_life = parse_duration(recency_half_life, what="--recency-half-life") if recency_half_life else None
         result = commands.search(workspace, query=query, k=k, alias=alias, index=index, source=source,
-                                 where=filters, updated_after=updated_after, mode=mode, fresh_only=fresh_only,
+                                 where=filters, updated_after=after, mode=mode, fresh_only=fresh_only,
                                  recency_half_life=half_life)
     if as_json:
         return emit_json(result.to_list())
@@ -141,18 +141,6 @@ def search(
         snippet = " ".join(r.text.split())[:110]
         table.add_row(str(i), f"{r.score:.3f}", Text.assemble(r.document_id, (" (stale)", "yellow") if r.stale else ""), snippet)
     out.print(table)
-
-
-def _parse_where(items: list[str]) -> dict[str, str]:
-    from embedops.errors import SearchError
-
-    parsed = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SearchError(f"bad --where {item!r}", hint="use KEY=VALUE, e.g. --where ext=md")
-        parsed[key] = value
-    return parsed
 
 
 @app.command()

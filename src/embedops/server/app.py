@@ -10,7 +10,7 @@ import hmac
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +24,7 @@ from pydantic import StringConstraints
 from embedops import __version__
 from embedops.errors import EmbedopsError
 from embedops.search.engine import Filters
+from embedops.search.params import parse_where, utc
 from embedops.server import metrics as service_metrics
 from embedops.server.config import ServerConfig
 from embedops.server.middleware import ServiceMiddleware
@@ -138,7 +139,7 @@ def _search_routes(app: FastAPI, service: Service, config: ServerConfig, deps: l
         updated_after: Annotated[IsoDateTime | None, Query(description="ISO 8601; naive times are UTC.")] = None,
     ) -> list[dict[str, Any]]:
         """Top-k chunks for a query, embedded with the serving index's own embedder."""
-        metadata = dict(item.split("=", 1) for item in where or [])
+        metadata = parse_where(where or [])
         return await service.read(
             lambda ws: _search(ws, query, k, alias, index, mode, source, metadata, updated_after))
 
@@ -152,15 +153,9 @@ def _search_routes(app: FastAPI, service: Service, config: ServerConfig, deps: l
 
 def _search(ws: Workspace, query: str, k: int, alias: str | None, index: str | None, mode: str,
             source: str | None, where: dict[str, str], updated_after: datetime | None) -> list[dict[str, Any]]:
-    filters = Filters(source=source, metadata=where, updated_after=_utc(updated_after))
+    filters = Filters(source=source, metadata=where, updated_after=utc(updated_after))
     results = ws.search(query, k=k, alias=alias, index=index, filters=filters or None, mode=mode)
     return [r.to_dict() for r in results]
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=timezone.utc)
 
 
 # -- writes ---------------------------------------------------------------------------------
@@ -178,7 +173,7 @@ def _write_routes(app: FastAPI, service: Service, deps: list[Any]) -> None:
              tags=["documents"], responses={200: {"links": _DELETE_LINK}})
     async def put_document(source: source_param, external_id: id_param, document: DocumentIn) -> dict[str, Any]:
         """Add or update one document of a push source (`embedops source add NAME --kind push`)."""
-        doc = Document(external_id, document.text, dict(document.metadata), _utc(document.updated_at))
+        doc = Document(external_id, document.text, dict(document.metadata), utc(document.updated_at))
         outcome = await service.pushes.upsert(source, doc)  # written together with the pushes queued beside it
         return {"source": source, "id": external_id, "result": outcome.result, "embedded": outcome.embedded,
                 "documents": outcome.documents, "seconds": round(outcome.seconds, 4)}
