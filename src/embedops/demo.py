@@ -6,6 +6,7 @@ temporary directory) with the packaged ``minilm-l3`` model.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -28,6 +29,28 @@ def run(*args: str, ok_codes: tuple[int, ...] = (0,)) -> None:
     except SystemExit as exc:  # typer.Exit inside standalone_mode=False
         if (exc.code or 0) not in ok_codes:
             raise
+
+
+# The demo's eval set: a question per document, judged by hand. Bound to `prod`, it gates the migration.
+DEMO_QUERIES = {
+    "how do cells divide": "cell-division.md",
+    "what makes a black hole": "black-holes.md",
+    "how do plants turn light into sugar": "photosynthesis.md",
+    "why do earthquakes happen at plate boundaries": "plate-tectonics.md",
+    "how do vaccines train the immune system": "vaccines.md",
+    "what does a database index speed up": "sql-indexes.md",
+    "how is DNA copied before a cell divides": "dna-replication.txt",
+    "why is the climate getting warmer": "climate.md",
+    "what happens in the brain during sleep": "sleep.md",
+    "find the nearest neighbours of an embedding": "vector-search.md",
+    "lazy sequences with yield in python": "python-generators.py",
+    "why do we have tides": "tides.md",
+}
+
+
+def write_eval_set(path: Path) -> None:
+    lines = [json.dumps({"id": f"q{i}", "query": q, "relevant_ids": [doc]}) for i, (q, doc) in enumerate(DEMO_QUERIES.items())]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def copy_corpus(dest: Path) -> None:
@@ -67,12 +90,18 @@ def main() -> None:
     console.print("[dim]only the chunks whose text changed were embedded; the rest came from the content-hash cache[/]")
     run("search", "why do we have tides", "-k", "2")
 
+    console.rule("an eval set guards the alias: every migration of prod is gated on it")
+    write_eval_set(base / "demo-queries.jsonl")
+    run("eval", "import", "demo", str(base / "demo-queries.jsonl"), "--alias", "prod")
+    run("eval", "run", "demo")
+
     console.rule("upgrade the model as a migration: minilm-l3 → minilm-l6")
     run("migrate", "plan", "--to", "minilm-l6")
     run("migrate", "start", "--to", "minilm-l6")
     run("sync")  # dual-write: the shadow index is kept current while it is built
-    run("migrate", "backfill")
+    run("migrate", "backfill")  # when the shadow is complete, the gate runs the eval set on both indexes
     run("migrate", "status")
+    run("migrate", "gate")  # exit 0: the new model is at least as good on the eval set
     run("migrate", "cutover")
     run("search", "how do cells divide", "-k", "3")
     console.print("[dim]`embedops migrate rollback` would point prod back at the old index; finalize drops it[/]")

@@ -35,15 +35,19 @@ def _gate_options(min_overlap: float | None, max_regression: float | None, max_s
 
 
 def render_gate(gate: dict[str, Any] | None) -> None:
+    """The gate's checks, gating ones first; a check that does not gate is marked ``info``."""
     if not gate:
         return
     t = Table(title=f"gate: {'PASS' if gate['passed'] else 'FAIL'}")
-    for col in ("check", "result", "gating", "value", "limit", "detail"):
-        t.add_column(col, overflow="fold")
-    for c in gate["checks"]:
-        mark = Text("pass", "green") if c["passed"] else Text("fail", "red")
-        t.add_row(c["name"], mark, "yes" if c["gating"] else "no", "—" if c["value"] is None else str(c["value"]),
-                  "—" if c["limit"] is None else str(c["limit"]), c["detail"])
+    t.add_column("check", overflow="fold")
+    t.add_column("result")
+    t.add_column("detail", overflow="fold")
+    for c in sorted(gate["checks"], key=lambda c: not c["gating"]):
+        if not c["gating"]:
+            mark = Text("info", "dim")
+        else:
+            mark = Text("pass", "green") if c["passed"] else Text("FAIL", "bold red")
+        t.add_row(c["name"], mark, c["detail"])
     out.print(t)
 
 

@@ -28,7 +28,7 @@ class PlanFacts:
     chunks_total: int
     chunks_to_embed: int
     tokens_to_embed: int
-    tokens_per_second: float
+    tokens_per_second: float | None  # None: no recorded throughput and no --probe
     throughput_source: str
     chunks_counted: str = "exact"  # or "sampled N documents" (a new chunker is run on a sample)
     seconds_to_embed: float | None = None  # None: no recorded throughput and no --probe

@@ -216,7 +216,7 @@ class Migrator:
             from_chunker=source.chunker_key, from_dims=source.dims, from_vectors=from_vectors,
             to_embedder=to, to_space=tokens.ref.key, to_chunker=chunker.ref.key, to_dims=tokens.ref.dims,
             documents=n_docs, chunks_total=total, chunks_to_embed=to_embed, tokens_to_embed=n_tokens,
-            tokens_per_second=round(speed / chars_per_token, 1), throughput_source=where,
+            tokens_per_second=round(speed / chars_per_token, 1) if speed > 0 else None, throughput_source=where,
             chunks_counted=how, seconds_to_embed=round(chars / speed, 1) if speed > 0 else None,
             price_per_1k_tokens=None,
             thresholds=thresholds, eval_sets=[e.to_dict() for e in self.evidence.bound(self.alias)],
