@@ -19,7 +19,7 @@ from embedops.curate import (
     CurateSettings, CurationDocument, Curator, Decision, SignatureSpec, StoredCuration, detect_language,
     detect_languages, quality_findings, signature,
 )
-from embedops.curate.index import DedupIndex
+from embedops.curate.index import Bands, DedupIndex, lsh_params
 from embedops.curate.rules import (
     boilerplate, boilerplate_lines, boilerplate_ratio, encoding, encoding_marks, language_finding, non_text,
     non_text_ratio, too_long, too_short,
@@ -284,6 +284,28 @@ def test_index_finds_canonical_documents_and_hands_back_their_members() -> None:
     assert index.forget("a") == ["d", "c"]  # oldest first
     assert index.canonical_of("c") is None and index.near(signature(CELLS_EDITED, spec)) == []
     assert index.exact("hash-a") is None and len(index) == 1
+
+
+def test_lsh_bands_find_shared_bands_and_forget_removed_documents() -> None:
+    spec = SignatureSpec(3, 128)
+    bands = Bands(spec.num_perm, threshold=0.5)
+    cells, edited, dna = (signature(t, spec).values for t in (CELLS, CELLS_EDITED, DNA))
+    bands.insert("a", cells)
+    bands.insert("b", cells)  # identical signature: every bucket now holds two ids
+    bands.insert("d", dna)
+    assert bands.query(edited) == {"a", "b"} and bands.query(dna) == {"d"}
+    bands.remove("a", cells)
+    assert bands.query(cells) == {"b"}
+    bands.remove("b", cells)
+    assert bands.query(cells) == set() and bands.query(dna) == {"d"}
+
+
+def test_lsh_parameters_trade_false_candidates_for_recall_around_the_threshold() -> None:
+    assert lsh_params(0.5, 128) == (30, 4)  # what datasketch's MinHashLSH picks for weights (0.2, 0.8)
+    for threshold, num_perm in ((0.3, 64), (0.5, 128), (0.8, 128), (0.9, 256)):
+        b, r = lsh_params(threshold, num_perm)
+        assert b * r <= num_perm
+        assert 1 - (1 - threshold ** r) ** b > 0.5  # a pair at the threshold is more likely found than not
 
 
 # -- the curator ----------------------------------------------------------------------------------
