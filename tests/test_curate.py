@@ -362,6 +362,14 @@ def test_the_oldest_copy_is_canonical_whatever_the_call_order() -> None:
     assert plan.quarantined == {"b": "near_duplicate", "c": "near_duplicate"}
 
 
+def test_a_plan_decides_each_document_once_with_its_last_version_and_skips_removed_ones() -> None:
+    later, earlier = doc("a", DNA, 5.0), doc("a", CELLS, 1.0)
+    plan = Curator(CurateSettings(), Rows()).plan([later, earlier, doc("b", CELLS, 3.0), doc("x", DNA)], ["x"],
+                                                  loader())
+    assert outcome(plan.decisions) == {"a": ("keep", None), "b": ("quarantine", "a")}
+    assert plan.decisions["a"].first_seen == 1.0 and plan.removed == ("x",)
+
+
 def test_incremental_batches_and_shuffled_calls_reach_the_batch_result() -> None:
     texts = [CELLS, CELLS_EDITED, CELLS_REORDERED, DNA, DNA + " Telomerase extends the chromosome ends.",
              PHOTOSYNTHESIS, CELLS, "tiny"]

@@ -201,7 +201,7 @@ class Curator:
         because of them (fetched with ``load``, which may leave out ids that no longer exist),
         oldest first, until nothing is left to re-check."""
         removed = tuple(dict.fromkeys(removed))
-        queue = _Queue(changed)
+        queue = _Queue(doc for doc in changed if doc.doc_id not in removed)
         owed = [*self.stale, *(orphan for doc_id in removed for orphan in self.remove(doc_id))]
         decisions: dict[str, Decision] = {}
         budget = 10 * (len(queue) + len(self.index) + len(owed)) + 100
@@ -281,9 +281,11 @@ class _Queue:
         return doc_id in self._docs
 
     def push(self, doc: CurationDocument) -> None:
-        if doc.doc_id not in self._docs:
+        """Queue ``doc``; a later version of a queued document replaces it (pop skips stale heap entries)."""
+        queued = self._docs.get(doc.doc_id)
+        if queued is None or queued.rank != doc.rank:
             heapq.heappush(self._heap, (doc.rank, doc.doc_id))
-        self._docs[doc.doc_id] = doc  # a later version of the same document replaces the earlier
+        self._docs[doc.doc_id] = doc
 
     def pop(self) -> CurationDocument:
         while True:
