@@ -161,6 +161,8 @@ def test_boilerplate_lines_are_repeats_menus_page_chrome_and_vertical_menus() ->
     assert boilerplate_lines(lines) == [True, False, True, True, False, True, True, True, False, False, False, False,
                                         False]
     assert boilerplate_lines(["Page 1 of 12", "Some text here.", "Page 2 of 12"]) == [False, False, True]
+    assert boilerplate_lines(["Accept all cookies", "Sign in to comment.", "©2024 Acme",
+                              "The catalog index lists every item we sell."]) == [True, True, True, False]
 
 
 def test_boilerplate_ratio_is_the_share_of_characters_on_boilerplate_lines() -> None:

@@ -99,10 +99,11 @@ def non_text(text: str, settings: CurateSettings) -> Finding | None:
 _SEPARATORS = re.compile(r"\s*(?:[|•·»›>→]|\s[-–]\s)\s*")
 _MENU_ITEM_WORDS = 3
 # Stock phrases of page chrome (English only; other languages rely on the repeat and menu tests).
+# Anchored at a word start, so "catalog index" holds no "log in" (plurals and suffixes still match).
 _STOCK = re.compile(
-    r"all rights reserved|copyright|©|privacy policy|terms of (?:use|service)|cookie|sign (?:in|up)|log ?in"
-    r"|subscribe|newsletter|share (?:this|on)|follow us|skip to|back to top|read more|click here|javascript"
-    r"|advertisement"
+    r"©|(?<!\w)(?:all rights reserved|copyright|privacy policy|terms of (?:use|service)|cookie|sign (?:in|up)"
+    r"|log ?in|subscribe|newsletter|share (?:this|on)|follow us|skip to|back to top|read more|click here"
+    r"|javascript|advertisement)"
 )
 _STOCK_MAX_WORDS = 12
 # Runs of at least this many very short lines without sentence punctuation: a vertical menu.
