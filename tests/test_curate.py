@@ -6,6 +6,8 @@ rows (the CurationState protocol), as the catalog will return them.
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import os
 import random
 import subprocess
@@ -473,3 +475,9 @@ def test_near_matches_are_ordered_by_similarity_then_age() -> None:
     assert [m.doc_id for m in matches] == ["same", "edited"] and matches[0].similarity == 1.0
     # Equal similarity: oldest first, whatever order the LSH buckets return them in.
     assert [m.doc_id for m in index.near(signature(DNA, spec))] == ["q", "s", "p", "r"]
+
+
+@pytest.mark.parametrize("module", ["text", "settings", "rules", "language", "signature", "curator"])
+def test_docstring_examples_run(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(f"embedops.curate.{module}"))
+    assert result.attempted > 0 and result.failed == 0
