@@ -10,6 +10,7 @@ import typer.main
 
 from embedops.cli import app
 from embedops.config import Settings
+from embedops.curate import RULE_NAMES, CurateSettings
 
 DOCS = Path(__file__).parents[1] / "docs"
 
@@ -40,6 +41,14 @@ def test_every_setting_is_in_the_configuration_docs() -> None:
     for name in Settings.__dataclass_fields__:
         if name not in ("root", "sources"):
             assert f"`{name}`" in reference, f"setting {name} is not documented"
+
+
+def test_every_curate_setting_and_reason_is_in_the_curation_docs() -> None:
+    reference = (DOCS / "curation.md").read_text()
+    for name in CurateSettings.__dataclass_fields__:
+        assert f"| `{name}` |" in reference, f"[curate] {name} is not in the settings table of docs/curation.md"
+    for reason in RULE_NAMES:
+        assert f"| `{reason}` |" in reference, f"reason {reason} is not in docs/curation.md"
 
 
 def test_readme_starts_with_the_two_commands() -> None:

@@ -133,3 +133,13 @@ class MigrationStateError(MigrationError, Terminal):
 
 class GateFailed(MigrationError, Terminal):
     """Cutover refused: a gating check failed."""
+
+
+class CurationError(EmbedopsError):
+    pass
+
+
+class SignatureMismatch(CurationError, Terminal):
+    """A stored near-duplicate signature was made with other shingling parameters."""
+
+    http_status = 409
