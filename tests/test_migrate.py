@@ -248,3 +248,19 @@ def test_sync_repairs_a_served_index_after_a_forced_cutover(ws: Workspace) -> No
     m.cutover(force=True, reason="testing an incomplete shadow")
     ws.sync()
     check_invariant_2(ws)
+
+
+def test_doctor_during_a_backfill_says_so_instead_of_reporting_missing_vectors(ws: Workspace) -> None:
+    from embedops.catalog.lock import WriteLock
+
+    ws.sync()
+    m = migrator(ws)
+    shadow = m.start(NEW).shadow_index
+    report = next(r for r in audit(ws)["indexes"] if r["index"] == shadow)
+    assert report["missing_vectors"] > 0 and report["backfill"].startswith("pending") and audit(ws)["ok"]
+    with WriteLock(ws.engine, "migration:prod", command="embedops migrate backfill"):
+        running = next(r for r in audit(ws)["indexes"] if r["index"] == shadow)
+        assert running["backfill"].startswith("running: pid") and "migrate backfill" in running["backfill"]
+    m.backfill()
+    done = next(r for r in audit(ws)["indexes"] if r["index"] == shadow)
+    assert done["missing_vectors"] == 0 and audit(ws)["ok"]

@@ -15,6 +15,7 @@ from embedops.workspace import ProgressFactory, SyncResult, Workspace
 
 # Result types only: each verb imports what it runs, so a quick command (migrate status) loads little.
 if TYPE_CHECKING:
+    from embedops.catalog.backup import BackupResult
     from embedops.evaluate.runner import EvalComparison, EvalRun
     from embedops.evaluate.store import EvalSetInfo, ImportResult
     from embedops.migrate.gate import Preview
@@ -76,11 +77,55 @@ class MigrationPlanResult:
 
 
 def init(
-    workspace: Path, *, embedder: str = "minilm-l6", chunker: str = "structured", database: str | None = None
+    workspace: Path, *, embedder: str = "minilm-l6", chunker: str = "structured", database: str | None = None,
+    database_env: str | None = None,
 ) -> InitResult:
-    ws = Workspace.init(workspace, embedder=embedder, chunker=chunker, database=database)
+    """Create the workspace; a password in ``database`` is used now and never written (see ``database_env``)."""
+    ws = Workspace.init(workspace, embedder=embedder, chunker=chunker, database=database, database_env=database_env)
     with ws:
         return InitResult(str(ws.root), str(ws.settings.path), ws.settings.database, embedder, chunker)
+
+
+def source_list(workspace: Path | None) -> list[dict[str, Any]]:
+    """Sources in embedops.toml or in the catalog, with live document counts."""
+    with Workspace.open(workspace) as ws:
+        return ws.list_sources()
+
+
+def source_remove(workspace: Path | None, *, name: str, plan: bool = False) -> dict[str, Any]:
+    """Tombstone a source's documents (their vectors leave every index) and drop it from embedops.toml."""
+    with Workspace.open(workspace) as ws:
+        return ws.remove_source(name, plan_only=plan)
+
+
+def backup(workspace: Path | None, *, path: Path, plan: bool = False, pg_dump: str = "pg_dump") -> BackupResult:
+    """A consistent copy of the catalog (SQLite backup API; pg_dump for PostgreSQL), in the ledger."""
+    from embedops.catalog.backup import backup as run_backup
+    from embedops.catalog.db import database_url
+    from embedops.catalog.ledger import write_ledger
+
+    with Workspace.open(workspace) as ws:
+        result = run_backup(database_url(ws.settings.database_value, ws.root), path, plan_only=plan, pg_dump=pg_dump)
+        if not plan:
+            with ws.engine.begin() as conn:
+                write_ledger(conn, "catalog.backup", path=str(path.resolve()), bytes=result.bytes)
+        return result
+
+
+def restore(workspace: Path | None, *, path: Path, plan: bool = False) -> BackupResult:
+    """Put a backup in place of the catalog (the current file is moved aside, never deleted)."""
+    from embedops.catalog.backup import restore as run_restore
+    from embedops.catalog.db import database_url
+    from embedops.catalog.ledger import write_ledger
+    from embedops.config import find_workspace, load_settings
+
+    settings = load_settings(find_workspace(workspace))  # the catalog may be gone or unreadable: no Workspace.open
+    result = run_restore(database_url(settings.database_value, settings.root), path.resolve(), settings.state_dir,
+                         plan_only=plan)
+    if not plan:
+        with Workspace.open(settings.root) as ws, ws.engine.begin() as conn:
+            write_ledger(conn, "catalog.restore", source=str(path.resolve()), replaced=result.replaced)
+    return result
 
 
 def source_add(
@@ -93,10 +138,11 @@ def source_add(
 
 
 def sync(
-    workspace: Path | None, *, source: str | None = None, plan: bool = False, progress: ProgressFactory | None = None
+    workspace: Path | None, *, source: str | None = None, plan: bool = False, progress: ProgressFactory | None = None,
+    allow_mass_delete: bool = False,
 ) -> SyncResult:
     with Workspace.open(workspace) as ws:
-        return ws.sync(source=source, plan_only=plan, progress=progress)
+        return ws.sync(source=source, plan_only=plan, progress=progress, allow_mass_delete=allow_mass_delete)
 
 
 def search(

@@ -6,6 +6,7 @@ never stored here, only the names of environment variables holding them.
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -13,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from embedops.catalog.secrets import strip_password
 from embedops.errors import ConfigError, WorkspaceNotFound
 from embedops.monitor.settings import MonitorSettings, optional_duration
 from embedops.vectors.base import MAX_EF_SEARCH
+
+log = logging.getLogger("embedops")
 
 CONFIG_NAME = "embedops.toml"
 DEFAULT_DATABASE = ".embedops/catalog.db"
@@ -43,6 +48,10 @@ class SourceConfig:
 class Settings:
     root: Path
     database: str = DEFAULT_DATABASE
+    # Name of an environment variable holding the catalog URL (with its password); never the value.
+    database_env: str | None = None
+    # A password given to this process (init --database URL) and never written to the file.
+    database_secret: str | None = field(default=None, repr=False)
     embedder: str = DEFAULT_EMBEDDER
     chunker: str = DEFAULT_CHUNKER
     chunker_params: dict[str, Any] = field(default_factory=dict)
@@ -51,6 +60,8 @@ class Settings:
     # HNSW candidates per query (usearch / pgvector hnsw.ef_search); None: the default, which
     # grows with the index (embedops.vectors.base.default_ef_search).
     ann_ef_search: int | None = None
+    # A sync that would delete more than this share of a source's documents is refused (an unmounted share).
+    max_delete_share: float = 0.5
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
 
@@ -65,7 +76,17 @@ class Settings:
 
     @property
     def database_value(self) -> str:
-        return os.environ.get("EMBEDOPS_DATABASE") or self.database
+        """The catalog URL to connect with: $EMBEDOPS_DATABASE, else the variable ``database_env``
+        names, else the password given to this process (``init``), else ``database``."""
+        if os.environ.get("EMBEDOPS_DATABASE"):
+            return os.environ["EMBEDOPS_DATABASE"]
+        if self.database_env:
+            value = os.environ.get(self.database_env)
+            if not value:
+                raise ConfigError(f"database_env names ${self.database_env}, which is not set",
+                                  hint=f"export {self.database_env}=postgresql://USER:PASSWORD@HOST/DB")
+            return value
+        return self.database_secret or self.database
 
     def to_toml(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -81,6 +102,10 @@ class Settings:
             doc["embedops"]["chunker_params"] = self.chunker_params
         if self.ann_ef_search is not None:
             doc["embedops"]["ann_ef_search"] = self.ann_ef_search
+        if self.database_env:
+            doc["embedops"]["database_env"] = self.database_env
+        if self.max_delete_share != 0.5:
+            doc["embedops"]["max_delete_share"] = self.max_delete_share
         if self.sources:
             doc["sources"] = {name: s.to_toml() for name, s in self.sources.items()}
         if self.monitor.to_toml():
@@ -93,7 +118,50 @@ class Settings:
         os.replace(tmp, self.path)
 
 
-_KNOWN_KEYS = {"database", "embedder", "chunker", "chunker_params", "alias", "batch_size", "ann_ef_search"}
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class EmbedopsTable(BaseModel):
+    """The ``[embedops]`` table: every key typed and bounded, checked when a workspace opens."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    database: str = Field(DEFAULT_DATABASE, min_length=1)
+    database_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    embedder: str = Field(DEFAULT_EMBEDDER, min_length=1)
+    chunker: str = Field(DEFAULT_CHUNKER, min_length=1)
+    chunker_params: dict[str, Any] = Field(default_factory=dict)
+    alias: str = Field(DEFAULT_ALIAS, pattern=NAME_PATTERN)
+    batch_size: int = Field(256, ge=1, le=100_000)
+    ann_ef_search: int | None = Field(None, ge=10, le=MAX_EF_SEARCH)
+    max_delete_share: float = Field(0.5, ge=0.0, le=1.0)
+
+
+def _table(path: Path, data: dict[str, Any]) -> EmbedopsTable:
+    try:
+        return EmbedopsTable.model_validate(data)
+    except ValidationError as exc:
+        problems = [_problem(e) for e in exc.errors()]
+        raise ConfigError(f"{path}: " + "; ".join(problems),
+                          hint="fix the value in [embedops]; `docs/configuration.md` lists every setting and its range",
+                          problems=problems) from None
+
+
+def _problem(error: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting [embedops] {key} (valid settings: {', '.join(EmbedopsTable.model_fields)})"
+    return f"[embedops] {key} = {error['input']!r}: {error['msg'].lower()}{_allowed(key)}"
+
+
+def _allowed(key: str) -> str:
+    """`` (allowed: LOW to HIGH)`` from the field's bounds, when it has any."""
+    field_info = EmbedopsTable.model_fields.get(key)
+    bounds = {type(m).__name__: getattr(m, type(m).__name__.lower()) for m in (field_info.metadata if field_info else [])
+              if type(m).__name__ in ("Ge", "Le")}
+    if not bounds:
+        return ""
+    return f" (allowed: {bounds.get('Ge', '-inf')} to {bounds.get('Le', 'inf')})"
 
 
 def load_settings(root: Path) -> Settings:
@@ -104,18 +172,16 @@ def load_settings(root: Path) -> Settings:
         raise WorkspaceNotFound(f"no {CONFIG_NAME} in {root}", hint="run `embedops init` there") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}", hint="fix the file's syntax") from exc
-    main = data.get("embedops", {})
-    unknown = set(main) - _KNOWN_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown setting(s) {sorted(unknown)} in [embedops]",
-            hint=f"valid settings: {sorted(_KNOWN_KEYS)}",
-        )
-    settings = Settings(root=root, **main)
-    ef = settings.ann_ef_search
-    if ef is not None and (not isinstance(ef, int) or isinstance(ef, bool) or not 10 <= ef <= MAX_EF_SEARCH):
-        raise ConfigError(f"{path}: ann_ef_search must be an integer from 10 to {MAX_EF_SEARCH} (got {ef!r})",
-                          hint="more candidates: higher recall, slower queries; remove the key for the default")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc}", hint="save the file as UTF-8") from exc
+    table = _table(path, dict(data.get("embedops", {})))
+    settings = Settings(root=root, **table.model_dump())
+    settings.database, had_password = strip_password(settings.database)
+    if had_password:  # written by an older embedops: take it out of the file, keep using it in this process
+        settings.database_secret = table.database
+        settings.save()
+        log.warning("%s held the catalog database's password; it has been removed from the file. Give it through"
+                    " $EMBEDOPS_DATABASE, [embedops] database_env or ~/.pgpass from now on", path)
     settings.monitor = MonitorSettings.from_toml(dict(data.get("monitor", {})))
     for name, raw in data.get("sources", {}).items():
         raw = dict(raw)
@@ -130,11 +196,20 @@ def load_settings(root: Path) -> Settings:
 
 
 def find_workspace(start: Path | None = None) -> Path:
-    """The nearest directory at or above ``start`` holding embedops.toml, or $EMBEDOPS_WORKSPACE."""
-    env = os.environ.get("EMBEDOPS_WORKSPACE")
-    if start is None and env:
-        return Path(env).resolve()
-    here = (start or Path.cwd()).resolve()
+    """The workspace directory: ``start`` exactly when given (``--workspace``), else $EMBEDOPS_WORKSPACE
+    exactly, else the nearest directory at or above the current one holding embedops.toml."""
+    explicit = start if start is not None else (Path(os.environ["EMBEDOPS_WORKSPACE"])
+                                                if os.environ.get("EMBEDOPS_WORKSPACE") else None)
+    if explicit is not None:
+        where = explicit.expanduser().resolve()
+        if (where / CONFIG_NAME).is_file():
+            return where
+        named = "--workspace" if start is not None else "$EMBEDOPS_WORKSPACE"
+        what = "does not exist" if not where.exists() else f"holds no {CONFIG_NAME}"
+        raise WorkspaceNotFound(f"{named} {where} {what}",
+                                hint=f"an explicit workspace is used exactly, never a parent: check the path, or run"
+                                     f" `embedops init {where}`")
+    here = Path.cwd().resolve()
     for candidate in (here, *here.parents):
         if (candidate / CONFIG_NAME).is_file():
             return candidate

@@ -67,12 +67,46 @@ class SchemaVersionError(CatalogError):
     pass
 
 
+class CatalogMissing(CatalogError, Terminal):
+    """The catalog embedops.toml points at is gone (never silently recreated: the history is in it)."""
+
+    http_status = 503
+    exit_code = 3
+
+
+class CatalogCorrupt(CatalogError, Terminal):
+    """The catalog file is not a readable database."""
+
+    http_status = 503
+    exit_code = 3
+
+
+class CatalogUnavailable(CatalogError, Transient):
+    """The catalog database cannot be reached (server down, wrong host, bad credentials)."""
+
+    http_status = 503
+    exit_code = 3
+
+
 class NotFound(Terminal):
     http_status = 404
 
 
+class Busy(Transient):
+    """Another writer holds the workspace lock this command needs (a sync, a migration step)."""
+
+    http_status = 409
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
 class SourceError(EmbedopsError):
     http_status = 400
+
+
+class MassDelete(SourceError, Terminal):
+    """A sync would delete more of a source than ``max_delete_share`` allows: refused, nothing of it changed."""
+
+    http_status = 409
 
 
 class BadRecord(SourceError, Terminal):

@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,10 @@ import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import queries, schema
-from embedops.catalog.db import create_engine, database_url, ensure_schema, read_tx
-from embedops.catalog.ledger import read_ledger, write_ledger
+from embedops.catalog.db import database_url, open_catalog, read_tx
+from embedops.catalog.secrets import strip_password
+from embedops.catalog.ledger import actor, read_ledger, write_ledger
+from embedops.catalog.lock import WriteLock
 from embedops.chunking.base import Chunker
 from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, load_settings
 from embedops.embedding.base import Embedder, TokenSource
@@ -31,13 +36,17 @@ from embedops.errors import ConfigChanged, ConfigError, NotFound, SourceError, S
 from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.sources.base import Document, Source
 from embedops.sync.fill import fill_index, measure_gap
-from embedops.sync.plan import CatalogDoc, CatalogRows, SyncPlan, plan_sync
+from embedops.sync.plan import CatalogDoc, CatalogRows, SyncPlan, mass_delete, plan_sync
 from embedops.sync.run import SyncCounts, SyncRunner, Target
 from embedops.thresholds.registry import ThresholdRegistry
 from embedops.vectors.base import IndexInfo
 from embedops.vectors import make_store
 
+log = logging.getLogger("embedops")
+
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
+# How long a push (upsert/delete by id) waits for the sync lock before answering Busy.
+PUSH_LOCK_WAIT_S = 30.0
 SyncListener = Callable[[sa.Engine, Sequence[IndexInfo]], None]
 
 
@@ -76,11 +85,12 @@ def _slug(name: str) -> str:
 class Workspace:
     """A directory with ``embedops.toml`` and its catalog."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, create: bool = False) -> None:
+        """Open the workspace's catalog; ``create`` only for a new workspace (`init`): an existing
+        configuration whose catalog is gone is refused, never given a new empty one."""
         self.settings = settings
         self.root = settings.root
-        self.engine = create_engine(database_url(settings.database_value, settings.root))
-        ensure_schema(self.engine)
+        self.engine = open_catalog(database_url(settings.database_value, settings.root), create=create)
         self.store = make_store(self.engine, settings.state_dir, settings.ann_ef_search)
         self.searcher = Searcher(self.store, self.embedder_for)
         self.searcher.max_lag = source_slos(settings.monitor, settings.sources)
@@ -100,7 +110,13 @@ class Workspace:
         chunker: str = "structured",
         database: str | None = None,
         chunker_params: dict[str, Any] | None = None,
+        database_env: str | None = None,
     ) -> Workspace:
+        """Create ``root``'s embedops.toml and catalog. A failure leaves nothing behind.
+
+        ``database``: a URL or a SQLite path; a password in the URL is used for this
+        call and never written. ``database_env``: the name of an environment variable
+        holding the catalog URL (password included), read at every open."""
         from embedops.chunking.registry import chunker_names
         from embedops.embedding.registry import describe_embedder
 
@@ -110,14 +126,18 @@ class Workspace:
         describe_embedder(embedder)  # validates the name early, without loading weights
         if chunker not in chunker_names():
             raise ConfigError(f"unknown chunker {chunker!r}", hint=f"valid chunkers: {', '.join(chunker_names())}")
-        root.mkdir(parents=True, exist_ok=True)
         settings = Settings(root=root, embedder=embedder, chunker=chunker, chunker_params=dict(chunker_params or {}))
         if database:
-            settings.database = database
-        settings.save()
-        ws = cls(settings)
-        with ws.engine.begin() as conn:
-            write_ledger(conn, "workspace.init", embedder=embedder, chunker=chunker)
+            # The password is used now and never written: later opens read it from the environment or ~/.pgpass.
+            settings.database, had_password = strip_password(database)
+            settings.database_secret = database if had_password else None
+        settings.database_env = database_env
+        with _created(root) as created:
+            ws = cls(settings, create=True)
+            created.append(ws)
+            settings.save()
+            with ws.engine.begin() as conn:
+                write_ledger(conn, "workspace.init", embedder=embedder, chunker=chunker)
         return ws
 
     @classmethod
@@ -153,6 +173,56 @@ class Workspace:
             self._source_row(conn, cfg)
             write_ledger(conn, "source.add", source=name, source_kind=kind, path=stored, options=cfg.options)
         return cfg
+
+    def list_sources(self) -> list[dict[str, Any]]:
+        """Every source in embedops.toml or in the catalog: kind, path, live documents, and whether it is
+        configured (a source removed from the file but not with `source remove` still serves its documents)."""
+        s, d = schema.sources, schema.documents
+        with read_tx(self.engine) as conn:
+            live: dict[str, int] = dict(conn.execute(sa.select(s.c.name, sa.func.count(d.c.id)).select_from(s.outerjoin(
+                d, sa.and_(d.c.source_id == s.c.id, d.c.deleted_at.is_(None)))).group_by(s.c.name)).all())
+            kinds = dict(conn.execute(sa.select(s.c.name, s.c.kind)).all())
+        # a catalog-only source without live documents was removed: it is history, not a source
+        names = list(self.settings.sources) + sorted(n for n in live if n not in self.settings.sources and live[n])
+        return [{"name": n, "kind": (self.settings.sources[n].kind if n in self.settings.sources else kinds[n]),
+                 "path": self.settings.sources[n].path if n in self.settings.sources else None,
+                 "documents": int(live.get(n, 0)), "configured": n in self.settings.sources} for n in names]
+
+    def remove_source(self, name: str, *, plan_only: bool = False) -> dict[str, Any]:
+        """Remove source ``name``: its documents are tombstoned and leave every kept index, in the ledger."""
+        known = {s["name"]: s for s in self.list_sources()}
+        if name not in known:
+            raise NotFound(f"no source {name!r}", hint=f"sources: {', '.join(known) or 'none'}")
+        with read_tx(self.engine) as conn:
+            docs = _live_documents(conn, name)
+        bound = self._evalsets_of(name)
+        if plan_only:
+            return {"source": name, "documents": len(docs), "evalsets": bound, "plan": True}
+        with self.lock("sync"):
+            with read_tx(self.engine) as conn:
+                docs = _live_documents(conn, name)
+            if docs:
+                targets = self._kept_targets(create=False)
+                source_id = self._catalog_source_id(name)
+                SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size).run(
+                    source_id, SyncPlan(name, deleted=docs))
+            if name in self.settings.sources:
+                del self.settings.sources[name]
+                self.settings.save()
+                self.searcher.max_lag = source_slos(self.settings.monitor, self.settings.sources)
+            with self.engine.begin() as conn:
+                write_ledger(conn, "source.remove", source=name, documents=len(docs), evalsets=bound)
+        return {"source": name, "documents": len(docs), "evalsets": bound, "plan": False}
+
+    def _catalog_source_id(self, name: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(schema.sources.c.id).where(schema.sources.c.name == name)).scalar_one())
+
+    def _evalsets_of(self, source: str) -> list[str]:
+        e, s = schema.evalsets, schema.sources
+        with read_tx(self.engine) as conn:
+            return sorted(set(conn.execute(sa.select(e.c.name).join(s, s.c.id == e.c.source_id)
+                                           .where(s.c.name == source)).scalars()))
 
     def _checked_source_path(self, name: str, kind: str, path: str | Path | None, options: dict[str, Any]) -> str:
         """Validate kind and options; the path as stored (relative to the workspace when inside it, "" for push)."""
@@ -343,14 +413,29 @@ class Workspace:
         source: str | None = None,
         plan_only: bool = False,
         progress: ProgressFactory | None = None,
+        allow_mass_delete: bool = False,
     ) -> SyncResult:
         """Bring every kept index in line with the sources (or compute the plan only).
 
-        A source that cannot be read (missing folder or file) raises :class:`SourceError` after
-        the other sources are synced; its ``details`` carry ``failed`` and their ``result``.
+        One sync at a time per workspace (the ``sync`` lock; :class:`Busy` otherwise). A
+        source that cannot be read (missing folder or file), or whose sync would delete more
+        than ``max_delete_share`` of its documents without ``allow_mass_delete``, raises
+        :class:`SourceError` after the other sources are synced; its ``details`` carry
+        ``failed`` and their ``result``.
         """
-        started = time.perf_counter()
         configs = self._selected_sources(source)
+        if plan_only:
+            return self._sync(configs, True, progress, allow_mass_delete)
+        with self.lock("sync"):
+            return self._sync(configs, False, progress, allow_mass_delete)
+
+    def lock(self, name: str, *, wait: float = 0.0) -> WriteLock:
+        """The workspace's writer lock ``name`` ("sync", "migration:ALIAS"), held by a ``with`` block."""
+        return WriteLock(self.engine, name, command=actor(), wait=wait)
+
+    def _sync(self, configs: list[SourceConfig], plan_only: bool, progress: ProgressFactory | None,
+              allow_mass_delete: bool) -> SyncResult:
+        started = time.perf_counter()
         verified_from = time.time()
         targets = self._kept_targets(create=not plan_only)
         self._verify_models(targets, verified_from)
@@ -365,6 +450,11 @@ class Workspace:
                 failed.append((cfg.name, exc))
                 continue
             per_source.append(plan.summary())
+            refused = mass_delete(plan, self.settings.max_delete_share, allowed=allow_mass_delete)
+            if refused is not None:  # an emptied folder (an unmounted share) must not delete the source
+                per_source[-1]["mass_delete"] = refused.details
+                failed.append((cfg.name, refused))
+                continue
             if plan_only:
                 total.merge(_plan_counts(plan))
                 to_embed += self._estimate_embeds(plan, targets)
@@ -378,9 +468,18 @@ class Workspace:
             for listener in self.after_sync:
                 listener(self.engine, [t.index for t in targets])
         result.seconds = time.perf_counter() - started
+        self._warn_unconfigured()
         if failed:
             self._sources_failed(failed, result, selected=len(configs))
         return result
+
+    def _warn_unconfigured(self) -> None:
+        """A source deleted from embedops.toml keeps serving its documents until `source remove`: say so."""
+        for s in self.list_sources():
+            if not s["configured"] and s["documents"]:
+                log.warning("source %r is not in %s but %d of its documents are still searchable: remove them with"
+                            " `embedops source remove %s`, or add the source back", s["name"], CONFIG_NAME,
+                            s["documents"], s["name"])
 
     def _sources_failed(self, failed: list[tuple[str, SourceError]], result: SyncResult, selected: int) -> None:
         """Record each source that could not be read (nothing of it changed), then raise.
@@ -391,6 +490,7 @@ class Workspace:
                 for name, exc in failed:
                     write_ledger(conn, "sync.source_failed", source=name, error=exc.message, hint=exc.hint)
         if selected == 1:
+            failed[0][1].details.setdefault("result", result.to_dict())
             raise failed[0][1]
         names = ", ".join(name for name, _ in failed)
         others = "" if len(failed) == selected else "; the others are " + ("planned" if result.plan_only else "synced")
@@ -437,9 +537,10 @@ class Workspace:
         if plan.is_noop and not plan.skipped:  # nothing changes: no transaction, no ledger row
             counts = SyncCounts(unchanged=plan.unchanged)
         else:
-            targets = self._kept_targets(create=True)
-            runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size)
-            counts = runner.run(source_id, plan)
+            with self.lock("sync", wait=PUSH_LOCK_WAIT_S):  # a push waits for a running sync, within reason
+                targets = self._kept_targets(create=True)
+                runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size)
+                counts = runner.run(source_id, plan)
         summary = {**plan.summary(), "documents": document_outcomes(plan, ids)}
         return SyncResult(False, counts, [summary], seconds=time.perf_counter() - started)
 
@@ -576,6 +677,33 @@ class Workspace:
     def history(self, *, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         with read_tx(self.engine) as conn:
             return read_ledger(conn, kind_prefix=kind, limit=limit)
+
+
+def _live_documents(conn: sa.Connection, source: str) -> list[tuple[int, str]]:
+    d, s = schema.documents, schema.sources
+    q = sa.select(d.c.id, d.c.external_id).join(s, s.c.id == d.c.source_id).where(
+        s.c.name == source, d.c.deleted_at.is_(None)).order_by(d.c.id)
+    return [(int(i), str(e)) for i, e in conn.execute(q)]
+
+
+@contextmanager
+def _created(root: Path) -> Iterator[list[Workspace]]:
+    """Remove what ``init`` created (the directory, the state folder, a SQLite catalog) when it fails."""
+    existed = root.exists()
+    state_existed = (root / ".embedops").exists()
+    made: list[Workspace] = []
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        yield made
+    except BaseException:
+        for ws in made:
+            ws.close()
+        (root / CONFIG_NAME).unlink(missing_ok=True)
+        if not state_existed:
+            shutil.rmtree(root / ".embedops", ignore_errors=True)
+        if not existed:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
 
 
 def _plan_counts(plan: SyncPlan) -> SyncCounts:

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from embedops.catalog import schema
 from embedops.catalog.fts import create_fts, rebuild_fts
 from embedops.catalog.ledger import actor, write_ledger
-from embedops.errors import CatalogError, SchemaVersionError
+from embedops.catalog.secrets import redact
+from embedops.errors import CatalogCorrupt, CatalogError, CatalogMissing, CatalogUnavailable, SchemaVersionError
 
 # version → function that upgrades the schema from version-1 to version, run in
 # one transaction together with its ledger row. Append only.
@@ -66,6 +67,59 @@ def _upgrade_to_6(conn: sa.Connection) -> None:
 UPGRADES[6] = _upgrade_to_6
 
 
+def _upgrade_to_7(conn: sa.Connection) -> None:
+    """Version 7: writer locks (one sync, one migration step at a time, across processes and hosts)."""
+    schema.metadata.create_all(conn, tables=[schema.locks])
+
+
+UPGRADES[7] = _upgrade_to_7
+
+
+RESTORE_HINT = (
+    "restore it from a backup: `embedops restore BACKUP` (backups are made with `embedops backup FILE`);"
+    " the catalog holds the history and cannot be rebuilt from the sources"
+)
+
+
+def open_catalog(url: str, *, create: bool) -> sa.Engine:
+    """An engine on the catalog at ``url``, schema created (``create``) or checked and upgraded.
+
+    A catalog that should exist and does not is refused, never recreated empty;
+    an unreadable file and an unreachable server get errors that say what to do."""
+    sqlite_path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    if sqlite_path is not None and not create and not sqlite_path.is_file():
+        raise CatalogMissing(f"the catalog {sqlite_path} that embedops.toml points at is gone", hint=RESTORE_HINT,
+                             path=str(sqlite_path))
+    engine = create_engine(url)
+    try:
+        if not create:
+            with engine.connect() as conn:
+                if current_version(conn) is None:
+                    raise CatalogMissing(f"the catalog database {redact(url)} holds no embedops tables",
+                                         hint=RESTORE_HINT + "; check that embedops.toml names the right database")
+        ensure_schema(engine)
+    except sa.exc.DatabaseError as exc:
+        engine.dispose()
+        raise _database_error(url, sqlite_path, exc) from None
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def _database_error(url: str, sqlite_path: Path | None, exc: sa.exc.DatabaseError) -> CatalogError:
+    detail = redact(str(exc.orig) if exc.orig is not None else str(exc)).strip().splitlines()[0]
+    if sqlite_path is not None:
+        return CatalogCorrupt(
+            f"the catalog {sqlite_path} cannot be read: {detail}",
+            hint=f"{RESTORE_HINT}. To salvage what is readable: `sqlite3 {sqlite_path} .recover | sqlite3"
+                 f" recovered.db`, then `embedops restore recovered.db`",
+            path=str(sqlite_path))
+    return CatalogUnavailable(f"cannot open the catalog database {redact(url)}: {detail}",
+                              hint="check that the server is up and the URL, user and password are right (the"
+                                   " password comes from $EMBEDOPS_DATABASE, database_env or ~/.pgpass)")
+
+
 def database_url(database: str, workspace_root: Path) -> str:
     """A SQLAlchemy URL from the config value: a URL, or a SQLite path relative to the workspace."""
     if "://" in database:
@@ -100,7 +154,10 @@ def create_engine(url: str) -> sa.Engine:
         sa.event.listen(engine, "connect", _disable_pysqlite_begin)
         sa.event.listen(engine, "begin", _begin_immediate)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "postgresql":
+        sa.event.listen(engine, "begin", _serialize_pg_writes)
+    return engine
 
 
 def _disable_pysqlite_begin(dbapi_conn: Any, _record: Any) -> None:
@@ -109,6 +166,18 @@ def _disable_pysqlite_begin(dbapi_conn: Any, _record: Any) -> None:
 
 def _begin_immediate(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write", True) else "BEGIN")
+
+
+# pg_advisory_xact_lock key of "an embedops catalog write transaction" (per database).
+PG_WRITE_LOCK = 0x656D6264  # "embd"
+
+
+def _serialize_pg_writes(conn: sa.Connection) -> None:
+    """One write transaction at a time, as SQLite's BEGIN IMMEDIATE gives: a check made in a
+    transaction (a chunk still lacks a vector) stays true until it commits, even when a sync and a
+    backfill write at once. Batches are short; searches read outside transactions and never wait."""
+    if conn.info.get("write", True):
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
 
 
 def current_version(conn: sa.Connection) -> int | None:

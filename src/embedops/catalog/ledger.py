@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from embedops.catalog import schema
+from embedops.catalog.secrets import redact
 
 
 def actor() -> str:
@@ -22,7 +23,7 @@ def actor() -> str:
         user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
     argv = " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("embedops") else ""
     cmd = f"embedops {argv}".strip() if argv else os.path.basename(sys.argv[0] if sys.argv else "python")
-    return f"{user}@{socket.gethostname()}: {cmd}"
+    return redact(f"{user}@{socket.gethostname()}: {cmd}")  # a --database URL may carry a password
 
 
 def write_ledger(conn: sa.Connection, kind: str, **details: Any) -> int:

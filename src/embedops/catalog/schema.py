@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = max(3, 4, 5, 6)  # 4: thresholds, 5: monitoring tables (bottom of this file), 6: gate evidence
+SCHEMA_VERSION = max(3, 4, 5, 6, 7)  # 4: thresholds, 5: monitoring tables (bottom of this file), 6: gate evidence, 7: locks
 
 metadata = sa.MetaData()
 
@@ -222,6 +222,21 @@ migrations = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     # Version 6: what the gate measured (eval comparisons, agreement) and the index stamps it held for.
     sa.Column("evidence", sa.JSON),
+)
+
+
+# -- writer locks (schema version 7) -----------------------------------------------
+# One row per lock held (catalog/lock.py): who holds it and its heartbeat.
+locks = sa.Table(
+    "locks",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("token", sa.String(32), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("command", sa.Text, nullable=False),
+    sa.Column("since", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
 )
 
 

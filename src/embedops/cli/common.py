@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from embedops.catalog.secrets import redact
 from embedops.errors import EmbedopsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Operate an embedding pipeline like a database.")
@@ -41,21 +44,59 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not the user's input
+EXIT_INTERRUPTED = 130
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error.")] = False,
+) -> None:
+    """Operate an embedding pipeline like a database."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    handler.addFilter(lambda record: record.name == "embedops")  # the library's own warnings; the server logs its own
+    logger = logging.getLogger("embedops")
+    if not any(getattr(h, "_embedops_cli", False) for h in logger.handlers):
+        handler._embedops_cli = True  # type: ignore[attr-defined]  # one handler however many commands run
+        logger.addHandler(handler)
+
+
+def _debugging() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("debug"))
+
+
 @contextmanager
 def handle_errors(as_json: bool) -> Iterator[None]:
-    """Map library errors to a message (or a JSON error object) and an exit code, once."""
+    """Map every error to one ``error:`` line, a ``hint:`` line and a documented exit code, once;
+    under ``--json`` a JSON error object on stdout too. ``--debug`` adds the traceback of an
+    unexpected error (an embedops bug or a library failure not translated yet)."""
     try:
         yield
     except EmbedopsError as exc:
-        if as_json:
-            emit_json(exc.to_dict())
-        err.print(styled("error:", "bold red", f" {exc.message}"), highlight=False)
-        if exc.hint:
-            err.print(styled("hint:", "dim", f" {exc.hint}"), highlight=False)
-        raise typer.Exit(exc.exit_code) from None
+        _fail(as_json, exc.to_dict(), exc.message, exc.hint, exc.exit_code)
     except KeyboardInterrupt:
         err.print(styled("interrupted", "yellow", ": committed work is kept; run the same command again to resume"))
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the one place unexpected errors become a clean exit
+        if _debugging():
+            err.print_exception()
+        message = f"unexpected {type(exc).__name__}: {redact(str(exc)).strip() or 'no message'}"
+        hint = "this is likely a bug in embedops: run the command again with --debug for the traceback, and report it"
+        _fail(as_json, {"error": "InternalError", "message": message, "hint": hint}, message, hint, EXIT_INTERNAL)
+
+
+def _fail(as_json: bool, payload: dict[str, Any], message: str, hint: str | None, code: int) -> NoReturn:
+    if as_json:
+        emit_json(payload)
+    err.print(styled("error:", "bold red", f" {message}"), highlight=False, soft_wrap=True)
+    if hint:
+        err.print(styled("hint:", "dim", f" {hint}"), highlight=False, soft_wrap=True)
+    raise typer.Exit(code) from None
 
 
 def progress_bars(enabled: bool) -> Callable[[str, int], Callable[[int], None]] | None:

@@ -13,6 +13,7 @@ from rich.text import Text
 from embedops import commands
 from embedops.cli.common import (
     JsonOpt,
+    PlanOpt,
     WsOpt,
     app,
     brief,
@@ -35,13 +36,15 @@ def init(
     path: Annotated[Path, typer.Argument(help="Directory of the new workspace.")] = Path("."),
     embedder: Annotated[str, typer.Option(help="Embedder of the first index (minilm-l6, minilm-l3, minilm-l6-int8, hashing, sentence-transformers:<name>, onnx:<path>).")] = "minilm-l6",
     chunker: Annotated[str, typer.Option(help="Chunker: structured (default) or whole.")] = "structured",
-    database: Annotated[Optional[str], typer.Option(help="Database URL or SQLite path (default .embedops/catalog.db).")] = None,
+    database: Annotated[Optional[str], typer.Option(help="Database URL or SQLite path (default .embedops/catalog.db); a password in it is used now and never written.")] = None,
+    database_env: Annotated[Optional[str], typer.Option(help="Name of an environment variable holding the catalog URL with its password, read at every open.")] = None,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
-    """Create embedops.toml and the catalog."""
+    """Create embedops.toml and the catalog (a failed init leaves nothing behind)."""
     with handle_errors(as_json):
-        result = commands.init(workspace or path, embedder=embedder, chunker=chunker, database=database)
+        result = commands.init(workspace or path, embedder=embedder, chunker=chunker, database=database,
+                               database_env=database_env)
     if as_json:
         return emit_json(result.to_dict())
     out.print(f"created {result.config} (embedder {result.embedder}, chunker {result.chunker})")
@@ -69,17 +72,79 @@ def source_add(
     out.print(f"added source {result.name} ({result.kind})" + (f" at {result.path}" if result.path else ""))
 
 
+@source_app.command("list")
+def source_list(as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
+    """Sources in embedops.toml or still in the catalog, with their live documents."""
+    with handle_errors(as_json):
+        rows = commands.source_list(workspace)
+    if as_json:
+        return emit_json(rows)
+    t = Table(title="sources")
+    for col in ("name", "kind", "path", "documents", "configured"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], r["kind"], str(r["path"] or "—"), str(r["documents"]),
+                  "yes" if r["configured"] else Text("no: `embedops source remove` it", "yellow"))
+    out.print(t)
+
+
+@source_app.command("remove")
+def source_remove(
+    name: Annotated[str, typer.Argument(help="Source name.")],
+    plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None,
+) -> None:
+    """Remove a source: its documents are tombstoned and leave every index (in the ledger)."""
+    with handle_errors(as_json):
+        data = commands.source_remove(workspace, name=name.strip(), plan=plan)
+    if as_json:
+        return emit_json(data)
+    verb = "would remove" if plan else "removed"
+    out.print(f"{verb} source {data['source']} and its {data['documents']} documents")
+    if data["evalsets"]:
+        err.print(styled("note:", "yellow", f" eval sets bound to it can no longer be scored: {', '.join(data['evalsets'])}"))
+
+
+@app.command()
+def backup(
+    path: Annotated[Path, typer.Argument(help="File to write (never overwritten).")],
+    pg_dump: Annotated[str, typer.Option(help="PostgreSQL: the pg_dump binary (the server's major version or newer).")] = "pg_dump",
+    plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None,
+) -> None:
+    """A consistent copy of the catalog while it is in use (SQLite backup API; pg_dump for PostgreSQL)."""
+    with handle_errors(as_json):
+        result = commands.backup(workspace, path=path, plan=plan, pg_dump=pg_dump)
+    if as_json:
+        return emit_json(result.to_dict())
+    out.print(f"{'would write' if plan else 'wrote'} {result.path} ({result.bytes:,} bytes)")
+
+
+@app.command()
+def restore(
+    path: Annotated[Path, typer.Argument(help="A file written by `embedops backup`.")],
+    plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None,
+) -> None:
+    """Put a backup in place of the SQLite catalog; the current file is moved aside, never deleted."""
+    with handle_errors(as_json):
+        result = commands.restore(workspace, path=path, plan=plan)
+    if as_json:
+        return emit_json(result.to_dict())
+    out.print(f"{'would restore' if plan else 'restored'} {result.path} from {path}"
+              + (f"; the previous catalog is at {result.replaced}" if result.replaced else ""))
+
+
 @app.command()
 def sync(
     source: Annotated[Optional[str], typer.Option(help="Sync only this source.")] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Dry run: print what would change, change nothing.")] = False,
+    allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete", help="Delete more than max_delete_share of a source (an emptied source is refused by default).")] = False,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
     """Bring the indexes in line with the sources: only changed chunks are embedded."""
     with handle_errors(as_json):
         try:
-            result = commands.sync(workspace, source=source, plan=plan, progress=progress_bars(not as_json))
+            result = commands.sync(workspace, source=source, plan=plan, progress=progress_bars(not as_json),
+                                   allow_mass_delete=allow_mass_delete)
         except SourceError as exc:
             if not as_json and "result" in exc.details:  # the sources that could be read were synced
                 _print_sync(exc.details["result"], plan)
@@ -146,7 +211,7 @@ def search(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (default loopback only).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8765,
     token_env: Annotated[str, typer.Option(help="Env var holding the bearer token that writes (and --auth-reads reads) need.")] = "EMBEDOPS_TOKEN",
     auth_reads: Annotated[bool, typer.Option("--auth-reads", help="Reads need the bearer token too.")] = False,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 above).")] = 1 << 20,

@@ -224,5 +224,8 @@ def doctor(as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
         for r in data["indexes"]:
             t.add_row(*(str(r[c]) for c in cols))
         out.print(t)
+        for r in data["indexes"]:
+            if r["backfill"]:  # a shadow lacks vectors until its backfill ends: said, not counted as a problem
+                out.print(f"{r['index']} is a migration's shadow, backfill {r['backfill']}")
     if not data["ok"]:
         raise typer.Exit(1)

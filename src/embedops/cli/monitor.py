@@ -105,7 +105,7 @@ def monitor(
     ctx: typer.Context,
     every: Annotated[Optional[str], typer.Option(help="Interval between runs, e.g. 30s, 5m, 1h (default: [monitor] every, 5m).")] = None,
     once: Annotated[bool, typer.Option("--once", help="Run the checks once and exit with their exit code.")] = False,
-    port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics on this port (/metrics).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics on this port (/metrics).", min=1, max=65535)] = None,
     addr: Annotated[str, typer.Option(help="Address the metrics server binds.")] = "0.0.0.0",
     as_json: JsonOpt = False,
     workspace: WsOpt = None,

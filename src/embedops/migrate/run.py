@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -75,6 +76,8 @@ class MigrationHost(Protocol):
     def set_alias(self, conn: sa.Connection, name: str, index_id: str) -> str | None: ...
 
     def adopt_index_config(self, index: IndexInfo) -> None: ...
+
+    def lock(self, name: str, *, wait: float = 0.0) -> AbstractContextManager[object]: ...
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,28 @@ class Migrator:
         plan = self.plan(to, chunker=chunker, chunker_params=chunker_params, gate=gate)
         if plan_only:
             return StartResult(plan, started=False)
+        with self._locked():
+            return self._start(to, plan, chunker, chunker_params)
+
+    def _locked(self, *, drops_index: bool = False) -> ExitStack:
+        """The locks a changing step holds: this alias's migration lock; the sync lock too when it drops an
+        index a running sync may be writing to."""
+        stack = ExitStack()
+        try:
+            stack.enter_context(self.host.lock(f"migration:{self.alias}"))
+            if drops_index:
+                stack.enter_context(self.host.lock("sync"))
+        except BaseException:
+            stack.close()
+            raise
+        return stack
+
+    def _start(self, to: str, plan: MigrationPlan, chunker: str | None,
+               chunker_params: dict[str, Any] | None) -> StartResult:
+        existing = self.current()
+        if existing is not None:  # started by another process since the check above
+            raise MigrationStateError(f"migration {existing.id} ({existing.status}) is already open on alias"
+                                      f" {self.alias!r}", hint=_next_step(existing.status), migration=existing.id)
         embedder = self.host.embedder(to)
         new_chunker = self._target_chunker(self.serving(), embedder, chunker, chunker_params)
         with self.engine.begin() as conn:
@@ -284,8 +309,13 @@ class Migrator:
             gap = measure_gap(conn, shadow)
         if plan_only:
             return BackfillResult(mig.id, mig.to_index, True, gap.unchunked_docs, gap.missing_vectors)
+        with self._locked():
+            return self._backfill(mig, shadow, gap.unchunked_docs, gap.missing_vectors, batch, max_rate, progress)
+
+    def _backfill(self, mig: Migration, shadow: IndexInfo, unchunked: int, missing: int, batch: int | None,
+                  max_rate: float | None, progress: ProgressFactory | None) -> BackfillResult:
         target = self.host.target(shadow)
-        bar = progress(f"backfill {mig.to_index}", gap.missing_vectors or gap.unchunked_docs) if progress else None
+        bar = progress(f"backfill {mig.to_index}", missing or unchunked) if progress else None
         started = time.perf_counter()
         done = fill_index(self.engine, self.host.store, target, batch_size=batch or self.host.settings.batch_size,
                           progress=bar, ledger_kind="migrate.backfill", pause=_throttle(max_rate))
@@ -296,8 +326,7 @@ class Migrator:
         gate = None
         if remaining.total == 0 and mig.status != "cut_over":
             gate = self._gate(mig, mig.gate_config, record="migrate.gate")[0]
-        return BackfillResult(mig.id, mig.to_index, False, gap.unchunked_docs, gap.missing_vectors,
-                              done["chunked_docs"], done["embedded"], done["vectors"], round(seconds, 3),
+        return BackfillResult(mig.id, mig.to_index, False, unchunked, missing, done["chunked_docs"], done["embedded"], done["vectors"], round(seconds, 3),
                               remaining.total, ann, gate)
 
     # -- status --------------------------------------------------------------------
@@ -324,7 +353,8 @@ class Migrator:
         """Measure (or reuse) the evidence and decide, without cutting over; the result is kept and in the ledger."""
         mig = self.require("open", "rolled_back")
         started = time.perf_counter()
-        result, reused = self._gate(mig, config or mig.gate_config, record="migrate.gate")
+        with self._locked():
+            result, reused = self._gate(mig, config or mig.gate_config, record="migrate.gate")
         return GateReport(mig.id, result, reused, round(time.perf_counter() - started, 3))
 
     def _gate(self, mig: Migration, config: GateConfig, *, record: str | None) -> tuple[GateResult, bool]:
@@ -409,10 +439,15 @@ class Migrator:
         """Decide the gate (from kept evidence while both indexes are unchanged) and swap the alias if it passes."""
         mig = self.require("open", "rolled_back")
         config = gate or mig.gate_config
-        result, _ = self._gate(mig, config, record=None if plan_only else "migrate.gate")
-        forced = force and not result.passed
         if plan_only:
-            return CutoverResult(mig.id, self.alias, mig.to_index, result, forced, True, reason=reason)
+            result, _ = self._gate(mig, config, record=None)
+            return CutoverResult(mig.id, self.alias, mig.to_index, result, force and not result.passed, True, reason=reason)
+        with self._locked():
+            return self._cutover(self.require("open", "rolled_back"), config, force, reason)
+
+    def _cutover(self, mig: Migration, config: GateConfig, force: bool, reason: str | None) -> CutoverResult:
+        result, _ = self._gate(mig, config, record="migrate.gate")
+        forced = force and not result.passed
         if not result.passed and not force:
             raise GateFailed(f"cutover refused, the gate failed: {result.summary()}",
                              hint="fix the cause, or override with --force --reason \"...\" (recorded in the ledger)",
@@ -430,7 +465,8 @@ class Migrator:
         mig = self.require("cut_over")
         if plan_only:
             return RollbackResult(mig.id, self.alias, mig.from_index, True)
-        seconds = self._swap(mig, mig.from_index, "rolled_back", "migrate.rollback")
+        with self._locked():
+            seconds = self._swap(self.require("cut_over"), mig.from_index, "rolled_back", "migrate.rollback")
         self.host.adopt_index_config(self.index(mig.from_index))
         return RollbackResult(mig.id, self.alias, mig.from_index, False, seconds)
 
@@ -464,12 +500,13 @@ class Migrator:
             vectors = self.host.store.count(conn, drop)
         if plan_only:
             return CloseResult(step, mig.id, mig.status, drop, vectors, True)
-        with self.engine.begin() as conn:
+        with self._locked(drops_index=True), self.engine.begin() as conn:
             dropped = drop_index(conn, drop)
             m = schema.migrations
             result = conn.execute(sa.update(m).where(m.c.id == mig.id, m.c.status == mig.status)
                                   .values(status=status, updated_at=time.time()))
-            assert result.rowcount == 1
+            if result.rowcount != 1:
+                raise MigrationStateError(f"migration {mig.id} changed under us; run `embedops migrate status`")
             write_ledger(conn, f"migrate.{step}", migration=mig.id, dropped_index=drop, **dropped)
         self.host.store.forget(drop)
         return CloseResult(step, mig.id, status, drop, vectors, False, dropped["vectors_deleted"], dropped["chunks_deleted"])

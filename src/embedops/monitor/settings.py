@@ -104,6 +104,12 @@ class MonitorSettings:
         return out
 
     def validate(self) -> None:
+        for name in ("verify_model", "query_log", "query_log_text"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"[monitor] {name} must be true or false (got {getattr(self, name)!r})")
+        if not isinstance(self.checks, list) or not all(isinstance(c, str) for c in self.checks):
+            raise ConfigError(f"[monitor] checks must be a list of check names (got {self.checks!r})",
+                              hint=f"checks: {', '.join(CHECK_NAMES)}")
         bad = [c for c in self.checks if c not in CHECK_NAMES]
         if bad:
             raise ConfigError(f"unknown check(s) {bad} in [monitor] checks", hint=f"checks: {', '.join(CHECK_NAMES)}")

@@ -15,6 +15,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
+from embedops.catalog.db import read_tx
 from embedops.errors import NotFound, SearchError, SpaceMismatch
 from embedops.monitor.staleness import is_stale
 from embedops.vectors.base import IndexInfo, VectorStore
@@ -161,7 +162,7 @@ class Searcher:
             q = q.where(d.c.metadata[key].as_string() == str(value))
         if filters.updated_after:
             q = q.where(d.c.source_updated_at >= filters.updated_after.timestamp())
-        with self.store.engine.connect() as conn:
+        with read_tx(self.store.engine) as conn:  # a read: never waits for a writer
             return set(conn.execute(q).scalars())
 
 

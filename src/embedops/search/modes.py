@@ -20,6 +20,7 @@ from typing import Literal, cast, get_args
 
 import numpy as np
 
+from embedops.catalog.db import read_tx
 from embedops.errors import SearchError
 from embedops.hashing import content_hash
 from embedops.search.engine import Filters, Searcher, SearchResult
@@ -95,7 +96,7 @@ def embed_queries_remembered(searcher: Searcher, index: IndexInfo, texts: Sequen
         return np.empty((0, index.dims), dtype=np.float32)
     hashes = [content_hash(t) for t in texts]
     store = searcher.store
-    with store.engine.connect() as conn:
+    with read_tx(store.engine) as conn:
         known = stored_embeddings(conn, index.space_key, hashes)
     text_of = dict(zip(hashes, texts, strict=True))
     missing = [h for h in text_of if h not in known]

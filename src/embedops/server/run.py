@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from embedops.config import find_workspace
+from embedops.config import find_workspace, load_settings
 from embedops.server.config import ServerConfig
 
 log = logging.getLogger("embedops.server")
@@ -27,6 +27,7 @@ def serve(
 
     config = config or ServerConfig()
     root = find_workspace(workspace)  # fail before binding the port when there is no workspace
+    load_settings(root)  # ... or when its embedops.toml is invalid
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if config.token() is None:
         log.warning("%s is not set: writes (and reads, with --auth-reads) are refused with 503 until it is",

