@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -38,11 +39,18 @@ OLD, NEW = "minilm-l6", "minilm-l3"
 EVALSET = "scifact"
 
 
+CPU: dict[str, list[float]] = {}  # command → CPU seconds (user + system) of each run: what load cannot inflate
+
+
 def cli(ws: Path, *args: str) -> tuple[int, Any, float]:
     """Run ``embedops ARGS --json`` in a new process: exit code, parsed stdout, wall seconds."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with timed() as t:
         done = subprocess.run([sys.executable, "-m", "embedops.cli", *args, "--workspace", str(ws), "--json"],
                               capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    CPU.setdefault(" ".join(args[:2]), []).append(round(cpu, 3))
     try:
         data = json.loads(done.stdout) if done.stdout.strip() else None
     except json.JSONDecodeError:
@@ -101,6 +109,7 @@ def main() -> int:
         Check("migrate cutover with the gate (CLI)", figures["reverse"]["cutover_s"], 2.0, " s"),
         Check("gate re-measured, 300 queries, cached vectors", forward["gate_measured_s"], 5.0, " s"),
     ]
+    figures["cli_cpu_s_median"] = {cmd: statistics.median(v) for cmd, v in CPU.items()}
     rows = [[k, json.dumps(v)[:110]] for k, v in figures.items()]
     report.print(rows, ["figure", "value"])
     return 0 if report.ok else 1

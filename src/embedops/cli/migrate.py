@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
 import typer
@@ -179,34 +180,31 @@ def migrate_cutover(
                                 (" (forced)", "yellow") if result.forced else ""))
 
 
+def _closing_step(step: str, call: Callable[[], Any], plan: bool, as_json: bool) -> None:
+    """Run rollback / finalize / abort and print its result as a table (or JSON)."""
+    with handle_errors(as_json):
+        data = call().to_dict()
+    if as_json:
+        return emit_json(data)
+    render_table(data, step + (" plan" if plan else ""))
+
+
 @migrate_app.command("rollback")
 def migrate_rollback(alias: AliasOpt = None, plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
     """Point the alias back at the previous index (kept current until finalize)."""
-    with handle_errors(as_json):
-        data = commands.migrate_rollback(workspace, alias=alias, plan=plan).to_dict()
-    if as_json:
-        return emit_json(data)
-    render_table(data, "rollback" + (" plan" if plan else ""))
+    _closing_step("rollback", lambda: commands.migrate_rollback(workspace, alias=alias, plan=plan), plan, as_json)
 
 
 @migrate_app.command("finalize")
 def migrate_finalize(alias: AliasOpt = None, plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
     """Drop the old index after cutover. Rollback is impossible afterwards."""
-    with handle_errors(as_json):
-        data = commands.migrate_finalize(workspace, alias=alias, plan=plan).to_dict()
-    if as_json:
-        return emit_json(data)
-    render_table(data, "finalize" + (" plan" if plan else ""))
+    _closing_step("finalize", lambda: commands.migrate_finalize(workspace, alias=alias, plan=plan), plan, as_json)
 
 
 @migrate_app.command("abort")
 def migrate_abort(alias: AliasOpt = None, plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
     """Drop the shadow index of a migration that has not been cut over."""
-    with handle_errors(as_json):
-        data = commands.migrate_abort(workspace, alias=alias, plan=plan).to_dict()
-    if as_json:
-        return emit_json(data)
-    render_table(data, "abort" + (" plan" if plan else ""))
+    _closing_step("abort", lambda: commands.migrate_abort(workspace, alias=alias, plan=plan), plan, as_json)
 
 
 @app.command()

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 from embedops.catalog import schema
 from embedops.errors import ConfigError, SpaceMismatch
 from embedops.vectors.base import PG_MAX_EF_SEARCH, Capabilities, Hit, IndexInfo, VectorRow, default_ef_search
-from embedops.vectors.rows import ALIAS_SQL, INDEX_SQL, RESULT_COLUMNS, RESULT_JOINS, ROWS_SQL, Filters, ResultRow, filter_sql
+from embedops.vectors.rows import CatalogReads, RESULT_COLUMNS, RESULT_JOINS, Filters, ResultRow, filter_sql
 from embedops.vectors.sqlite import FILTER_EXACT_MAX, check_tags, count_vectors, delete_chunk_vectors
 
 HNSW_M = 16
@@ -60,7 +60,7 @@ def _vec_sql(dims: int) -> str:
     return f"embedding::vector({int(dims)})"
 
 
-class PgVectorStore:
+class PgVectorStore(CatalogReads):
     capabilities = Capabilities(full_text=True, ann_file=False)
 
     def __init__(self, engine: sa.Engine, *, ef_search: int | None = None) -> None:
@@ -164,15 +164,6 @@ class PgVectorStore:
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A hot-path read written with ``?`` placeholders (the SQL both stores share)."""
         return list(self.raw().driver_connection.execute(sql.replace("?", "%s"), tuple(params)).fetchall())
-
-    def lookup_index(self, *, alias: str | None = None, index_id: str | None = None) -> IndexInfo | None:
-        rows = self._read(INDEX_SQL, (index_id,)) if index_id is not None else self._read(ALIAS_SQL, (alias,))
-        return IndexInfo(*rows[0]) if rows else None
-
-    def result_rows(self, seqs: Sequence[int]) -> dict[int, ResultRow]:
-        if not seqs:
-            return {}
-        return {r[0]: ResultRow(*r) for r in self._read(ROWS_SQL.format(",".join("?" * len(seqs))), list(seqs))}
 
     def full_text(self, index: IndexInfo, terms: Sequence[str], k: int, filters: Filters | None) -> list[tuple[ResultRow, float]]:
         """Chunks of ``index`` matching any of ``terms``, ranked by ``ts_rank_cd`` (PostgreSQL full-text)."""

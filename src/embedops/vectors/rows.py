@@ -9,12 +9,14 @@ for every store and every search mode.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from embedops.errors import SearchError
+from embedops.vectors.base import IndexInfo
 
 # A filter's metadata key ends up in a JSON path (SQLite json_extract, PostgreSQL ->>):
 # letters, digits and ``_.:-`` only, so a quote or bracket can never change the path.
@@ -111,3 +113,20 @@ def filter_sql(filters: Filters | None, metadata_sql: Callable[[str], tuple[str,
         where.append("d.source_updated_at >= ?")
         params.append(filters.updated_after.timestamp())
     return "".join(f" AND {w}" for w in where), params
+
+
+class CatalogReads(ABC):
+    """The hot-path catalog reads both stores share; a store supplies ``_read`` (SQL with ``?``, on its
+    thread's own connection)."""
+
+    @abstractmethod
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def lookup_index(self, *, alias: str | None = None, index_id: str | None = None) -> IndexInfo | None:
+        rows = self._read(INDEX_SQL, (index_id,)) if index_id is not None else self._read(ALIAS_SQL, (alias,))
+        return IndexInfo(*rows[0]) if rows else None
+
+    def result_rows(self, seqs: Sequence[int]) -> dict[int, ResultRow]:
+        if not seqs:
+            return {}
+        return {r[0]: ResultRow(*r) for r in self._read(ROWS_SQL.format(",".join("?" * len(seqs))), list(seqs))}

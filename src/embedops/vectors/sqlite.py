@@ -18,7 +18,7 @@ from embedops.errors import SearchError, SpaceMismatch
 from embedops.vectors.ann import AnnIndex, read_vectors, top_k_exact
 from embedops.vectors.base import Capabilities, Hit, IndexInfo, VectorRow
 from embedops.vectors.fts import bm25
-from embedops.vectors.rows import ALIAS_SQL, INDEX_SQL, ROWS_SQL, Filters, ResultRow, filter_sql
+from embedops.vectors.rows import CatalogReads, Filters, ResultRow, filter_sql
 
 _IN_BATCH = 900  # stay under SQLite's bound-parameter limit
 FILTER_EXACT_MAX = 5_000  # a filter that leaves fewer vectors than this is searched exactly
@@ -102,7 +102,7 @@ def count_vectors(conn: sa.Connection, index_id: str) -> int:
     return int(conn.execute(sa.select(sa.func.count()).where(v.c.index_id == index_id)).scalar_one())
 
 
-class SqliteVectorStore:
+class SqliteVectorStore(CatalogReads):
     capabilities = Capabilities(full_text=True, ann_file=True)
 
     def __init__(self, engine: sa.Engine, ann_dir: Path, *, ef_search: int | None = None) -> None:
@@ -203,15 +203,6 @@ class SqliteVectorStore:
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self.raw().driver_connection.execute(sql, params).fetchall())
-
-    def lookup_index(self, *, alias: str | None = None, index_id: str | None = None) -> IndexInfo | None:
-        rows = self._read(INDEX_SQL, (index_id,)) if index_id is not None else self._read(ALIAS_SQL, (alias,))
-        return IndexInfo(*rows[0]) if rows else None
-
-    def result_rows(self, seqs: Sequence[int]) -> dict[int, ResultRow]:
-        if not seqs:
-            return {}
-        return {r[0]: ResultRow(*r) for r in self._read(ROWS_SQL.format(",".join("?" * len(seqs))), list(seqs))}
 
     def full_text(self, index: IndexInfo, terms: Sequence[str], k: int, filters: Filters | None) -> list[tuple[ResultRow, float]]:
         """FTS5 BM25 (score = −bm25(), higher is better) over the chunks of ``index``."""
