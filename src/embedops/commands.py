@@ -56,11 +56,19 @@ class SearchResults:
 
 
 def init(
-    workspace: Path, *, embedder: str = "minilm-l6", chunker: str = "structured", database: str | None = None
+    workspace: Path,
+    *,
+    embedder: str = "minilm-l6",
+    chunker: str = "structured",
+    database: str | None = None,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
 ) -> InitResult:
-    ws = Workspace.init(workspace, embedder=embedder, chunker=chunker, database=database)
+    """``embedder="openai:MODEL"`` writes an ``[embedders.NAME]`` section; ``embedder`` is then that NAME."""
+    ws = Workspace.init(workspace, embedder=embedder, chunker=chunker, database=database, base_url=base_url,
+                        api_key_env=api_key_env)
     with ws:
-        return InitResult(str(ws.root), str(ws.settings.path), ws.settings.database, embedder, chunker)
+        return InitResult(str(ws.root), str(ws.settings.path), ws.settings.database, ws.settings.embedder, chunker)
 
 
 def source_add(

@@ -23,7 +23,7 @@ from embedops.catalog import schema
 from embedops.catalog.db import create_engine, database_url, ensure_schema, read_tx
 from embedops.catalog.ledger import read_ledger, write_ledger
 from embedops.chunking.base import Chunker
-from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, load_settings
+from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, init_settings, load_settings
 from embedops.embedding.base import Embedder
 from embedops.monitor.settings import source_slos
 from embedops.errors import ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
@@ -95,24 +95,25 @@ class Workspace:
         chunker: str = "structured",
         database: str | None = None,
         chunker_params: dict[str, Any] | None = None,
+        base_url: str | None = None,
+        api_key_env: str | None = None,
     ) -> Workspace:
+        """A new workspace; ``embedder="openai:MODEL"`` (with ``base_url``, ``api_key_env``) adds an
+        ``[embedders.NAME]`` section, and a name already configured in an existing embedops.toml is used."""
         from embedops.chunking.registry import chunker_names
-        from embedops.embedding.registry import describe_embedder
+        from embedops.embedding.registry import check_embedder
 
         root = Path(root).resolve()
-        if (root / CONFIG_NAME).exists():
-            raise ConfigError(f"{root / CONFIG_NAME} already exists", hint="use it as it is, or pick another directory")
-        describe_embedder(embedder)  # validates the name early, without loading weights
+        settings = init_settings(root, embedder=embedder, chunker=chunker, database=database,
+                                 chunker_params=chunker_params, base_url=base_url, api_key_env=api_key_env)
+        check_embedder(settings.embedder, settings.embedders)  # validates the name early, without loading weights
         if chunker not in chunker_names():
             raise ConfigError(f"unknown chunker {chunker!r}", hint=f"valid chunkers: {', '.join(chunker_names())}")
         root.mkdir(parents=True, exist_ok=True)
-        settings = Settings(root=root, embedder=embedder, chunker=chunker, chunker_params=dict(chunker_params or {}))
-        if database:
-            settings.database = database
         settings.save()
         ws = cls(settings)
         with ws.engine.begin() as conn:
-            write_ledger(conn, "workspace.init", embedder=embedder, chunker=chunker)
+            write_ledger(conn, "workspace.init", embedder=settings.embedder, chunker=chunker)
         return ws
 
     @classmethod
@@ -193,7 +194,7 @@ class Workspace:
             with self._embedders_lock:  # one load per model, however many threads ask at once (the service)
                 embedder = self._embedders.get(name)
                 if embedder is None:
-                    embedder = self._embedders[name] = load_embedder(name)
+                    embedder = self._embedders[name] = load_embedder(name, self.settings.embedders)
         return embedder
 
     def embedder_for(self, index: IndexInfo) -> Embedder:
@@ -311,7 +312,7 @@ class Workspace:
         """The configured embedder/chunker must be one the catalog keeps current: never re-embed in place."""
         from embedops.embedding.registry import describe_embedder
 
-        ref = describe_embedder(self.settings.embedder)
+        ref = describe_embedder(self.settings.embedder, self.settings.embedders)
         matching = [ix for ix in active if ix.space_key == ref.key]
         if matching:
             embedder = self.embedder(self.settings.embedder)

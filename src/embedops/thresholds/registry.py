@@ -167,7 +167,7 @@ def resolve_space(ws: Workspace, conn: sa.Connection, spec: str) -> SpaceRef:
             return SpaceRef(row.key, row.embedder, found)
     if named:  # the catalog's record of that model's space, even without a live index
         return SpaceRef(named[0].key, named[0].embedder, None)
-    return _described(spec)
+    return _described(spec, ws)
 
 
 def _space_index(ws: Workspace, conn: sa.Connection, space_key: str) -> IndexInfo | None:
@@ -175,11 +175,11 @@ def _space_index(ws: Workspace, conn: sa.Connection, space_key: str) -> IndexInf
     return active[-1] if active else None
 
 
-def _described(spec: str) -> SpaceRef:
+def _described(spec: str, ws: Workspace) -> SpaceRef:
     from embedops.embedding.registry import describe_embedder
 
     try:
-        return SpaceRef(describe_embedder(spec).key, spec, None)
+        return SpaceRef(describe_embedder(spec, ws.settings.embedders).key, spec, None)
     except EmbedderNotFound as exc:
         raise NotFound(f"{spec!r} is not a space key, an index id or an embedder name",
                        hint="`embedops status` lists indexes and spaces; embedder names: minilm-l6, minilm-l3, ...",
@@ -290,7 +290,7 @@ class ThresholdRegistry:
             return key
         from embedops.embedding.registry import describe_embedder
 
-        return describe_embedder(self.ws.settings.embedder).key
+        return describe_embedder(self.ws.settings.embedder, self.ws.settings.embedders).key
 
     def set(self, name: str, value: float, *, space: str, reason: str | None = None, plan_only: bool = False) -> ThresholdValue:
         """Record a value chosen by hand for ``space`` (a space key, index id or embedder name)."""
