@@ -126,7 +126,17 @@ class Faults:
     reject_marker: str | None = None  # 400 for a request with an input containing this
     require_key: str | None = None  # 401 unless "Authorization: Bearer <key>"
     delay_seconds: float = 0.0  # every request waits this long first (to see concurrency)
+    script: tuple[str, ...] = ()  # the first requests' fate, in order ("429", "500", "slow", "drop", "short", "ok")
     seed: int = 0
+
+    def draw(self, rng: random.Random, n: int) -> str:
+        """The fault for request number ``n`` (from 0): scripted, else drawn at the configured rates."""
+        if n < len(self.script):
+            return self.script[n]
+        draws = [rng.random() for _ in range(5)]
+        rates = (("429", self.rate_429), ("500", self.rate_500), ("slow", self.rate_slow), ("drop", self.rate_drop),
+                 ("short", self.rate_short))
+        return next((kind for (kind, rate), x in zip(rates, draws) if x < rate), "ok")
 
 
 @dataclass
@@ -225,7 +235,7 @@ class FaultProxy:
             self.stats.requests += 1
             self.stats.bodies.append(payload)
             self.stats.authorizations.append(headers.get("authorization"))
-            draws = [self._rng.random() for _ in range(5)]
+            fate = faults.draw(self._rng, self.stats.requests - 1)
         if faults.delay_seconds:
             await asyncio.sleep(faults.delay_seconds)
         if faults.require_key is not None and headers.get("authorization") != f"Bearer {faults.require_key}":
@@ -235,25 +245,25 @@ class FaultProxy:
             return await self._reply(writer, "400", 400, {"error": {
                 "message": "This model's maximum context length is 8192 tokens; reduce the length of the input.",
                 "type": "invalid_request_error"}})
-        if draws[0] < faults.rate_429:
+        if fate == "429":
             extra = {"Retry-After": faults.retry_after}
             if faults.retry_after_ms is not None:
                 extra["retry-after-ms"] = str(faults.retry_after_ms)
             return await self._reply(writer, "429", 429, {"error": {"message": "Rate limit reached"}}, extra)
-        if draws[1] < faults.rate_500:
+        if fate == "500":
             return await self._reply(writer, "500", 500, {"error": {"message": "The server had an error"}})
-        if draws[2] < faults.rate_slow:
+        if fate == "slow":
             self._count("slow")
             await asyncio.sleep(faults.slow_seconds)  # the client has given up by now
             return False
-        if draws[3] < faults.rate_drop:
+        if fate == "drop":
             self._count("drop")
             writer.transport.abort()  # no response at all: the client sees the connection go away
             return False
         upstream = await self._client.post("/embeddings", content=body, headers={"content-type": "application/json"})
         answer = upstream.json()
         if upstream.status_code == 200:
-            answer = self._alter(answer, faults, draws[4] < faults.rate_short)
+            answer = self._alter(answer, faults, fate == "short")
         await _write(writer, upstream.status_code, json.dumps(answer).encode(), {})
         return True
 
