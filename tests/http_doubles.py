@@ -122,11 +122,14 @@ class Faults:
     slow_seconds: float = 2.0  # longer than the client's timeout
     rate_drop: float = 0.0
     rate_short: float = 0.0  # a 200 with one vector fewer than inputs
-    perturb: str | None = None  # "requantize": round to int8 levels; "swap": another model of the same dimension
+    # "requantize": round to int8 levels; "swap": another model of the same dimension;
+    # "truncate": one dimension fewer; "zero": the first input's vector all zeros
+    perturb: str | None = None
     reject_marker: str | None = None  # 400 for a request with an input containing this
     require_key: str | None = None  # 401 unless "Authorization: Bearer <key>"
     delay_seconds: float = 0.0  # every request waits this long first (to see concurrency)
-    script: tuple[str, ...] = ()  # the first requests' fate, in order ("429", "500", "slow", "drop", "short", "ok")
+    # The first requests' fate, in order: "429", "500", "slow", "drop", "short", "malformed" or "ok".
+    script: tuple[str, ...] = ()
     seed: int = 0
 
     def draw(self, rng: random.Random, n: int) -> str:
@@ -256,6 +259,8 @@ class FaultProxy:
             self._count("slow")
             await asyncio.sleep(faults.slow_seconds)  # the client has given up by now
             return False
+        if fate == "malformed":  # a 200 whose body is not the protocol's
+            return await self._reply(writer, "malformed", 200, {"object": "list", "model": SERVED_MODEL})
         if fate == "drop":
             self._count("drop")
             writer.transport.abort()  # no response at all: the client sees the connection go away
@@ -275,7 +280,9 @@ class FaultProxy:
         if short and len(answer["data"]) > 0:
             self._count("short")
             answer["data"] = answer["data"][:-1]
-        if faults.perturb is not None:
+        if faults.perturb == "zero" and answer["data"]:
+            answer["data"][0]["embedding"] = [0.0] * len(answer["data"][0]["embedding"])
+        elif faults.perturb is not None:
             for item in answer["data"]:
                 item["embedding"] = _perturbed(np.asarray(item["embedding"], dtype=np.float32), faults.perturb).tolist()
         return answer
@@ -297,6 +304,8 @@ def _perturbed(vector: np.ndarray, mode: str) -> np.ndarray:
         return np.round(vector / scale) * scale
     if mode == "swap":  # same dimension, different coordinates: another model behind the same name
         return np.roll(vector, 7)
+    if mode == "truncate":
+        return vector[:-1]
     raise ValueError(f"unknown perturbation {mode!r}")
 
 

@@ -24,7 +24,8 @@ from embedops.errors import ConfigError, InputsRejected, ProviderRefused, Provid
 from tests.http_doubles import SERVED_MODEL, FaultProxy, InfinityServer
 
 # What the proxy injected → the retry cause the embedder counts for it.
-CAUSES = {"429": "429", "500": "500", "slow": "timeout", "drop": "connection", "short": "short response"}
+CAUSES = {"429": "429", "500": "500", "slow": "timeout", "drop": "connection", "short": "short response",
+          "malformed": "malformed response"}
 
 
 def embedder(url: str, api_key: str | None = None, **settings: Any) -> OpenAIEmbedder:
@@ -183,10 +184,11 @@ def test_requests_per_minute_are_paced(fault_proxy: FaultProxy) -> None:
 
 def test_faults_are_retried_and_counted_and_vectors_stay_aligned(fault_proxy: FaultProxy) -> None:
     batch = texts(40, seed=3)
-    fault_proxy.set(script=("429", "500", "slow", "ok", "drop", "short", "short", "429"), rate_429=0.1, rate_500=0.05,
-                    rate_slow=0.03, rate_drop=0.03, rate_short=0.05, retry_after="1", retry_after_ms=20,
-                    slow_seconds=1.5, seed=11)
-    remote = embedder(fault_proxy.url, max_batch_size=4, max_concurrency=1, timeout=1.0, max_retries=10)
+    fault_proxy.set(script=("429", "500", "slow", "ok", "drop", "short", "malformed", "short", "429"), rate_429=0.1,
+                    rate_500=0.05, rate_drop=0.03, rate_short=0.05, retry_after="1", retry_after_ms=20,
+                    slow_seconds=3.5, seed=11)
+    # A 3 s timeout: a busy 2-core machine answers well within it, so every timeout counted is the injected one.
+    remote = embedder(fault_proxy.url, max_batch_size=4, max_concurrency=1, timeout=3.0, max_retries=10)
     try:
         vectors, usage = remote.embed_with_usage(batch)
     finally:
@@ -283,3 +285,47 @@ def test_registry_builds_one_embedder_per_name_and_section(fault_proxy: FaultPro
     assert load_embedder("inf", a) is load_embedder("inf", dict(a))
     assert load_embedder("inf", b) is not load_embedder("inf", a)
     assert load_embedder("inf", b).ref == load_embedder("inf", a).ref  # same space, another client
+
+
+def test_a_zero_vector_is_refused_for_its_input_never_stored(fault_proxy: FaultProxy) -> None:
+    fault_proxy.set(perturb="zero")
+    remote = embedder(fault_proxy.url, max_batch_size=8)
+    try:
+        with pytest.raises(InputsRejected) as err:
+            remote.embed(texts(5))
+    finally:
+        remote.close()
+    assert len(err.value.rejected) == 1 and "zero" in next(iter(err.value.rejected.values()))
+    assert len(err.value.vectors) == 4
+
+
+def test_vectors_of_another_dimension_are_refused(fault_proxy: FaultProxy) -> None:
+    fault_proxy.set(perturb="truncate")
+    remote = embedder(fault_proxy.url)
+    try:
+        with pytest.raises(ProviderRefused, match="383-d vectors .* expected 384-d"):
+            remote.embed(["text"])
+    finally:
+        remote.close()
+
+
+def test_a_wrong_path_is_refused_with_a_hint_about_base_url(infinity: InfinityServer) -> None:
+    remote = embedder(f"{infinity.url}/v1")  # infinity serves /embeddings, not /v1/embeddings
+    try:
+        with pytest.raises(ProviderRefused, match="404") as err:
+            remote.embed(["text"])
+        assert "base_url" in (err.value.hint or "") and remote.usage.retries == 0
+    finally:
+        remote.close()
+
+
+def test_nothing_listening_is_retried_then_reported(tmp_path: Any) -> None:
+    from tests.http_doubles import free_port
+
+    remote = embedder(f"http://127.0.0.1:{free_port()}", max_retries=1)
+    try:
+        with pytest.raises(ProviderUnavailable, match="connection after 1 retries"):
+            remote.embed(["text"])
+        assert remote.usage.retry_causes == {"connection": 1}
+    finally:
+        remote.close()

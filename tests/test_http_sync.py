@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from embedops.catalog import schema
 from embedops.cli import app
-from embedops.errors import ConfigError, EmbedderNotFound, ProviderUnavailable
+from embedops.errors import ConfigError, EmbedderNotFound, GateFailed, ProviderUnavailable
 from embedops.embedding.http import OpenAIEmbedder
 from embedops.migrate.run import Migrator
 from embedops.monitor.fingerprint import ModelChanged, check_models, forget_verifications
@@ -164,6 +164,31 @@ def test_migrate_from_a_local_model_to_an_http_one(tmp_path: Path, fault_proxy: 
         check_invariant_2(ws)
         hit = ws.search("cell protein", k=1)[0]
         assert hit.tags["space"].startswith(f"openai:{SERVED_MODEL}@127.0.0.1:")
+
+
+def test_a_backfill_writes_all_but_the_refused_chunk_and_the_gate_sees_the_gap(tmp_path: Path,
+                                                                              fault_proxy: FaultProxy) -> None:
+    with http_workspace(tmp_path, fault_proxy.url, docs=8, embedder="hashing") as ws:
+        (tmp_path / "docs" / "bad.md").write_text("# Bad\n\nThis chunk carries poison for the provider.\n")
+        ws.sync()  # the local model embeds everything
+        fault_proxy.set(reject_marker="poison")
+        m = Migrator(ws)
+        m.start("inf")
+        m.backfill()
+        refused = [r for row in ws.history(kind="migrate.backfill") for r in row["details"].get("rejected", [])]
+        assert len(refused) == 1 and "maximum context length" in refused[0]["reason"]
+        status = m.status()
+        assert status["total"] - status["done"] == 1  # every other chunk has its vector
+        with pytest.raises(GateFailed, match="completeness"):
+            m.cutover()
+
+
+def test_migrate_plan_prices_the_move_to_an_http_model(tmp_path: Path, fault_proxy: FaultProxy) -> None:
+    with http_workspace(tmp_path, fault_proxy.url, docs=6, embedder="hashing", price_per_million_tokens=1000.0) as ws:
+        ws.sync()
+        plan = Migrator(ws).plan("inf")
+        assert plan.facts.tokens_to_embed > 0
+        assert plan.estimated_cost == round(plan.facts.tokens_to_embed / 1_000_000 * 1000.0, 4)
 
 
 # -- configuration and init (no network) ----------------------------------------------------------

@@ -8,6 +8,8 @@ current (dual-write), so a rollback is never stale.
 
 from __future__ import annotations
 
+import contextlib
+
 import random
 import time
 from collections.abc import Callable
@@ -18,7 +20,7 @@ import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.catalog.ledger import write_ledger
-from embedops.errors import ConfigError, GateFailed, MigrationStateError, NoMigration
+from embedops.errors import ConfigError, GateFailed, InputsRejected, MigrationStateError, NoMigration
 from embedops.migrate.gate import (
     Agreement, Check, EvalEvidence, GateConfig, GateResult, completeness_check, decide, kendall_tau, overlap_at_k,
     thresholds_check,
@@ -387,9 +389,12 @@ def _measure_speed(embedder: Any, texts: list[str]) -> float:
     if not texts:
         return 0.0
     sample = texts[:SPEED_SAMPLE]
-    embedder.embed(sample[:2])  # warm-up: first call pays for lazy initialisation
+    # A provider refusing a chunk of the sample still answered for the rest (the backfill reports that chunk).
+    with contextlib.suppress(InputsRejected):
+        embedder.embed(sample[:2])  # warm-up: first call pays for lazy initialisation
     started = time.perf_counter()
-    embedder.embed(sample)
+    with contextlib.suppress(InputsRejected):
+        embedder.embed(sample)
     seconds = max(time.perf_counter() - started, 1e-6)
     max_tokens = embedder.ref.max_tokens or 10**9
     return float(sum(min(embedder.count_tokens(t), max_tokens) for t in sample)) / seconds
