@@ -161,6 +161,7 @@ def test_requests_carry_the_protocol_fields_and_respect_batch_limits(fault_proxy
     assert usage.tokens == fault_proxy.stats.delivered_tokens and usage.inputs == 23
 
 
+@pytest.mark.slow
 def test_requests_run_concurrently_up_to_the_limit(fault_proxy: FaultProxy) -> None:
     fault_proxy.set(delay_seconds=0.3)
     remote = embedder(fault_proxy.url, max_batch_size=2, max_concurrency=3)
@@ -171,6 +172,7 @@ def test_requests_run_concurrently_up_to_the_limit(fault_proxy: FaultProxy) -> N
     assert fault_proxy.stats.requests == 9 and fault_proxy.stats.max_in_flight == 3
 
 
+@pytest.mark.slow
 def test_requests_per_minute_are_paced(fault_proxy: FaultProxy) -> None:
     remote = embedder(fault_proxy.url, max_batch_size=1, max_concurrency=1, max_requests_per_minute=20)
     try:

@@ -78,7 +78,7 @@ def test_sync_through_a_faulty_provider_leaves_exactly_one_vector_per_live_chunk
         assert [len(b["input"]) for b in fault_proxy.stats.bodies] in ([17], [8, 8, 1])
 
 
-@pytest.mark.parametrize("change", ["requantize", "swap"])
+@pytest.mark.parametrize("change", ["requantize", pytest.param("swap", marks=pytest.mark.slow)])
 def test_a_model_changed_behind_the_same_name_is_refused_before_it_mixes_spaces(
     tmp_path: Path, fault_proxy: FaultProxy, change: str
 ) -> None:
@@ -166,6 +166,7 @@ def test_migrate_from_a_local_model_to_an_http_one(tmp_path: Path, fault_proxy: 
         assert hit.tags["space"].startswith(f"openai:{SERVED_MODEL}@127.0.0.1:")
 
 
+@pytest.mark.slow
 def test_a_backfill_writes_all_but_the_refused_chunk_and_the_gate_sees_the_gap(tmp_path: Path,
                                                                               fault_proxy: FaultProxy) -> None:
     with http_workspace(tmp_path, fault_proxy.url, docs=8, embedder="hashing") as ws:
@@ -183,6 +184,7 @@ def test_a_backfill_writes_all_but_the_refused_chunk_and_the_gate_sees_the_gap(t
             m.cutover()
 
 
+@pytest.mark.slow
 def test_migrate_plan_prices_the_move_to_an_http_model(tmp_path: Path, fault_proxy: FaultProxy) -> None:
     with http_workspace(tmp_path, fault_proxy.url, docs=6, embedder="hashing", price_per_million_tokens=1000.0) as ws:
         ws.sync()
