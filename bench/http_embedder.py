@@ -42,7 +42,7 @@ RATIO_MAX = 1.3
 NDCG_TOLERANCE = 0.005
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact"
 FAULTS = {"rate_429": 0.20, "retry_after": "1", "rate_500": 0.05, "rate_slow": 0.02, "rate_drop": 0.01, "seed": 1}
-CLIENT = {"max_batch_size": 64, "max_concurrency": 2, "timeout": 10.0, "max_retries": 10}
+CLIENT = {"max_batch_size": 64, "max_concurrency": 2, "timeout": 60.0, "max_retries": 10}
 
 
 def subset(data: Path, limit: int | None, work: Path) -> Path:

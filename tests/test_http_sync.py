@@ -26,18 +26,19 @@ from embedops.monitor.fingerprint import ModelChanged, check_models, forget_veri
 from embedops.workspace import Workspace
 from tests.conftest import write_corpus
 from tests.http_doubles import SERVED_MODEL, FaultProxy
+from tests.test_http_embedder import assert_retries_match
 from tests.test_workspace import check_invariant_2
 
 runner = CliRunner()
-# Every kind of fault at once, quick to wait out: 429s ask for 50 ms, a slow answer outlasts the 5 s timeout
-# (long enough for real answers of a busy 2-core machine: a timeout counted here must be an injected one).
-FAULTY = {"rate_429": 0.15, "retry_after": "1", "retry_after_ms": 50, "rate_500": 0.08, "rate_slow": 0.02,
-          "slow_seconds": 5.5, "rate_drop": 0.03, "rate_short": 0.05, "seed": 7}
+# Faults quick to wait out (429s ask for 50 ms). Timeouts are the embedder tests' business: here the
+# timeout is long, so that a busy machine's slow answers are not abandoned (and billed unseen).
+FAULTY = {"rate_429": 0.15, "retry_after": "1", "retry_after_ms": 50, "rate_500": 0.08, "rate_drop": 0.03,
+          "rate_short": 0.05, "seed": 7}
 
 
 def section(url: str, **over: Any) -> dict[str, Any]:
     return {"kind": "openai", "model": SERVED_MODEL, "base_url": url, "tokenizer": "bert-base-uncased",
-            "max_batch_size": 8, "max_concurrency": 2, "timeout": 5.0, "max_retries": 10, **over}
+            "max_batch_size": 8, "max_concurrency": 2, "timeout": 60.0, "max_retries": 10, **over}
 
 
 def http_workspace(tmp_path: Path, url: str, *, docs: int = 30, embedder: str = "inf", **over: Any) -> Workspace:
@@ -68,7 +69,8 @@ def test_sync_through_a_faulty_provider_leaves_exactly_one_vector_per_live_chunk
         assert result.counts.added == 30 and not result.counts.skipped
         assert status["indexes"][0]["vectors"] == status["chunks"] > 30
         injected = fault_proxy.stats.injected
-        assert sum(injected.values()) > 0 and spent.retries == sum(injected.values())
+        assert sum(injected.values()) > 0
+        assert_retries_match(spent, injected)
         assert spent.tokens == fault_proxy.stats.delivered_tokens
         assert ws.search("protein membrane enzyme", k=3)  # queries go through the same provider
         fault_proxy.set()
