@@ -3,7 +3,9 @@ PY ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test test-all bench clean
+INFINITY_VENV ?= .venv-infinity
+
+.PHONY: setup demo test test-all bench clean .venv-infinity
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,15 +19,27 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 
+# The tests' real OpenAI-compatible server (infinity-emb) lives in a venv of its own: its pins
+# (numpy<2, sentence-transformers<4, typer 0.12, uvicorn 0.32) clash with the project's.
+# Versions pinned by tests/infinity-constraints.txt (a freeze of a working venv, torch aside).
+$(INFINITY_VENV)/.installed: tests/infinity-constraints.txt
+	$(PY) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/pip install -q --upgrade pip
+	$(INFINITY_VENV)/bin/pip install -q torch==2.13.0
+	$(INFINITY_VENV)/bin/pip install -q -c tests/infinity-constraints.txt 'infinity-emb[server,torch]==0.0.78'
+	touch $@
+
+.venv-infinity: $(INFINITY_VENV)/.installed
+
 demo: setup
 	$(BIN)/python -m embedops.demo
 
-test: setup
+test: setup $(INFINITY_VENV)/.installed
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q
 
-test-all: setup
+test-all: setup $(INFINITY_VENV)/.installed
 	EMBEDOPS_SLOW=1 $(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(INFINITY_VENV) .pytest_cache

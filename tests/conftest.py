@@ -115,3 +115,33 @@ def ws(tmp_path: Path, corpus: Path, database: str | None) -> Iterator[Workspace
     workspace.add_source("docs", corpus)
     yield workspace
     workspace.close()
+
+
+@pytest.fixture(scope="session")
+def infinity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real OpenAI-compatible server (infinity-emb, all-MiniLM-L6-v2) on loopback, once per session.
+
+    Missing infinity is a failure with the install hint, never a silent skip."""
+    from tests.http_doubles import InfinityMissing, InfinityServer
+
+    try:
+        server = InfinityServer(tmp_path_factory.mktemp("infinity") / "server.log")
+    except InfinityMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def _session_proxy(infinity: Any) -> Iterator[Any]:
+    from tests.http_doubles import FaultProxy
+
+    proxy = FaultProxy(infinity.url)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def fault_proxy(_session_proxy: Any) -> Any:
+    """The fault-injecting proxy (a test double of the network) in front of infinity, faults off, counters at 0."""
+    return _session_proxy.set()

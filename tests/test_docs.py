@@ -50,6 +50,18 @@ def test_every_curate_setting_and_reason_is_in_the_curation_docs() -> None:
         assert f"| `{reason}` |" in reference, f"reason {reason} is not in docs/curation.md"
 
 
+def test_every_embedder_section_key_is_in_the_providers_docs() -> None:
+    import dataclasses
+
+    from embedops.embedding.providers import OpenAIConfig
+
+    reference = (DOCS / "providers.md").read_text()
+    for f in dataclasses.fields(OpenAIConfig):
+        if f.name not in ("name", "base_dir"):
+            assert f"| `{f.name}` |" in reference, f"[embedders.NAME] {f.name} is not documented in docs/providers.md"
+    assert "providers.md" in (DOCS.parent / "README.md").read_text()
+
+
 def test_readme_starts_with_the_two_commands() -> None:
     readme = (DOCS.parent / "README.md").read_text()
     first_block = readme.split("```")[1]

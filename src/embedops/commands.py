@@ -78,12 +78,15 @@ class MigrationPlanResult:
 
 def init(
     workspace: Path, *, embedder: str = "minilm-l6", chunker: str = "structured", database: str | None = None,
-    database_env: str | None = None,
+    database_env: str | None = None, base_url: str | None = None, api_key_env: str | None = None,
 ) -> InitResult:
-    """Create the workspace; a password in ``database`` is used now and never written (see ``database_env``)."""
-    ws = Workspace.init(workspace, embedder=embedder, chunker=chunker, database=database, database_env=database_env)
+    """Create the workspace; a password in ``database`` is used now and never written (see ``database_env``).
+
+    ``embedder="openai:MODEL"`` writes an ``[embedders.NAME]`` section; ``embedder`` is then that NAME."""
+    ws = Workspace.init(workspace, embedder=embedder, chunker=chunker, database=database, database_env=database_env,
+                        base_url=base_url, api_key_env=api_key_env)
     with ws:
-        return InitResult(str(ws.root), str(ws.settings.path), ws.settings.database, embedder, chunker)
+        return InitResult(str(ws.root), str(ws.settings.path), ws.settings.database, ws.settings.embedder, chunker)
 
 
 def source_list(workspace: Path | None) -> list[dict[str, Any]]:
@@ -353,7 +356,7 @@ def thresholds_list(workspace: Path | None, *, alias: str | None = None, all_val
     from embedops.thresholds.registry import ThresholdRegistry
 
     with Workspace.open(workspace) as ws:
-        registry = ThresholdRegistry(ws.engine, alias or ws.settings.alias, ws.settings.embedder)
+        registry = ThresholdRegistry(ws.engine, alias or ws.settings.alias, ws.settings.embedder, ws.settings.embedders)
         if all_values:
             return [v.to_dict(evidence=False) for v in registry.history()]
         return [info.to_dict() for info in registry.list()]

@@ -1,7 +1,8 @@
 """``embedops.toml`` → typed settings.
 
 Environment overrides: ``EMBEDOPS_DATABASE`` replaces ``database``. Secrets are
-never stored here, only the names of environment variables holding them.
+never stored here, only the names of environment variables holding them
+(``api_key_env`` of an ``[embedders.NAME]`` section).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from embedops.catalog.secrets import strip_password
+from embedops.embedding.providers import EmbedderConfig, parse_embedder_config, section_for_model
 from embedops.errors import ConfigError, WorkspaceNotFound
 from embedops.monitor.settings import MonitorSettings, optional_duration
 from embedops.vectors.base import MAX_EF_SEARCH
@@ -64,6 +66,8 @@ class Settings:
     max_delete_share: float = 0.5
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    # Named embedders ([embedders.NAME]): HTTP providers, used wherever an embedder name is.
+    embedders: dict[str, EmbedderConfig] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -106,6 +110,8 @@ class Settings:
             doc["embedops"]["database_env"] = self.database_env
         if self.max_delete_share != 0.5:
             doc["embedops"]["max_delete_share"] = self.max_delete_share
+        if self.embedders:
+            doc["embedders"] = {name: e.to_toml() for name, e in self.embedders.items()}
         if self.sources:
             doc["sources"] = {name: s.to_toml() for name, s in self.sources.items()}
         if self.monitor.to_toml():
@@ -164,25 +170,31 @@ def _allowed(key: str) -> str:
     return f" (allowed: {bounds.get('Ge', '-inf')} to {bounds.get('Le', 'inf')})"
 
 
-def load_settings(root: Path) -> Settings:
-    path = root / CONFIG_NAME
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise WorkspaceNotFound(f"no {CONFIG_NAME} in {root}", hint="run `embedops init` there") from exc
+        raise WorkspaceNotFound(f"no {CONFIG_NAME} in {path.parent}", hint="run `embedops init` there") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}", hint="fix the file's syntax") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text: {exc}", hint="save the file as UTF-8") from exc
+
+
+def _embedder_sections(data: dict[str, Any], root: Path) -> dict[str, EmbedderConfig]:
+    sections = data.get("embedders", {})
+    if not isinstance(sections, dict) or not all(isinstance(v, dict) for v in sections.values()):
+        raise ConfigError(f"{root / CONFIG_NAME}: [embedders] must hold one table per name, e.g. [embedders.oai-small]")
+    return {name: parse_embedder_config(name, raw, root) for name, raw in sections.items()}
+
+
+def load_settings(root: Path) -> Settings:
+    path = root / CONFIG_NAME
+    data = _read_toml(path)
     table = _table(path, dict(data.get("embedops", {})))
     settings = Settings(root=root, **table.model_dump())
-    settings.database, had_password = strip_password(settings.database)
-    if had_password:  # written by an older embedops: take it out of the file, keep using it in this process
-        settings.database_secret = table.database
-        settings.save()
-        log.warning("%s held the catalog database's password; it has been removed from the file. Give it through"
-                    " $EMBEDOPS_DATABASE, [embedops] database_env or ~/.pgpass from now on", path)
     settings.monitor = MonitorSettings.from_toml(dict(data.get("monitor", {})))
+    settings.embedders = _embedder_sections(data, root)
     for name, raw in data.get("sources", {}).items():
         raw = dict(raw)
         try:
@@ -192,6 +204,54 @@ def load_settings(root: Path) -> Settings:
         max_lag = raw.pop("max_lag", None)
         optional_duration(max_lag, what=f"[sources.{name}] max_lag")
         settings.sources[name] = SourceConfig(name, kind, spath, raw, max_lag)
+    settings.database, had_password = strip_password(settings.database)
+    if had_password:  # written by an older embedops: take it out of the file, keep using it in this process
+        settings.database_secret = table.database
+        settings.save()
+        log.warning("%s held the catalog database's password; it has been removed from the file. Give it through"
+                    " $EMBEDOPS_DATABASE, [embedops] database_env or ~/.pgpass from now on", path)
+    return settings
+
+
+def init_settings(
+    root: Path,
+    *,
+    embedder: str,
+    chunker: str,
+    database: str | None = None,
+    chunker_params: dict[str, Any] | None = None,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+) -> Settings:
+    """Settings of a new workspace at ``root`` (not saved).
+
+    An existing embedops.toml is kept when it holds only ``[embedders.*]``
+    sections (written by hand before ``init``); one with a workspace in it is
+    refused. ``embedder="openai:MODEL"`` adds a section named after the model
+    (``base_url``, ``api_key_env``) and selects it.
+    """
+    path = root / CONFIG_NAME
+    embedders: dict[str, EmbedderConfig] = {}
+    if path.exists():
+        data = _read_toml(path)
+        if set(data) - {"embedders"}:
+            raise ConfigError(f"{path} already exists", hint="use it as it is, or pick another directory")
+        embedders = _embedder_sections(data, root)
+    embedder = embedder.strip()
+    if embedder.startswith("openai:"):
+        section = section_for_model(embedder.partition(":")[2], base_url=base_url, api_key_env=api_key_env)
+        if section.name in embedders and embedders[section.name].to_toml() != section.to_toml():
+            raise ConfigError(f"{path} already has a different [embedders.{section.name}]",
+                              hint=f"use it with `embedops init --embedder {section.name}`, or rename it")
+        embedders[section.name] = section
+        embedder = section.name
+    elif base_url is not None or api_key_env is not None:
+        raise ConfigError("--base-url and --api-key-env describe an HTTP embedder: pass --embedder openai:MODEL",
+                          hint=f"or set them in the [embedders.{embedder}] section of {CONFIG_NAME}")
+    settings = Settings(root=root, embedder=embedder, chunker=chunker, chunker_params=dict(chunker_params or {}),
+                        embedders=embedders)
+    if database:
+        settings.database = database
     return settings
 
 

@@ -129,6 +129,38 @@ class ProviderError(EmbeddingError, Transient):
     pass
 
 
+class InputsRejected(EmbeddingError, Terminal):
+    """The provider refused some inputs of a call (too long, empty, ...); the others were embedded.
+
+    ``rejected`` maps each refused input's position in the call to the provider's reason;
+    ``vectors`` maps every other position to its vector, so a caller skips and reports the
+    refused inputs without embedding the rest again. No refused input gets a vector.
+    """
+
+    http_status = 422
+
+    def __init__(self, message: str, *, rejected: dict[int, str], vectors: dict[int, Any], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, rejected={str(i): why for i, why in sorted(rejected.items())})
+        self.rejected = dict(rejected)
+        self.vectors = dict(vectors)
+
+
+class ProviderUnavailable(EmbeddingError):
+    """A remote provider kept failing (429, 5xx, timeouts, resets, short responses) through every retry.
+
+    Not :class:`Transient`: the embedder has already retried with backoff; what was
+    committed before stays, and running the command again later resumes.
+    """
+
+    http_status = 503
+
+
+class ProviderRefused(EmbeddingError, Terminal):
+    """A remote provider refuses the request itself (key, URL, model, dimensions): retrying cannot help."""
+
+    http_status = 502
+
+
 class VectorStoreError(EmbedopsError):
     pass
 

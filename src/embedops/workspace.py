@@ -28,7 +28,7 @@ from embedops.catalog.secrets import strip_password
 from embedops.catalog.ledger import actor, read_ledger, write_ledger
 from embedops.catalog.lock import WriteLock
 from embedops.chunking.base import Chunker
-from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, load_settings
+from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, init_settings, load_settings
 from embedops.embedding.base import Embedder, TokenSource
 from embedops.monitor.references import pin_corpus_references
 from embedops.monitor.settings import source_slos
@@ -111,22 +111,26 @@ class Workspace:
         database: str | None = None,
         chunker_params: dict[str, Any] | None = None,
         database_env: str | None = None,
+        base_url: str | None = None,
+        api_key_env: str | None = None,
     ) -> Workspace:
         """Create ``root``'s embedops.toml and catalog. A failure leaves nothing behind.
 
         ``database``: a URL or a SQLite path; a password in the URL is used for this
         call and never written. ``database_env``: the name of an environment variable
-        holding the catalog URL (password included), read at every open."""
+        holding the catalog URL (password included), read at every open.
+        ``embedder="openai:MODEL"`` (with ``base_url``, ``api_key_env``) adds an
+        ``[embedders.NAME]`` section; a name already configured in an existing
+        embedops.toml (holding only such sections) is used."""
         from embedops.chunking.registry import chunker_names
-        from embedops.embedding.registry import describe_embedder
+        from embedops.embedding.registry import check_embedder
 
         root = Path(root).resolve()
-        if (root / CONFIG_NAME).exists():
-            raise ConfigError(f"{root / CONFIG_NAME} already exists", hint="use it as it is, or pick another directory")
-        describe_embedder(embedder)  # validates the name early, without loading weights
+        settings = init_settings(root, embedder=embedder, chunker=chunker, database=database,
+                                 chunker_params=chunker_params, base_url=base_url, api_key_env=api_key_env)
+        check_embedder(settings.embedder, settings.embedders)  # validates the name early, without loading weights
         if chunker not in chunker_names():
             raise ConfigError(f"unknown chunker {chunker!r}", hint=f"valid chunkers: {', '.join(chunker_names())}")
-        settings = Settings(root=root, embedder=embedder, chunker=chunker, chunker_params=dict(chunker_params or {}))
         if database:
             # The password is used now and never written: later opens read it from the environment or ~/.pgpass.
             settings.database, had_password = strip_password(database)
@@ -137,7 +141,7 @@ class Workspace:
             created.append(ws)
             settings.save()
             with ws.engine.begin() as conn:
-                write_ledger(conn, "workspace.init", embedder=embedder, chunker=chunker)
+                write_ledger(conn, "workspace.init", embedder=settings.embedder, chunker=chunker)
         return ws
 
     @classmethod
@@ -268,7 +272,7 @@ class Workspace:
             with self._embedders_lock:  # one load per model, however many threads ask at once (the service)
                 embedder = self._embedders.get(name)
                 if embedder is None:
-                    embedder = self._embedders[name] = load_embedder(name)
+                    embedder = self._embedders[name] = load_embedder(name, self.settings.embedders)
         return embedder
 
     def embedder_for(self, index: IndexInfo) -> Embedder:
@@ -292,7 +296,7 @@ class Workspace:
             return embedder
         from embedops.embedding.registry import token_source
 
-        return token_source(name)
+        return token_source(name, self.settings.embedders)
 
     def make_chunker(self, name: str, params: dict[str, Any], tokens: TokenSource) -> Chunker:
         """Chunker ``name`` counting ``tokens``' model tokens (an embedder, or its weightless token source)."""
@@ -390,7 +394,7 @@ class Workspace:
         """The configured embedder/chunker must be one the catalog keeps current: never re-embed in place."""
         from embedops.embedding.registry import describe_embedder
 
-        ref = describe_embedder(self.settings.embedder)
+        ref = describe_embedder(self.settings.embedder, self.settings.embedders)
         matching = [ix for ix in active if ix.space_key == ref.key]
         if matching:
             embedder = self.embedder(self.settings.embedder)
@@ -665,7 +669,7 @@ class Workspace:
     @property
     def thresholds(self) -> ThresholdRegistry:
         """Named similarity thresholds, read for the space the alias serves: ``ws.thresholds.get("dedup")``."""
-        return ThresholdRegistry(self.engine, self.settings.alias, self.settings.embedder)
+        return ThresholdRegistry(self.engine, self.settings.alias, self.settings.embedder, self.settings.embedders)
 
     # -- status ---------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -691,6 +695,8 @@ def _created(root: Path) -> Iterator[list[Workspace]]:
     """Remove what ``init`` created (the directory, the state folder, a SQLite catalog) when it fails."""
     existed = root.exists()
     state_existed = (root / ".embedops").exists()
+    config = root / CONFIG_NAME
+    original = config.read_bytes() if config.exists() else None  # [embedders.*] sections written by hand
     made: list[Workspace] = []
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -698,7 +704,10 @@ def _created(root: Path) -> Iterator[list[Workspace]]:
     except BaseException:
         for ws in made:
             ws.close()
-        (root / CONFIG_NAME).unlink(missing_ok=True)
+        if original is None:
+            config.unlink(missing_ok=True)
+        else:
+            config.write_bytes(original)
         if not state_existed:
             shutil.rmtree(root / ".embedops", ignore_errors=True)
         if not existed:

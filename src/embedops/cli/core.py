@@ -34,17 +34,20 @@ app.add_typer(source_app, name="source")
 @app.command()
 def init(
     path: Annotated[Path, typer.Argument(help="Directory of the new workspace.")] = Path("."),
-    embedder: Annotated[str, typer.Option(help="Embedder of the first index (minilm-l6, minilm-l3, minilm-l6-int8, hashing, sentence-transformers:<name>, onnx:<path>).")] = "minilm-l6",
+    embedder: Annotated[str, typer.Option(help="Embedder of the first index (minilm-l6, minilm-l3, minilm-l6-int8, hashing, sentence-transformers:<name>, onnx:<path>, openai:<model>, or the NAME of an [embedders.NAME] section).")] = "minilm-l6",
     chunker: Annotated[str, typer.Option(help="Chunker: structured (default) or whole.")] = "structured",
     database: Annotated[Optional[str], typer.Option(help="Database URL or SQLite path (default .embedops/catalog.db); a password in it is used now and never written.")] = None,
     database_env: Annotated[Optional[str], typer.Option(help="Name of an environment variable holding the catalog URL with its password, read at every open.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="openai:<model>: the endpoint (POST {base-url}/embeddings); default https://api.openai.com/v1.")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option(help="openai:<model>: NAME of the env var holding the API key (the key is never written); default OPENAI_API_KEY for api.openai.com.")] = None,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
-    """Create embedops.toml and the catalog (a failed init leaves nothing behind)."""
+    """Create embedops.toml and the catalog (keeping [embedders.*] sections already written there; a failed
+    init leaves nothing behind)."""
     with handle_errors(as_json):
         result = commands.init(workspace or path, embedder=embedder, chunker=chunker, database=database,
-                               database_env=database_env)
+                               database_env=database_env, base_url=base_url, api_key_env=api_key_env)
     if as_json:
         return emit_json(result.to_dict())
     out.print(f"created {result.config} (embedder {result.embedder}, chunker {result.chunker})")

@@ -9,6 +9,8 @@ Names:
 ``hashing[:dims=N,seed=N]``         feature hashing, numpy only (tests, demos); default 384-d, seed 0
 ``sentence-transformers:<folder>``  any local sentence-transformers folder, or a hub id in the HF cache
 ``onnx:<file.onnx or folder>``      any BERT-style ONNX graph; ``tokenizer.json`` beside it, else BERT uncased
+``<NAME>``                          an ``[embedders.NAME]`` section of embedops.toml (an HTTP provider),
+                                    passed in as ``named`` (see :mod:`embedops.embedding.providers`)
 ==================================  ==========================================
 
 ``load_embedder`` builds each embedder once per process and returns the same
@@ -24,15 +26,19 @@ from __future__ import annotations
 
 import importlib.metadata
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from embedops.embedding.base import Embedder, TokenSource
+from embedops.embedding.providers import EmbedderConfig
 from embedops.errors import EmbedderNotFound
+from embedops.hashing import params_hash
 from embedops.refs import EmbedderRef
 
 MODELS_HINT = "pip install 'embedops[models]'"
+#: Configured embedders by name (``Settings.embedders``); ``None`` where a caller has none.
+Named = Mapping[str, EmbedderConfig] | None
 # The three MiniLM models share BERT's uncased WordPiece vocabulary.
 BERT_UNCASED = "bert-base-uncased"
 _HASHING_DEFAULTS = {"dims": 384, "seed": 0}
@@ -151,12 +157,14 @@ def embedder_names() -> list[str]:
     return [*PACKAGED, "hashing"]
 
 
-def _unknown(name: str, why: str = "unknown embedder") -> EmbedderNotFound:
+def _unknown(name: str, why: str = "unknown embedder", named: Named = None) -> EmbedderNotFound:
+    valid = [*VALID_NAMES, *(named or {})]
     return EmbedderNotFound(
-        f"{why} {name!r}; valid names: {', '.join(VALID_NAMES)}",
-        hint="check the embedder name in embedops.toml or on the command line",
+        f"{why} {name!r}; valid names: {', '.join(valid)}",
+        hint="check the embedder name in embedops.toml or on the command line; an HTTP provider needs an"
+             " [embedders.NAME] section (`embedops init --embedder openai:MODEL --base-url URL` writes one)",
         name=name,
-        valid=list(VALID_NAMES),
+        valid=valid,
     )
 
 
@@ -175,13 +183,13 @@ def _hashing_params(name: str) -> dict[str, int]:
     return params
 
 
-def canonical_name(name: str) -> str:
+def canonical_name(name: str, named: Named = None) -> str:
     """One spelling per embedder: ``hashing:seed=0`` is ``hashing``, paths are absolute.
 
-    Raises :class:`EmbedderNotFound` for names that match no pattern.
+    Raises :class:`EmbedderNotFound` for names that match no pattern nor a configured section.
     """
     name = name.strip()
-    if name in PACKAGED:
+    if name in PACKAGED or (named and name in named):
         return name
     if name == "hashing" or name.startswith("hashing:"):
         params = _hashing_params(name)
@@ -192,11 +200,15 @@ def canonical_name(name: str) -> str:
             target = name[len(prefix) :].strip()
             path = Path(target).expanduser()
             return prefix + (str(path.resolve()) if path.exists() else target)
-    raise _unknown(name)
+    raise _unknown(name, named=named)
 
 
-def _build(name: str) -> Embedder:
+def _build(name: str, named: Named = None) -> Embedder:
     """Construct the embedder for a canonical name (no caching)."""
+    if named and name in named:
+        from embedops.embedding import providers
+
+        return providers.build(named[name])
     if name in PACKAGED:
         model = PACKAGED[name]
         return model.load(model.describe())
@@ -233,12 +245,24 @@ _CACHE_LOCK = threading.Lock()
 _NAME_LOCKS: dict[str, threading.Lock] = {}
 
 
-def load_embedder(name: str) -> Embedder:
-    """The embedder called ``name``, built once per process (same name, same object).
+def build_embedder(name: str, named: Named = None) -> Embedder:
+    """A new embedder for ``name``, bypassing the per-process cache (a monitor re-reading changed files)."""
+    return _build(canonical_name(name, named), named)
 
-    Raises :class:`EmbedderNotFound` for unknown names or missing model files.
+
+def _cache_key(name: str, named: Named) -> str:
+    # A configured name means its section: two workspaces may give one name two different sections.
+    return f"{name}#{params_hash(named[name].to_toml())}" if named and name in named else name
+
+
+def load_embedder(name: str, named: Named = None) -> Embedder:
+    """The embedder called ``name``, built once per process (same name and section, same object).
+
+    ``named``: the workspace's ``[embedders.*]`` sections. Raises
+    :class:`EmbedderNotFound` for unknown names or missing model files.
     """
-    key = canonical_name(name)
+    canonical = canonical_name(name, named)
+    key = _cache_key(canonical, named)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -248,7 +272,7 @@ def load_embedder(name: str) -> Embedder:
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
-        embedder = _build(key)
+        embedder = _build(canonical, named)
         with _CACHE_LOCK:
             _CACHE[key] = embedder
         return embedder
@@ -272,30 +296,45 @@ class PackagedTokens:
         return len(self._counter.encode(text).ids)
 
 
-def token_source(name: str) -> TokenSource:
+def token_source(name: str, named: Named = None) -> TokenSource:
     """``name``'s space and tokenizer; for the packaged models without loading weights (plans, estimates).
 
-    Any other embedder is loaded (cached), since only the model knows its tokenizer.
+    Any other embedder is built (cached): only the model knows its tokenizer. Building an HTTP
+    embedder sends no request.
     """
-    key = canonical_name(name)
+    key = canonical_name(name, named)
     with _CACHE_LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
+        cached = _CACHE.get(_cache_key(key, named))
+    if cached is not None:
+        return cached
     if key in PACKAGED:
         return PackagedTokens(PACKAGED[key].describe())
-    return load_embedder(key)
+    return load_embedder(key, named)
 
 
-def describe_embedder(name: str) -> EmbedderRef:
+def describe_embedder(name: str, named: Named = None) -> EmbedderRef:
     """The space ``name`` stands for.
 
     Packaged models are described without loading them or importing
-    torch/onnxruntime; ``hashing`` is numpy only; generic
-    ``sentence-transformers:``/``onnx:`` paths are loaded (and cached), since
-    only the model knows its dimension.
+    torch/onnxruntime; ``hashing`` is numpy only; a configured HTTP embedder
+    with ``dimensions`` set is described without a request; generic
+    ``sentence-transformers:``/``onnx:`` paths and HTTP embedders without
+    ``dimensions`` are loaded (and cached), since only the model knows its dimension.
     """
-    key = canonical_name(name)
+    key = canonical_name(name, named)
+    section = named.get(key) if named else None
+    if section is not None and section.dimensions is not None:
+        from embedops.embedding.providers import declared_ref
+
+        return declared_ref(section, section.dimensions)
     if key in PACKAGED:
         return PACKAGED[key].describe()
     # The hashing embedder is numpy only and builds in microseconds.
-    return load_embedder(key).ref
+    return load_embedder(key, named).ref
+
+
+def check_embedder(name: str, named: Named = None) -> None:
+    """Refuse an unusable name early (``init``), without a network request for a configured provider."""
+    if named and name.strip() in named:
+        return  # the section was validated when embedops.toml was read
+    describe_embedder(name, named)

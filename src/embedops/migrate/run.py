@@ -14,6 +14,8 @@ and load no model.
 
 from __future__ import annotations
 
+import contextlib
+
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +31,7 @@ from embedops.catalog.ledger import write_ledger
 from embedops.chunking.base import Chunker
 from embedops.config import Settings
 from embedops.embedding.base import Embedder, TokenSource
-from embedops.errors import ConfigError, GateFailed, MigrationStateError, NoMigration
+from embedops.errors import ConfigError, GateFailed, InputsRejected, MigrationStateError, NoMigration
 from embedops.migrate.gate import (
     Agreement, BoundEvalSet, Check, EvalEvidence, Evidence, EvidenceProvider, GateConfig, GateResult, Preview,
     completeness_check, decide, eval_checks, kendall_tau, overlap_at_k, thresholds_check, unguarded_check,
@@ -221,9 +223,15 @@ class Migrator:
             documents=n_docs, chunks_total=total, chunks_to_embed=to_embed, tokens_to_embed=n_tokens,
             tokens_per_second=round(speed / chars_per_token, 1) if speed > 0 else None, throughput_source=where,
             chunks_counted=how, seconds_to_embed=round(chars / speed, 1) if speed > 0 else None,
-            price_per_1k_tokens=None,
+            price_per_1k_tokens=self._price(to),
             thresholds=thresholds, eval_sets=[e.to_dict() for e in self.evidence.bound(self.alias)],
         )
+
+    def _price(self, to: str) -> float | None:
+        """Price per 1,000 tokens of embedder ``to``: its ``[embedders.NAME]`` section's, when it has one."""
+        section = self.host.settings.embedders.get(to)
+        price = section.price_per_million_tokens if section is not None else None
+        return None if price is None else price / 1000.0
 
     def _target_texts(self, conn: sa.Connection, source: IndexInfo, chunker: Chunker,
                       n_docs: int) -> tuple[dict[str, str], int, str]:
@@ -550,9 +558,12 @@ def _probe_speed(embedder: Embedder, texts: list[str]) -> tuple[float, str]:
     sample = texts[:SPEED_SAMPLE]
     if not sample:
         return 0.0, "nothing to measure"
-    embedder.embed(sample[:2])  # warm-up: first call pays for lazy initialisation
+    # A provider refusing a chunk of the sample still answered for the rest (the backfill reports that chunk).
+    with contextlib.suppress(InputsRejected):
+        embedder.embed(sample[:2])  # warm-up: first call pays for lazy initialisation
     started = time.perf_counter()
-    embedder.embed(sample)
+    with contextlib.suppress(InputsRejected):
+        embedder.embed(sample)
     seconds = max(time.perf_counter() - started, 1e-6)
     return sum(map(len, sample)) / seconds, f"measured now on {len(sample)} chunks (--probe)"
 

@@ -79,7 +79,7 @@ def check_models(ws: Workspace, *, record: bool = True, fresh: bool = False) -> 
 
 def check_model(ws: Workspace, index: IndexInfo, *, fresh: bool = False) -> ModelCheck:
     settings = ws.settings.monitor
-    embedder = fresh_embedder(index.embedder) if fresh else ws.embedder(index.embedder)
+    embedder = fresh_embedder(index.embedder, ws) if fresh else ws.embedder(index.embedder)
     if embedder.ref.key != index.space_key:
         why = f"embedder {index.embedder!r} now declares space {embedder.ref.key}"
         return ModelCheck(index.id, index.embedder, index.space_key, False, -1.0, -1.0, {}, why)
@@ -98,11 +98,13 @@ def check_model(ws: Workspace, index: IndexInfo, *, fresh: bool = False) -> Mode
                       round(sentinels.mean_cosine, 8), probe, "; ".join(reasons))
 
 
-def fresh_embedder(name: str) -> Embedder:
-    """Build the embedder ``name`` from its files now, bypassing the per-process registry cache."""
-    from embedops.embedding import registry
+def fresh_embedder(name: str, ws: Workspace) -> Embedder:
+    """Build the embedder ``name`` from its files (or its provider) now, bypassing the per-process registry cache."""
+    from embedops.embedding.registry import build_embedder
 
-    return registry._build(registry.canonical_name(name))  # the registry has no public uncached builder
+    if name in ws.settings.embedders:  # a remote provider is asked anew by every call: no files to re-read
+        return ws.embedder(name)
+    return build_embedder(name, ws.settings.embedders)
 
 
 def check_probe(ws: Workspace, index: IndexInfo, embedder: Embedder) -> dict[str, Any]:

@@ -250,7 +250,7 @@ def _monitor_routes(app: FastAPI, service: Service, deps: list[Any]) -> None:
         """Every threshold with its current value per space (as `embedops thresholds list --json`)."""
         from embedops.thresholds.registry import ThresholdRegistry
 
-        return await service.read(lambda ws: [i.to_dict() for i in ThresholdRegistry(ws.engine, alias or ws.settings.alias, ws.settings.embedder).list()])
+        return await service.read(lambda ws: [i.to_dict() for i in ThresholdRegistry(ws.engine, alias or ws.settings.alias, ws.settings.embedder, ws.settings.embedders).list()])
 
     @app.get("/thresholds/{name}", dependencies=deps, tags=["thresholds"], response_model=dict[str, Any])
     async def threshold(name: name_param, space: space_param = None, alias: alias_param = None,

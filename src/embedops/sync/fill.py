@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.catalog.ledger import write_ledger
+from embedops.errors import InputsRejected
 from embedops.sync.run import Target, _insert_returning_ids, embed_texts
 from embedops.vectors.base import IndexInfo, VectorRow, VectorStore
 
@@ -121,23 +122,40 @@ def fill_index(
             break
         texts = {r[1]: r[2] for r in rows if r[1] in missing}
         started = time.perf_counter()
-        vecs = embed_texts(target.embedder, list(texts.values())) if texts else np.empty((0, target.index.dims), np.float32)
+        vectors, rejected = _embed_or_report(target, texts)
         timing = {target.index.space_key: [sum(map(len, texts.values())), round(time.perf_counter() - started, 4)]}
         with engine.begin() as conn:
-            store.put_embeddings(conn, target.index.space_key, dict(zip(texts, vecs, strict=True)))
+            store.put_embeddings(conn, target.index.space_key, vectors)
             # A concurrent sync may have replaced some of these chunks meanwhile: write only what still lacks a vector.
             still = _still_missing(conn, target, [r[0] for r in rows])
-            vrows = [VectorRow(r[0], r[1], target.index.space_key, target.chunker.ref.key, r[3]) for r in rows if r[0] in still]
+            vrows = [VectorRow(r[0], r[1], target.index.space_key, target.chunker.ref.key, r[3])
+                     for r in rows if r[0] in still and r[1] not in rejected]
             written = store.write(conn, target.index, vrows)
-            write_ledger(conn, ledger_kind, index=target.index.id, vectors=written, embedded=len(texts),
-                         embed=timing if texts else {})
+            extra = {"rejected": [{"chunk": r[0], "reason": rejected[r[1]]} for r in rows if r[1] in rejected][:100]}
+            write_ledger(conn, ledger_kind, index=target.index.id, vectors=written, embedded=len(vectors),
+                         embed=timing if texts else {}, **(extra if rejected else {}))
         after_chunk = int(rows[-1][0])
-        done["embedded"] += len(texts)
+        done["embedded"] += len(vectors)
         done["vectors"] += written
         progress(len(rows))
         if pause:
             pause(len({r[4] for r in rows}))  # throttles count documents
     return done
+
+
+def _embed_or_report(target: Target, texts: dict[str, str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Vectors by content hash, and the hashes the provider refused with its reason.
+
+    A refused chunk gets no vector (the gap stays, and the ledger row says why),
+    while the rest of the batch is written."""
+    if not texts:
+        return {}, {}
+    hashes = list(texts)
+    try:
+        vecs = embed_texts(target.embedder, [texts[h] for h in hashes])
+    except InputsRejected as exc:
+        return {hashes[i]: v for i, v in exc.vectors.items()}, {hashes[i]: why for i, why in exc.rejected.items()}
+    return dict(zip(hashes, vecs, strict=True)), {}
 
 
 def _still_missing(conn: sa.Connection, target: Target, chunk_ids: list[int]) -> set[int]:

@@ -23,7 +23,7 @@ from embedops.catalog import schema
 from embedops.catalog.ledger import write_ledger
 from embedops.chunking.base import Chunk, Chunker
 from embedops.embedding.base import Embedder
-from embedops.errors import EmbeddingError, Transient
+from embedops.errors import EmbeddingError, InputsRejected, ProviderRefused, ProviderUnavailable, Transient
 from embedops.sources.base import Document, Skipped
 from embedops.sync.plan import SyncPlan
 from embedops.vectors.base import IndexInfo, VectorRow, VectorStore
@@ -104,7 +104,18 @@ class SyncRunner:
     def run(self, source_id: int, plan: SyncPlan) -> SyncCounts:
         started = time.perf_counter()  # the duration goes into the sync.source row (monitor metrics)
         counts = SyncCounts(unchanged=plan.unchanged, skipped=list(plan.skipped))
-        changed = plan.changed
+        try:
+            self._run_batches(source_id, plan.changed, counts)
+        except (ProviderUnavailable, ProviderRefused) as exc:
+            with self.engine.begin() as conn:  # the batches before are committed; say why the rest is not
+                write_ledger(conn, "sync.provider_failed", source=plan.source, error=exc.message, hint=exc.hint,
+                             added=counts.added, updated=counts.updated, embedded=counts.embedded)
+            raise
+        counts.deleted = self._delete(plan.deleted, plan.source)
+        self._finish(source_id, plan, counts, time.perf_counter() - started)
+        return counts
+
+    def _run_batches(self, source_id: int, changed: list[tuple[int | None, Document]], counts: SyncCounts) -> None:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool:
             pending: tuple[_Prepared, Future[dict[str, dict[str, np.ndarray]]]] | None = None
             for start in range(0, len(changed), self.batch_size):
@@ -115,9 +126,6 @@ class SyncRunner:
                 pending = (prepared, future)
             if pending is not None:
                 counts.merge(self._commit(source_id, *pending))
-        counts.deleted = self._delete(plan.deleted, plan.source)
-        self._finish(source_id, plan, counts, time.perf_counter() - started)
-        return counts
 
     # -- stages ----------------------------------------------------------------
     def _prepare(self, docs: list[tuple[int | None, Document]]) -> _Prepared:
@@ -142,6 +150,12 @@ class SyncRunner:
             started = time.perf_counter()
             try:
                 vecs = embed_texts(self.embedders[space], [texts[h] for h in hashes])
+            except InputsRejected as exc:  # the provider named the inputs it refused; the rest are embedded
+                out[space] = {hashes[i]: v for i, v in exc.vectors.items()}
+                self._drop_docs_with(prepared, {hashes[i]: why for i, why in exc.rejected.items()})
+                continue
+            except (ProviderUnavailable, ProviderRefused):
+                raise  # every other chunk would fail the same way: stop; committed batches stay (resumable)
             except EmbeddingError as exc:
                 out[space] = self._embed_one_by_one(space, texts, prepared, exc)
                 continue
@@ -156,22 +170,23 @@ class SyncRunner:
         """Isolate the record(s) the provider rejects; the rest of the batch proceeds."""
         log.warning("embedding batch failed (%s); retrying one chunk at a time", first)
         result: dict[str, np.ndarray] = {}
-        bad: set[str] = set()
+        bad: dict[str, str] = {}
         for h, text in texts.items():
             try:
                 result[h] = embed_texts(self.embedders[space], [text])[0]
             except EmbeddingError as exc:
-                bad.add(h)
-                reason = str(exc).splitlines()[0]
+                bad[h] = str(exc).splitlines()[0]
         if bad:
-            self._drop_docs_with(prepared, bad, f"the embedding provider rejected it: {reason}")
+            self._drop_docs_with(prepared, bad)
         return result
 
-    def _drop_docs_with(self, prepared: _Prepared, bad: set[str], reason: str) -> None:
+    def _drop_docs_with(self, prepared: _Prepared, bad: dict[str, str]) -> None:
+        """Skip (and report) each document holding a chunk the provider refused; it keeps its previous version."""
         keep = []
         for i, (row_id, doc) in enumerate(prepared.docs):
-            hit = any(c.content_hash in bad for per in prepared.chunks.values() for c in per[i])
-            if hit:
+            hit = next((c for per in prepared.chunks.values() for c in per[i] if c.content_hash in bad), None)
+            if hit is not None:
+                reason = f"the embedding provider rejected chunk {hit.ordinal}: {bad[hit.content_hash]}"
                 prepared.skipped.append(Skipped(doc.external_id, reason))
             else:
                 keep.append(i)

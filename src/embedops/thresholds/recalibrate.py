@@ -321,7 +321,7 @@ def calibrate(
     started = time.perf_counter()
     _check_choices(method, objective, use)
     chosen_method, chosen_objective = cast(MethodChoice, method), cast(Objective, objective)
-    registry = ThresholdRegistry(ws.engine, alias or ws.settings.alias, ws.settings.embedder)
+    registry = ThresholdRegistry(ws.engine, alias or ws.settings.alias, ws.settings.embedder, ws.settings.embedders)
     source, target, bound = _scope(ws, registry, to, names)
     scorers = {source.key: SpaceScorer(ws, source), target.key: SpaceScorer(ws, target)}
     pair_scorers = (scorers[source.key], scorers[target.key])
@@ -361,7 +361,7 @@ def _scope(
     serving = ws.searcher.resolve(alias=registry.alias)
     source = SpaceRef(serving.space_key, serving.embedder, serving)
     with read_tx(ws.engine) as conn:
-        target = resolve_space(conn, to)
+        target = resolve_space(conn, to, ws.settings.embedders)
         bound = current_values(conn, source.key)
     if target.key == source.key:
         raise ConfigError(f"{to!r} is the space alias {registry.alias!r} already serves ({source.key})",

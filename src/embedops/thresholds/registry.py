@@ -17,6 +17,7 @@ their own:
 from __future__ import annotations
 
 import builtins
+from collections.abc import Mapping
 import math
 import re
 import time
@@ -29,6 +30,7 @@ from embedops.catalog import queries, schema
 from embedops.catalog.db import read_tx
 from embedops.catalog.ledger import write_ledger
 from embedops.errors import ConfigError, EmbedderNotFound, NotFound
+from embedops.embedding.providers import EmbedderConfig
 from embedops.thresholds.labels import LabelledPairs
 from embedops.vectors.base import IndexInfo
 
@@ -147,8 +149,9 @@ def alias_space(conn: sa.Connection, alias: str) -> str | None:
     return conn.execute(sa.select(i.c.space_key).join(a, a.c.index_id == i.c.id).where(a.c.name == alias)).scalar()
 
 
-def resolve_space(conn: sa.Connection, spec: str) -> SpaceRef:
-    """A space from a space key, an index id or an embedder name (the newest active index of that model)."""
+def resolve_space(conn: sa.Connection, spec: str, embedders: Mapping[str, EmbedderConfig] | None = None) -> SpaceRef:
+    """A space from a space key, an index id or an embedder name (the newest active index of that model);
+    ``embedders``: the workspace's configured sections, so a configured name resolves too."""
     sp, ix = schema.spaces, schema.indexes
     space = conn.execute(sa.select(sp.c.key, sp.c.embedder).where(sp.c.key == spec)).first()
     if space is not None:
@@ -164,7 +167,7 @@ def resolve_space(conn: sa.Connection, spec: str) -> SpaceRef:
             return SpaceRef(row.key, row.embedder, found)
     if named:  # the catalog's record of that model's space, even without a live index
         return SpaceRef(named[0].key, named[0].embedder, None)
-    return _described(spec)
+    return _described(spec, embedders)
 
 
 def _space_index(conn: sa.Connection, space_key: str) -> IndexInfo | None:
@@ -172,11 +175,11 @@ def _space_index(conn: sa.Connection, space_key: str) -> IndexInfo | None:
     return active[-1] if active else None
 
 
-def _described(spec: str) -> SpaceRef:
+def _described(spec: str, embedders: Mapping[str, EmbedderConfig] | None) -> SpaceRef:
     from embedops.embedding.registry import describe_embedder
 
     try:
-        return SpaceRef(describe_embedder(spec).key, spec, None)
+        return SpaceRef(describe_embedder(spec, embedders).key, spec, None)
     except EmbedderNotFound as exc:
         raise NotFound(f"{spec!r} is not a space key, an index id or an embedder name",
                        hint="`embedops status` lists indexes and spaces; embedder names: minilm-l6, minilm-l3, ...",
@@ -191,10 +194,12 @@ class ThresholdRegistry:
     does not exist yet (before the first sync): the workspace's configured one.
     """
 
-    def __init__(self, engine: sa.Engine, alias: str, embedder: str) -> None:
+    def __init__(self, engine: sa.Engine, alias: str, embedder: str,
+                 embedders: Mapping[str, EmbedderConfig] | None = None) -> None:
         self.engine = engine
         self.alias = alias
         self.embedder = embedder
+        self.embedders = embedders  # the workspace's [embedders.*] sections: configured names resolve
 
     # -- reading ---------------------------------------------------------------------
     def get(self, name: str, *, space: str | None = None, alias: str | None = None) -> float:
@@ -218,7 +223,7 @@ class ThresholdRegistry:
 
     def _space_for_read(self, conn: sa.Connection, space: str | None, alias: str) -> tuple[str, str]:
         if space is not None:
-            return resolve_space(conn, space).key, f"space {space!r}"
+            return resolve_space(conn, space, self.embedders).key, f"space {space!r}"
         key = alias_space(conn, alias)
         if key is None:
             raise NotFound(f"no alias {alias!r}: thresholds are read for the space an alias serves",
@@ -292,14 +297,14 @@ class ThresholdRegistry:
             return key
         from embedops.embedding.registry import describe_embedder
 
-        return describe_embedder(self.embedder).key
+        return describe_embedder(self.embedder, self.embedders).key
 
     def set(self, name: str, value: float, *, space: str, reason: str | None = None, plan_only: bool = False) -> ThresholdValue:
         """Record a value chosen by hand for ``space`` (a space key, index id or embedder name)."""
         value = _check_value(name, value)
         with self.engine.begin() as conn:
             self._threshold_row(conn, name)
-            key = resolve_space(conn, space).key
+            key = resolve_space(conn, space, self.embedders).key
             if plan_only:
                 return ThresholdValue(0, name, key, value, "manual", reason, time.time())
             previous = value_in(conn, name, key)
