@@ -167,8 +167,8 @@ class AliasBinding:
         if index is None:
             return []  # nothing was ever added: an empty store, not an error
         vec = np.asarray(vector, dtype=np.float32) if vector is not None else None
-        if vec is None and mode != "bm25":
-            vec = self.ws.searcher.embed_query(index, query or "") if query and query.strip() else None
+        if vec is None and mode != "bm25" and query and query.strip():  # an empty query: search says so
+            vec = self.ws.searcher.embed_query(index, query)
         scoped = self._scoped(filters)
 
         def fetch(depth: int) -> list[SearchResult]:
