@@ -135,3 +135,15 @@ def test_the_embed_model_is_the_alias_model(li_ws: Workspace) -> None:
     assert store.embed_model.space == index.space_key
     assert np.allclose(store.embed_model.get_text_embedding("tides"), li_ws.searcher.embed_query(index, "tides"))
     assert len(store.embed_model.get_text_embedding_batch(["a", "b", "c"])) == 3
+
+
+def test_a_store_opened_from_a_path_owns_its_workspace(tmp_path: Path) -> None:
+    Workspace.init(tmp_path / "ws", embedder="hashing").close()
+    with EmbedopsVectorStore.open(tmp_path / "ws") as store:
+        assert store.created_source and isinstance(store.client, Workspace)
+        assert store.query(VectorStoreQuery(query_str="anything", similarity_top_k=2)).ids == []  # empty, no error
+        store.add([node("n", "Tides.", "doc")])
+    with EmbedopsVectorStore.open(tmp_path / "ws", source=None) as reader:
+        assert not reader.created_source and reader.query(VectorStoreQuery(query_str="tides")).ids == ["n"]
+        with pytest.raises(ConfigError, match="without a source"):
+            reader.add([node("m", "More.", "doc")])

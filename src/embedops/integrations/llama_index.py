@@ -134,6 +134,12 @@ class EmbedopsVectorStore(BasePydanticVectorStore):
         """Close the workspace when :meth:`open` opened it from a path."""
         self._binding.close()
 
+    def __enter__(self) -> EmbedopsVectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def client(self) -> Workspace:
         return self._binding.ws
