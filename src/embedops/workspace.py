@@ -13,7 +13,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -527,6 +527,18 @@ class Workspace:
 
         return self._push(source, external_ids,
                           lambda known: plan_delete(source, external_ids, known, missing_ok=missing_ok))
+
+    def get_documents(self, source: str, external_ids: Sequence[str]) -> list[Document]:
+        """The live documents of ``source`` among ``external_ids`` as stored (text, metadata), in the order
+        asked; ids that are not live are left out."""
+        with read_tx(self.engine) as conn:
+            return queries.documents_by_id(conn, source, external_ids)
+
+    def document_ids(self, source: str, *, metadata: Mapping[str, Any] | None = None) -> list[str]:
+        """Ids of ``source``'s live documents, those whose metadata has the given values when ``metadata``
+        is given (compared as text, as search filters compare them)."""
+        with read_tx(self.engine) as conn:
+            return queries.document_ids(conn, source, metadata)
 
     def _push(self, source: str, ids: Sequence[str], make_plan: Callable[[dict[str, CatalogDoc]], SyncPlan]) -> SyncResult:
         from embedops.sync.push import document_outcomes, live_documents, require_push

@@ -1,4 +1,4 @@
-"""Catalog reads that several parts share: indexes, aliases, change stamps, recorded throughput.
+"""Catalog reads that several parts share: indexes, aliases, change stamps, recorded throughput, documents.
 
 They take a connection and return data; nothing here loads a model or knows a
 workspace, so any layer may use them.
@@ -6,17 +6,20 @@ workspace, so any layer may use them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
 from embedops.catalog import schema
+from embedops.sources.base import Document
 from embedops.vectors.base import IndexInfo
 
 # Ledger kinds whose rows carry ``embed``: {space key: [characters, seconds]} per batch.
 EMBEDDING_KINDS = ("sync.batch", "migrate.backfill", "index.fill")
 THROUGHPUT_ROWS = 200
+_IN_BATCH = 900  # SQLite's bound-parameter limit
 
 
 def indexes(conn: sa.Connection, status: str | None = None) -> list[IndexInfo]:
@@ -104,3 +107,35 @@ def catalog_counts(conn: sa.Connection) -> dict[str, Any]:
         "aliases": dict(conn.execute(sa.select(schema.aliases.c.name, schema.aliases.c.index_id)).all()),
         "spaces": spaces,
     }
+
+
+def metadata_equals(metadata: Mapping[str, Any]) -> list[sa.ColumnElement[bool]]:
+    """Conditions on ``documents.metadata``: each key's value equals the given one, compared as text.
+
+    Text, because values arrive as text from the CLI and HTTP filters (``--where page=3``
+    must match the number 3); search filters and document lookups share this one rule."""
+    d = schema.documents
+    return [d.c.metadata[key].as_string() == str(value) for key, value in metadata.items()]
+
+
+def documents_by_id(conn: sa.Connection, source: str, external_ids: Sequence[str]) -> list[Document]:
+    """The live documents of ``source`` among ``external_ids``, in the order asked; missing ids are left out."""
+    d, s = schema.documents, schema.sources
+    wanted = list(dict.fromkeys(external_ids))
+    found: dict[str, Document] = {}
+    for i in range(0, len(wanted), _IN_BATCH):
+        q = sa.select(d.c.external_id, d.c.text, d.c.metadata, d.c.source_updated_at).join(
+            s, s.c.id == d.c.source_id).where(
+            s.c.name == source, d.c.deleted_at.is_(None), d.c.external_id.in_(wanted[i : i + _IN_BATCH]))
+        for ext, text, meta, updated in conn.execute(q):
+            when = datetime.fromtimestamp(updated, timezone.utc) if updated is not None else None
+            found[ext] = Document(ext, text, dict(meta or {}), when)
+    return [found[ext] for ext in wanted if ext in found]
+
+
+def document_ids(conn: sa.Connection, source: str, metadata: Mapping[str, Any] | None = None) -> list[str]:
+    """External ids of ``source``'s live documents whose metadata has these values (:func:`metadata_equals`)."""
+    d, s = schema.documents, schema.sources
+    q = sa.select(d.c.external_id).join(s, s.c.id == d.c.source_id).where(
+        s.c.name == source, d.c.deleted_at.is_(None), *metadata_equals(metadata or {}))
+    return list(conn.execute(q.order_by(d.c.id)).scalars())

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.catalog.db import read_tx
+from embedops.catalog.queries import metadata_equals
 from embedops.errors import NotFound, SearchError, SpaceMismatch
 from embedops.monitor.staleness import is_stale
 from embedops.vectors.base import IndexInfo, VectorStore
@@ -158,8 +159,7 @@ class Searcher:
         )
         if filters.source:
             q = q.where(s.c.name == filters.source)
-        for key, value in filters.metadata.items():
-            q = q.where(d.c.metadata[key].as_string() == str(value))
+        q = q.where(*metadata_equals(filters.metadata))
         if filters.updated_after:
             q = q.where(d.c.source_updated_at >= filters.updated_after.timestamp())
         with read_tx(self.store.engine) as conn:  # a read: never waits for a writer
