@@ -1,6 +1,5 @@
 """What every command group shares: the app, consoles, common options, error mapping, progress and tables."""
 
-from __future__ import annotations
 
 import json
 import logging

@@ -1,6 +1,5 @@
 """Workspace, sources, sync, search, serve, status, history and doctor."""
 
-from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path

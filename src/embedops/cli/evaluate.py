@@ -1,6 +1,5 @@
 """`embedops eval ...`: eval sets imported, run, compared and reported."""
 
-from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path

@@ -1,6 +1,5 @@
 """`embedops migrate ...`: a model or chunker change as a gated, reversible migration."""
 
-from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated, Any, Optional

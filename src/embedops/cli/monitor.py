@@ -1,6 +1,5 @@
 """Health: freshness, check, coverage and the `monitor` loop."""
 
-from __future__ import annotations
 
 import json
 import sys

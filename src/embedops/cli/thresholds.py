@@ -1,6 +1,5 @@
 """`embedops thresholds ...`: similarity cut-offs bound to a space, recalibrated across models."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Optional

@@ -18,15 +18,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from embedops.catalog.db import read_tx
-from embedops.evaluate.compare import Comparison, compare_runs
-from embedops.evaluate.runner import EvalRun, query_segments, run_evalset
 from embedops.evaluate.store import bound_evalsets, load_evalset
 from embedops.migrate.gate import BoundEvalSet, EvalEvidence, GateConfig, SegmentEvidence
 from embedops.vectors.base import IndexInfo
 
+# The runner (search, metrics, segments) loads only when something is measured: `migrate status`
+# and `plan` list the bound sets and must answer at once.
 if TYPE_CHECKING:
     from embedops.chunking.base import Chunker
     from embedops.embedding.base import Embedder
+    from embedops.evaluate.runner import EvalRun
 
 if TYPE_CHECKING:
     from embedops.workspace import Workspace
@@ -51,6 +52,9 @@ class EvalSetEvidence:
         return [self._one(f"{e.name}@{e.version}", old, new, config) for e in evalsets]
 
     def _one(self, ref: str, old: IndexInfo, new: IndexInfo, config: GateConfig) -> EvalEvidence:
+        from embedops.evaluate.compare import compare_runs
+        from embedops.evaluate.runner import run_evalset
+
         run_old = run_evalset(self.ws, ref, index=old.id, k=config.k)
         run_new = run_evalset(self.ws, ref, index=new.id, k=config.k)
         overall = compare_runs(run_old.per_query, run_new.per_query, config.metric, n_boot=N_BOOT)
@@ -64,6 +68,7 @@ class EvalSetEvidence:
     def preview(self, evalsets: Sequence[BoundEvalSet], old: IndexInfo, new_embedder: Embedder,
                 new_chunker: Chunker, documents: int, config: GateConfig) -> tuple[list[EvalEvidence], int, int, int]:
         from embedops.evaluate.preview import load_for_preview, preview_evidence
+        from embedops.evaluate.runner import query_segments
 
         data = load_for_preview(self.ws.engine, evalsets)
         labels = [{spec: query_segments(self.ws, d, {q: None for q in d.qrels}, spec) for spec in config.segment_by}
@@ -74,12 +79,15 @@ class EvalSetEvidence:
     def _segments(
         self, ref: str, run_old: EvalRun, run_new: EvalRun, spec: str, config: GateConfig
     ) -> list[SegmentEvidence]:
+        from embedops.evaluate.compare import compare_runs
+        from embedops.evaluate.runner import query_segments
+
         with read_tx(self.ws.engine) as conn:
             data = load_evalset(conn, ref)
         labels = query_segments(self.ws, data, run_old.per_query, spec)
         if len(set(labels.values())) < 2:
             return []  # one segment is the whole set: the overall check already covers it
-        cmp: Comparison = compare_runs(run_old.per_query, run_new.per_query, config.metric, segments=labels,
+        cmp = compare_runs(run_old.per_query, run_new.per_query, config.metric, segments=labels,
                                        n_boot=N_BOOT)
         return [SegmentEvidence(spec, s.segment, s.n, s.mean_a, s.mean_b, s.ci_low, s.ci_high)
                 for s in cmp.segments.values()]
