@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedops.migrate.gate import GateConfig
+from embedops.vectors.storage import StorageOptions
 from embedops.search.engine import Filters, SearchResult
 from embedops.workspace import ProgressFactory, SyncResult, Workspace
 
@@ -173,29 +174,33 @@ class GateOptions:
 
 
 def migrate_plan(
-    workspace: Path | None, *, to: str, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
-    alias: str | None = None, gate: GateOptions = GateOptions(), probe: bool = False, sample: int | None = None,
+    workspace: Path | None, *, to: str | None = None, chunker: str | None = None,
+    chunker_params: dict[str, Any] | None = None, alias: str | None = None, gate: GateOptions = GateOptions(),
+    probe: bool = False, sample: int | None = None, storage: StorageOptions = StorageOptions(),
 ) -> MigrationPlanResult:
-    """What a migration would embed, take, cost and store, its gate and bound eval sets; ``sample``: a preview."""
+    """What a migration would embed, take, cost and store, its gate and bound eval sets; ``sample``: a preview.
+
+    ``to`` defaults to the alias's own model; ``storage`` changes the storage variant (precision, dims, rescoring)."""
     from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
         m = migrator(ws, alias)
         config = gate.apply(GateConfig())
-        plan = m.plan(to, chunker=chunker, chunker_params=chunker_params, gate=config, probe=probe)
+        plan = m.plan(to, chunker=chunker, chunker_params=chunker_params, gate=config, probe=probe, storage=storage)
         preview = m.preview(to, sample, chunker=chunker, chunker_params=chunker_params, gate=config) if sample else None
         return MigrationPlanResult(plan, preview)
 
 
 def migrate_start(
-    workspace: Path | None, *, to: str, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
-    alias: str | None = None, gate: GateOptions = GateOptions(), plan: bool = False,
+    workspace: Path | None, *, to: str | None = None, chunker: str | None = None,
+    chunker_params: dict[str, Any] | None = None, alias: str | None = None, gate: GateOptions = GateOptions(),
+    plan: bool = False, storage: StorageOptions = StorageOptions(),
 ) -> StartResult:
     from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
         return migrator(ws, alias).start(to, chunker=chunker, chunker_params=chunker_params,
-                                         gate=gate.apply(GateConfig()), plan_only=plan)
+                                         gate=gate.apply(GateConfig()), plan_only=plan, storage=storage)
 
 
 def migrate_backfill(

@@ -66,6 +66,15 @@ def _upgrade_to_6(conn: sa.Connection) -> None:
 UPGRADES[6] = _upgrade_to_6
 
 
+def _upgrade_to_7(conn: sa.Connection) -> None:
+    """Version 7: storage variants: each index's storage key, and fitted PCA projections."""
+    conn.exec_driver_sql("ALTER TABLE indexes ADD COLUMN storage VARCHAR(80) NOT NULL DEFAULT 'f32'")
+    schema.metadata.create_all(conn, tables=[schema.projections])
+
+
+UPGRADES[7] = _upgrade_to_7
+
+
 def database_url(database: str, workspace_root: Path) -> str:
     """A SQLAlchemy URL from the config value: a URL, or a SQLite path relative to the workspace."""
     if "://" in database:

@@ -12,16 +12,26 @@ if TYPE_CHECKING:
     import numpy as np
 
     from embedops.vectors.rows import Filters, ResultRow
+    from embedops.vectors.storage import StorageSpec
 
 
 @dataclass(frozen=True)
 class IndexInfo:
+    """One index: its identity (space, chunker, storage variant), status, the space's dims and embedder."""
+
     id: str
     space_key: str
     chunker_key: str
     status: str
-    dims: int
+    dims: int  # the space's dimensions: what a query vector has before the variant reduces it
     embedder: str
+    storage: str = "f32"  # the storage variant's key (vectors/storage.py)
+
+    @property
+    def spec(self) -> StorageSpec:
+        from embedops.vectors.storage import StorageSpec
+
+        return StorageSpec.parse(self.storage)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,211 @@
+"""Storage variants: keys, codecs, PCA, and variant indexes served, rescored and migrated (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+import embedops.vectors.ann as ann_module
+from embedops.catalog import schema
+from embedops.compose import migrator
+from embedops.errors import ConfigError
+from embedops.evaluate.runner import run_evalset
+from embedops.evaluate.store import import_evalset
+from embedops.vectors.ann import AnnIndex, usearch_index
+from embedops.vectors.storage import Codec, Projection, StorageOptions, StorageSpec, rescore
+from embedops.workspace import Workspace
+from tests.test_gate import make_corpus
+
+
+def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+# -- keys ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key", ["f32", "f16", "i8+r4", "b1+r10", "f32:d64", "i8:d128+r2", "f16:pca32", "f32:pca32@1a2b3c4d5e6f+r3"])
+def test_a_key_names_one_spec_and_reads_back_the_same(key: str) -> None:
+    assert StorageSpec.parse(key).key == key
+
+
+@pytest.mark.parametrize("key", ["f64", "i8+r1", "b1+r0x", "f32:d0", "f32:d64@abcdef12", "i8 + r4", "f32:pca", "i8+r1000"])
+def test_an_invalid_key_is_refused_with_the_grammar(key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        StorageSpec.parse(key)
+    assert caught.value.hint
+
+
+def test_options_apply_over_the_serving_variant() -> None:
+    base = StorageSpec.parse("i8:pca64@abcdef123456+r4")
+    assert StorageOptions(rescore=0).apply(base).key == "i8:pca64@abcdef123456"  # the fit is kept
+    assert StorageOptions(dims=32, pca=True).apply(base).key == "i8:pca32+r4"  # another size: refitted
+    assert StorageOptions(precision="b1", dims=128).apply(base).key == "b1:d128+r4"
+    assert not StorageOptions().given() and StorageOptions(pca=True).given()
+    with pytest.raises(ConfigError, match="--pca needs --dims"):
+        StorageOptions(pca=True).apply(StorageSpec())
+    with pytest.raises(ConfigError, match="only 64"):
+        StorageSpec.parse("f32:d64").stored_dims(64)
+
+
+def test_payload_bytes_per_precision() -> None:
+    assert [StorageSpec.parse(k).payload_bytes(384) for k in ("f32", "f16", "i8", "b1", "f32:d256", "b1:d100")] == [
+        1536, 768, 384, 48, 1024, 13]
+
+
+# -- codecs ---------------------------------------------------------------------------------------------
+def test_int8_uses_the_whole_range_per_vector_and_keeps_the_ranking_close() -> None:
+    x = unit_rows(500, 64)
+    codec = Codec(StorageSpec.parse("i8"), 64)
+    encoded = codec.encode(codec.reduce(x))
+    assert encoded.dtype == np.int8 and (np.abs(encoded).max(axis=1) == 127).all()
+    approx = codec.prepare(x)
+    assert np.abs((approx @ x[0]) - (x @ x[0])).max() < 0.02
+
+
+def test_binary_scores_are_the_cosine_of_sign_vectors_as_usearch_measures_them() -> None:
+    x = unit_rows(300, 100)
+    codec = Codec(StorageSpec.parse("b1"), 100)
+    Index = usearch_index()
+    hnsw = Index(ndim=codec.ndim, metric=codec.usearch_metric, dtype=codec.usearch_dtype)
+    hnsw.add(np.arange(300, dtype=np.uint64), codec.ann_vectors(x))
+    found = hnsw.search(codec.ann_vectors(x[:1])[0], 300, exact=True)
+    exact = codec.prepare(x) @ codec.prepare(x[:1])[0]
+    assert np.allclose(codec.scores(found.distances), exact[np.asarray(found.keys, dtype=np.int64)], atol=1e-5)
+
+
+def test_truncation_keeps_the_first_dimensions_renormalised() -> None:
+    x = unit_rows(10, 32)
+    out = Codec(StorageSpec.parse("f32:d8"), 32).prepare(x)
+    assert out.shape == (10, 8) and np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    assert np.allclose(out[0] * np.linalg.norm(x[0, :8]), x[0, :8], atol=1e-6)
+
+
+def test_pca_is_deterministic_and_keeps_the_directions_that_vary() -> None:
+    rng = np.random.default_rng(1)
+    basis = np.linalg.qr(rng.standard_normal((32, 32)))[0]
+    x = (rng.standard_normal((400, 32)) * np.r_[np.full(4, 5.0), np.full(28, 0.05)]) @ basis.T
+    a, b = Projection.fit(x, 4), Projection.fit(x.copy(), 4)
+    assert a.id == b.id and np.array_equal(a.components, b.components)
+    kept = np.linalg.norm(a.apply(x.astype(np.float32)), axis=1) / np.linalg.norm(x - a.mean, axis=1)
+    assert kept.min() > 0.99  # four directions hold nearly all of the variance
+    back = Projection.from_bytes(a.id, *a.to_bytes(), 4)
+    assert np.array_equal(back.components, a.components)
+
+
+def test_rescoring_orders_candidates_by_full_precision_cosine() -> None:
+    x = unit_rows(50, 16)
+    keys = np.arange(100, 150, dtype=np.uint64)
+    top, scores = rescore(keys[::-1], x[::-1], x[7], 3)
+    assert top[0] == 107 and scores[0] == pytest.approx(1.0, abs=1e-6)
+    assert list(scores) == sorted(scores, reverse=True)
+
+
+# -- served variants -------------------------------------------------------------------------------------
+@pytest.fixture
+def gold(tmp_path: Path, database: str | None) -> Workspace:
+    queries = make_corpus(tmp_path)
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=database)
+    ws.add_source("docs", tmp_path / "docs")
+    ws.sync()
+    import_evalset(ws, "gold", queries, alias="prod")
+    yield ws
+    ws.close()
+
+
+def test_a_storage_change_is_a_migration_that_embeds_nothing(gold: Workspace) -> None:
+    before = run_evalset(gold, "gold").metrics["ndcg@10"]
+    m = migrator(gold)
+    with pytest.raises(ConfigError, match="nothing to migrate"):
+        m.plan(storage=StorageOptions(precision="f32"))
+    plan = m.plan(storage=StorageOptions(precision="b1", rescore=8))
+    assert plan.storage_only and plan.facts.chunks_to_embed == 0 and plan.facts.to_storage == "b1+r8"
+    gold._embedders.clear()
+    started = m.start(storage=StorageOptions(precision="b1", rescore=8))
+    filled = m.backfill()
+    assert filled.embedded == 0 and filled.vectors == plan.facts.from_vectors and filled.remaining == 0
+    assert filled.gate is not None and filled.gate.passed, filled.gate.summary()
+    assert gold._embedders == {}  # neither the shadow, the gate's eval runs nor its agreement loaded the model
+    cut = m.cutover()
+    assert cut.index == started.shadow_index
+    served = gold.searcher.resolve("prod")
+    assert served.storage == "b1+r8" and served.id == started.shadow_index
+    after = run_evalset(gold, "gold").metrics["ndcg@10"]
+    assert after >= before - 0.02
+    status = {ix["id"]: ix for ix in gold.status()["indexes"]}
+    assert status[served.id]["storage"] == "b1+r8" and status[served.id]["rescore"] == 8
+    m.rollback()
+    assert gold.searcher.resolve("prod").storage == "f32"
+
+
+def test_rescored_results_carry_full_precision_scores(gold: Workspace) -> None:
+    m = migrator(gold)
+    m.start(storage=StorageOptions(precision="i8", dims=32, rescore=4))
+    m.backfill()
+    shadow = gold.searcher.resolve(index_id=m.require().to_index)
+    served = gold.searcher.resolve("prod")
+    q = gold.embedder("hashing").embed(["alpha beta gamma"])[0]
+    exact = gold.search(vector=q, k=5, index=served.id)
+    variant = gold.search(vector=q, k=5, index=shadow.id)
+    by_chunk = {r.chunk_id: r.score for r in exact}
+    for r in variant:  # a rescored score is the full-precision cosine, whatever the ANN held
+        if r.chunk_id in by_chunk:
+            assert r.score == pytest.approx(by_chunk[r.chunk_id], abs=1e-5)
+    batch = gold.searcher.search_many(shadow, q[None, :], 5)[0]
+    assert [r.chunk_id for r in batch] == [r.chunk_id for r in variant]
+
+
+def test_pca_migration_fits_once_and_queries_are_projected(gold: Workspace) -> None:
+    m = migrator(gold)
+    started = m.start(storage=StorageOptions(dims=48, pca=True, rescore=4))
+    m.backfill()
+    shadow = gold.searcher.resolve(index_id=started.shadow_index)
+    spec = shadow.spec
+    assert spec.reduction == "pca" and spec.dims == 48 and spec.projection
+    with gold.engine.connect() as conn:
+        fitted = conn.execute(sa.select(schema.projections.c.id, schema.projections.c.fitted_on)).all()
+    assert [f.id for f in fitted] == [spec.projection] and fitted[0].fitted_on > 48
+    ndcg = run_evalset(gold, "gold", index=shadow.id).metrics["ndcg@10"]
+    assert ndcg > 0.5
+    assert [r["details"]["projection"] for r in gold.history(kind="projection.fit")] == [spec.projection]
+
+
+def test_truncating_a_model_not_trained_for_it_warns(gold: Workspace) -> None:
+    plan = migrator(gold).plan(storage=StorageOptions(dims=64))
+    assert plan.facts.to_storage == "f32:d64"
+    assert any("not Matryoshka-trained" in w for w in plan.facts.warnings)
+    assert migrator(gold).plan(storage=StorageOptions(dims=64, pca=True)).facts.warnings == []
+
+
+def test_hnsw_of_a_variant_agrees_with_its_exact_search(gold: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not gold.store.capabilities.ann_file:
+        pytest.skip("the derived ANN file is the SQLite store's")
+    index = gold.searcher.resolve("prod")
+    raw = gold.store.raw().driver_connection
+    for key in ("f16", "i8", "b1", "f32:d64"):
+        codec = Codec(StorageSpec.parse(key), index.dims)
+        exact = AnnIndex(index.id, index.dims, gold.root / "x", codec=codec)
+        exact.refresh(raw)
+        graph = AnnIndex(index.id, index.dims, gold.root / "y", codec=codec, exact_max=0)
+        samples = graph.build_measured(raw, sample_at=20)
+        assert exact.mode == "exact" and graph.mode == "hnsw" and [s.vectors for s in samples] == [20, len(exact)]
+        q = gold.embedder("hashing").embed(["alpha beta gamma delta"])[0]
+        (ek, es), (gk, gs) = exact.search(q, 5), graph.search(q, 5)
+        assert np.allclose(es, gs, atol=2e-3), key
+        assert samples[1].serialized_bytes > samples[0].serialized_bytes
+
+
+def test_a_saved_ann_file_of_another_variant_is_rebuilt(gold: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not gold.store.capabilities.ann_file:
+        pytest.skip("the derived ANN file is the SQLite store's")
+    monkeypatch.setattr(ann_module, "EXACT_MAX", 10)
+    index = gold.searcher.resolve("prod")
+    raw = gold.store.raw().driver_connection
+    f32 = AnnIndex(index.id, index.dims, gold.root / "ann2")
+    f32.refresh(raw)
+    assert f32.save()
+    as_i8 = AnnIndex(index.id, index.dims, gold.root / "ann2", codec=Codec(StorageSpec.parse("i8"), index.dims))
+    as_i8.refresh(raw)
+    assert as_i8.rebuilds == 1 and as_i8.mode == "hnsw"
