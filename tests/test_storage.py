@@ -142,7 +142,8 @@ def test_a_storage_change_is_a_migration_that_embeds_nothing(gold: Workspace) ->
 
 def test_rescored_results_carry_full_precision_scores(gold: Workspace) -> None:
     m = migrator(gold)
-    m.start(storage=StorageOptions(precision="i8", dims=32, rescore=4))
+    precision = "i8" if "i8" in gold.store.capabilities.precisions else "f16"
+    m.start(storage=StorageOptions(precision=precision, dims=32, rescore=4))
     m.backfill()
     shadow = gold.searcher.resolve(index_id=m.require().to_index)
     served = gold.searcher.resolve("prod")
@@ -209,3 +210,35 @@ def test_a_saved_ann_file_of_another_variant_is_rebuilt(gold: Workspace, monkeyp
     as_i8 = AnnIndex(index.id, index.dims, gold.root / "ann2", codec=Codec(StorageSpec.parse("i8"), index.dims))
     as_i8.refresh(raw)
     assert as_i8.rebuilds == 1 and as_i8.mode == "hnsw"
+
+
+def test_postgresql_index_is_over_the_variant_expression_and_measured_by_the_database(gold: Workspace) -> None:
+    if gold.store.capabilities.ann_file:
+        pytest.skip("pgvector only: the index lives in the database")
+    with pytest.raises(ConfigError, match="no i8"):
+        migrator(gold).plan(storage=StorageOptions(precision="i8"))
+    sizes = {}
+    for key in ("f16", "b1+r8"):
+        m = migrator(gold)
+        started = m.start(storage=StorageOptions(*_options(key)))
+        m.backfill()
+        shadow = gold.searcher.resolve(index_id=started.shadow_index)
+        sizes[key] = gold.store.flush(shadow)["index_bytes"]
+        with gold.engine.connect() as conn:
+            definition = conn.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"hnsw_{shadow.id.replace('-', '_')}",)).scalar_one()
+            q = np.asarray(gold.embedder("hashing").embed(["alpha beta"])[0])
+            plan = conn.exec_driver_sql(
+                "EXPLAIN SELECT seq FROM pg_vector_data WHERE index_id = %s ORDER BY binary_quantize(embedding)::bit(384)"
+                " <~> binary_quantize(%s::vector(384)) LIMIT 5", (shadow.id, str(q.tolist()))).scalars().all()
+        assert ("halfvec" in definition) if key == "f16" else ("binary_quantize" in definition and "bit_hamming_ops" in definition)
+        if key == "b1+r8":
+            assert any("hnsw_" in line for line in plan)  # the planner uses the partial bit index
+        assert run_evalset(gold, "gold", index=shadow.id).metrics["ndcg@10"] > 0.5
+        m.abort()
+    assert sizes["b1+r8"] < sizes["f16"]
+
+
+def _options(key: str) -> tuple[str, None, bool, int]:
+    spec = StorageSpec.parse(key)
+    return spec.precision, None, False, spec.rescore
