@@ -16,6 +16,7 @@ from embedops.workspace import ProgressFactory, SyncResult, Workspace
 
 # Result types only: each verb imports what it runs, so a quick command (migrate status) loads little.
 if TYPE_CHECKING:
+    from embedops.capacity.analysis import CapacityReport
     from embedops.evaluate.runner import EvalComparison, EvalRun
     from embedops.evaluate.store import EvalSetInfo, ImportResult
     from embedops.migrate.gate import Preview
@@ -518,3 +519,34 @@ def monitor_reference(workspace: Path | None, *, index: str | None = None) -> li
 
     with Workspace.open(workspace) as ws:
         return retake_references(ws, index)
+
+
+# -- capacity --------------------------------------------------------------------
+@dataclass
+class CapacityResult:
+    """``embedops capacity``: the measured report, and where its HTML page was written (if asked)."""
+
+    report: CapacityReport
+    html: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.report.to_dict(), "report_path": self.html}
+
+
+def capacity(
+    workspace: Path | None, *, alias: str | None = None, eval_set: str | None = None, sizes: str = "1M,10M,100M",
+    price_gb_month: float = 3.8, variants: str | None = None, max_loss: float = 0.01, report: Path | None = None,
+) -> CapacityResult:
+    """Measure the alias's index as every storage variant on an eval set; nothing served changes."""
+    from embedops.capacity.analysis import analyze
+    from embedops.capacity.project import parse_sizes, parse_variants
+
+    with Workspace.open(workspace) as ws:
+        specs = parse_variants(variants, ws.store.capabilities.precisions) if variants else None
+        result = analyze(ws, alias=alias, evalset=eval_set, sizes=parse_sizes(sizes), price_gb_month=price_gb_month,
+                         variants=specs, max_loss=max_loss)
+    if report is not None:
+        from embedops.capacity.report import render_html
+
+        report.write_text(render_html(result), encoding="utf-8")
+    return CapacityResult(result, str(report) if report is not None else None)

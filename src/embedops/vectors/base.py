@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from embedops.vectors.rows import Filters, ResultRow
+    from embedops.vectors.scratch import ScratchVariant
     from embedops.vectors.storage import StorageSpec
 
 
@@ -135,3 +137,8 @@ class VectorStore(Protocol):
     def count(self, conn: sa.Connection, index_id: str) -> int: ...
 
     def flush(self, index: IndexInfo) -> dict[str, Any]: ...
+
+    def scratch(self, index: IndexInfo, storage: StorageSpec, directory: Path) -> ScratchVariant:
+        """``index`` rebuilt as ``storage`` from its stored vectors, apart from everything served (capacity analysis);
+        ``directory`` holds any file it needs. Close it when done."""
+        ...

@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -23,7 +23,12 @@ from embedops.errors import ConfigError, SpaceMismatch
 from embedops.vectors.base import PG_MAX_EF_SEARCH, Capabilities, Hit, IndexInfo, VectorRow, default_ef_search
 from embedops.vectors.rows import ALIAS_SQL, INDEX_SQL, RESULT_COLUMNS, RESULT_JOINS, ROWS_SQL, Filters, ResultRow, filter_sql
 from embedops.vectors.sqlite import FILTER_EXACT_MAX, check_tags, count_vectors, delete_chunk_vectors, load_projection, rescored
-from embedops.vectors.storage import Codec
+from embedops.vectors.storage import Codec, StorageSpec
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from embedops.vectors.scratch import ScratchVariant
 
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
@@ -298,6 +303,11 @@ class PgVectorStore:
             n = self.count(conn, index.id)
         return {"mode": "pgvector-hnsw", "vectors": n, "saved": False, "rebuilds": 0, "storage": index.storage,
                 "index_bytes": self.index_bytes(index)}
+
+    def scratch(self, index: IndexInfo, storage: StorageSpec, directory: Path) -> ScratchVariant:
+        from embedops.vectors.scratch import PgScratch
+
+        return PgScratch(self, index, storage)
 
     def forget(self, index_id: str) -> None:
         self._codecs.pop(index_id, None)

@@ -8,7 +8,7 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -17,7 +17,10 @@ from embedops.catalog import schema
 from embedops.errors import SearchError, SpaceMismatch
 from embedops.vectors.ann import AnnIndex, read_vectors, top_k_exact
 from embedops.vectors.base import Capabilities, Hit, IndexInfo, VectorRow
-from embedops.vectors.storage import Codec, Projection, rescore
+from embedops.vectors.storage import Codec, Projection, StorageSpec, rescore
+
+if TYPE_CHECKING:
+    from embedops.vectors.scratch import ScratchVariant
 from embedops.vectors.fts import bm25
 from embedops.vectors.rows import ALIAS_SQL, INDEX_SQL, ROWS_SQL, Filters, ResultRow, filter_sql
 
@@ -331,6 +334,11 @@ class SqliteVectorStore:
         ann = self.refresh(index)
         saved = ann.save()
         return {"mode": ann.mode, "vectors": len(ann), "saved": saved, "rebuilds": ann.rebuilds, "storage": index.storage}
+
+    def scratch(self, index: IndexInfo, storage: StorageSpec, directory: Path) -> ScratchVariant:
+        from embedops.vectors.scratch import UsearchScratch
+
+        return UsearchScratch(self, index, storage, directory)
 
     def forget(self, index_id: str) -> None:
         with self._ann_lock:
