@@ -242,3 +242,29 @@ def test_postgresql_index_is_over_the_variant_expression_and_measured_by_the_dat
 def _options(key: str) -> tuple[str, None, bool, int]:
     spec = StorageSpec.parse(key)
     return spec.precision, None, False, spec.rescore
+
+
+def test_a_version_6_catalog_gets_the_storage_column_and_keeps_its_indexes(tmp_path: Path) -> None:
+    from embedops.catalog.db import create_engine, ensure_schema
+    from embedops.catalog.ledger import read_ledger
+
+    ws = Workspace.init(tmp_path / "old", embedder="hashing")
+    ws.add_source("docs", make_corpus(tmp_path).parent / "docs")
+    ws.sync()
+    ws.close()
+    path = tmp_path / "old" / ".embedops" / "catalog.db"
+    plain = sa.create_engine(f"sqlite:///{path}")
+    with plain.begin() as conn:  # back to version 6: no storage column, no projections table
+        conn.exec_driver_sql("DROP TABLE projections")
+        conn.exec_driver_sql("ALTER TABLE indexes DROP COLUMN storage")
+        conn.exec_driver_sql("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+    plain.dispose()
+    engine = create_engine(f"sqlite:///{path}")
+    assert ensure_schema(engine) == schema.SCHEMA_VERSION == 7
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(schema.indexes.c.storage)).scalars().all() == ["f32"]
+        assert {"schema_version": 7} in [r["details"] for r in read_ledger(conn, kind_prefix="catalog.upgrade")]
+    engine.dispose()
+    reopened = Workspace.open(tmp_path / "old")
+    assert reopened.search("alpha", k=1) is not None and reopened.searcher.resolve("prod").storage == "f32"
+    reopened.close()

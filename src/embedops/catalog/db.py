@@ -68,7 +68,8 @@ UPGRADES[6] = _upgrade_to_6
 
 def _upgrade_to_7(conn: sa.Connection) -> None:
     """Version 7: storage variants: each index's storage key, and fitted PCA projections."""
-    conn.exec_driver_sql("ALTER TABLE indexes ADD COLUMN storage VARCHAR(80) NOT NULL DEFAULT 'f32'")
+    if "storage" not in {c["name"] for c in sa.inspect(conn).get_columns("indexes")}:
+        conn.exec_driver_sql("ALTER TABLE indexes ADD COLUMN storage VARCHAR(80) NOT NULL DEFAULT 'f32'")
     schema.metadata.create_all(conn, tables=[schema.projections])
 
 
