@@ -261,18 +261,21 @@ def main() -> None:
     report = Report("capacity")
     report.figures["load_average_start"] = load_average()
     ws = workspace(args.work, args.data, "minilm-l6")
-    if "scifact" in parts:
-        report.figures["scifact"] = scifact(ws, args.work, report)
-    if "truncation" in parts:
-        report.figures["truncation"] = truncation(args.work, args.data, ws)
-    if parts & {"scale", "postgres"}:
-        base, queries = mixture_sample(ws, args.scale_n, 1000)
-        if "scale" in parts:
-            report.figures["scale"] = {"n": args.scale_n, "variants": scale(base, queries)}
-        if "postgres" in parts:
-            report.figures["postgres"] = postgres(base, args.work)
-    if "migration" in parts:
-        report.figures["migration"] = migration(ws.root)
+    steps = [("scifact", lambda: scifact(ws, args.work, report)), ("migration", lambda: migration(ws.root)),
+             ("truncation", lambda: truncation(args.work, args.data, ws))]
+    sample: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def mixture() -> tuple[np.ndarray, np.ndarray]:
+        if not sample:
+            sample.append(mixture_sample(ws, args.scale_n, 1000))
+        return sample[0]
+
+    steps += [("scale", lambda: {"n": args.scale_n, "variants": scale(*mixture())}),
+              ("postgres", lambda: postgres(mixture()[0], args.work))]
+    for name, run in steps:
+        if name in parts:
+            report.figures[name] = run()
+            print(f"PART {name} " + json.dumps(report.figures[name], default=str), flush=True)
     ws.close()
     report.figures["load_average_end"] = load_average()
     report.print([], ["-"])

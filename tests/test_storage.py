@@ -268,3 +268,26 @@ def test_a_version_6_catalog_gets_the_storage_column_and_keeps_its_indexes(tmp_p
     reopened = Workspace.open(tmp_path / "old")
     assert reopened.search("alpha", k=1) is not None and reopened.searcher.resolve("prod").storage == "f32"
     reopened.close()
+
+
+def test_cli_plans_and_starts_a_storage_migration(gold: Workspace) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from embedops.cli import app
+
+    runner = CliRunner()
+    w = ["--workspace", str(gold.root)]
+    plan = runner.invoke(app, ["migrate", "plan", "--storage", "b1", "--rescore", "4", "--json", *w])
+    assert plan.exit_code == 0, plan.output
+    data = json.loads(plan.stdout)
+    assert (data["from_storage"], data["to_storage"], data["chunks_to_embed"]) == ("f32", "b1+r4", 0)
+    warned = runner.invoke(app, ["migrate", "plan", "--dims", "32", *w])
+    assert warned.exit_code == 0 and "Matryoshka-trained" in warned.stderr and "f32:d32" in warned.stdout
+    same = runner.invoke(app, ["migrate", "start", "--storage", "f32", *w])
+    assert same.exit_code != 0 and "nothing to migrate" in same.output
+    started = runner.invoke(app, ["migrate", "start", "--storage", "b1", "--rescore", "4", *w])
+    assert started.exit_code == 0 and "b1-r4" in started.output
+    status = runner.invoke(app, ["status", *w])
+    assert "b1+r4" in status.output
