@@ -26,12 +26,14 @@ def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
 
 
 # -- keys ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("key", ["f32", "f16", "i8+r4", "b1+r10", "f32:d64", "i8:d128+r2", "f16:pca32", "f32:pca32@1a2b3c4d5e6f+r3"])
+@pytest.mark.parametrize("key", ["f32", "f16", "i8+r4", "b1+r10", "f32:d64", "i8:d128+r2", "f16:pca32", "f32:pca32@1a2b3c4d5e6f+r3",
+                                 "b1:flat+r10", "i8:d128:flat"])
 def test_a_key_names_one_spec_and_reads_back_the_same(key: str) -> None:
     assert StorageSpec.parse(key).key == key
 
 
-@pytest.mark.parametrize("key", ["f64", "i8+r1", "b1+r0x", "f32:d0", "f32:d64@abcdef12", "i8 + r4", "f32:pca", "i8+r1000"])
+@pytest.mark.parametrize("key", ["f64", "i8+r1", "b1+r0x", "f32:d0", "f32:d64@abcdef12", "i8 + r4", "f32:pca", "i8+r1000",
+                                 "b1+r4:flat", "f32:flat:d64"])
 def test_an_invalid_key_is_refused_with_the_grammar(key: str) -> None:
     with pytest.raises(ConfigError) as caught:
         StorageSpec.parse(key)
@@ -74,6 +76,21 @@ def test_binary_scores_are_the_cosine_of_sign_vectors_as_usearch_measures_them()
     found = hnsw.search(codec.ann_vectors(x[:1])[0], 300, exact=True)
     exact = codec.prepare(x) @ codec.prepare(x[:1])[0]
     assert np.allclose(codec.scores(found.distances), exact[np.asarray(found.keys, dtype=np.int64)], atol=1e-5)
+
+
+@pytest.mark.parametrize("key", ["f32", "f16", "i8", "b1", "f32:d24", "i8:d40"])
+def test_exact_scores_over_packed_rows_are_what_the_variants_graph_measures(key: str) -> None:
+    x, q = unit_rows(400, 64), unit_rows(3, 64, seed=5)
+    codec = Codec(StorageSpec.parse(key), 64)
+    codes, norms = codec.pack(x)
+    assert codes.nbytes == 400 * StorageSpec.parse(key).payload_bytes(64)  # the variant's bytes, nothing more
+    scores = codec.exact_scores(codes, norms, q)
+    Index = usearch_index()
+    hnsw = Index(ndim=codec.ndim, metric=codec.usearch_metric, dtype=codec.usearch_dtype)
+    hnsw.add(np.arange(400, dtype=np.uint64), codec.ann_vectors(x))
+    for i in range(3):
+        found = hnsw.search(codec.ann_vectors(q[i : i + 1])[0], 400, exact=True)
+        assert np.allclose(codec.scores(found.distances), scores[i][np.asarray(found.keys, dtype=np.int64)], atol=2e-3)
 
 
 def test_truncation_keeps_the_first_dimensions_renormalised() -> None:
@@ -196,6 +213,25 @@ def test_hnsw_of_a_variant_agrees_with_its_exact_search(gold: Workspace, monkeyp
         (ek, es), (gk, gs) = exact.search(q, 5), graph.search(q, 5)
         assert np.allclose(es, gs, atol=2e-3), key
         assert samples[1].serialized_bytes > samples[0].serialized_bytes
+
+
+def test_a_flat_variant_is_searched_exactly_at_any_size_from_its_encoded_rows(
+        gold: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "flat" not in gold.store.capabilities.layouts:
+        with pytest.raises(ConfigError, match="no flat layout"):
+            migrator(gold).plan(storage=StorageOptions(precision="b1", layout="flat"))
+        return
+    monkeypatch.setattr(ann_module, "EXACT_MAX", 10)
+    m = migrator(gold)
+    started = m.start(storage=StorageOptions(precision="b1", rescore=10, layout="flat"))
+    filled = m.backfill()
+    assert filled.gate is not None and filled.gate.passed, filled.gate.summary()
+    shadow = gold.searcher.resolve(index_id=started.shadow_index)
+    assert shadow.storage == "b1:flat+r10"
+    ann = gold.store.refresh(shadow)
+    assert ann.mode == "exact" and len(ann) > 10
+    assert ann.exact_bytes() == len(ann) * (8 + StorageSpec.parse("b1").payload_bytes(shadow.dims))
+    assert gold.store.flush(shadow)["saved"] is False  # nothing to save: rebuilt from the catalog
 
 
 def test_a_saved_ann_file_of_another_variant_is_rebuilt(gold: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -542,7 +542,8 @@ def capacity(
     from embedops.capacity.project import parse_sizes, parse_variants
 
     with Workspace.open(workspace) as ws:
-        specs = parse_variants(variants, ws.store.capabilities.precisions) if variants else None
+        caps = ws.store.capabilities
+        specs = parse_variants(variants, caps.precisions, caps.layouts) if variants else None
         result = analyze(ws, alias=alias, evalset=eval_set, sizes=parse_sizes(sizes), price_gb_month=price_gb_month,
                          variants=specs, max_loss=max_loss)
     if report is not None:

@@ -136,7 +136,8 @@ def analyze(
         raise ConfigError("--price-gb-month must be >= 0 and --max-loss in [0, 1)")
     alias = alias or ws.settings.alias
     index = ws.searcher.resolve(alias=alias)
-    chosen = list(variants or default_variants(index.dims, ws.store.capabilities.precisions))
+    caps = ws.store.capabilities
+    chosen = list(variants or default_variants(index.dims, caps.precisions, caps.layouts))
     specs = [StorageSpec(), *[s for s in dict.fromkeys(chosen) if not s.is_default]]  # float32 is the reference
     data = _eval_input(ws, index, alias, evalset)
     truth = exact_top_k(ws.engine, index, data.vectors, K)

@@ -76,21 +76,26 @@ def parse_sizes(text: str) -> list[int]:
     return sorted(set(sizes))
 
 
-def default_variants(dims: int, precisions: Sequence[str]) -> list[StorageSpec]:
-    """The variants tried when none are named: each precision with and without rescoring, and reductions."""
-    keys = ["f32", "f16", "i8", "i8+r4", "b1", "b1+r4", "b1+r10"]
+def default_variants(dims: int, precisions: Sequence[str], layouts: Sequence[str] = ("hnsw",)) -> list[StorageSpec]:
+    """The variants tried when none are named: each precision with and without rescoring, flat quantized
+    indexes, and reductions."""
+    keys = ["f32", "f16", "i8", "i8+r4", "b1", "b1+r4", "b1+r10", "i8:flat+r4", "b1:flat+r10"]
     if dims >= 64:
         keys += [f"f32:d{dims // 2}", f"f32:d{dims // 4}", f"i8:d{dims // 2}+r4", f"f32:pca{dims // 4}"]
-    return [StorageSpec.parse(k) for k in keys if StorageSpec.parse(k).precision in precisions]
+    specs = [StorageSpec.parse(k) for k in keys]
+    return [s for s in specs if s.precision in precisions and s.layout in layouts]
 
 
-def parse_variants(text: str, precisions: Sequence[str]) -> list[StorageSpec]:
+def parse_variants(text: str, precisions: Sequence[str], layouts: Sequence[str] = ("hnsw", "flat")) -> list[StorageSpec]:
     """Variant keys separated by commas; float32 (the reference) is always measured first."""
     specs = [StorageSpec.parse(k.strip()) for k in text.split(",") if k.strip()]
     for spec in specs:
         if spec.precision not in precisions:
             raise ConfigError(f"this catalog's vector store holds no {spec.precision} vectors (variant {spec.key})",
                               hint=f"use precisions {', '.join(precisions)}")
+        if spec.layout not in layouts:
+            raise ConfigError(f"this catalog's vector store has no {spec.layout} layout (variant {spec.key})",
+                              hint=f"use {', '.join(layouts)}")
     rest = [s for s in dict.fromkeys(specs) if not s.is_default]
     return [StorageSpec(), *rest]
 

@@ -24,6 +24,7 @@ StorageOpt = Annotated[Optional[str], typer.Option("--storage", help="Precision 
 RescoreOpt = Annotated[Optional[int], typer.Option(help="Fetch N×k candidates and re-rank them with the full-precision vectors (0: off).")]
 DimsOpt = Annotated[Optional[int], typer.Option(help="Keep N dimensions: the first N, re-normalised (warns unless the model is Matryoshka-trained), or a PCA with --pca.")]
 PcaOpt = Annotated[bool, typer.Option("--pca", help="Reduce to --dims by a PCA fitted on the corpus instead of truncating.")]
+LayoutOpt = Annotated[Optional[str], typer.Option(help="hnsw (a graph) or flat (no graph: exact search over the encoded vectors; SQLite).")]
 ChunkerOpt = Annotated[Optional[str], typer.Option(help="Chunker to migrate to (default: keep).")]
 ChunkerParamOpt = Annotated[Optional[list[str]], typer.Option(help="Chunker parameter KEY=VALUE (repeatable).")]
 MinOverlapOpt = Annotated[Optional[float], typer.Option(help="Gate: minimum top-10 overlap old vs new (default: report only).")]
@@ -78,6 +79,7 @@ def _render_plan(data: dict[str, Any], title: str) -> None:
 def migrate_plan(
     to: ToOpt = None, chunker: ChunkerOpt = None, chunker_param: ChunkerParamOpt = None,
     storage: StorageOpt = None, rescore: RescoreOpt = None, dims: DimsOpt = None, pca: PcaOpt = False,
+    layout: LayoutOpt = None,
     probe: Annotated[bool, typer.Option("--probe", help="Load the new model and time it here (default: the throughput earlier jobs recorded).")] = False,
     sample: Annotated[Optional[int], typer.Option(help="Preview the eval gate: embed N documents (the judged ones, then random others) with the new model and compare, in memory.")] = None,
     alias: AliasOpt = None, min_overlap: MinOverlapOpt = None, max_regression: MaxRegressionOpt = None,
@@ -89,7 +91,7 @@ def migrate_plan(
     with handle_errors(as_json):
         result = commands.migrate_plan(workspace, to=to, chunker=chunker, chunker_params=parse_params(chunker_param or []),
                                        alias=alias, gate=gate, probe=probe, sample=sample,
-                                       storage=StorageOptions(storage, dims, pca, rescore))
+                                       storage=StorageOptions(storage, dims, pca, rescore, layout))
     data = result.to_dict()
     if as_json:
         return emit_json(data)
@@ -101,6 +103,7 @@ def migrate_plan(
 def migrate_start(
     to: ToOpt = None, chunker: ChunkerOpt = None, chunker_param: ChunkerParamOpt = None,
     storage: StorageOpt = None, rescore: RescoreOpt = None, dims: DimsOpt = None, pca: PcaOpt = False,
+    layout: LayoutOpt = None,
     alias: AliasOpt = None, min_overlap: MinOverlapOpt = None, max_regression: MaxRegressionOpt = None,
     max_segment_regression: MaxSegmentOpt = None, min_segment_queries: MinSegmentOpt = None,
     segment_by: SegmentByOpt = None, metric: MetricOpt = None,
@@ -110,13 +113,15 @@ def migrate_start(
     gate = _gate_options(min_overlap, max_regression, max_segment_regression, min_segment_queries, segment_by, metric)
     with handle_errors(as_json):
         result = commands.migrate_start(workspace, to=to, chunker=chunker, chunker_params=parse_params(chunker_param or []),
-                                        alias=alias, gate=gate, plan=plan, storage=StorageOptions(storage, dims, pca, rescore))
+                                        alias=alias, gate=gate, plan=plan, storage=StorageOptions(storage, dims, pca, rescore, layout))
     if as_json:
         return emit_json(result.to_dict())
     if not result.started:
         return _render_plan(result.plan.to_dict(), "migration plan (nothing started)")
-    out.print(f"started migration {result.migration}: shadow index {result.shadow_index};"
-              " next: `embedops migrate backfill`")
+    for warning in result.plan.facts.warnings:
+        err.print(styled("warning:", "yellow", f" {warning}"))
+    out.print(f"started migration {result.migration}: shadow index {result.shadow_index}"
+              f" ({result.plan.facts.to_storage}); next: `embedops migrate backfill`")
 
 
 @migrate_app.command("backfill")

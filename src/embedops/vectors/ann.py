@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -139,14 +140,16 @@ class AnnIndex:
         self.dims = dims
         # How vectors are held: the index's storage variant (f32, all dimensions, by default).
         self.codec = codec or Codec(StorageSpec(), dims)
-        self.exact_max = exact_max  # None: EXACT_MAX (read at refresh time)
+        # None: EXACT_MAX (read at refresh time); a flat variant is searched exactly at any size.
+        self.exact_max = sys.maxsize if self.codec.spec.layout == "flat" and exact_max is None else exact_max
         self.expansion_search = expansion_search  # None: grows with the index (default_ef_search)
         self.path = directory / f"{index_id}.usearch"
         self.meta_path = directory / f"{index_id}.json"
         self._lock = threading.Lock()
         self._hnsw: Any = None
-        self._keys: np.ndarray | None = None  # exact mode
+        self._keys: np.ndarray | None = None  # exact mode: keys, the variant's encoded rows, their norms
         self._vecs: np.ndarray | None = None
+        self._norms: np.ndarray | None = None
         self._stamp = Stamp(-1, -1, -1)
         self._saved_stamp: Stamp | None = None
         self.rebuilds = 0
@@ -177,7 +180,7 @@ class AnnIndex:
         self._hnsw = None
         rows = raw.execute(_ADDS_SQL, (self.index_id, 0)).fetchall()
         keys, vecs = _matrix(rows, self.dims)
-        self._keys, self._vecs = keys, self.codec.prepare(vecs)
+        self._keys, (self._vecs, self._norms) = keys, self.codec.pack(vecs)
         self._stamp = Stamp(db.add_seq, db.del_seq, len(rows))
 
     def _new_hnsw(self) -> Any:
@@ -192,7 +195,7 @@ class AnnIndex:
         )
 
     def _refresh_hnsw(self, raw: sqlite3.Connection, db: Stamp) -> None:
-        self._keys = self._vecs = None
+        self._keys = self._vecs = self._norms = None
         if self._hnsw is None:
             self._load_file(db)
         if self._hnsw is None or not self._catch_up(raw, db):
@@ -258,7 +261,7 @@ class AnnIndex:
         samples: list[SizeSample] = []
         with self._lock, read_snapshot(raw):
             db = self.stamp(raw)
-            self._keys = self._vecs = None
+            self._keys = self._vecs = self._norms = None
             hnsw = self._new_hnsw()
             for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
                 encoded = self.codec.ann_vectors(vecs)
@@ -316,6 +319,11 @@ class AnnIndex:
         if hnsw.expansion_search != ef:
             hnsw.expansion_search = ef
 
+    def exact_bytes(self) -> int:
+        """Bytes an exact-mode index holds: keys, encoded rows and norms (0 in HNSW mode)."""
+        with self._lock:
+            return sum(a.nbytes for a in (self._keys, self._vecs, self._norms) if a is not None)
+
     @property
     def mode(self) -> str:
         return "hnsw" if self._hnsw is not None else "exact"
@@ -335,7 +343,7 @@ class AnnIndex:
             keys, vecs = self._keys, self._vecs
         if keys is None or vecs is None or len(keys) == 0:
             return _no_hits()
-        return top_k_exact(keys, vecs, self.codec.prepare(query)[0], k)
+        return _top_k_of(keys, self.codec.exact_scores(vecs, self._norms, query.reshape(1, -1))[0], k)
 
     def search_many(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top-k (keys, cosine scores) for each row of ``queries``: one batched call, one matrix product."""
@@ -357,9 +365,8 @@ class AnnIndex:
         if stored is None or vecs is None or len(stored) == 0:
             return [_no_hits() for _ in q]
         out = []
-        q = self.codec.prepare(q)
         for lo in range(0, len(q), _QUERY_BLOCK):
-            for scores in q[lo : lo + _QUERY_BLOCK] @ vecs.T:
+            for scores in self.codec.exact_scores(vecs, self._norms, q[lo : lo + _QUERY_BLOCK]):
                 out.append(_top_k_of(stored, scores, k))
         return out
 

@@ -84,6 +84,7 @@ class Capabilities:
     full_text: bool  # ``full_text`` ranks in the store's own engine (BM25 / hybrid modes)
     ann_file: bool  # the ANN is derived state in a file beside the catalog (``flush`` saves it)
     precisions: tuple[str, ...] = ("f32", "f16", "i8", "b1")  # storage precisions its ANN holds (vectors/storage.py)
+    layouts: tuple[str, ...] = ("hnsw", "flat")  # hnsw: a graph; flat: exact search over the encoded vectors
 
 
 class VectorStore(Protocol):

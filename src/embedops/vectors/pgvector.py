@@ -87,7 +87,7 @@ def _index_sql(codec: Codec) -> tuple[str, str, str]:
 
 
 class PgVectorStore:
-    capabilities = Capabilities(full_text=True, ann_file=False, precisions=tuple(_PRECISION_SQL))
+    capabilities = Capabilities(full_text=True, ann_file=False, precisions=tuple(_PRECISION_SQL), layouts=("hnsw",))
 
     def __init__(self, engine: sa.Engine, *, ef_search: int | None = None) -> None:
         if ef_search is not None and ef_search > PG_MAX_EF_SEARCH:
@@ -118,6 +118,9 @@ class PgVectorStore:
         codec = self._codecs.get(index.id)
         if codec is None:
             spec = index.spec
+            if spec.layout != "hnsw":
+                raise ConfigError(f"storage {spec.key}: the pgvector store searches through an HNSW index only",
+                                  hint="drop :flat on PostgreSQL")
             if spec.precision not in _PRECISION_SQL:
                 raise ConfigError(f"storage {spec.key}: pgvector has no {spec.precision} type",
                                   hint="on PostgreSQL use f32 (vector), f16 (halfvec) or b1 (bit), with --rescore")

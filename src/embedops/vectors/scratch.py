@@ -60,12 +60,19 @@ class UsearchScratch:
         self.store, self.index = store, index
         self._dir = tempfile.TemporaryDirectory(dir=directory, prefix="capacity-")
         codec = make_codec(store.engine, _as(index, spec))
+        flat = spec.layout == "flat"
         self.ann = AnnIndex(index.id, index.dims, Path(self._dir.name), expansion_search=store.ef_search, codec=codec,
-                            exact_max=0)
+                            exact_max=None if flat else 0)
         raw = store.raw().driver_connection
         started = time.perf_counter()
-        total = self.ann.stamp(raw).count
-        samples = self.ann.build_measured(raw, sample_at=max(1, total // 2))
+        if flat:  # the encoded rows in memory, no file: rebuilt from the catalog when a process starts
+            self.ann.refresh(raw)
+            held = self.ann.exact_bytes()
+            samples = [SizeSample(len(self.ann), 0, held)]
+            self.sizes = ScratchSizes(samples, held, 0, 0, time.perf_counter() - started,
+                                      "flat: the encoded rows, keys and norms in memory (array bytes); no file")
+            return
+        samples = self.ann.build_measured(raw, sample_at=max(1, self.ann.stamp(raw).count // 2))
         seconds = time.perf_counter() - started
         self.ann.save()
         self.sizes = ScratchSizes(samples, samples[-1].memory_bytes, self.ann.path.stat().st_size, 0, seconds,

@@ -10,6 +10,7 @@ named by a short key stored with the index (``indexes.storage``):
                             binary (one sign bit per dimension, compared by Hamming distance)
 ``…:d256``                  the first 256 dimensions, re-normalised (Matryoshka truncation)
 ``…:pca128@1a2b3c4d``       a PCA projection to 128 dimensions fitted on the corpus (``@`` names the fit)
+``…:flat``                  no graph: every search is exact over the encoded vectors, whatever the size
 ``…+r4``                    rescoring: fetch 4×k candidates, re-rank them with the full-precision vectors
 ==========================  ===================================================================
 
@@ -38,14 +39,16 @@ from embedops.errors import ConfigError
 Precision = Literal["f32", "f16", "i8", "b1"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 Reduction = Literal["truncate", "pca"]
+Layout = Literal["hnsw", "flat"]
 DEFAULT_KEY = "f32"
 MAX_RESCORE = 100  # candidates per result beyond this cost more than exact search over the catalog would
 # Bytes per dimension of each precision in the ANN (b1: one bit).
 PAYLOAD_BITS = {"f32": 32, "f16": 16, "i8": 8, "b1": 1}
 
-_KEY = re.compile(r"^(f32|f16|i8|b1)(?::(d|pca)(\d+)(?:@([0-9a-f]{8,32}))?)?(?:\+r(\d+))?$")
-_HINT = ("a storage key is PRECISION[:dN|:pcaN][+rN]: precision f32, f16, i8 or b1; e.g. i8+r4, f32:d256,"
-         " b1+r10, f16:pca128")
+_KEY = re.compile(r"^(f32|f16|i8|b1)(?::(d|pca)(\d+)(?:@([0-9a-f]{8,32}))?)?(:flat)?(?:\+r(\d+))?$")
+_HINT = ("a storage key is PRECISION[:dN|:pcaN][:flat][+rN]: precision f32, f16, i8 or b1; e.g. i8+r4, f32:d256,"
+         " b1:flat+r10, f16:pca128")
+_BLOCK = 65_536  # stored rows scored per step of an exact search over encoded vectors
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class StorageSpec:
     reduction: Reduction = "truncate"
     projection: str | None = None  # the fitted PCA's id, once fitted
     rescore: int = 0  # candidates per result re-ranked at full precision; 0: no rescoring
+    layout: Layout = "hnsw"  # flat: no graph, exact search over the encoded vectors at any size
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -81,7 +85,8 @@ class StorageSpec:
             reduced = f":d{self.dims}" if self.reduction == "truncate" else f":pca{self.dims}"
             if self.projection:
                 reduced += f"@{self.projection}"
-        return f"{self.precision}{reduced}" + (f"+r{self.rescore}" if self.rescore else "")
+        flat = ":flat" if self.layout == "flat" else ""
+        return f"{self.precision}{reduced}{flat}" + (f"+r{self.rescore}" if self.rescore else "")
 
     @property
     def is_default(self) -> bool:
@@ -117,12 +122,13 @@ def _parse(key: str) -> StorageSpec:
     m = _KEY.match(key.strip())
     if not m:
         raise ConfigError(f"invalid storage {key!r}", hint=_HINT)
-    precision, kind, dims, projection, rescore = m.groups()
+    precision, kind, dims, projection, flat, rescore = m.groups()
     if projection and kind != "pca":
         raise ConfigError(f"invalid storage {key!r}: only a PCA reduction names a fit (@...)", hint=_HINT)
     return StorageSpec(
         precision=cast(Precision, precision), dims=int(dims) if dims else None,
         reduction="pca" if kind == "pca" else "truncate", projection=projection, rescore=int(rescore or 0),
+        layout="flat" if flat else "hnsw",
     )
 
 
@@ -134,9 +140,11 @@ class StorageOptions:
     dims: int | None = None
     pca: bool = False
     rescore: int | None = None
+    layout: str | None = None
 
     def given(self) -> bool:
-        return self.precision is not None or self.dims is not None or self.pca or self.rescore is not None
+        return (self.precision is not None or self.dims is not None or self.pca or self.rescore is not None
+                or self.layout is not None)
 
     def apply(self, base: StorageSpec) -> StorageSpec:
         if self.precision is not None and self.precision not in PRECISIONS:
@@ -146,8 +154,11 @@ class StorageOptions:
         dims = self.dims if self.dims is not None else base.dims
         reduction: Reduction = "pca" if self.pca else ("truncate" if self.dims is not None else base.reduction)
         keep_fit = reduction == "pca" and base.reduction == "pca" and dims == base.dims
+        if self.layout is not None and self.layout not in ("hnsw", "flat"):
+            raise ConfigError(f"unknown layout {self.layout!r}", hint="--layout hnsw (a graph) or flat (exact search)")
         return StorageSpec(cast(Precision, self.precision or base.precision), dims, reduction,
-                           base.projection if keep_fit else None, base.rescore if self.rescore is None else self.rescore)
+                           base.projection if keep_fit else None, base.rescore if self.rescore is None else self.rescore,
+                           cast(Layout, self.layout or base.layout))
 
 
 # -- PCA -----------------------------------------------------------------------------------
@@ -253,6 +264,34 @@ class Codec:
         if self.identity:
             return np.asarray(x, dtype=np.float32).reshape(-1, self.space_dims)
         return self.decode(self.encode(self.reduce(x)))
+
+    def pack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows as an exact search holds them: the encoded vectors (the variant's bytes, nothing more) and,
+        for f16 and i8, each row's norm (their cosine divides by it)."""
+        codes = self.ann_vectors(x)
+        if self.spec.precision in ("f16", "i8"):
+            return codes, np.linalg.norm(codes.astype(np.float32), axis=1).astype(np.float32)
+        return codes, None
+
+    def exact_scores(self, codes: np.ndarray, norms: np.ndarray | None, queries: np.ndarray) -> np.ndarray:
+        """Similarity of each query (full-precision rows) with every packed row: what the variant's ANN measures."""
+        q = self.ann_vectors(queries)
+        if self.spec.precision == "f32":
+            return np.asarray(q @ codes.T, dtype=np.float32)
+        out = np.empty((len(q), len(codes)), dtype=np.float32)
+        if self.spec.precision == "b1":
+            for lo in range(0, len(codes), _BLOCK):
+                block = codes[lo : lo + _BLOCK]
+                bits = np.bitwise_count(block[None, :, :] ^ q[:, None, :]).sum(axis=2)
+                out[:, lo : lo + len(block)] = 1.0 - 2.0 * bits / self.ndim
+            return out
+        assert norms is not None
+        qf = _normalized(q.astype(np.float32))
+        for lo in range(0, len(codes), _BLOCK):
+            block = codes[lo : lo + _BLOCK].astype(np.float32)
+            safe = np.where(norms[lo : lo + len(block)] > 0, norms[lo : lo + len(block)], 1.0)
+            out[:, lo : lo + len(block)] = (qf @ block.T) / safe
+        return out
 
     def ann_vectors(self, x: np.ndarray) -> np.ndarray:
         """Rows as the ANN takes them (for stored vectors and queries alike)."""
