@@ -44,7 +44,7 @@ from embedops.vectors.storage import StorageSpec  # noqa: E402
 from embedops.workspace import Workspace  # noqa: E402
 
 SIZES = [1_000_000, 10_000_000, 100_000_000]
-SCALE_VARIANTS = ["f32", "f16", "i8", "i8+r4", "b1", "b1+r10", "f32:d192"]
+SCALE_VARIANTS = "f32,f16,i8,i8+r4,b1,b1+r10,f32:d192,i8:flat+r4,b1:flat+r10"
 
 
 def workspace(work: Path, data: Path, embedder: str) -> Workspace:
@@ -61,7 +61,8 @@ def workspace(work: Path, data: Path, embedder: str) -> Workspace:
 
 def scifact(ws: Workspace, work: Path, report: Report) -> dict[str, Any]:
     variants = [StorageSpec.parse(k) for k in ("f32", "f16", "i8", "i8+r2", "i8+r4", "b1", "b1+r4", "b1+r10", "b1+r20",
-                                              "f32:d192", "f32:d96", "i8:d192+r4", "f32:pca96", "f32:pca96+r4")]
+                                              "f32:flat", "i8:flat+r4", "b1:flat+r10", "f32:d192", "f32:d96",
+                                              "i8:d192+r4", "f32:pca96", "f32:pca96+r4")]
     result = analyze(ws, sizes=SIZES, variants=variants)
     (work / "capacity-scifact.html").write_text(render_html(result), encoding="utf-8")
     print(f"\nSciFact, minilm-l6, whole: {result.vectors} vectors, {result.queries} queries, {result.seconds:.0f}s")
@@ -76,13 +77,20 @@ def scifact(ws: Workspace, work: Path, report: Report) -> dict[str, Any]:
     def saving(key: str) -> float:
         return f32.bytes_per_vector / by[key].bytes_per_vector
 
+    def flat_saving(key: str) -> float:  # flat against flat: what each holds in memory per vector
+        return by["f32:flat"].bytes_per_vector / by[key].bytes_per_vector
+
     best_b1 = max(("b1+r4", "b1+r10", "b1+r20"), key=ratio)
     report.checks += [
         Check("f16 nDCG@10 / f32", ratio("f16"), 0.999, at_most=False),
         Check("i8+r4 nDCG@10 / f32", ratio("i8+r4"), 0.99, at_most=False),
         Check("i8+r4 ANN memory saving (HNSW, x)", saving("i8+r4"), 3.5, at_most=False),
+        Check("i8:flat+r4 nDCG@10 / f32", ratio("i8:flat+r4"), 0.99, at_most=False),
+        Check("i8:flat+r4 memory saving vs f32:flat (x)", flat_saving("i8:flat+r4"), 3.5, at_most=False),
         Check(f"{best_b1} nDCG@10 / f32", ratio(best_b1), 0.95, at_most=False),
         Check(f"{best_b1} ANN memory saving (HNSW, x)", saving(best_b1), 20.0, at_most=False),
+        Check("b1:flat+r10 nDCG@10 / f32", ratio("b1:flat+r10"), 0.95, at_most=False),
+        Check("b1:flat+r10 memory saving vs f32:flat (x)", flat_saving("b1:flat+r10"), 20.0, at_most=False),
     ]
     payload = {k: f32.bytes_per_vector / max(1, StorageSpec.parse(k).payload_bytes(ws.searcher.resolve("prod").dims))
                for k in ("f16", "i8", "b1")}
@@ -139,7 +147,7 @@ def mixture_sample(ws: Workspace, n: int, queries: int, seed: int = 0) -> tuple[
     return x[:n], x[n:]
 
 
-def scale(base: np.ndarray, queries: np.ndarray) -> dict[str, Any]:
+def scale(base: np.ndarray, queries: np.ndarray, variants: str) -> dict[str, Any]:
     from embedops.vectors.ann import HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, usearch_index
     from embedops.vectors.base import MAX_EF_SEARCH, default_ef_search
     from embedops.vectors.storage import Codec, rescore
@@ -148,30 +156,42 @@ def scale(base: np.ndarray, queries: np.ndarray) -> dict[str, Any]:
     truth = np.argsort(-(queries @ base.T), axis=1)[:, :10]
     keys = np.arange(len(base), dtype=np.uint64)
     out = {}
-    for key in SCALE_VARIANTS:
+    for key in variants.split(","):
         spec = StorageSpec.parse(key)
         codec = Codec(spec, base.shape[1])
-        hnsw = Index(ndim=codec.ndim, metric=codec.usearch_metric, dtype=codec.usearch_dtype,
-                     connectivity=HNSW_CONNECTIVITY, expansion_add=HNSW_EXPANSION_ADD)
         started = time.perf_counter()
-        hnsw.add(keys, codec.ann_vectors(base))
+        if spec.layout == "flat":  # what the store's exact mode holds: keys, codes, norms
+            codes, norms = codec.pack(base)
+            memory = keys.nbytes + codes.nbytes + (norms.nbytes if norms is not None else 0)
+            file_bytes = 0
+
+            def search(i: int, n: int) -> np.ndarray:
+                scores = codec.exact_scores(codes, norms, queries[i : i + 1])[0]
+                top = np.argpartition(-scores, n)[:n] if n < len(scores) else np.arange(len(scores))
+                return top[np.argsort(-scores[top])].astype(np.uint64)
+        else:
+            hnsw = Index(ndim=codec.ndim, metric=codec.usearch_metric, dtype=codec.usearch_dtype,
+                         connectivity=HNSW_CONNECTIVITY, expansion_add=HNSW_EXPANSION_ADD)
+            hnsw.add(keys, codec.ann_vectors(base))
+            hnsw.expansion_search = default_ef_search(len(base), MAX_EF_SEARCH)
+            memory, file_bytes = int(hnsw.memory_usage), int(hnsw.serialized_length)
+            encoded = codec.ann_vectors(queries)
+
+            def search(i: int, n: int) -> np.ndarray:
+                return np.asarray(hnsw.search(encoded[i], n).keys, dtype=np.uint64)
         build = time.perf_counter() - started
-        hnsw.expansion_search = default_ef_search(len(base), MAX_EF_SEARCH)
-        encoded = codec.ann_vectors(queries)
         latencies, recalls = [], []
         for i, q in enumerate(queries):
             t = time.perf_counter()
-            found = hnsw.search(encoded[i], spec.fetch(10))
-            got = np.asarray(found.keys, dtype=np.uint64)
+            got = search(i, spec.fetch(10))
             if spec.rescore:  # the store reads these rows from the catalog; here they are in memory
                 got, _ = rescore(got, base[got.astype(np.int64)], q, 10)
             latencies.append((time.perf_counter() - t) * 1000)
             recalls.append(len(set(got[:10].tolist()) & set(truth[i].tolist())) / 10)
-        out[key] = {"build_s": round(build, 1), "memory_bytes": int(hnsw.memory_usage),
-                    "file_bytes": int(hnsw.serialized_length), "bytes_per_vector": round(hnsw.serialized_length / len(base), 1),
+        out[key] = {"build_s": round(build, 1), "memory_bytes": memory, "file_bytes": file_bytes,
+                    "bytes_per_vector": round((file_bytes or memory) / len(base), 1),
                     "p50_ms": round(float(np.median(latencies)), 3), "recall@10": round(float(np.mean(recalls)), 4)}
         log(f"scale {key}: {out[key]}")
-        del hnsw
     print(f"\n{len(base):,} mixture vectors ({base.shape[1]}-d), {len(queries)} queries, ef_search"
           f" {default_ef_search(len(base), MAX_EF_SEARCH)}:")
     print_table(["variant", "build s", "memory", "file", "bytes/vector", "p50 ms", "recall@10 vs exact f32"],
@@ -255,6 +275,7 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/capacity-bench"))
     p.add_argument("--parts", default="scifact,truncation,scale,postgres,migration")
     p.add_argument("--scale-n", type=int, default=100_000)
+    p.add_argument("--scale-variants", default=SCALE_VARIANTS)
     args = p.parse_args()
     parts = set(args.parts.split(","))
     args.work.mkdir(parents=True, exist_ok=True)
@@ -270,7 +291,7 @@ def main() -> None:
             sample.append(mixture_sample(ws, args.scale_n, 1000))
         return sample[0]
 
-    steps += [("scale", lambda: {"n": args.scale_n, "variants": scale(*mixture())}),
+    steps += [("scale", lambda: {"n": args.scale_n, "variants": scale(*mixture(), args.scale_variants)}),
               ("postgres", lambda: postgres(mixture()[0], args.work))]
     for name, run in steps:
         if name in parts:
