@@ -114,3 +114,16 @@ def test_cli_capacity_table_json_and_report(gold: Workspace, tmp_path: Path) -> 
     assert data["choice"] == "f16" and data["variants"][1]["projected"][0]["vectors"] == 1_000_000
     bad = runner.invoke(app, ["capacity", "--variants", "f64", *w])
     assert bad.exit_code != 0 and "storage key" in bad.output
+
+
+def test_a_flat_variant_holds_its_codes_in_memory_and_nothing_on_disk(gold: Workspace) -> None:
+    if "flat" not in gold.store.capabilities.layouts:
+        pytest.skip("flat layouts are the SQLite store's")
+    report = analyze(gold, sizes=[1_000_000], variants=[StorageSpec.parse(k) for k in ("b1:flat+r10", "f32:flat")])
+    by = {v.storage: v for v in report.variants}
+    dims = gold.searcher.resolve("prod").dims
+    assert by["b1:flat+r10"].bytes_per_vector == 8 + dims // 8  # key and bits, measured from the arrays held
+    assert by["f32:flat"].bytes_per_vector == 8 + 4 * dims
+    (projected,) = by["b1:flat+r10"].projected
+    assert projected.memory_bytes == 1_000_000 * (8 + dims // 8) and projected.disk_bytes == 0
+    assert by["b1:flat+r10"].file_bytes == 0 and by["b1:flat+r10"].ann_recall >= 0.9

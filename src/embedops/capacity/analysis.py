@@ -73,8 +73,8 @@ class VariantResult:
     ann_recall: float  # recall@10 against exact float32 search over the same vectors
     p50_ms: float
     p99_ms: float
-    bytes_per_vector: float  # measured slope of the file (SQLite) or index relation (PostgreSQL)
-    overhead_bytes: float
+    bytes_per_vector: float  # ANN memory per vector: measured slope of the graph file / index relation, or flat arrays
+    overhead_bytes: float  # ANN memory beyond that (allocator arenas), measured now
     memory_bytes: int  # now
     file_bytes: int  # now
     build_seconds: float
@@ -276,18 +276,25 @@ def _results(measured: list[_Measured], sizes: Sequence[int], price: float, inde
         disk = Footprint.fit(points)
         if s.table_bytes:  # PostgreSQL: the reduced vectors' heap is on disk beside the index
             disk = Footprint(disk.bytes_per_vector + s.table_bytes / max(1, points[-1][0]), disk.overhead_bytes)
-        # Memory grows like the file; what the allocator holds beyond it now is the measured overhead.
-        n = points[-1][0]
-        memory = Footprint(Footprint.fit(points).bytes_per_vector,
-                           max(0.0, s.memory_bytes - Footprint.fit(points).bytes_per_vector * n))
+        memory = _memory_footprint(s)
         ndcg, recall = _delta(reference, m.per_query, f"ndcg@{K}"), _delta(reference, m.per_query, f"recall@{K}")
         base = ndcg.mean - ndcg.delta
         out.append(VariantResult(
             m.spec.key, ndcg, recall, round(-ndcg.delta / base, 6) if base > 0 else 0.0, round(m.ann_recall, 4),
             round(float(np.percentile(m.latencies_ms, 50)), 3), round(float(np.percentile(m.latencies_ms, 99)), 3),
-            disk.bytes_per_vector, disk.overhead_bytes, s.memory_bytes, s.file_bytes, round(s.build_seconds, 3),
+            memory.bytes_per_vector, memory.overhead_bytes, s.memory_bytes, s.file_bytes, round(s.build_seconds, 3),
             project(memory, disk, sizes, price), serving=_same_variant(m.spec, index.spec)))
     return out
+
+
+def _memory_footprint(s: Any) -> Footprint:
+    """Memory per vector and overhead. A graph's allocation grows in arenas, so its slope is the file's (payload,
+    links, keys) and what the allocator holds beyond that now is the overhead; flat sizes are memory already."""
+    if not s.memory_tracks_file:
+        return Footprint.fit([(p.vectors, p.memory_bytes) for p in s.samples])
+    per_vector = Footprint.fit([(p.vectors, p.serialized_bytes) for p in s.samples]).bytes_per_vector
+    n = s.samples[-1].vectors
+    return Footprint(per_vector, round(max(0.0, s.memory_bytes - per_vector * n), 1))
 
 
 def _same_variant(a: StorageSpec, b: StorageSpec) -> bool:

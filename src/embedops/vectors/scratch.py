@@ -39,6 +39,7 @@ class ScratchSizes:
     table_bytes: int = 0  # PostgreSQL: the heap of reduced vectors the index points into
     build_seconds: float = 0.0
     how: str = ""
+    memory_tracks_file: bool = True  # memory grows like the file (a graph); False: the samples are memory itself
 
 
 class ScratchVariant(Protocol):
@@ -70,7 +71,8 @@ class UsearchScratch:
             held = self.ann.exact_bytes()
             samples = [SizeSample(len(self.ann), 0, held)]
             self.sizes = ScratchSizes(samples, held, 0, 0, time.perf_counter() - started,
-                                      "flat: the encoded rows, keys and norms in memory (array bytes); no file")
+                                      "flat: the encoded rows, keys and norms in memory (array bytes); no file",
+                                      memory_tracks_file=False)
             return
         samples = self.ann.build_measured(raw, sample_at=max(1, self.ann.stamp(raw).count // 2))
         seconds = time.perf_counter() - started
