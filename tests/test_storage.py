@@ -327,3 +327,20 @@ def test_cli_plans_and_starts_a_storage_migration(gold: Workspace) -> None:
     assert started.exit_code == 0 and "b1-r4" in started.output
     status = runner.invoke(app, ["status", *w])
     assert "b1+r4" in status.output
+
+
+def test_sync_keeps_a_variant_shadow_current_through_its_graph(gold: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ann_module, "EXACT_MAX", 10)
+    m = migrator(gold)
+    precision = "i8" if "i8" in gold.store.capabilities.precisions else "f16"
+    started = m.start(storage=StorageOptions(precision=precision, rescore=4))
+    m.backfill()
+    shadow = gold.searcher.resolve(index_id=started.shadow_index)
+    gold.search("anything", k=1, index=shadow.id)  # the graph exists before the change
+    docs = gold.root.parent / "docs"
+    (docs / "zz-new.txt").write_text("quokka wombat platypus echidna numbat bilby dingo.\n", encoding="utf-8")
+    assert gold.sync().counts.added == 1
+    hits = gold.search("quokka wombat platypus echidna numbat bilby dingo", k=1, index=shadow.id)
+    assert hits[0].document_id == "zz-new.txt" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    if gold.store.capabilities.ann_file:
+        assert gold.store.refresh(shadow).mode == "hnsw"
