@@ -40,9 +40,11 @@ def test_sizes_and_variants_parse_or_say_how() -> None:
 
 
 def test_the_choice_is_the_cheapest_within_the_budget() -> None:
-    c = [Candidate("f32", 0.0, 0.01, 100.0), Candidate("i8+r4", 0.004, 0.02, 30.0), Candidate("b1", 0.2, 0.3, 5.0)]
+    c = [Candidate("f32", 0.0, 0.01, 100.0, 1.0), Candidate("i8+r4", 0.004, 0.02, 30.0, 2.0),
+         Candidate("b1:flat", 0.2, 0.3, 5.0, 900.0)]
     assert cheapest_within(c, 0.01).storage == "i8+r4"
-    assert cheapest_within(c, 0.5).storage == "b1"
+    assert cheapest_within(c, 0.5).storage == "b1:flat"
+    assert cheapest_within(c, 0.5, max_p50_ms=10.0).storage == "i8+r4"  # the scan is too slow at that size
     assert cheapest_within(c[1:], 0.001) is None
 
 
@@ -127,3 +129,8 @@ def test_a_flat_variant_holds_its_codes_in_memory_and_nothing_on_disk(gold: Work
     (projected,) = by["b1:flat+r10"].projected
     assert projected.memory_bytes == 1_000_000 * (8 + dims // 8) and projected.disk_bytes == 0
     assert by["b1:flat+r10"].file_bytes == 0 and by["b1:flat+r10"].ann_recall >= 0.9
+    # a scan grows with what it scans: p50 at 1M projected from the 80 vectors scanned now
+    assert projected.p50_ms == pytest.approx(by["b1:flat+r10"].p50_ms * 1_000_000 / 80, rel=0.01)
+    assert report.variants[0].projected[0].p50_ms is None  # a graph's latency is not projected
+    fast = analyze(gold, sizes=[1_000_000], variants=[StorageSpec.parse("b1:flat+r10")], max_loss=0.5, max_p50_ms=1e-6)
+    assert fast.choice is None and "p50" in fast.verdict

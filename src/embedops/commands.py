@@ -535,7 +535,8 @@ class CapacityResult:
 
 def capacity(
     workspace: Path | None, *, alias: str | None = None, eval_set: str | None = None, sizes: str = "1M,10M,100M",
-    price_gb_month: float = 3.8, variants: str | None = None, max_loss: float = 0.01, report: Path | None = None,
+    price_gb_month: float = 3.8, variants: str | None = None, max_loss: float = 0.01, max_p50_ms: float | None = None,
+    report: Path | None = None,
 ) -> CapacityResult:
     """Measure the alias's index as every storage variant on an eval set; nothing served changes."""
     from embedops.capacity.analysis import analyze
@@ -545,7 +546,7 @@ def capacity(
         caps = ws.store.capabilities
         specs = parse_variants(variants, caps.precisions, caps.layouts) if variants else None
         result = analyze(ws, alias=alias, evalset=eval_set, sizes=parse_sizes(sizes), price_gb_month=price_gb_month,
-                         variants=specs, max_loss=max_loss)
+                         variants=specs, max_loss=max_loss, max_p50_ms=max_p50_ms)
     if report is not None:
         from embedops.capacity.report import render_html
 

@@ -103,6 +103,7 @@ class CapacityReport:
     sizes: list[int]
     price_gb_month: float
     max_loss: float
+    max_p50_ms: float | None
     variants: list[VariantResult]
     choice: str | None
     verdict: str
@@ -127,7 +128,7 @@ class _EvalInput:
 def analyze(
     ws: Workspace, *, alias: str | None = None, evalset: str | None = None, sizes: Sequence[int] = DEFAULT_SIZES,
     price_gb_month: float = DEFAULT_PRICE_GB_MONTH, variants: Sequence[StorageSpec] | None = None,
-    max_loss: float = DEFAULT_MAX_LOSS,
+    max_loss: float = DEFAULT_MAX_LOSS, max_p50_ms: float | None = None,
 ) -> CapacityReport:
     """Measure ``variants`` (default: :func:`default_variants`) of the index ``alias`` serves; writes nothing
     served (a PCA variant's fit is kept in the catalog, content-addressed, for a later migration to reuse)."""
@@ -144,9 +145,9 @@ def analyze(
     with tempfile.TemporaryDirectory(prefix="embedops-capacity-") as scratch_dir:
         measured = [_measure(ws, index, _fitted(ws, index, spec), data, truth, scratch_dir) for spec in specs]
     results = _results(measured, sizes, price_gb_month, index)
-    choice, verdict = _choose(results, max_loss, sizes)
+    choice, verdict = _choose(results, max_loss, sizes, max_p50_ms)
     return CapacityReport(alias, index.id, index.embedder, index.dims, len(data.doc_of), data.name, len(data.qids),
-                          ws.engine.dialect.name, list(sizes), price_gb_month, max_loss, results, choice, verdict,
+                          ws.engine.dialect.name, list(sizes), price_gb_month, max_loss, max_p50_ms, results, choice, verdict,
                           time.perf_counter() - started)
 
 
@@ -283,8 +284,15 @@ def _results(measured: list[_Measured], sizes: Sequence[int], price: float, inde
             m.spec.key, ndcg, recall, round(-ndcg.delta / base, 6) if base > 0 else 0.0, round(m.ann_recall, 4),
             round(float(np.percentile(m.latencies_ms, 50)), 3), round(float(np.percentile(m.latencies_ms, 99)), 3),
             memory.bytes_per_vector, memory.overhead_bytes, s.memory_bytes, s.file_bytes, round(s.build_seconds, 3),
-            project(memory, disk, sizes, price), serving=_same_variant(m.spec, index.spec)))
+            project(memory, disk, sizes, price, _scan(m)), serving=_same_variant(m.spec, index.spec)))
     return out
+
+
+def _scan(m: _Measured) -> tuple[float, int] | None:
+    """A flat variant's measured p50 and the vectors it scanned (its latency grows with them); None for a graph."""
+    if m.spec.layout != "flat":
+        return None
+    return float(np.percentile(m.latencies_ms, 50)), m.sizes.samples[-1].vectors
 
 
 def _memory_footprint(s: Any) -> Footprint:
@@ -302,20 +310,24 @@ def _same_variant(a: StorageSpec, b: StorageSpec) -> bool:
                               and a.rescore == b.rescore)
 
 
-def _choose(results: list[VariantResult], max_loss: float, sizes: Sequence[int]) -> tuple[str | None, str]:
+def _choose(results: list[VariantResult], max_loss: float, sizes: Sequence[int],
+            max_p50_ms: float | None) -> tuple[str | None, str]:
     """The cheapest variant within the budget, and a sentence saying so with its interval."""
     candidates = [Candidate(r.storage, r.relative_loss, -r.ndcg.ci_low / (r.ndcg.mean - r.ndcg.delta or 1.0),
-                            r.projected[-1].memory_bytes) for r in results]
-    best = cheapest_within(candidates, max_loss)
+                            r.projected[-1].memory_bytes, r.projected[-1].p50_ms or r.p50_ms) for r in results]
+    best = cheapest_within(candidates, max_loss, max_p50_ms)
+    latency = f" and p50 {max_p50_ms:g} ms" if max_p50_ms is not None else ""
     if best is None:
-        return None, f"no variant keeps nDCG@{K} within {max_loss:.1%} of float32 on this eval set"
+        return None, f"no variant keeps nDCG@{K} within {max_loss:.1%} of float32{latency} on this eval set"
     r = next(r for r in results if r.storage == best.storage)
     ref = results[0]
     saving = ref.projected[-1].memory_bytes / max(1.0, r.projected[-1].memory_bytes)
     interval = (f"the 95% interval of the difference is [{r.ndcg.ci_low:+.4f}, {r.ndcg.ci_high:+.4f}]"
                 f" (a loss of at most {max(0.0, best.worst_loss):.2%} at its low end")
     interval += ", inside the budget)" if best.worst_loss <= max_loss else ", beyond the budget: more queries would tell)"
+    scan = (f"; a flat index scans every vector: p50 {r.projected[-1].p50_ms:,.1f} ms projected at {sizes[-1]:,}"
+            " (bound it with --max-p50-ms)") if r.projected[-1].p50_ms is not None else ""
     return best.storage, (
-        f"cheapest within {max_loss:.1%} nDCG@{K} loss: {r.storage}, nDCG@{K} {r.ndcg.mean:.4f} vs"
+        f"cheapest within {max_loss:.1%} nDCG@{K} loss{latency}: {r.storage}, nDCG@{K} {r.ndcg.mean:.4f} vs"
         f" {ref.ndcg.mean:.4f} for f32 ({-r.relative_loss:+.2%}); {interval}; {saving:.1f}x less ANN memory at"
-        f" {sizes[-1]:,} vectors")
+        f" {sizes[-1]:,} vectors{scan}")

@@ -52,14 +52,18 @@ class Projected:
     memory_bytes: float
     disk_bytes: float
     monthly_cost: float
+    p50_ms: float | None = None  # a flat index scans every vector: its p50 grows with N (None: a graph)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def project(memory: Footprint, disk: Footprint, sizes: Sequence[int], price_gb_month: float) -> list[Projected]:
-    """Memory, disk and the monthly cost of the memory at each size."""
-    return [Projected(n, round(memory.at(n)), round(disk.at(n)), round(memory.at(n) / GB * price_gb_month, 2))
+def project(memory: Footprint, disk: Footprint, sizes: Sequence[int], price_gb_month: float,
+            scan: tuple[float, int] | None = None) -> list[Projected]:
+    """Memory, disk and the monthly cost of the memory at each size; ``scan`` = (p50 ms, vectors) of a flat
+    index measured now, whose p50 grows in proportion to the vectors it scans."""
+    return [Projected(n, round(memory.at(n)), round(disk.at(n)), round(memory.at(n) / GB * price_gb_month, 2),
+                      round(scan[0] * n / max(1, scan[1]), 1) if scan else None)
             for n in sizes]
 
 
@@ -108,9 +112,12 @@ class Candidate:
     relative_loss: float  # (reference − variant) / reference of the main metric; negative: better
     worst_loss: float  # the same at the low end of the interval of the difference
     memory_bytes: float  # at the largest projected size
+    p50_ms: float  # projected at the largest size (flat), else measured now
 
 
-def cheapest_within(candidates: Sequence[Candidate], max_loss: float) -> Candidate | None:
-    """The candidate with the least memory whose measured loss is at most ``max_loss`` (ties: smaller loss)."""
-    within = [c for c in candidates if c.relative_loss <= max_loss + 1e-12]
+def cheapest_within(candidates: Sequence[Candidate], max_loss: float, max_p50_ms: float | None = None) -> Candidate | None:
+    """The candidate with the least memory whose measured loss is at most ``max_loss`` and, when given, whose p50
+    is at most ``max_p50_ms`` (ties: smaller loss)."""
+    within = [c for c in candidates if c.relative_loss <= max_loss + 1e-12
+              and (max_p50_ms is None or c.p50_ms <= max_p50_ms)]
     return min(within, key=lambda c: (c.memory_bytes, c.relative_loss, c.storage)) if within else None

@@ -31,7 +31,8 @@ def rows(report: CapacityReport) -> list[list[str]]:
         cells = [v.storage + mark, f"{v.ndcg.mean:.4f}", _interval(v, report), f"{v.recall.mean:.4f}",
                  f"{v.ann_recall:.3f}", f"{v.p50_ms:.2f}/{v.p99_ms:.2f}", f"{v.bytes_per_vector:.0f}",
                  human_bytes(v.memory_bytes), human_bytes(v.file_bytes)]
-        cells += [f"{human_bytes(p.memory_bytes)} / {human_bytes(p.disk_bytes)} / ${p.monthly_cost:,.0f}" for p in v.projected]
+        cells += [f"{human_bytes(p.memory_bytes)} / {human_bytes(p.disk_bytes)} / ${p.monthly_cost:,.0f}"
+                  + (f" / p50 {p.p50_ms:,.0f} ms" if p.p50_ms is not None else "") for p in v.projected]
         out.append(cells)
     return out
 
