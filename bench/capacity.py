@@ -161,14 +161,12 @@ def scale(base: np.ndarray, queries: np.ndarray, variants: str) -> dict[str, Any
         codec = Codec(spec, base.shape[1])
         started = time.perf_counter()
         if spec.layout == "flat":  # what the store's exact mode holds: keys, codes, norms
-            codes, norms = codec.pack(base)
-            memory = keys.nbytes + codes.nbytes + (norms.nbytes if norms is not None else 0)
+            codes = codec.ann_vectors(base)
+            memory = keys.nbytes + codes.nbytes
             file_bytes = 0
 
             def search(i: int, n: int) -> np.ndarray:
-                scores = codec.exact_scores(codes, norms, queries[i : i + 1])[0]
-                top = np.argpartition(-scores, n)[:n] if n < len(scores) else np.arange(len(scores))
-                return top[np.argsort(-scores[top])].astype(np.uint64)
+                return codec.exact_top_k(codes, queries[i : i + 1], n)[0][0].astype(np.uint64)
         else:
             hnsw = Index(ndim=codec.ndim, metric=codec.usearch_metric, dtype=codec.usearch_dtype,
                          connectivity=HNSW_CONNECTIVITY, expansion_add=HNSW_EXPANSION_ADD)

@@ -82,9 +82,11 @@ def test_binary_scores_are_the_cosine_of_sign_vectors_as_usearch_measures_them()
 def test_exact_scores_over_packed_rows_are_what_the_variants_graph_measures(key: str) -> None:
     x, q = unit_rows(400, 64), unit_rows(3, 64, seed=5)
     codec = Codec(StorageSpec.parse(key), 64)
-    codes, norms = codec.pack(x)
+    codes = codec.ann_vectors(x)
     assert codes.nbytes == 400 * StorageSpec.parse(key).payload_bytes(64)  # the variant's bytes, nothing more
-    scores = codec.exact_scores(codes, norms, q)
+    scores = codec.exact_scores(codes, q)
+    for i, (rows, top) in enumerate(codec.exact_top_k(codes, q, 5)):  # the flat search ranks by those scores
+        assert np.allclose(top, np.sort(scores[i])[::-1][:5], atol=2e-3) and np.allclose(scores[i][rows], top, atol=2e-3)
     Index = usearch_index()
     hnsw = Index(ndim=codec.ndim, metric=codec.usearch_metric, dtype=codec.usearch_dtype)
     hnsw.add(np.arange(400, dtype=np.uint64), codec.ann_vectors(x))

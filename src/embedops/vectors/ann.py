@@ -147,9 +147,8 @@ class AnnIndex:
         self.meta_path = directory / f"{index_id}.json"
         self._lock = threading.Lock()
         self._hnsw: Any = None
-        self._keys: np.ndarray | None = None  # exact mode: keys, the variant's encoded rows, their norms
+        self._keys: np.ndarray | None = None  # exact mode: keys and the variant's encoded rows
         self._vecs: np.ndarray | None = None
-        self._norms: np.ndarray | None = None
         self._stamp = Stamp(-1, -1, -1)
         self._saved_stamp: Stamp | None = None
         self.rebuilds = 0
@@ -180,7 +179,7 @@ class AnnIndex:
         self._hnsw = None
         rows = raw.execute(_ADDS_SQL, (self.index_id, 0)).fetchall()
         keys, vecs = _matrix(rows, self.dims)
-        self._keys, (self._vecs, self._norms) = keys, self.codec.pack(vecs)
+        self._keys, self._vecs = keys, self.codec.ann_vectors(vecs)
         self._stamp = Stamp(db.add_seq, db.del_seq, len(rows))
 
     def _new_hnsw(self) -> Any:
@@ -195,7 +194,7 @@ class AnnIndex:
         )
 
     def _refresh_hnsw(self, raw: sqlite3.Connection, db: Stamp) -> None:
-        self._keys = self._vecs = self._norms = None
+        self._keys = self._vecs = None
         if self._hnsw is None:
             self._load_file(db)
         if self._hnsw is None or not self._catch_up(raw, db):
@@ -261,7 +260,7 @@ class AnnIndex:
         samples: list[SizeSample] = []
         with self._lock, read_snapshot(raw):
             db = self.stamp(raw)
-            self._keys = self._vecs = self._norms = None
+            self._keys = self._vecs = None
             hnsw = self._new_hnsw()
             for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
                 encoded = self.codec.ann_vectors(vecs)
@@ -322,7 +321,7 @@ class AnnIndex:
     def exact_bytes(self) -> int:
         """Bytes an exact-mode index holds: keys, encoded rows and norms (0 in HNSW mode)."""
         with self._lock:
-            return sum(a.nbytes for a in (self._keys, self._vecs, self._norms) if a is not None)
+            return sum(a.nbytes for a in (self._keys, self._vecs) if a is not None)
 
     @property
     def mode(self) -> str:
@@ -343,7 +342,10 @@ class AnnIndex:
             keys, vecs = self._keys, self._vecs
         if keys is None or vecs is None or len(keys) == 0:
             return _no_hits()
-        return _top_k_of(keys, self.codec.exact_scores(vecs, self._norms, query.reshape(1, -1))[0], k)
+        if self.codec.identity:
+            return top_k_exact(keys, vecs, query, k)
+        rows, scores = self.codec.exact_top_k(vecs, query.reshape(1, -1), k)[0]
+        return keys[rows], scores
 
     def search_many(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top-k (keys, cosine scores) for each row of ``queries``: one batched call, one matrix product."""
@@ -365,8 +367,11 @@ class AnnIndex:
         if stored is None or vecs is None or len(stored) == 0:
             return [_no_hits() for _ in q]
         out = []
+        if not self.codec.identity:
+            return [(stored[rows], scores) for lo in range(0, len(q), _QUERY_BLOCK)
+                    for rows, scores in self.codec.exact_top_k(vecs, q[lo : lo + _QUERY_BLOCK], k)]
         for lo in range(0, len(q), _QUERY_BLOCK):
-            for scores in self.codec.exact_scores(vecs, self._norms, q[lo : lo + _QUERY_BLOCK]):
+            for scores in q[lo : lo + _QUERY_BLOCK] @ vecs.T:
                 out.append(_top_k_of(stored, scores, k))
         return out
 

@@ -265,32 +265,47 @@ class Codec:
             return np.asarray(x, dtype=np.float32).reshape(-1, self.space_dims)
         return self.decode(self.encode(self.reduce(x)))
 
-    def pack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Rows as an exact search holds them: the encoded vectors (the variant's bytes, nothing more) and,
-        for f16 and i8, each row's norm (their cosine divides by it)."""
-        codes = self.ann_vectors(x)
-        if self.spec.precision in ("f16", "i8"):
-            return codes, np.linalg.norm(codes.astype(np.float32), axis=1).astype(np.float32)
-        return codes, None
-
-    def exact_scores(self, codes: np.ndarray, norms: np.ndarray | None, queries: np.ndarray) -> np.ndarray:
-        """Similarity of each query (full-precision rows) with every packed row: what the variant's ANN measures."""
+    def exact_scores(self, codes: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """Similarity of each query (full-precision rows) with every encoded row (``ann_vectors``): what the
+        variant's graph measures; a brute-force scan in numpy."""
         q = self.ann_vectors(queries)
         if self.spec.precision == "f32":
             return np.asarray(q @ codes.T, dtype=np.float32)
         out = np.empty((len(q), len(codes)), dtype=np.float32)
-        if self.spec.precision == "b1":
-            for lo in range(0, len(codes), _BLOCK):
-                block = codes[lo : lo + _BLOCK]
+        qf = _normalized(q.astype(np.float32)) if self.spec.precision != "b1" else q
+        for lo in range(0, len(codes), _BLOCK):
+            block = codes[lo : lo + _BLOCK]
+            if self.spec.precision == "b1":
                 bits = np.bitwise_count(block[None, :, :] ^ q[:, None, :]).sum(axis=2)
                 out[:, lo : lo + len(block)] = 1.0 - 2.0 * bits / self.ndim
-            return out
-        assert norms is not None
-        qf = _normalized(q.astype(np.float32))
-        for lo in range(0, len(codes), _BLOCK):
-            block = codes[lo : lo + _BLOCK].astype(np.float32)
-            safe = np.where(norms[lo : lo + len(block)] > 0, norms[lo : lo + len(block)], 1.0)
-            out[:, lo : lo + len(block)] = (qf @ block.T) / safe
+            else:
+                out[:, lo : lo + len(block)] = qf @ _normalized(block.astype(np.float32)).T
+        return out
+
+    def exact_top_k(self, codes: np.ndarray, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each query's top ``k`` encoded rows (row offsets, scores, best first): a flat index's search.
+
+        int8 and float16 rows are scanned by usearch's SIMD kernels (5x numpy's speed on int8, where
+        numpy would convert every row to float32 first); float32 and binary by numpy."""
+        k = min(k, len(codes))
+        if k == 0:
+            return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(len(queries))]
+        if self.spec.precision in ("f16", "i8"):
+            from embedops.vectors.ann import usearch_index
+
+            usearch_index()  # onnxruntime before usearch's extension (see there)
+            from usearch.index import search
+
+            q = self.ann_vectors(queries)
+            found = search(codes, q, k, "cos", exact=True)
+            rows = np.asarray(found.keys, dtype=np.int64).reshape(len(q), -1)
+            scores = self.scores(np.asarray(found.distances).reshape(len(q), -1))
+            return [(rows[i], scores[i]) for i in range(len(q))]
+        out = []
+        for row in self.exact_scores(codes, queries):
+            top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+            top = top[np.argsort(-row[top], kind="stable")]
+            out.append((top, row[top]))
         return out
 
     def ann_vectors(self, x: np.ndarray) -> np.ndarray:
