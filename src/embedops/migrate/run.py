@@ -35,7 +35,7 @@ from embedops.migrate.gate import (
     completeness_check, decide, eval_checks, kendall_tau, overlap_at_k, thresholds_check, unguarded_check,
 )
 from embedops.migrate.plan import MigrationPlan, PlanFacts, make_plan
-from embedops.migrate.storage import fit_projection, sample_chunk_vectors, storage_warnings, unfitted
+from embedops.migrate.storage import deferred_target, fit_projection, sample_chunk_vectors, storage_warnings, unfitted
 from embedops.migrate.steps import (
     BackfillResult, CloseResult, CutoverResult, GateReport, MigrationStatus, RollbackResult, StartResult,
 )
@@ -218,13 +218,7 @@ class Migrator:
         unless a chunk lacks its vector in the space (then the model is loaded and checked as usual)."""
         if index.space_key != source.space_key:
             return self.host.target(index)
-        tokens = self.host.token_source(index.embedder)
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(schema.chunkers).where(schema.chunkers.c.key == index.chunker_key)).one()
-        chunker = self.host.make_chunker(row.name, row.params, tokens)
-        if chunker.ref.key != index.chunker_key:
-            return self.host.target(index)  # let the workspace explain the mismatch
-        return Target(index, chunker, DeferredEmbedder(tokens, lambda: self.host.target(index).embedder))
+        return deferred_target(self.host, index)
 
     def _target_chunker(self, source: IndexInfo, tokens: TokenSource, name: str | None,
                         params: dict[str, Any] | None) -> Chunker:

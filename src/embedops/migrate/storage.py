@@ -10,15 +10,20 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.catalog.ledger import write_ledger
+from embedops.embedding.deferred import DeferredEmbedder
+from embedops.sync.run import Target
 from embedops.vectors.base import IndexInfo
 from embedops.vectors.storage import StorageSpec
+
+if TYPE_CHECKING:
+    from embedops.migrate.run import MigrationHost
 
 PCA_SAMPLE = 100_000  # vectors a PCA is fitted on, at most (evenly spaced over the index)
 
@@ -72,3 +77,15 @@ def sample_chunk_vectors(engine: sa.Engine, index: IndexInfo, n: int) -> np.ndar
              .where(v.c.seq.in_(picked)).order_by(v.c.seq))
         blobs = conn.execute(q).scalars().all()
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, index.dims).copy()
+
+
+def deferred_target(host: MigrationHost, index: IndexInfo) -> Target:
+    """``index``'s target with its chunker (from the catalog, counting the space's tokens without weights) and an
+    embedder that loads the model only if something has to be embedded."""
+    tokens = host.token_source(index.embedder)
+    with host.engine.connect() as conn:
+        row = conn.execute(sa.select(schema.chunkers).where(schema.chunkers.c.key == index.chunker_key)).one()
+    chunker = host.make_chunker(row.name, row.params, tokens)
+    if chunker.ref.key != index.chunker_key:
+        return host.target(index)  # let the workspace explain the mismatch
+    return Target(index, chunker, DeferredEmbedder(tokens, lambda: host.target(index).embedder))
