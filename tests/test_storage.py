@@ -346,3 +346,18 @@ def test_sync_keeps_a_variant_shadow_current_through_its_graph(gold: Workspace, 
     assert hits[0].document_id == "zz-new.txt" and hits[0].score == pytest.approx(1.0, abs=1e-4)
     if gold.store.capabilities.ann_file:
         assert gold.store.refresh(shadow).mode == "hnsw"
+
+
+def test_a_scratch_graph_is_the_same_graph_every_time(gold: Workspace) -> None:
+    if not gold.store.capabilities.ann_file:
+        pytest.skip("the derived ANN file is the SQLite store's")
+    index = gold.searcher.resolve("prod")
+    raw = gold.store.raw().driver_connection
+    q = unit_rows(20, index.dims, seed=3)
+    found = []
+    for where in ("a", "b"):
+        graph = AnnIndex(index.id, index.dims, gold.root / where, codec=Codec(StorageSpec.parse("i8"), index.dims),
+                         exact_max=0, expansion_search=10)
+        graph.build_measured(raw, sample_at=30)
+        found.append([list(keys) for keys, _ in graph.search_many(q, 10)])
+    assert found[0] == found[1]

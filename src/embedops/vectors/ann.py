@@ -254,9 +254,12 @@ class AnnIndex:
         self._hnsw = hnsw
         self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
 
-    def build_measured(self, raw: sqlite3.Connection, sample_at: int) -> list[SizeSample]:
+    def build_measured(self, raw: sqlite3.Connection, sample_at: int, threads: int = 1) -> list[SizeSample]:
         """Build the HNSW graph from the catalog (whatever its size), sampling its size after
-        ``sample_at`` vectors and at the end: a scratch build for capacity analysis."""
+        ``sample_at`` vectors and at the end: a scratch build for capacity analysis.
+
+        One thread by default: usearch builds the same graph from the same rows only then, so a
+        capacity report is reproducible (concurrent inserts change the graph, and recall with it)."""
         samples: list[SizeSample] = []
         with self._lock, read_snapshot(raw):
             db = self.stamp(raw)
@@ -266,10 +269,10 @@ class AnnIndex:
                 encoded = self.codec.ann_vectors(vecs)
                 cut = sample_at - len(hnsw)
                 if 0 < cut < len(keys):
-                    hnsw.add(keys[:cut], encoded[:cut])
+                    hnsw.add(keys[:cut], encoded[:cut], threads=threads)
                     samples.append(_size(hnsw))
                     keys, encoded = keys[cut:], encoded[cut:]
-                hnsw.add(keys, encoded)
+                hnsw.add(keys, encoded, threads=threads)
                 if len(hnsw) == sample_at:
                     samples.append(_size(hnsw))
             samples.append(_size(hnsw))
