@@ -49,6 +49,7 @@ _KEY = re.compile(r"^(f32|f16|i8|b1)(?::(d|pca)(\d+)(?:@([0-9a-f]{8,32}))?)?(:fl
 _HINT = ("a storage key is PRECISION[:dN|:pcaN][:flat][+rN]: precision f32, f16, i8 or b1; e.g. i8+r4, f32:d256,"
          " b1:flat+r10, f16:pca128")
 _BLOCK = 65_536  # stored rows scored per step of an exact search over encoded vectors
+_XOR_BYTES = 1 << 25  # binary: bytes of query-by-row XOR held at once
 
 
 @dataclass(frozen=True)
@@ -273,8 +274,10 @@ class Codec:
             return np.asarray(q @ codes.T, dtype=np.float32)
         out = np.empty((len(q), len(codes)), dtype=np.float32)
         qf = _normalized(q.astype(np.float32)) if self.spec.precision != "b1" else q
-        for lo in range(0, len(codes), _BLOCK):
-            block = codes[lo : lo + _BLOCK]
+        # Binary XORs every query with every row of a block: keep that temporary near 32 MB.
+        step = max(1, _XOR_BYTES // max(1, len(q) * q.shape[1])) if self.spec.precision == "b1" else _BLOCK
+        for lo in range(0, len(codes), step):
+            block = codes[lo : lo + step]
             if self.spec.precision == "b1":
                 bits = np.bitwise_count(block[None, :, :] ^ q[:, None, :]).sum(axis=2)
                 out[:, lo : lo + len(block)] = 1.0 - 2.0 * bits / self.ndim
