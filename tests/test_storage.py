@@ -361,3 +361,17 @@ def test_a_scratch_graph_is_the_same_graph_every_time(gold: Workspace) -> None:
         graph.build_measured(raw, sample_at=30)
         found.append([list(keys) for keys, _ in graph.search_many(q, 10)])
     assert found[0] == found[1]
+
+
+def test_a_filtered_search_of_a_rescored_variant_ranks_by_full_precision(gold: Workspace) -> None:
+    from embedops.search.engine import Filters
+
+    m = migrator(gold)
+    started = m.start(storage=StorageOptions(precision="b1", rescore=8))
+    m.backfill()
+    q = gold.embedder("hashing").embed(["alpha beta gamma delta epsilon"])[0]
+    only = Filters(source="docs")  # every chunk: a small subset, searched exactly
+    exact = gold.search(vector=q, k=5, index=gold.searcher.resolve("prod").id, filters=only)
+    variant = gold.search(vector=q, k=5, index=started.shadow_index, filters=only)
+    assert [r.chunk_id for r in variant] == [r.chunk_id for r in exact]
+    assert [r.score for r in variant] == pytest.approx([r.score for r in exact], abs=1e-5)

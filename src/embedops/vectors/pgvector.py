@@ -79,6 +79,14 @@ _FULL_SQL = (
 )
 
 
+def _keys(rows: Sequence[Any]) -> np.ndarray:
+    return np.array([int(r[0]) for r in rows], dtype=np.uint64)
+
+
+def _distances(rows: Sequence[Any]) -> np.ndarray:
+    return np.array([float(r[1]) for r in rows], dtype=np.float32)
+
+
 def _index_sql(codec: Codec) -> tuple[str, str, str]:
     """(indexed expression, operator class, distance expression with one query parameter) of a variant."""
     expr, ops, op, param = _PRECISION_SQL[codec.spec.precision]
@@ -263,9 +271,12 @@ class PgVectorStore:
         _, _, dist = _index_sql(codec)
         fetch = index.spec.fetch(k)
         if allowed is not None and len(allowed) <= FILTER_EXACT_MAX:
-            sql = f"SELECT seq, {dist} FROM pg_vector_data WHERE seq = ANY(%s) ORDER BY 2 LIMIT %s"
+            # A small subset is ranked exactly over the stored float32 vectors (full precision unless the
+            # variant reduces dimensions), whatever precision the HNSW index holds.
+            f32 = f"embedding::vector({codec.ndim}) <=> %s::vector({codec.ndim})"
+            sql = f"SELECT seq, {f32} FROM pg_vector_data WHERE seq = ANY(%s) ORDER BY 2 LIMIT %s"
             rows = conn.execute(sql, (vec, sorted(allowed), fetch)).fetchall()
-            return self._finish(index, codec, query, rows, k)
+            return self._finish(index, query, _keys(rows), 1.0 - _distances(rows), k)
         want = fetch if allowed is None else max(fetch * 4, int(fetch * 1e6 / max(len(allowed), 1)))
         # The index id is inlined (our own, quoted) so the planner matches the partial HNSW index.
         sql = f"SELECT seq, {dist} FROM pg_vector_data WHERE index_id = {_lit(index.id)} ORDER BY 2 LIMIT %s"
@@ -274,13 +285,12 @@ class PgVectorStore:
             rows = conn.execute(sql, (vec, want)).fetchall()
             kept = [r for r in rows if allowed is None or int(r[0]) in allowed]
             if len(kept) >= fetch or len(rows) < want:
-                return self._finish(index, codec, query, kept[:fetch], k)
+                kept = kept[:fetch]
+                return self._finish(index, query, _keys(kept), codec.scores(_distances(kept)), k)
             want *= 4
 
-    def _finish(self, index: IndexInfo, codec: Codec, query: np.ndarray, rows: Sequence[Any], k: int) -> list[Hit]:
-        """Hits from (seq, distance) rows: scored like the ANN scores them, or rescored at full precision."""
-        keys = np.array([int(r[0]) for r in rows], dtype=np.uint64)
-        scores = codec.scores(np.array([float(r[1]) for r in rows], dtype=np.float32))
+    def _finish(self, index: IndexInfo, query: np.ndarray, keys: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:
+        """Hits, rescored at full precision from the catalog when the variant rescores."""
         if index.spec.rescore:
             keys, scores = rescored([(keys, scores)], np.asarray(query, np.float32)[None, :], k, self.full_vectors(index))[0]
         return [Hit(int(s), float(score)) for s, score in zip(keys[:k], scores[:k], strict=True)]
