@@ -323,6 +323,8 @@ def test_cli_plans_and_starts_a_storage_migration(gold: Workspace) -> None:
     assert (data["from_storage"], data["to_storage"], data["chunks_to_embed"]) == ("f32", "b1+r4", 0)
     warned = runner.invoke(app, ["migrate", "plan", "--dims", "32", *w])
     assert warned.exit_code == 0 and "Matryoshka-trained" in warned.stderr and "f32:d32" in warned.stdout
+    sampled = runner.invoke(app, ["migrate", "plan", "--storage", "b1", "--sample", "5", *w])
+    assert sampled.exit_code != 0 and "embedops capacity" in sampled.stderr  # a storage change embeds nothing
     same = runner.invoke(app, ["migrate", "start", "--storage", "f32", *w])
     assert same.exit_code != 0 and "nothing to migrate" in same.output
     started = runner.invoke(app, ["migrate", "start", "--storage", "b1", "--rescore", "4", *w])
