@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedops.migrate.gate import GateConfig
+from embedops.vectors.storage import StorageOptions
 from embedops.search.engine import Filters, SearchResult
 from embedops.workspace import ProgressFactory, SyncResult, Workspace
 
 # Result types only: each verb imports what it runs, so a quick command (migrate status) loads little.
 if TYPE_CHECKING:
+    from embedops.capacity.analysis import CapacityReport
     from embedops.catalog.backup import BackupResult
     from embedops.evaluate.runner import EvalComparison, EvalRun
     from embedops.evaluate.store import EvalSetInfo, ImportResult
@@ -222,29 +224,33 @@ class GateOptions:
 
 
 def migrate_plan(
-    workspace: Path | None, *, to: str, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
-    alias: str | None = None, gate: GateOptions = GateOptions(), probe: bool = False, sample: int | None = None,
+    workspace: Path | None, *, to: str | None = None, chunker: str | None = None,
+    chunker_params: dict[str, Any] | None = None, alias: str | None = None, gate: GateOptions = GateOptions(),
+    probe: bool = False, sample: int | None = None, storage: StorageOptions = StorageOptions(),
 ) -> MigrationPlanResult:
-    """What a migration would embed, take, cost and store, its gate and bound eval sets; ``sample``: a preview."""
+    """What a migration would embed, take, cost and store, its gate and bound eval sets; ``sample``: a preview.
+
+    ``to`` defaults to the alias's own model; ``storage`` changes the storage variant (precision, dims, rescoring)."""
     from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
         m = migrator(ws, alias)
         config = gate.apply(GateConfig())
-        plan = m.plan(to, chunker=chunker, chunker_params=chunker_params, gate=config, probe=probe)
+        plan = m.plan(to, chunker=chunker, chunker_params=chunker_params, gate=config, probe=probe, storage=storage)
         preview = m.preview(to, sample, chunker=chunker, chunker_params=chunker_params, gate=config) if sample else None
         return MigrationPlanResult(plan, preview)
 
 
 def migrate_start(
-    workspace: Path | None, *, to: str, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
-    alias: str | None = None, gate: GateOptions = GateOptions(), plan: bool = False,
+    workspace: Path | None, *, to: str | None = None, chunker: str | None = None,
+    chunker_params: dict[str, Any] | None = None, alias: str | None = None, gate: GateOptions = GateOptions(),
+    plan: bool = False, storage: StorageOptions = StorageOptions(),
 ) -> StartResult:
     from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
         return migrator(ws, alias).start(to, chunker=chunker, chunker_params=chunker_params,
-                                         gate=gate.apply(GateConfig()), plan_only=plan)
+                                         gate=gate.apply(GateConfig()), plan_only=plan, storage=storage)
 
 
 def migrate_backfill(
@@ -562,3 +568,36 @@ def monitor_reference(workspace: Path | None, *, index: str | None = None) -> li
 
     with Workspace.open(workspace) as ws:
         return retake_references(ws, index)
+
+
+# -- capacity --------------------------------------------------------------------
+@dataclass
+class CapacityResult:
+    """``embedops capacity``: the measured report, and where its HTML page was written (if asked)."""
+
+    report: CapacityReport
+    html: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.report.to_dict(), "report_path": self.html}
+
+
+def capacity(
+    workspace: Path | None, *, alias: str | None = None, eval_set: str | None = None, sizes: str = "1M,10M,100M",
+    price_gb_month: float = 3.8, variants: str | None = None, max_loss: float = 0.01, max_p50_ms: float | None = None,
+    report: Path | None = None,
+) -> CapacityResult:
+    """Measure the alias's index as every storage variant on an eval set; nothing served changes."""
+    from embedops.capacity.analysis import analyze
+    from embedops.capacity.project import parse_sizes, parse_variants
+
+    with Workspace.open(workspace) as ws:
+        caps = ws.store.capabilities
+        specs = parse_variants(variants, caps.precisions, caps.layouts) if variants else None
+        result = analyze(ws, alias=alias, evalset=eval_set, sizes=parse_sizes(sizes), price_gb_month=price_gb_month,
+                         variants=specs, max_loss=max_loss, max_p50_ms=max_p50_ms)
+    if report is not None:
+        from embedops.capacity.report import render_html
+
+        report.write_text(render_html(result), encoding="utf-8")
+    return CapacityResult(result, str(report) if report is not None else None)

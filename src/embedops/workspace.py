@@ -326,8 +326,10 @@ class Workspace:
         chunker = self.make_chunker(self.settings.chunker, self.settings.chunker_params, embedder)
         return embedder, chunker
 
-    def create_index(self, conn: sa.Connection, embedder_name: str, embedder: Embedder, chunker: Chunker) -> IndexInfo:
-        """Register the space and chunker if new, and a new empty index for the pair."""
+    def create_index(self, conn: sa.Connection, embedder_name: str, embedder: Embedder, chunker: Chunker,
+                     storage: str = "f32") -> IndexInfo:
+        """Register the space and chunker if new, and a new empty index for the pair, held as ``storage``
+        (a storage variant's key, vectors/storage.py)."""
         from embedops.embedding.fingerprint import take_fingerprint, to_bytes
         from embedops.embedding.verify import remember_fingerprint
 
@@ -343,10 +345,12 @@ class Workspace:
         if conn.execute(sa.select(ch.c.key).where(ch.c.key == ref.key)).scalar() is None:
             conn.execute(sa.insert(ch).values(key=ref.key, name=ref.name, version=ref.version, params=ref.params_dict))
         n = conn.execute(sa.select(sa.func.count()).select_from(ix)).scalar_one() + 1
-        index_id = f"ix{n}-{_slug(embedder_name)}"
-        conn.execute(sa.insert(ix).values(id=index_id, space_key=key, chunker_key=ref.key, status="active", created_at=time.time()))
-        write_ledger(conn, "index.create", index=index_id, space=key, chunker=ref.key, embedder=embedder_name)
-        info = IndexInfo(index_id, key, ref.key, "active", embedder.ref.dims, embedder_name)
+        index_id = f"ix{n}-{_slug(embedder_name if storage == 'f32' else f'{embedder_name}-{storage}')}"
+        conn.execute(sa.insert(ix).values(id=index_id, space_key=key, chunker_key=ref.key, status="active",
+                                          created_at=time.time(), storage=storage))
+        write_ledger(conn, "index.create", index=index_id, space=key, chunker=ref.key, embedder=embedder_name,
+                     storage=storage)
+        info = IndexInfo(index_id, key, ref.key, "active", embedder.ref.dims, embedder_name, storage)
         self.store.ensure_index(conn, info)
         return info
 

@@ -75,6 +75,16 @@ def _upgrade_to_7(conn: sa.Connection) -> None:
 UPGRADES[7] = _upgrade_to_7
 
 
+def _upgrade_to_8(conn: sa.Connection) -> None:
+    """Version 8: storage variants: each index's storage key, and fitted PCA projections."""
+    if "storage" not in {c["name"] for c in sa.inspect(conn).get_columns("indexes")}:
+        conn.exec_driver_sql("ALTER TABLE indexes ADD COLUMN storage VARCHAR(80) NOT NULL DEFAULT 'f32'")
+    schema.metadata.create_all(conn, tables=[schema.projections])
+
+
+UPGRADES[8] = _upgrade_to_8
+
+
 RESTORE_HINT = (
     "restore it from a backup: `embedops restore BACKUP` (backups are made with `embedops backup FILE`);"
     " the catalog holds the history and cannot be rebuilt from the sources"

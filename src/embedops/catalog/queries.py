@@ -25,7 +25,7 @@ _IN_BATCH = 900  # SQLite's bound-parameter limit
 def indexes(conn: sa.Connection, status: str | None = None) -> list[IndexInfo]:
     """Every index (or those with ``status``), oldest first."""
     i, sp = schema.indexes, schema.spaces
-    q = sa.select(i.c.id, i.c.space_key, i.c.chunker_key, i.c.status, sp.c.dims, sp.c.embedder).join(
+    q = sa.select(i.c.id, i.c.space_key, i.c.chunker_key, i.c.status, sp.c.dims, sp.c.embedder, i.c.storage).join(
         sp, sp.c.key == i.c.space_key
     )
     if status:
@@ -91,7 +91,8 @@ def catalog_counts(conn: sa.Connection) -> dict[str, Any]:
     vec_counts: dict[str, int] = dict(conn.execute(sa.select(v.c.index_id, sa.func.count()).group_by(v.c.index_id)).all())
     index_rows = [
         {"id": ix.id, "space": ix.space_key, "chunker": ix.chunker_key, "embedder": ix.embedder,
-         "status": ix.status, "dims": ix.dims, "vectors": vec_counts.get(ix.id, 0)}
+         "status": ix.status, "dims": ix.dims, "storage": ix.storage, "stored_dims": ix.spec.stored_dims(ix.dims),
+         "rescore": ix.spec.rescore, "vectors": vec_counts.get(ix.id, 0)}
         for ix in indexes(conn)
     ]
     spaces = [

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = max(3, 4, 5, 6, 7)  # 4: thresholds, 5: monitoring tables (bottom of this file), 6: gate evidence, 7: locks
+SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8)  # 4: thresholds, 5: monitoring tables (bottom of this file), 6: gate evidence,
+# 7: writer locks, 8: storage variants (indexes.storage, projections)
 
 metadata = sa.MetaData()
 
@@ -101,6 +102,8 @@ indexes = sa.Table(
     # active: kept current by sync; dropped: finalized away, rows deleted.
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Version 7: the storage variant (vectors/storage.py), part of the index's identity like its chunker.
+    sa.Column("storage", sa.String(80), nullable=False, server_default="f32"),
 )
 
 # One row per chunk per index, with its lineage tags. ``seq`` is the ANN key and
@@ -374,3 +377,19 @@ sa.Index("ix_query_log_at", query_log.c.at)
 sa.Index("ix_query_log_space", query_log.c.space_key, query_log.c.at)
 sa.Index("ix_canary_runs", canary_runs.c.evalset_id, canary_runs.c.index_id, canary_runs.c.at)
 MONITOR_TABLES.extend([freshness_marks, source_checks, probes, drift_references, query_log, canaries, canary_runs])
+
+
+# -- storage variants (schema version 8) -----------------------------------------
+# PCA projections fitted on a corpus, named by a hash of their bytes; an index
+# whose storage key says ``pca128@<id>`` reduces stored vectors and queries with it.
+projections = sa.Table(
+    "projections",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("space_key", sa.String(300), nullable=False),
+    sa.Column("dims", sa.Integer, nullable=False),
+    sa.Column("mean", sa.LargeBinary, nullable=False),
+    sa.Column("components", sa.LargeBinary, nullable=False),
+    sa.Column("fitted_on", sa.Integer, nullable=False),  # vectors the fit saw
+    sa.Column("created_at", sa.Float, nullable=False),
+)

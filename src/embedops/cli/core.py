@@ -243,11 +243,11 @@ def status(as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
         t.add_row(s["name"], s["kind"], str(s["path"]), str(s["documents"]))
     out.print(t)
     t = Table(title="indexes")
-    for col in ("id", "embedder", "status", "vectors", "aliases", "chunker"):
+    for col in ("id", "embedder", "storage", "status", "vectors", "aliases", "chunker"):
         t.add_column(col)
     for ix in data["indexes"]:
         names = ", ".join(a for a, i in data["aliases"].items() if i == ix["id"])
-        t.add_row(ix["id"], ix["embedder"], ix["status"], str(ix["vectors"]), names, ix["chunker"])
+        t.add_row(ix["id"], ix["embedder"], ix["storage"], ix["status"], str(ix["vectors"]), names, ix["chunker"])
     out.print(t)
 
 

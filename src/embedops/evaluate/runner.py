@@ -219,6 +219,12 @@ def run_evalset(
     return result
 
 
+def validated_queries(data: EvalSetData, known: set[str]) -> tuple[dict[str, str], Qrels, list[dict[str, Any]]]:
+    """Kept queries and judgments of an eval set against the source's ``known`` live documents; the dropped
+    items with the file and line they came from."""
+    return _validated(data, known)
+
+
 def _validated(data: EvalSetData, known: set[str]) -> tuple[dict[str, str], Qrels, list[dict[str, Any]]]:
     """Kept queries and judgments; the dropped items with the file and line they came from."""
     queries_file, qrels_file = data.info.files()

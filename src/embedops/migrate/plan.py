@@ -35,6 +35,9 @@ class PlanFacts:
     price_per_1k_tokens: float | None = None
     thresholds: list[dict[str, Any]] = field(default_factory=list)
     eval_sets: list[dict[str, Any]] = field(default_factory=list)
+    from_storage: str = "f32"  # storage variants (vectors/storage.py): part of an index's identity
+    to_storage: str = "f32"
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,12 @@ class MigrationPlan:
         out["chunks_to_embed"] = self.facts.chunks_to_embed
         out["thresholds"] = self.facts.thresholds
         return out
+
+    @property
+    def storage_only(self) -> bool:
+        """Same space and chunker, another storage variant: built from stored vectors, no model call."""
+        f = self.facts
+        return f.from_space == f.to_space and f.from_chunker == f.to_chunker and f.from_storage != f.to_storage
 
 
 def vector_bytes(count: int, dims: int) -> int:

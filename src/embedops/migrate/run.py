@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,12 +31,14 @@ from embedops.catalog.ledger import write_ledger
 from embedops.chunking.base import Chunker
 from embedops.config import Settings
 from embedops.embedding.base import Embedder, TokenSource
+from embedops.embedding.deferred import DeferredEmbedder
 from embedops.errors import ConfigError, GateFailed, InputsRejected, MigrationStateError, NoMigration
 from embedops.migrate.gate import (
     Agreement, BoundEvalSet, Check, EvalEvidence, Evidence, EvidenceProvider, GateConfig, GateResult, Preview,
     completeness_check, decide, eval_checks, kendall_tau, overlap_at_k, thresholds_check, unguarded_check,
 )
 from embedops.migrate.plan import MigrationPlan, PlanFacts, make_plan
+from embedops.migrate.storage import deferred_target, fit_projection, sample_chunk_vectors, storage_warnings, unfitted
 from embedops.migrate.steps import (
     BackfillResult, CloseResult, CutoverResult, GateReport, MigrationStatus, RollbackResult, StartResult,
 )
@@ -44,6 +46,7 @@ from embedops.search.engine import Searcher
 from embedops.sync.fill import fill_index, measure_gap
 from embedops.sync.run import Target
 from embedops.vectors.base import IndexInfo, VectorStore
+from embedops.vectors.storage import StorageOptions, StorageSpec
 
 OPEN_STATES = ("open", "cut_over", "rolled_back")
 AGREEMENT_QUERIES = 50
@@ -73,7 +76,8 @@ class MigrationHost(Protocol):
 
     def make_chunker(self, name: str, params: dict[str, Any], tokens: TokenSource) -> Chunker: ...
 
-    def create_index(self, conn: sa.Connection, embedder_name: str, embedder: Embedder, chunker: Chunker) -> IndexInfo: ...
+    def create_index(self, conn: sa.Connection, embedder_name: str, embedder: Embedder, chunker: Chunker,
+                     storage: str = "f32") -> IndexInfo: ...
 
     def set_alias(self, conn: sa.Connection, name: str, index_id: str) -> str | None: ...
 
@@ -147,24 +151,43 @@ class Migrator:
 
     # -- plan -----------------------------------------------------------------
     def plan(
-        self, to: str, *, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
-        gate: GateConfig | None = None, probe: bool = False,
+        self, to: str | None = None, *, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
+        gate: GateConfig | None = None, probe: bool = False, storage: StorageOptions = StorageOptions(),
     ) -> MigrationPlan:
-        """What moving the alias to ``to`` would embed, take, cost and store. Loads no model unless ``probe``."""
+        """What moving the alias to ``to`` (default: its own model) with ``storage`` would embed, take, cost and
+        store. Loads no model unless ``probe``."""
         source = self.serving()
+        to = to or source.embedder
         tokens = self.host.token_source(to)
         new_chunker = self._target_chunker(source, tokens, chunker, chunker_params)
-        if tokens.ref.key == source.space_key and new_chunker.ref.key == source.chunker_key:
+        spec = self._target_storage(source, tokens.ref.key, storage)
+        spec.stored_dims(tokens.ref.dims)  # refuses dims the new space does not have
+        held, layouts = self.host.store.capabilities.precisions, self.host.store.capabilities.layouts
+        if spec.precision not in held:
+            raise ConfigError(f"this catalog's vector store holds no {spec.precision} vectors",
+                              hint=f"use one of: {', '.join(held)} (with --rescore to re-rank at full precision)")
+        if spec.layout not in layouts:
+            raise ConfigError(f"this catalog's vector store has no {spec.layout} layout", hint=f"use {', '.join(layouts)}")
+        same_storage = spec.key == source.storage or (spec.projection is None and unfitted(source.spec) == spec)
+        if tokens.ref.key == source.space_key and new_chunker.ref.key == source.chunker_key and same_storage:
             raise ConfigError(
-                f"alias {self.alias!r} already serves {to} with chunker {new_chunker.ref.key}: nothing to migrate",
-                hint="pass another --to model or --chunker",
+                f"alias {self.alias!r} already serves {to} with chunker {new_chunker.ref.key} and storage"
+                f" {source.storage}: nothing to migrate",
+                hint="pass another --to model, --chunker, or storage (--storage, --dims, --pca, --rescore)",
             )
         config = gate or GateConfig()
         facts = self._facts(source, to, tokens, new_chunker, probe)
+        facts = replace(facts, from_storage=source.storage, to_storage=spec.key,
+                        warnings=storage_warnings(spec, tokens.ref.extra, tokens.ref.dims))
         return make_plan(facts, config.to_dict())
 
+    def _target_storage(self, source: IndexInfo, to_space: str, options: StorageOptions) -> StorageSpec:
+        """The target's storage: the options over the serving index's variant (a PCA fit stays with its space)."""
+        base = source.spec if to_space == source.space_key else unfitted(source.spec)
+        return options.apply(base)
+
     def preview(
-        self, to: str, documents: int, *, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
+        self, to: str | None, documents: int, *, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
         gate: GateConfig | None = None,
     ) -> Preview:
         """The bound eval sets' comparison old vs ``to`` on a sample of ``documents`` documents (``plan --sample``).
@@ -172,6 +195,10 @@ class Migrator:
         Embeds the sample with the new model in memory; writes nothing."""
         if documents < 1:
             raise ConfigError(f"--sample must be at least 1 (got {documents})")
+        if (to is None or to == self.serving().embedder) and not chunker:
+            raise ConfigError("--sample previews another model or chunker; a storage change embeds nothing",
+                              hint="`embedops capacity --variants KEY` measures a storage variant on the bound eval set"
+                                   " over the whole corpus, with no model call")
         config = gate or GateConfig()
         bound = self.evidence.bound(self.alias)
         if not bound:
@@ -179,11 +206,24 @@ class Migrator:
                               hint=f"bind one with `embedops eval bind NAME --alias {self.alias}`")
         started = time.perf_counter()
         source = self.serving()
-        embedder = self.host.embedder(to)
+        embedder = self.host.embedder(to or source.embedder)
         new_chunker = self._target_chunker(source, embedder, chunker, chunker_params)
         evals, sampled, judged, embedded = self.evidence.preview(bound, source, embedder, new_chunker, documents, config)
         checks = tuple(eval_checks(evals, config))
         return Preview(sampled, judged, embedded, tuple(evals), checks, round(time.perf_counter() - started, 3))
+
+    def _embedder(self, source: IndexInfo, to: str) -> Embedder:
+        """The target's embedder; for the serving model one that loads only if something must be embedded."""
+        if to != source.embedder:
+            return self.host.embedder(to)
+        return DeferredEmbedder(self.host.token_source(to), lambda: self.host.embedder(to))
+
+    def _target(self, index: IndexInfo, source: IndexInfo) -> Target:
+        """What fills ``index``: a storage variant of the source's space reads stored vectors and loads no model
+        unless a chunk lacks its vector in the space (then the model is loaded and checked as usual)."""
+        if index.space_key != source.space_key:
+            return self.host.target(index)
+        return deferred_target(self.host, index)
 
     def _target_chunker(self, source: IndexInfo, tokens: TokenSource, name: str | None,
                         params: dict[str, Any] | None) -> Chunker:
@@ -254,8 +294,8 @@ class Migrator:
 
     # -- start ------------------------------------------------------------------
     def start(
-        self, to: str, *, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
-        gate: GateConfig | None = None, plan_only: bool = False,
+        self, to: str | None = None, *, chunker: str | None = None, chunker_params: dict[str, Any] | None = None,
+        gate: GateConfig | None = None, plan_only: bool = False, storage: StorageOptions = StorageOptions(),
     ) -> StartResult:
         existing = self.current()
         if existing is not None:
@@ -263,11 +303,13 @@ class Migrator:
                 f"migration {existing.id} ({existing.status}) is already open on alias {self.alias!r}",
                 hint=_next_step(existing.status), migration=existing.id,
             )
-        plan = self.plan(to, chunker=chunker, chunker_params=chunker_params, gate=gate)
+        source = self.serving()
+        to = to or source.embedder
+        plan = self.plan(to, chunker=chunker, chunker_params=chunker_params, gate=gate, storage=storage)
         if plan_only:
             return StartResult(plan, started=False)
         with self._locked():
-            return self._start(to, plan, chunker, chunker_params)
+            return self._start(to, plan, source, chunker, chunker_params)
 
     def _locked(self, *, drops_index: bool = False) -> ExitStack:
         """The locks a changing step holds: this alias's migration lock; the sync lock too when it drops an
@@ -282,27 +324,31 @@ class Migrator:
             raise
         return stack
 
-    def _start(self, to: str, plan: MigrationPlan, chunker: str | None,
+    def _start(self, to: str, plan: MigrationPlan, source: IndexInfo, chunker: str | None,
                chunker_params: dict[str, Any] | None) -> StartResult:
         existing = self.current()
         if existing is not None:  # started by another process since the check above
             raise MigrationStateError(f"migration {existing.id} ({existing.status}) is already open on alias"
                                       f" {self.alias!r}", hint=_next_step(existing.status), migration=existing.id)
-        embedder = self.host.embedder(to)
-        new_chunker = self._target_chunker(self.serving(), embedder, chunker, chunker_params)
+        embedder = self._embedder(source, to)
+        new_chunker = self._target_chunker(source, embedder, chunker, chunker_params)
+        spec = StorageSpec.parse(plan.facts.to_storage)
         with self.engine.begin() as conn:
-            shadow = self.host.create_index(conn, to, embedder, new_chunker)
+            if spec.reduction == "pca" and spec.reduces and not spec.projection:
+                spec = spec.fitted(fit_projection(conn, source, spec, embedder.ref.key))
+            shadow = self.host.create_index(conn, to, embedder, new_chunker, spec.key)
             n = conn.execute(sa.select(sa.func.count()).select_from(schema.migrations)).scalar_one() + 1
             mig_id = f"m{n}"
             now = time.time()
             conn.execute(sa.insert(schema.migrations).values(
                 id=mig_id, alias=self.alias, from_index=plan.facts.from_index, to_index=shadow.id, status="open",
                 plan=plan.to_dict(), config={"to": to, "chunker": new_chunker.ref.name,
-                                             "chunker_params": new_chunker.ref.params_dict, "gate": plan.gate},
+                                             "chunker_params": new_chunker.ref.params_dict, "gate": plan.gate,
+                                             "storage": spec.key},
                 gate=None, evidence=None, created_at=now, updated_at=now))
             write_ledger(conn, "migrate.start", migration=mig_id, alias=self.alias, from_index=plan.facts.from_index,
                          to_index=shadow.id, chunks_to_embed=plan.facts.chunks_to_embed,
-                         estimated_seconds=plan.estimated_seconds, gate=plan.gate)
+                         estimated_seconds=plan.estimated_seconds, gate=plan.gate, storage=spec.key)
         return StartResult(plan, started=True, migration=mig_id, shadow_index=shadow.id)
 
     # -- backfill -----------------------------------------------------------------
@@ -322,7 +368,7 @@ class Migrator:
 
     def _backfill(self, mig: Migration, shadow: IndexInfo, unchunked: int, missing: int, batch: int | None,
                   max_rate: float | None, progress: ProgressFactory | None) -> BackfillResult:
-        target = self.host.target(shadow)
+        target = self._target(shadow, self.index(mig.from_index))
         bar = progress(f"backfill {mig.to_index}", missing or unchunked) if progress else None
         started = time.perf_counter()
         done = fill_index(self.engine, self.host.store, target, batch_size=batch or self.host.settings.batch_size,
@@ -334,8 +380,8 @@ class Migrator:
         gate = None
         if remaining.total == 0 and mig.status != "cut_over":
             gate = self._gate(mig, mig.gate_config, record="migrate.gate")[0]
-        return BackfillResult(mig.id, mig.to_index, False, unchunked, missing, done["chunked_docs"], done["embedded"], done["vectors"], round(seconds, 3),
-                              remaining.total, ann, gate)
+        return BackfillResult(mig.id, mig.to_index, False, unchunked, missing, done["chunked_docs"], done["embedded"],
+                              done["vectors"], round(seconds, 3), remaining.total, ann, gate)
 
     # -- status --------------------------------------------------------------------
     def status(self) -> MigrationStatus:
@@ -419,18 +465,24 @@ class Migrator:
         Query vectors go through the catalog's content-addressed cache, so a re-measure loads no model."""
         from embedops.search.modes import embed_queries_remembered
 
-        texts = self._sample_queries(old)
-        if not texts:
-            return Agreement(0, AGREEMENT_K, 0.0, None, "queries sampled from chunk text")
+        if old.space_key == new.space_key:  # a storage change: the stored chunk vectors are queries of that space
+            stored = sample_chunk_vectors(self.engine, old, AGREEMENT_QUERIES)
+            how = "chunk vectors sampled from the catalog (same space: no model call)"
+            queries = [stored, stored]
+        else:
+            texts = self._sample_queries(old)
+            how = "queries sampled from chunk text"
+            queries = [embed_queries_remembered(self.host.searcher, index, texts) for index in (old, new)]
+        if not len(queries[0]):
+            return Agreement(0, AGREEMENT_K, 0.0, None, how)
         ranked = []
-        for index in (old, new):
-            vectors = embed_queries_remembered(self.host.searcher, index, texts)
+        for index, vectors in zip((old, new), queries, strict=True):
             results = self.host.searcher.search_many(index, vectors, AGREEMENT_K * 3)
             ranked.append([_doc_ranking(r, AGREEMENT_K) for r in results])
         overlaps = [overlap_at_k(a, b, AGREEMENT_K) for a, b in zip(*ranked, strict=True)]
         taus = [t for t in (kendall_tau(a, b) for a, b in zip(*ranked, strict=True)) if t is not None]
-        return Agreement(len(texts), AGREEMENT_K, float(np.mean(overlaps)), float(np.mean(taus)) if taus else None,
-                         "queries sampled from chunk text")
+        return Agreement(len(queries[0]), AGREEMENT_K, float(np.mean(overlaps)), float(np.mean(taus)) if taus else None,
+                         how)
 
     def _sample_queries(self, serving: IndexInfo) -> list[str]:
         c, d = schema.chunks, schema.documents

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from embedops.vectors.base import MAX_EF_SEARCH, default_ef_search
+from embedops.vectors.storage import Codec, StorageSpec
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,15 @@ _STAMP_SQL = (
     " (SELECT COALESCE(MAX(seq), 0) FROM vector_deletions WHERE index_id = ?),"
     " (SELECT COUNT(*) FROM vectors WHERE index_id = ?)"
 )
+
+
+@dataclass(frozen=True)
+class SizeSample:
+    """An HNSW graph's size at one point of a build: what capacity projections are fitted to."""
+
+    vectors: int
+    serialized_bytes: int  # what the saved file holds: payloads, graph links, keys
+    memory_bytes: int  # what usearch has allocated (arenas grow in steps of about 16 MB)
 
 
 @dataclass
@@ -122,16 +133,21 @@ class AnnIndex:
     """Search structure for one index; thread-safe; refreshes itself from the catalog."""
 
     def __init__(
-        self, index_id: str, dims: int, directory: Path, *, expansion_search: int | None = None
+        self, index_id: str, dims: int, directory: Path, *, expansion_search: int | None = None,
+        codec: Codec | None = None, exact_max: int | None = None,
     ) -> None:
         self.index_id = index_id
         self.dims = dims
+        # How vectors are held: the index's storage variant (f32, all dimensions, by default).
+        self.codec = codec or Codec(StorageSpec(), dims)
+        # None: EXACT_MAX (read at refresh time); a flat variant is searched exactly at any size.
+        self.exact_max = sys.maxsize if self.codec.spec.layout == "flat" and exact_max is None else exact_max
         self.expansion_search = expansion_search  # None: grows with the index (default_ef_search)
         self.path = directory / f"{index_id}.usearch"
         self.meta_path = directory / f"{index_id}.json"
         self._lock = threading.Lock()
         self._hnsw: Any = None
-        self._keys: np.ndarray | None = None  # exact mode
+        self._keys: np.ndarray | None = None  # exact mode: keys and the variant's encoded rows
         self._vecs: np.ndarray | None = None
         self._stamp = Stamp(-1, -1, -1)
         self._saved_stamp: Stamp | None = None
@@ -154,7 +170,7 @@ class AnnIndex:
             db = self.stamp(raw)
             if db == self._stamp:
                 return
-            if db.count < EXACT_MAX:
+            if db.count < (EXACT_MAX if self.exact_max is None else self.exact_max):
                 self._load_exact(raw, db)
             else:
                 self._refresh_hnsw(raw, db)
@@ -162,16 +178,17 @@ class AnnIndex:
     def _load_exact(self, raw: sqlite3.Connection, db: Stamp) -> None:
         self._hnsw = None
         rows = raw.execute(_ADDS_SQL, (self.index_id, 0)).fetchall()
-        self._keys, self._vecs = _matrix(rows, self.dims)
+        keys, vecs = _matrix(rows, self.dims)
+        self._keys, self._vecs = keys, self.codec.ann_vectors(vecs)
         self._stamp = Stamp(db.add_seq, db.del_seq, len(rows))
 
     def _new_hnsw(self) -> Any:
         Index = usearch_index()
 
         return Index(
-            ndim=self.dims,
-            metric="cos",
-            dtype="f32",
+            ndim=self.codec.ndim,
+            metric=self.codec.usearch_metric,
+            dtype=self.codec.usearch_dtype,
             connectivity=HNSW_CONNECTIVITY,
             expansion_add=HNSW_EXPANSION_ADD,
         )
@@ -191,8 +208,10 @@ class AnnIndex:
             meta = json.loads(self.meta_path.read_text())
             if meta["size"] != self.path.stat().st_size or meta["add_seq"] > db.add_seq:
                 raise ValueError("ANN file does not match the catalog")
+            if meta.get("storage", "f32") != self.codec.spec.key:
+                raise ValueError(f"ANN file holds storage {meta.get('storage', 'f32')}, the index {self.codec.spec.key}")
             hnsw: Any = Index.restore(str(self.path))  # Any: usearch's setters are invisible to mypy
-            if hnsw is None or hnsw.ndim != self.dims:
+            if hnsw is None or hnsw.ndim != self.codec.ndim:
                 raise ValueError("ANN file unreadable or of another dimension")
             # The file keeps the graph, not the search settings: restore() would search with ef=64
             # (_refresh_hnsw sets ef_search once the graph is current).
@@ -220,7 +239,7 @@ class AnnIndex:
         for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, old.add_seq), self.dims):
             fresh = ~np.asarray(hnsw.contains(keys), dtype=bool)
             if fresh.any():
-                hnsw.add(keys[fresh], vecs[fresh])
+                hnsw.add(keys[fresh], self.codec.ann_vectors(vecs[fresh]))
         self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
         return len(hnsw) == db.count
 
@@ -231,9 +250,36 @@ class AnnIndex:
         self._hnsw, self._stamp = None, Stamp(-1, -1, -1)
         hnsw = self._new_hnsw()
         for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
-            hnsw.add(keys, vecs)
+            hnsw.add(keys, self.codec.ann_vectors(vecs))
         self._hnsw = hnsw
         self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
+
+    def build_measured(self, raw: sqlite3.Connection, sample_at: int, threads: int = 1) -> list[SizeSample]:
+        """Build the HNSW graph from the catalog (whatever its size), sampling its size after
+        ``sample_at`` vectors and at the end: a scratch build for capacity analysis.
+
+        One thread by default: usearch builds the same graph from the same rows only then, so a
+        capacity report is reproducible (concurrent inserts change the graph, and recall with it)."""
+        samples: list[SizeSample] = []
+        with self._lock, read_snapshot(raw):
+            db = self.stamp(raw)
+            self._keys = self._vecs = None
+            hnsw = self._new_hnsw()
+            for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
+                encoded = self.codec.ann_vectors(vecs)
+                cut = sample_at - len(hnsw)
+                if 0 < cut < len(keys):
+                    hnsw.add(keys[:cut], encoded[:cut], threads=threads)
+                    samples.append(_size(hnsw))
+                    keys, encoded = keys[cut:], encoded[cut:]
+                hnsw.add(keys, encoded, threads=threads)
+                if len(hnsw) == sample_at:
+                    samples.append(_size(hnsw))
+            samples.append(_size(hnsw))
+            self._hnsw = hnsw
+            self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
+            self._apply_ef(hnsw)
+        return samples
 
     def save(self) -> bool:
         """Persist the HNSW graph (atomically); exact-mode indexes have nothing to save."""
@@ -243,7 +289,8 @@ class AnnIndex:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".usearch.tmp")
             self._hnsw.save(str(tmp))
-            meta = {"add_seq": self._stamp.add_seq, "del_seq": self._stamp.del_seq, "size": tmp.stat().st_size}
+            meta = {"add_seq": self._stamp.add_seq, "del_seq": self._stamp.del_seq, "size": tmp.stat().st_size,
+                    "storage": self.codec.spec.key}
             tmp_meta = self.meta_path.with_suffix(".json.tmp")
             tmp_meta.write_text(json.dumps(meta))
             os.replace(tmp, self.path)
@@ -274,6 +321,11 @@ class AnnIndex:
         if hnsw.expansion_search != ef:
             hnsw.expansion_search = ef
 
+    def exact_bytes(self) -> int:
+        """Bytes an exact-mode index holds: keys, encoded rows and norms (0 in HNSW mode)."""
+        with self._lock:
+            return sum(a.nbytes for a in (self._keys, self._vecs) if a is not None)
+
     @property
     def mode(self) -> str:
         return "hnsw" if self._hnsw is not None else "exact"
@@ -288,12 +340,15 @@ class AnnIndex:
                 n = min(k, len(self._hnsw))
                 if n == 0:
                     return _no_hits()
-                m = self._hnsw.search(query, n)
-                return np.asarray(m.keys, dtype=np.uint64), 1.0 - np.asarray(m.distances, dtype=np.float32)
+                m = self._hnsw.search(self.codec.ann_vectors(query)[0], n)
+                return np.asarray(m.keys, dtype=np.uint64), self.codec.scores(m.distances)
             keys, vecs = self._keys, self._vecs
         if keys is None or vecs is None or len(keys) == 0:
             return _no_hits()
-        return top_k_exact(keys, vecs, query, k)
+        if self.codec.identity:
+            return top_k_exact(keys, vecs, query, k)
+        rows, scores = self.codec.exact_top_k(vecs, query.reshape(1, -1), k)[0]
+        return keys[rows], scores
 
     def search_many(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top-k (keys, cosine scores) for each row of ``queries``: one batched call, one matrix product."""
@@ -305,20 +360,27 @@ class AnnIndex:
                 n = min(k, len(self._hnsw))
                 if n == 0 or len(q) == 0:
                     return [_no_hits() for _ in q]
-                found = self._hnsw.search(q, n)
+                found = self._hnsw.search(self.codec.ann_vectors(q), n)
                 keys, dists, counts = np.asarray(found.keys), np.asarray(found.distances), np.asarray(found.counts)
                 return [
-                    (keys[i, : counts[i]].astype(np.uint64), 1.0 - dists[i, : counts[i]].astype(np.float32))
+                    (keys[i, : counts[i]].astype(np.uint64), self.codec.scores(dists[i, : counts[i]]))
                     for i in range(len(q))
                 ]
             stored, vecs = self._keys, self._vecs
         if stored is None or vecs is None or len(stored) == 0:
             return [_no_hits() for _ in q]
         out = []
+        if not self.codec.identity:
+            return [(stored[rows], scores) for lo in range(0, len(q), _QUERY_BLOCK)
+                    for rows, scores in self.codec.exact_top_k(vecs, q[lo : lo + _QUERY_BLOCK], k)]
         for lo in range(0, len(q), _QUERY_BLOCK):
             for scores in q[lo : lo + _QUERY_BLOCK] @ vecs.T:
                 out.append(_top_k_of(stored, scores, k))
         return out
+
+
+def _size(hnsw: Any) -> SizeSample:
+    return SizeSample(len(hnsw), int(hnsw.serialized_length), int(hnsw.memory_usage))
 
 
 def _no_hits() -> tuple[np.ndarray, np.ndarray]:

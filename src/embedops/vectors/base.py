@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
@@ -12,16 +13,27 @@ if TYPE_CHECKING:
     import numpy as np
 
     from embedops.vectors.rows import Filters, ResultRow
+    from embedops.vectors.scratch import ScratchVariant
+    from embedops.vectors.storage import StorageSpec
 
 
 @dataclass(frozen=True)
 class IndexInfo:
+    """One index: its identity (space, chunker, storage variant), status, the space's dims and embedder."""
+
     id: str
     space_key: str
     chunker_key: str
     status: str
-    dims: int
+    dims: int  # the space's dimensions: what a query vector has before the variant reduces it
     embedder: str
+    storage: str = "f32"  # the storage variant's key (vectors/storage.py)
+
+    @property
+    def spec(self) -> StorageSpec:
+        from embedops.vectors.storage import StorageSpec
+
+        return StorageSpec.parse(self.storage)
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,8 @@ class Capabilities:
 
     full_text: bool  # ``full_text`` ranks in the store's own engine (BM25 / hybrid modes)
     ann_file: bool  # the ANN is derived state in a file beside the catalog (``flush`` saves it)
+    precisions: tuple[str, ...] = ("f32", "f16", "i8", "b1")  # storage precisions its ANN holds (vectors/storage.py)
+    layouts: tuple[str, ...] = ("hnsw", "flat")  # hnsw: a graph; flat: exact search over the encoded vectors
 
 
 class VectorStore(Protocol):
@@ -124,3 +138,8 @@ class VectorStore(Protocol):
     def count(self, conn: sa.Connection, index_id: str) -> int: ...
 
     def flush(self, index: IndexInfo) -> dict[str, Any]: ...
+
+    def scratch(self, index: IndexInfo, storage: StorageSpec, directory: Path) -> ScratchVariant:
+        """``index`` rebuilt as ``storage`` from its stored vectors, apart from everything served (capacity analysis);
+        ``directory`` holds any file it needs. Close it when done."""
+        ...

@@ -86,7 +86,7 @@ RESULT_JOINS = (
 ROWS_SQL = (
     f"SELECT {RESULT_COLUMNS} FROM vectors v JOIN chunks c ON c.id = v.chunk_id{RESULT_JOINS} WHERE v.seq IN ({{}})"
 )
-INDEX_COLUMNS = "i.id, i.space_key, i.chunker_key, i.status, sp.dims, sp.embedder"
+INDEX_COLUMNS = "i.id, i.space_key, i.chunker_key, i.status, sp.dims, sp.embedder, i.storage"
 ALIAS_SQL = (
     f"SELECT {INDEX_COLUMNS} FROM aliases a JOIN indexes i ON i.id = a.index_id"
     " JOIN spaces sp ON sp.key = i.space_key WHERE a.name = ?"

@@ -8,7 +8,7 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -17,6 +17,10 @@ from embedops.catalog import schema
 from embedops.errors import SearchError, SpaceMismatch
 from embedops.vectors.ann import AnnIndex, read_vectors, top_k_exact
 from embedops.vectors.base import Capabilities, Hit, IndexInfo, VectorRow
+from embedops.vectors.storage import Codec, Projection, StorageSpec, rescore
+
+if TYPE_CHECKING:
+    from embedops.vectors.scratch import ScratchVariant
 from embedops.vectors.fts import bm25
 from embedops.vectors.rows import CatalogReads, Filters, ResultRow, filter_sql
 
@@ -94,6 +98,43 @@ def stored_embeddings(conn: sa.Connection, space_key: str, hashes: Sequence[str]
         q = sa.select(e.c.content_hash, e.c.vector).where(e.c.space_key == space_key,
                                                           e.c.content_hash.in_(wanted[i : i + _IN_BATCH]))
         out.update((h, np.frombuffer(v, dtype=np.float32)) for h, v in conn.execute(q))
+    return out
+
+
+def load_projection(conn: sa.Connection, projection_id: str) -> Projection:
+    """A fitted PCA projection from the catalog (an index whose storage names it cannot be searched without it)."""
+    p = schema.projections
+    row = conn.execute(sa.select(p.c.mean, p.c.components, p.c.dims).where(p.c.id == projection_id)).first()
+    if row is None:
+        raise SearchError(f"PCA projection {projection_id} is not in the catalog",
+                          hint="the catalog lost it: migrate the alias to a variant without --pca, or fit a new one")
+    return Projection.from_bytes(projection_id, row.mean, row.components, row.dims)
+
+
+def make_codec(engine: sa.Engine, index: IndexInfo) -> Codec:
+    """The codec of ``index``'s storage variant, with its PCA projection read from the catalog when it has one."""
+    spec = index.spec
+    projection = None
+    if spec.reduction == "pca" and spec.projection:
+        with engine.connect() as conn:
+            projection = load_projection(conn, spec.projection)
+    return Codec(spec, index.dims, projection)
+
+
+def rescored(hits: list[tuple[np.ndarray, np.ndarray]], queries: np.ndarray, k: int,
+             full: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each query's candidates re-ranked by their full-precision vectors (``full(seqs) -> (keys, vectors)``),
+    read once for every query together."""
+    wanted = sorted({int(key) for keys, _ in hits for key in keys})
+    if not wanted:
+        return [(keys[:0], scores[:0]) for keys, scores in hits]
+    keys, vecs = full(wanted)
+    row_of = {int(key): i for i, key in enumerate(keys)}
+    out = []
+    for (cand, _), query in zip(hits, queries, strict=True):
+        present = [int(c) for c in cand if int(c) in row_of]  # a candidate deleted meanwhile is dropped
+        rows = vecs[[row_of[c] for c in present]] if present else vecs[:0]
+        out.append(rescore(np.asarray(present, dtype=np.uint64), rows, query, k))
     return out
 
 
@@ -219,7 +260,8 @@ class SqliteVectorStore(CatalogReads):
         with self._ann_lock:
             ann = self._ann.get(index.id)
             if ann is None:
-                ann = self._ann[index.id] = AnnIndex(index.id, index.dims, self.ann_dir, expansion_search=self.ef_search)
+                ann = self._ann[index.id] = AnnIndex(index.id, index.dims, self.ann_dir, expansion_search=self.ef_search,
+                                                     codec=make_codec(self.engine, index))
             return ann
 
     def refresh(self, index: IndexInfo) -> AnnIndex:
@@ -240,23 +282,34 @@ class SqliteVectorStore(CatalogReads):
             reader.checked[index.id] = (ann, version)
         return ann
 
+    def full_vectors(self, index: IndexInfo) -> Any:
+        """``seqs -> (keys, full-precision vectors)`` on this thread's read connection (rescoring reads these)."""
+        raw = self.raw().driver_connection
+        return lambda seqs: read_vectors(raw, list(seqs), index.dims)
+
     def search(self, index: IndexInfo, query: np.ndarray, k: int, allowed: set[int] | None = None) -> list[Hit]:
         ann = self.refresh(index)
+        spec = index.spec
         if allowed is None:
-            keys, scores = ann.search(query, k)
+            keys, scores = ann.search(query, spec.fetch(k))
         elif len(allowed) <= FILTER_EXACT_MAX or ann.mode == "exact":
+            # A small subset is searched exactly over the full-precision vectors: nothing to rescore.
             keys, vecs = read_vectors(self.raw().driver_connection, sorted(allowed), index.dims)
             keys, scores = top_k_exact(keys, vecs, query, k) if len(keys) else (keys, np.empty(0))
+            return _hits(keys, scores)
         else:
-            keys, scores = self._filtered_ann(ann, query, k, allowed)
-        return [Hit(int(key), float(s)) for key, s in zip(keys, scores, strict=True)]
+            keys, scores = self._filtered_ann(ann, query, spec.fetch(k), allowed)
+        if spec.rescore:
+            keys, scores = rescored([(keys, scores)], query[None, :], k, self.full_vectors(index))[0]
+        return _hits(keys, scores)
 
     def search_many(self, index: IndexInfo, queries: np.ndarray, k: int) -> list[list[Hit]]:
         ann = self.refresh(index)
-        return [
-            [Hit(int(key), float(s)) for key, s in zip(keys, scores, strict=True)]
-            for keys, scores in ann.search_many(queries, k)
-        ]
+        spec = index.spec
+        found = ann.search_many(queries, spec.fetch(k))
+        if spec.rescore:
+            found = rescored(found, queries, k, self.full_vectors(index))
+        return [_hits(keys, scores) for keys, scores in found]
 
     def _filtered_ann(self, ann: AnnIndex, query: np.ndarray, k: int, allowed: set[int]) -> tuple[np.ndarray, np.ndarray]:
         # Oversample in proportion to how much the filter removes, widening until k survive.
@@ -271,7 +324,12 @@ class SqliteVectorStore(CatalogReads):
     def flush(self, index: IndexInfo) -> dict[str, Any]:
         ann = self.refresh(index)
         saved = ann.save()
-        return {"mode": ann.mode, "vectors": len(ann), "saved": saved, "rebuilds": ann.rebuilds}
+        return {"mode": ann.mode, "vectors": len(ann), "saved": saved, "rebuilds": ann.rebuilds, "storage": index.storage}
+
+    def scratch(self, index: IndexInfo, storage: StorageSpec, directory: Path) -> ScratchVariant:
+        from embedops.vectors.scratch import UsearchScratch
+
+        return UsearchScratch(self, index, storage, directory)
 
     def forget(self, index_id: str) -> None:
         with self._ann_lock:
@@ -279,3 +337,7 @@ class SqliteVectorStore(CatalogReads):
         if ann is not None:
             for p in (ann.path, ann.meta_path):
                 p.unlink(missing_ok=True)
+
+
+def _hits(keys: np.ndarray, scores: np.ndarray) -> list[Hit]:
+    return [Hit(int(key), float(s)) for key, s in zip(keys, scores, strict=True)]
