@@ -135,5 +135,6 @@ def test_sync_survives_kill_9_at_random_points(tmp_path: Path, database: str | N
                 check_invariant_2(reopened)
                 again = reopened.sync()
                 assert again.counts.embedded == 0 and again.counts.added == again.counts.updated == 0
+    print(f"\ncrash: {killed} syncs killed in {trial} trials, {partial} left half-applied")  # the figures behind docs/benchmarks.md
     assert killed == KILLS, f"only {killed} of {trial} runs were killed before they ended; the timing is off"
     assert partial >= 3, f"only {partial} of {KILLS} kills left a half-applied sync behind; the timing is off"

@@ -89,4 +89,5 @@ def test_backfill_and_cutover_survive_kill_9(tmp_path: Path, database: str | Non
                 m.rollback()
             m.abort()
             check_invariant_2(w)
+    print(f"\ncrash: {killed} of {2 * TRIALS} backfills and cutovers killed mid-way")  # docs/benchmarks.md
     assert killed >= TRIALS, f"only {killed} of {2 * TRIALS} runs were killed mid-way"
