@@ -59,7 +59,7 @@ class SyncResult:
             "deleted": c.deleted,
             "unchanged": c.unchanged,
             "embedded": c.embedded,
-            "skipped": [{"id": s.external_id, "reason": s.reason} for s in c.skipped],
+            "skipped": [s.to_dict() for s in c.skipped],
             "sources": self.sources,
             "indexes": self.indexes,
             "seconds": round(self.seconds, 3),

@@ -19,7 +19,7 @@ from fastapi import Body, FastAPI, Query, Security
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import StringConstraints
+from pydantic import AfterValidator, StringConstraints
 
 from embedops import __version__
 from embedops.errors import EmbedopsError
@@ -29,12 +29,13 @@ from embedops.server import metrics as service_metrics
 from embedops.server.config import ServerConfig
 from embedops.server.middleware import ServiceMiddleware
 from embedops.server.models import (
-    MAX_ID_CHARS, NOT_BLANK, WHERE_ITEM, DocumentIn, IsoDateTime, DocumentResult, Health, Mode, Readiness, SearchHit, SyncRequest,
+    NOT_BLANK, WHERE_ITEM, DocumentIn, valid_id, IsoDateTime, DocumentResult, Health, Mode, Readiness, SearchHit, SyncRequest,
     search_request_model,
 )
 from embedops.server.problems import AuthNotConfigured, ErrorBody, Unauthorized, install_handlers
 from embedops.server.service import Service
 from embedops.sources.base import Document
+from embedops.sources.validate import MAX_ID_CHARS
 from embedops.workspace import SyncResult, Workspace
 
 DESCRIPTION = """\
@@ -161,7 +162,8 @@ def _search(ws: Workspace, query: str, k: int, alias: str | None, index: str | N
 # -- writes ---------------------------------------------------------------------------------
 def _write_routes(app: FastAPI, service: Service, deps: list[Any]) -> None:
     source_param = Annotated[str, PathParam(min_length=1, max_length=200, description="A push source's name.")]
-    id_param = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_CHARS, description="The document's id.")]
+    id_param = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_CHARS, description="The document's id."),
+                         AfterValidator(valid_id)]
 
     @app.post("/sync", dependencies=deps, tags=["sync"], response_model=dict[str, Any])
     async def sync(body: Annotated[SyncRequest | None, Body()] = None) -> dict[str, Any]:

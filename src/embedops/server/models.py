@@ -9,13 +9,13 @@ import re
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from embedops.vectors.rows import METADATA_KEY
 from embedops.server.config import ServerConfig
+from embedops.sources.validate import LIMITS_HINT, MAX_ID_CHARS, id_problem, metadata_problem, text_problem
+from embedops.vectors.rows import METADATA_KEY
 
 Mode = Literal["vector", "bm25", "hybrid"]
 WHERE_ITEM = METADATA_KEY.rstrip("$") + "=.{0,1000}$"
 NOT_BLANK = r"\S"
-MAX_ID_CHARS = 1024
 
 
 def _iso_only(value: Any) -> Any:
@@ -62,13 +62,35 @@ class SearchHit(BaseModel):
     stale: bool = Field(False, description="the source changed since, or was not re-checked within its max lag")
 
 
+def _valid_text(text: str) -> str:
+    if (found := text_problem(text)) is not None:
+        raise ValueError(str(found))
+    return text
+
+
+def _valid_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    # The JSON parser lets a lone surrogate through in an untyped value, and nests as deep as sent.
+    if (found := metadata_problem(metadata)) is not None:
+        raise ValueError(str(found))
+    return metadata
+
+
+def valid_id(external_id: str) -> str:
+    """A document id from a URL: percent-decoding can still yield a NUL (%00)."""
+    if (found := id_problem(external_id)) is not None:
+        raise ValueError(str(found))
+    return external_id
+
+
 class DocumentIn(BaseModel):
     """A document pushed into a push source."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: Annotated[str, Field(min_length=1, pattern=NOT_BLANK, description="The document's text (not blank).")]
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Any JSON object; searchable with `where`.")
+    text: Annotated[str, Field(min_length=1, pattern=NOT_BLANK, description="The document's text (not blank)."),
+                    AfterValidator(_valid_text)]
+    metadata: Annotated[dict[str, Any], AfterValidator(_valid_metadata)] = Field(
+        default_factory=dict, description=f"Any JSON object; searchable with `where`; {LIMITS_HINT}.")
     updated_at: IsoDateTime | None = Field(None, description="When the document last changed at its origin (ISO 8601).")
 
 

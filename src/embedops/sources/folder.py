@@ -27,6 +27,7 @@ from pathlib import Path
 
 from embedops.errors import SourceError
 from embedops.sources.base import Document, Skipped, SourceItem, Unchanged
+from embedops.sources.validate import document_problem
 
 TEXT_EXTENSIONS: tuple[str, ...] = (
     # prose and markup
@@ -49,6 +50,7 @@ DEFAULT_INCLUDE: tuple[str, ...] = tuple(f"**/*.{ext}" for ext in TEXT_EXTENSION
 )
 DEFAULT_EXCLUDE: tuple[str, ...] = (".*", "node_modules", "__pycache__")
 DEFAULT_MAX_BYTES = 10_000_000
+MAX_TITLE_CHARS = 500  # a title is metadata, returned with every hit: a runaway heading must not exceed its limits
 
 _BINARY_SNIFF_BYTES = 8192
 _HTML_EXTENSIONS = frozenset({"html", "htm", "xhtml"})
@@ -188,8 +190,12 @@ class FolderSource:
             stripped = " and stripping HTML" if ext in _HTML_EXTENSIONS else ""
             return _skip(rel, f"empty document (no text after decoding{stripped})", "add content")
         if title:
-            metadata["title"] = title
-        return Document(rel, text, metadata, _mtime_utc(st.st_mtime_ns), signature)
+            metadata["title"] = title[:MAX_TITLE_CHARS]
+        doc = Document(rel, text, metadata, _mtime_utc(st.st_mtime_ns), signature)
+        # E.g. a NUL past the binary sniff (the first 8 KiB), which PostgreSQL would refuse mid-batch.
+        if (found := document_problem(doc)) is not None:
+            return _skip(rel, found.problem, found.fix)
+        return doc
 
     def _read_capped(self, path: str, rel: str, size: int) -> bytes | Skipped | None:
         # read(n) allocates n bytes up front, so ask for the stat() size plus

@@ -77,7 +77,7 @@ class SyncPlan:
             "updated": len(self.updated),
             "deleted": len(self.deleted),
             "unchanged": self.unchanged,
-            "skipped": [{"id": s.external_id, "reason": s.reason} for s in self.skipped],
+            "skipped": [s.to_dict() for s in self.skipped],
         }
 
 

@@ -1,0 +1,204 @@
+"""Hostile input (issue 13): each test reproduces a defect an adversarial user found, then holds the fix.
+
+Lone surrogates and pathological metadata, symbolic links out of a source, terminal escape
+sequences in documents, a service bound to the network with open reads, and smaller gaps.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from embedops.errors import BadRecord
+from embedops.server import ServerConfig, create_app
+from embedops.sources.base import Document
+from embedops.sources.validate import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_METADATA_KEYS
+from embedops.workspace import Workspace
+
+TOKEN = "hostile-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """``{"a": {"a": ... {}}}`` with ``depth`` levels of objects."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.fixture
+def pushed(tmp_path: Path, database: str | None) -> Iterator[Workspace]:
+    """A workspace with a push source ``events`` holding one good document."""
+    with Workspace.init(tmp_path / "ws", embedder="hashing", database=database) as ws:
+        ws.add_source("events", kind="push")
+        ws.upsert_documents("events", [Document("good", "A good document about glaciers.", {"lang": "en"})])
+        yield ws
+
+
+@pytest.fixture
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    with Workspace.init(tmp_path / "ws", embedder="hashing") as ws:
+        ws.add_source("events", kind="push")
+    monkeypatch.setenv("EMBEDOPS_TOKEN", TOKEN)
+    with TestClient(create_app(tmp_path / "ws", ServerConfig()), raise_server_exceptions=False) as c:
+        assert c.put("/sources/events/documents/good", json={"text": "A good document about glaciers."},
+                     headers=AUTH).status_code == 200
+        yield c
+
+
+# -- 7. lone surrogates and pathological metadata ----------------------------------------------------
+BAD_JSONL_RECORDS = {
+    # raw JSON text of each line: json.loads turns \ud800 into a lone surrogate
+    "surrogate-meta": (r'{"id": "m", "text": "metadata is broken", "k": "\ud800"}', 'metadata "k"'),
+    "surrogate-text": (r'{"id": "t", "text": "broken \udc00 text"}', "text"),
+    "nul-text": (r'{"id": "n", "text": "a NUL \u0000 inside"}', "NUL"),
+    "nan-meta": ('{"id": "f", "text": "not a number", "score": NaN}', 'metadata "score"'),
+}
+
+
+def test_a_lone_surrogate_in_a_jsonl_line_skips_that_line_only(tmp_path: Path, database: str | None) -> None:
+    lines = ['{"id": "ok1", "text": "first good record about rivers"}']
+    lines += [raw for raw, _ in BAD_JSONL_RECORDS.values()]
+    lines += [r'{"id": "\ud83d", "text": "an id that is half an emoji"}', '{"id": "ok2", "text": "last good one"}']
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with Workspace.init(tmp_path / "ws", embedder="hashing", database=database) as ws:
+        ws.add_source("j", path, kind="jsonl")
+        result = ws.sync()
+        assert result.counts.added == 2
+        reasons = {s.external_id: s.reason for s in result.counts.skipped}
+        for lineno, (ext_id, (_, field)) in enumerate(zip("mtnf", BAD_JSONL_RECORDS.values(), strict=True), 2):
+            assert f"data.jsonl line {lineno} (id '{ext_id}')" in reasons[ext_id] and field in reasons[ext_id]
+        assert "data.jsonl line 6: id" in reasons["data.jsonl:line 6"]
+        assert "surrogate" in reasons["m"] and "surrogate" in reasons["t"] and "NaN" in reasons["f"]
+        recorded = ws.history(kind="sync.source")[0]["details"]
+        assert recorded["skipped_count"] == 5
+        json.dumps(result.to_dict(), ensure_ascii=False).encode("utf-8")  # the report itself is valid UTF-8
+        assert {h.document_id for h in ws.search("good record", k=5)} == {"ok1", "ok2"}
+
+
+def test_a_record_turned_bad_keeps_its_previous_version(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"id": "a", "text": "glaciers retreat", "k": "v"}\n', encoding="utf-8")
+    with Workspace.init(tmp_path / "ws", embedder="hashing") as ws:
+        ws.add_source("j", path, kind="jsonl")
+        ws.sync()
+        path.write_text(r'{"id": "a", "text": "glaciers retreat", "k": "\ud800"}' + "\n", encoding="utf-8")
+        result = ws.sync()
+        assert (result.counts.deleted, [s.external_id for s in result.counts.skipped]) == (0, ["a"])
+        assert ws.search("glaciers", k=1)[0].metadata == {"k": "v"}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ({"k": "\ud800"}, 'metadata "k": lone surrogate'),
+        ({"\udfff": 1}, "metadata key"),
+        ({"deep": nested(MAX_METADATA_DEPTH)}, f"nested more than {MAX_METADATA_DEPTH} levels"),
+        ({f"k{i}": i for i in range(MAX_METADATA_KEYS + 1)}, f"more than {MAX_METADATA_KEYS:,} keys"),
+        ({"big": "x" * MAX_METADATA_BYTES}, f"over {MAX_METADATA_BYTES:,} bytes"),
+        ({"n": float("inf")}, "Infinity"),
+        ({"when": object()}, "not a JSON value"),
+        ({"list": [1, {"x": "a\x00b"}]}, 'metadata "list"[1]["x"]: contains a NUL'),
+    ],
+    ids=["surrogate-value", "surrogate-key", "depth", "keys", "size", "infinity", "object", "nul"],
+)
+def test_pushed_metadata_is_checked_in_the_library(pushed: Workspace, metadata: dict[str, Any], problem: str) -> None:
+    result = pushed.upsert_documents("events", [Document("bad", "some text", metadata), Document("fine", "more text")])
+    assert result.counts.added == 1
+    [skipped] = result.counts.skipped
+    assert skipped.external_id == "bad" and problem in skipped.reason, skipped.reason
+    assert sorted(h.document_id for h in pushed.search("text", k=5, mode="bm25")) == ["fine"]
+
+
+def test_pushed_text_and_ids_are_checked_in_the_library(pushed: Workspace) -> None:
+    docs = [Document("s", "half an emoji \ud83d"), Document("n", "NUL\x00"), Document("x" * 1025, "long id"),
+            Document("nul\x00id", "id with a NUL")]
+    result = pushed.upsert_documents("events", docs)
+    reasons = [s.reason for s in result.counts.skipped]
+    assert result.counts.added == 0 and len(reasons) == 4
+    assert "text: lone surrogate" in reasons[0] and "text: contains a NUL" in reasons[1]
+    assert "id: longer than 1,024 characters" in reasons[2] and "id: contains a NUL" in reasons[3]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "problem"),
+    [
+        (r'{"text": "hello", "metadata": {"k": "\ud800"}}', "metadata", "lone surrogate"),
+        (json.dumps({"text": "hello", "metadata": nested(500)}), "metadata", "nested more than"),
+        (r'{"text": "hello", "metadata": {"k": "\u0000"}}', "metadata", "NUL"),
+        (r'{"text": "hello \u0000"}', "text", "NUL"),
+        (r'{"text": "hello \ud800"}', "text", ""),
+    ],
+    ids=["surrogate", "deep", "nul-meta", "nul-text", "surrogate-text"],
+)
+def test_a_bad_push_is_a_422_naming_the_field_and_search_keeps_working(
+    client: TestClient, body: str, field: str, problem: str
+) -> None:
+    response = client.put("/sources/events/documents/bad", content=body.encode(), headers=AUTH)
+    assert response.status_code == 422, response.text
+    error = response.json()
+    assert [p["field"] for p in error["problems"]] == [field] and problem in error["message"]
+    for mode in ("vector", "bm25", "hybrid"):
+        hits = client.get("/search", params={"query": "glaciers document", "mode": mode})
+        assert hits.status_code == 200 and [h["document_id"] for h in hits.json()] == ["good"]
+
+
+def test_a_bad_push_in_a_batch_is_a_bad_record(pushed: Workspace) -> None:
+    from embedops.server.batch import apply_batch
+
+    outcomes = apply_batch(pushed, [("events", Document("a", "fine text")), ("events", Document("b", "x", {"k": "\ud800"}))])
+    assert not isinstance(outcomes[0], Exception)
+    assert isinstance(outcomes[1], BadRecord) and "lone surrogate" in outcomes[1].message
+
+
+def test_beir_metadata_and_folder_text_are_checked_too(tmp_path: Path) -> None:
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    records = [{"_id": "d1", "title": "T", "text": "a fine abstract", "metadata": {"year": 2020}},
+               {"_id": "d2", "title": "T", "text": "too deep", "metadata": nested(MAX_METADATA_DEPTH + 5)}]
+    (beir / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ok.txt").write_text("plain text file")
+    (docs / "late-nul.txt").write_bytes(b"text " * 2000 + b"\x00 more text")  # past the 8 KiB binary sniff
+    with Workspace.init(tmp_path / "ws", embedder="hashing") as ws:
+        ws.add_source("b", beir, kind="beir")
+        ws.add_source("docs", docs)
+        result = ws.sync()
+        reasons = {s.external_id: s.reason for s in result.counts.skipped}
+        assert result.counts.added == 2 and set(reasons) == {"d2", "late-nul.txt"}
+        assert reasons["d2"].startswith("corpus.jsonl line 2 (id 'd2'): metadata") and "nested" in reasons["d2"]
+        assert "NUL character at character 10000" in reasons["late-nul.txt"]
+
+
+# -- 13. precise reasons for JSONL records -------------------------------------------------------------
+def test_jsonl_null_text_and_empty_ids_get_precise_reasons(tmp_path: Path) -> None:
+    lines = ['{"id": "a", "text": null}', '{"id": "", "text": "x"}', '{"id": "  ", "text": "x"}',
+             '{"id": null, "text": "x"}', '{"text": "x", "title": "t"}', '{"id": "b"}', '{"id": "c", "text": 5}',
+             '{"id": "d", "text": "fine"}']
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with Workspace.init(tmp_path / "ws", embedder="hashing") as ws:
+        ws.add_source("j", path, kind="jsonl")
+        result = ws.sync()
+    reasons = [s.reason for s in result.counts.skipped]
+    assert result.counts.added == 1
+    assert reasons == [
+        "data.jsonl line 1 (id 'a'): text field 'text' is null; give the record its text, or remove it",
+        "data.jsonl line 2: id field 'id' is an empty string; give the record a non-empty id",
+        "data.jsonl line 3: id field 'id' is blank (only whitespace); give the record a non-empty id",
+        "data.jsonl line 4: id field 'id' is null; give the record an id or set the source option id_field to the"
+        " field that holds it (fields present: id, text)",
+        "data.jsonl line 5: missing id field 'id'; give the record an id or set the source option id_field to the"
+        " field that holds it (fields present: text, title)",
+        "data.jsonl line 6 (id 'b'): missing text field 'text'; add it or set the source option text_field"
+        " (fields present: id)",
+        "data.jsonl line 7 (id 'c'): text field 'text' is a number, expected a string; store the text as a JSON string",
+    ]
