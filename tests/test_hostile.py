@@ -202,3 +202,64 @@ def test_jsonl_null_text_and_empty_ids_get_precise_reasons(tmp_path: Path) -> No
         " (fields present: id)",
         "data.jsonl line 7 (id 'c'): text field 'text' is a number, expected a string; store the text as a JSON string",
     ]
+
+
+# -- 8. symbolic links out of a folder source --------------------------------------------------------
+def linked_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """docs/ with a real file, a link inside it, links out of it; outside/secret.txt holds the secret."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("root:x:0:0 the secret password file")
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "inside.md").write_text("# Inside\n\nA document about volcanoes.\n")
+    (docs / "sub" / "link-in.md").symlink_to("../inside.md")
+    (docs / "p.txt").symlink_to(outside / "secret.txt")
+    (docs / "hop.txt").symlink_to("sub/../p.txt")  # a chain that ends outside
+    (docs / "dir.txt").symlink_to(outside)
+    return docs, outside
+
+
+def test_a_link_out_of_the_folder_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    docs, outside = linked_folder(tmp_path)
+    (tmp_path / "via-link").symlink_to(docs)  # the root itself may be a link: what counts is where it leads
+    with Workspace.init(tmp_path / "ws", embedder="hashing") as ws:
+        ws.add_source("docs", tmp_path / "via-link")
+        result = ws.sync()
+        reasons = {s.external_id: s.reason for s in result.counts.skipped}
+        assert result.counts.added == 2  # inside.md and sub/link-in.md
+        assert set(reasons) == {"p.txt", "hop.txt", "dir.txt"}
+        secret = str((outside / "secret.txt").resolve())
+        assert reasons["p.txt"].startswith(f"p.txt: symbolic link to {secret}, outside the source folder")
+        assert "follow_external_symlinks" in reasons["p.txt"] and secret in reasons["hop.txt"]
+        assert not ws.search("secret password", k=10, mode="bm25")
+
+
+def test_following_external_links_is_opt_in_and_turning_it_off_removes_them(tmp_path: Path) -> None:
+    docs, _ = linked_folder(tmp_path)
+    with Workspace.init(tmp_path / "ws", embedder="hashing") as ws:
+        ws.add_source("docs", docs, follow_external_symlinks=True)
+        result = ws.sync()
+        assert result.counts.added == 4 and [s.external_id for s in result.counts.skipped] == ["dir.txt"]
+        assert {h.document_id for h in ws.search("secret password", k=10, mode="bm25")} == {"p.txt", "hop.txt"}
+        ws.settings.sources["docs"].options.pop("follow_external_symlinks")
+        ws.settings.save()
+        result = ws.sync()
+        # Not a bad record of the source (which would keep its previous version): not part of it at all.
+        assert result.counts.deleted == 2 and {"p.txt", "hop.txt"} <= {s.external_id for s in result.counts.skipped}
+        assert not ws.search("secret password", k=10, mode="bm25")
+
+
+def test_source_add_follow_external_symlinks_flag(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from embedops.cli import app
+
+    docs, _ = linked_folder(tmp_path)
+    ws = str(tmp_path / "ws")
+    runner = CliRunner()
+    assert runner.invoke(app, ["init", ws, "--embedder", "hashing"]).exit_code == 0
+    added = runner.invoke(app, ["source", "add", "docs", str(docs), "--follow-external-symlinks", "-w", ws, "--json"])
+    assert added.exit_code == 0 and json.loads(added.stdout)["options"] == {"follow_external_symlinks": True}
+    plain = runner.invoke(app, ["source", "add", "plain", str(docs), "-w", ws, "--json"])
+    assert json.loads(plain.stdout)["options"] == {}

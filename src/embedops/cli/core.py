@@ -54,6 +54,7 @@ def source_add(
     kind: Annotated[str, typer.Option(help="folder | jsonl | beir | push (documents arrive through the HTTP API)")] = "folder",
     include: Annotated[Optional[list[str]], typer.Option(help="folder: glob to include (repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="folder: glob to exclude (repeatable).")] = None,
+    follow_external_symlinks: Annotated[bool, typer.Option("--follow-external-symlinks", help="folder: index files that symbolic links lead to outside the folder (skipped by default).")] = False,
     id_field: Annotated[Optional[str], typer.Option(help="jsonl: field holding the id.")] = None,
     text_field: Annotated[Optional[str], typer.Option(help="jsonl: field holding the text.")] = None,
     title_field: Annotated[Optional[str], typer.Option(help="jsonl: optional title field, prepended to the text.")] = None,
@@ -61,7 +62,8 @@ def source_add(
     workspace: WsOpt = None,
 ) -> None:
     """Register a source (folder, jsonl, beir, or push: no path, documents arrive through the HTTP API)."""
-    options = {"include": include, "exclude": exclude, "id_field": id_field, "text_field": text_field, "title_field": title_field}
+    options = {"include": include, "exclude": exclude, "follow_external_symlinks": follow_external_symlinks,
+               "id_field": id_field, "text_field": text_field, "title_field": title_field}
     with handle_errors(as_json):
         result = commands.source_add(workspace, name=name, path=path, kind=kind, **{k: v for k, v in options.items() if v})
     if as_json:

@@ -38,10 +38,16 @@ class Unchanged:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A record that cannot be used, with a reason naming the file/record and the fix."""
+    """A record that cannot be used, with a reason naming the file/record and the fix.
+
+    A skipped record keeps its previous version (bad input never deletes good data),
+    unless ``keeps_previous`` is false: the record is not part of the source at all
+    (e.g. a link out of a folder), so a version indexed before is deleted.
+    """
 
     external_id: str
     reason: str
+    keeps_previous: bool = True
 
     def to_dict(self) -> dict[str, str]:
         """As reports and ledger rows hold it: a bad id must not make the report unstorable too."""
