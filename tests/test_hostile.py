@@ -263,3 +263,47 @@ def test_source_add_follow_external_symlinks_flag(tmp_path: Path) -> None:
     assert added.exit_code == 0 and json.loads(added.stdout)["options"] == {"follow_external_symlinks": True}
     plain = runner.invoke(app, ["source", "add", "plain", str(docs), "-w", ws, "--json"])
     assert json.loads(plain.stdout)["options"] == {}
+
+
+# -- 9. terminal output: document text, ids, paths and names printed literally -----------------------
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x1b[31m"  # set the window title, clear the screen, turn red
+
+
+def test_the_cli_prints_untrusted_text_literally(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from embedops.cli import app
+
+    data = tmp_path / f"data{ESCAPES}"
+    data.mkdir()
+    records = [{"id": f"doc{ESCAPES}:x:", "text": f"Glaciers {ESCAPES} calve :x: :thumbs_up: icebergs \u202eevil"},
+               {"id": f"bad{ESCAPES}", "text": None}]
+    (data / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    ws = str(tmp_path / "ws")
+    runner = CliRunner()
+    runner.invoke(app, ["init", ws, "--embedder", "hashing"])
+    outputs = {
+        "source add": runner.invoke(app, ["source", "add", "j", str(data / "d.jsonl"), "--kind", "jsonl", "-w", ws]),
+        "sync": runner.invoke(app, ["sync", "-w", ws]),
+        "search": runner.invoke(app, ["search", f"glaciers {ESCAPES} :x:", "-w", ws]),
+        "status": runner.invoke(app, ["status", "-w", ws]),
+        "history": runner.invoke(app, ["history", "-w", ws]),
+        "error": runner.invoke(app, ["search", "glaciers", "--index", f"no{ESCAPES}:x:", "-w", ws]),
+    }
+    for name, result in outputs.items():
+        printed = result.stdout + result.stderr
+        assert "\x1b" not in printed and "\x07" not in printed and "\u202e" not in printed, (name, printed)
+        assert "\u274c" not in printed and "\U0001f44d" not in printed, (name, printed)  # ❌ 👍: codes not rendered
+    assert "\\x1b]0;pwned\\x07" in outputs["sync"].stderr and "bad\\x1b" in outputs["sync"].stderr
+    assert ":x: :thumbs_up:" in outputs["search"].stdout and "\\u202eevil" in outputs["search"].stdout
+    assert f"'glaciers \\x1b]0;pwned\\x07" in outputs["search"].stdout  # the query in the title
+    assert "data\\x1b]0;pwned\\x07" in outputs["source add"].stdout
+    assert "no\\x1b]0;pwned\\x07" in outputs["error"].stderr and ":x:" in outputs["error"].stderr
+
+
+def test_literal_escapes_controls_and_keeps_lines() -> None:
+    from embedops.cli.common import literal
+
+    assert literal("plain text, 10 €") == "plain text, 10 €"
+    assert literal("a\x1b[31mb\x07\r\x7f\x85\u202e\ud800") == "a\\x1b[31mb\\x07\\r\\x7f\\x85\\u202e\\ud800"
+    assert literal("two\nlines\tand a tab") == "two\nlines\tand a tab"

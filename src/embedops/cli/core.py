@@ -19,6 +19,7 @@ from embedops.cli.common import (
     emit_json,
     err,
     handle_errors,
+    literal,
     out,
     progress_bars,
     styled,
@@ -141,7 +142,8 @@ def search(
         table.add_column(col)
     for i, r in enumerate(result.results, 1):
         snippet = " ".join(r.text.split())[:110]
-        table.add_row(str(i), f"{r.score:.3f}", Text.assemble(r.document_id, (" (stale)", "yellow") if r.stale else ""), snippet)
+        table.add_row(str(i), f"{r.score:.3f}", Text.assemble(literal(r.document_id), (" (stale)", "yellow") if r.stale else ""),
+                      snippet)
     out.print(table)
 
 
