@@ -307,3 +307,93 @@ def test_literal_escapes_controls_and_keeps_lines() -> None:
     assert literal("plain text, 10 €") == "plain text, 10 €"
     assert literal("a\x1b[31mb\x07\r\x7f\x85\u202e\ud800") == "a\\x1b[31mb\\x07\\r\\x7f\\x85\\u202e\\ud800"
     assert literal("two\nlines\tand a tab") == "two\nlines\tand a tab"
+
+
+# -- 11. a service bound to the network ----------------------------------------------------------------
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "example.org"])
+def test_serve_on_a_public_interface_refuses_open_reads(tmp_path: Path, host: str) -> None:
+    from typer.testing import CliRunner
+
+    from embedops.cli import app
+
+    Workspace.init(tmp_path / "ws", embedder="hashing").close()
+    result = CliRunner().invoke(app, ["serve", "--host", host, "-w", str(tmp_path / "ws")])
+    assert result.exit_code == 1
+    assert f"refusing to serve {host} with reads open to the network" in result.stderr
+    assert "--auth-reads" in result.stderr and "--allow-public-reads" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "auth_reads", "allow", "outcome"),
+    [("127.0.0.1", False, False, None), ("::1", False, False, None), ("localhost", False, False, None),
+     ("127.0.0.2", False, False, None), ("0.0.0.0", True, False, None), ("0.0.0.0", False, True, "warn"),
+     ("0.0.0.0", False, False, "refuse")],
+)
+def test_read_exposure_decision(host: str, auth_reads: bool, allow: bool, outcome: str | None) -> None:
+    from embedops.errors import ConfigError
+    from embedops.server.run import check_exposure
+
+    if outcome == "refuse":
+        with pytest.raises(ConfigError):
+            check_exposure(host, ServerConfig(auth_reads=auth_reads), allow_public_reads=allow)
+        return
+    warning = check_exposure(host, ServerConfig(auth_reads=auth_reads), allow_public_reads=allow)
+    assert (warning is not None) == (outcome == "warn")
+    if warning:
+        assert "/status" in warning and "/metrics" in warning and "--auth-reads" in warning
+
+
+def test_the_access_log_never_shows_query_values() -> None:
+    import logging
+
+    from embedops.server.run import RedactQueryValues
+
+    redact = RedactQueryValues(["query", "k", "token"])
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("1.2.3.4:5", "GET", "/search?query=secret%20plans&k=3&token=T0K&T0K2&x=1", "1.1", 200),
+                               None)
+    assert redact.filter(record)
+    line = record.getMessage()
+    assert "T0K" not in line and "secret" not in line
+    assert line == '1.2.3.4:5 - "GET /search?query=…&k=…&token=…&…&… HTTP/1.1" 200'
+
+
+def test_serve_public_with_allow_warns_and_keeps_tokens_out_of_the_access_log(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx2 as httpx
+
+    from tests.conftest import CHILD_ENV
+
+    with Workspace.init(tmp_path / "ws", embedder="hashing") as ws:
+        ws.add_source("events", kind="push")
+        ws.upsert_documents("events", [Document("a", "glaciers")])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**CHILD_ENV, "EMBEDOPS_TOKEN": "sEcReT-token-value"}
+    cmd = [sys.executable, "-m", "embedops.cli", "serve", "--host", "0.0.0.0", "--allow-public-reads", "--access-log",
+           "--port", str(port), "-w", str(tmp_path / "ws")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        params = {"query": "private words", "token": "sEcReT-token-value", "access_token": "sEcReT-token-value"}
+        assert httpx.get(f"{url}/search", params=params).status_code == 200
+        assert httpx.get(f"{url}/search?sEcReT-token-value").status_code == 422
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=20)[0].decode()
+    assert "PUBLIC READS" in output and "0.0.0.0" in output
+    assert '"GET /search?query=…&…&… HTTP/1.1" 200' in output, output  # token: not an API parameter
+    assert "sEcReT" not in output and "private words" not in output and os.sep + "search?query=private" not in output

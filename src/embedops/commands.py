@@ -127,17 +127,22 @@ def serve(
     port: int = 8765,
     token_env: str = "EMBEDOPS_TOKEN",
     auth_reads: bool = False,
+    allow_public_reads: bool = False,
     max_body_bytes: int = 1 << 20,
     max_query_chars: int = 2_000,
     access_log: bool = False,
 ) -> None:
-    """Run the HTTP service over the workspace until interrupted (see docs/service.md)."""
+    """Run the HTTP service over the workspace until interrupted (see docs/service.md).
+
+    A non-loopback ``host`` without ``auth_reads`` is refused unless ``allow_public_reads``.
+    """
     from embedops.server.config import ServerConfig
     from embedops.server.run import serve as run_server
 
     config = ServerConfig(token_env=token_env, auth_reads=auth_reads, max_body_bytes=max_body_bytes,
                           max_query_chars=max_query_chars)
-    run_server(workspace, host=host, port=port, config=config, access_log=access_log)
+    run_server(workspace, host=host, port=port, config=config, access_log=access_log,
+               allow_public_reads=allow_public_reads)
 
 
 def status(workspace: Path | None) -> dict[str, Any]:

@@ -153,15 +153,17 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
     token_env: Annotated[str, typer.Option(help="Env var holding the bearer token that writes (and --auth-reads reads) need.")] = "EMBEDOPS_TOKEN",
     auth_reads: Annotated[bool, typer.Option("--auth-reads", help="Reads need the bearer token too.")] = False,
+    allow_public_reads: Annotated[bool, typer.Option("--allow-public-reads", help="Serve reads without a token on a non-loopback --host (refused otherwise).")] = False,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 above).")] = 1 << 20,
     max_query_chars: Annotated[int, typer.Option(help="Longest query accepted (422 above).")] = 2_000,
-    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (uvicorn's access log).")] = False,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (uvicorn's access log; query values are never shown).")] = False,
     workspace: WsOpt = None,
 ) -> None:
     """Run the HTTP service (search, sync, push documents, status, metrics) until Ctrl-C."""
     with handle_errors(False):
         commands.serve(workspace, host=host, port=port, token_env=token_env, auth_reads=auth_reads,
-                       max_body_bytes=max_body_bytes, max_query_chars=max_query_chars, access_log=access_log)
+                       allow_public_reads=allow_public_reads, max_body_bytes=max_body_bytes,
+                       max_query_chars=max_query_chars, access_log=access_log)
 
 
 @app.command()
