@@ -397,3 +397,105 @@ def test_serve_public_with_allow_warns_and_keeps_tokens_out_of_the_access_log(tm
     assert "PUBLIC READS" in output and "0.0.0.0" in output
     assert '"GET /search?query=…&…&… HTTP/1.1" 200' in output, output  # token: not an API parameter
     assert "sEcReT" not in output and "private words" not in output and os.sep + "search?query=private" not in output
+
+
+# -- 13. smaller gaps ----------------------------------------------------------------------------------
+@pytest.fixture
+def small(tmp_path: Path) -> Path:
+    """A synced workspace: source `j` (two JSONL records with metadata `lang`) and an empty push source."""
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"id": "1", "text": "glaciers calve icebergs", "lang": "en"}\n'
+                    '{"id": "2", "text": "glaciers fondent", "lang": "fr"}\n', encoding="utf-8")
+    with Workspace.init(tmp_path / "ws", embedder="hashing") as ws:
+        ws.add_source("j", path, kind="jsonl")
+        ws.add_source("events", kind="push")
+        ws.sync()
+    return tmp_path / "ws"
+
+
+def cli(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from embedops.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_search_for_a_source_that_does_not_exist_says_so(small: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from embedops.errors import NotFound
+
+    with Workspace.open(small) as ws:
+        from embedops.search.engine import Filters
+
+        with pytest.raises(NotFound, match="no source 'nope'"):
+            ws.search("glaciers", filters=Filters(source="nope"))
+        assert ws.search("glaciers", filters=Filters(source="events")) == []  # exists, holds nothing: no error
+    result = cli("search", "glaciers", "--source", "nope", "-w", str(small))
+    assert result.exit_code == 1 and "no source 'nope'" in result.stderr and "j, events" in result.stderr
+    monkeypatch.setenv("EMBEDOPS_TOKEN", TOKEN)
+    with TestClient(create_app(small, ServerConfig()), raise_server_exceptions=False) as client:
+        for response in (client.get("/search", params={"query": "glaciers", "source": "nope"}),
+                         client.post("/search", json={"query": "glaciers", "source": "nope"})):
+            assert response.status_code == 404 and response.json()["error"] == "NotFound"
+
+
+def test_a_filter_on_a_metadata_key_no_document_has_says_so(small: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = cli("search", "glaciers", "--where", "nokey=1", "-w", str(small))
+    assert result.exit_code == 0 and "no results" in result.stdout
+    assert "note: no document has metadata key 'nokey'" in result.stderr
+    as_json = cli("search", "glaciers", "--where", "nokey=1", "--where", "lang=de", "-w", str(small), "--json")
+    assert json.loads(as_json.stdout) == [] and "'nokey'" in as_json.stderr and "'lang'" not in as_json.stderr
+    assert "note" not in cli("search", "glaciers", "--where", "lang=de", "-w", str(small)).stderr  # the key exists
+    monkeypatch.setenv("EMBEDOPS_TOKEN", TOKEN)
+    with TestClient(create_app(small, ServerConfig()), raise_server_exceptions=False) as client:
+        response = client.get("/search", params={"query": "glaciers", "where": ["nokey=1"]})
+        assert response.json() == [] and response.headers["x-embedops-note"] == "no document has metadata key 'nokey'"
+        assert "x-embedops-note" not in client.get("/search", params={"query": "glaciers", "where": ["lang=fr"]}).headers
+
+
+def test_threshold_values_are_cosines_and_negative_values_parse(small: Path) -> None:
+    ws = str(small)
+    refused = cli("thresholds", "add", "d", "1.5", "-w", ws)
+    assert refused.exit_code == 1 and "within [-1, 1]" in " ".join(refused.stderr.split())
+    added = cli("thresholds", "add", "d", "-0.2", "-w", ws, "--json")
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.stdout)["value"] == -0.2
+    space = json.loads(added.stdout)["space"]
+    changed = cli("thresholds", "set", "d", "-.5", "--space", space, "-w", ws, "--json")
+    assert changed.exit_code == 0 and json.loads(changed.stdout)["value"] == -0.5
+    assert cli("thresholds", "set", "d", "-1.01", "--space", space, "-w", ws).exit_code == 1
+    assert cli("thresholds", "add", "e", "0.5", "--bogus", "-w", ws).exit_code == 2  # typos are still errors
+
+
+def test_history_limit_zero_is_refused_and_version_works(small: Path) -> None:
+    from embedops import __version__
+
+    refused = cli("history", "--limit", "0", "-w", str(small))
+    assert refused.exit_code == 2 and "--limit" in refused.output
+    assert len(json.loads(cli("history", "--limit", "1", "-w", str(small), "--json").stdout)) == 1
+    version = cli("--version")
+    assert version.exit_code == 0 and version.stdout.strip() == f"embedops {__version__}"
+
+
+@pytest.mark.parametrize("name", ["", "   ", "a b", "x/y", "-dash", "é", "a" * 201, "nul\x00"])
+def test_names_are_validated(small: Path, tmp_path: Path, name: str) -> None:
+    from embedops.errors import ConfigError
+
+    with Workspace.open(small) as ws, pytest.raises(ConfigError, match="name"):
+        ws.add_source(name, kind="push")
+    with Workspace.open(small) as ws, pytest.raises(ConfigError, match="name"):
+        ws.thresholds.add(name, 0.5)
+    qrels = tmp_path / "q.jsonl"
+    qrels.write_text('{"query": "glaciers", "relevant_ids": ["1"]}\n', encoding="utf-8")
+    result = cli("eval", "import", "--source", "j", "-w", str(small), "--", name, str(qrels))
+    assert result.exit_code == 1 and "invalid eval set name" in result.stderr
+    result = cli("eval", "bind", "x", "--alias", name, "-w", str(small))
+    assert result.exit_code == 1 and "invalid alias name" in result.stderr
+
+
+def test_names_are_stripped(small: Path) -> None:
+    result = cli("source", "add", "  spaced  ", "--kind", "push", "-w", str(small), "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["name"] == "spaced"
+    assert "[sources.spaced]" in (small / "embedops.toml").read_text()
+    result = cli("thresholds", "add", " dedup ", "0.9", "-w", str(small), "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["name"] == "dedup"

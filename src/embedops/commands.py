@@ -57,6 +57,7 @@ class SearchResults:
     query: str
     alias: str
     results: list[SearchResult]
+    notes: list[str] = field(default_factory=list)  # why there may be no results (e.g. an unknown metadata key)
 
     def to_list(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.results]
@@ -117,7 +118,8 @@ def search(
         filters = Filters(source=source, metadata=where or {}, updated_after=updated_after)
         results = ws.search(query, k=k, alias=alias, index=index, filters=filters if filters else None, mode=mode,
                             fresh_only=fresh_only, recency_half_life=recency_half_life)
-        return SearchResults(query, alias or ws.settings.alias, results)
+        notes = [] if results else ws.filter_notes(filters)
+        return SearchResults(query, alias or ws.settings.alias, results, notes)
 
 
 def serve(
@@ -151,6 +153,11 @@ def status(workspace: Path | None) -> dict[str, Any]:
 
 
 def history(workspace: Path | None, *, kind: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
+    """The newest ``limit`` ledger rows (None: all), optionally of kinds starting with ``kind``."""
+    if limit is not None and limit < 1:
+        from embedops.errors import ConfigError
+
+        raise ConfigError(f"limit must be at least 1 (got {limit})", hint="leave it out for the default 50")
     with Workspace.open(workspace) as ws:
         return ws.history(kind=kind, limit=limit)
 

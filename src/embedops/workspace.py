@@ -23,6 +23,7 @@ from embedops.catalog import queries, schema
 from embedops.catalog.db import create_engine, database_url, ensure_schema, read_tx
 from embedops.catalog.ledger import read_ledger, write_ledger
 from embedops.chunking.base import Chunker
+from embedops.names import checked_name
 from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, load_settings
 from embedops.embedding.base import Embedder, TokenSource
 from embedops.monitor.references import pin_corpus_references
@@ -142,6 +143,7 @@ class Workspace:
     # -- sources -------------------------------------------------------------
     def add_source(self, name: str, path: str | Path | None = None, kind: str = "folder", **options: Any) -> SourceConfig:
         """Register a source; ``path`` is required except for ``kind="push"`` (documents come through the API)."""
+        name = checked_name("source", name)
         if name in self.settings.sources:
             raise ConfigError(f"source {name!r} already exists", hint="choose another name")
         stored = self._checked_source_path(name, kind, path, options)
@@ -523,6 +525,7 @@ class Workspace:
         """
         from embedops.search.modes import search_mode
 
+        self.check_filters(filters)
         if fresh_only or recency_half_life is not None or self.settings.monitor.query_log:
             from embedops.monitor.serving import monitored_search
 
@@ -555,10 +558,29 @@ class Workspace:
         """Many queries against one index: resolved once, embedded in one batch (or given ``vectors``)."""
         from embedops.search.modes import search_batch
 
+        self.check_filters(filters)
         return search_batch(
             self.searcher, queries, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters,
             mode=mode, vectors=vectors,
         )
+
+    def check_filters(self, filters: Filters | None) -> None:
+        """A filter on a source that does not exist is a mistake to report, not a search with no results."""
+        if filters is None or not filters.source or filters.source in self.settings.sources:
+            return
+        with read_tx(self.engine) as conn:  # a source removed from the config may still hold documents
+            if queries.source_exists(conn, filters.source):
+                return
+        names = ", ".join(self.settings.sources) or "none (add one with `embedops source add`)"
+        raise NotFound(f"no source {filters.source!r}", hint=f"sources: {names}", source=filters.source)
+
+    def filter_notes(self, filters: Filters | None) -> list[str]:
+        """Why a filtered search may have found nothing: metadata keys that no live document has."""
+        if filters is None or not filters.metadata:
+            return []
+        with read_tx(self.engine) as conn:
+            absent = queries.absent_metadata_keys(conn, list(filters.metadata))
+        return [f"no document has metadata key {key!r}" for key in absent]
 
     # -- thresholds -------------------------------------------------------------
     @property

@@ -20,6 +20,22 @@ from embedops.errors import EmbedopsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Operate an embedding pipeline like a database.")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from embedops import __version__
+
+        sys.stdout.write(f"embedops {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Operate an embedding pipeline like a database."""
+
 # What a terminal would act on rather than show: C0/C1 control characters but newline and tab
 # (escape sequences that clear the screen, set the title, rewrite a line), bidirectional overrides
 # (text that reads other than it is), and lone surrogates (which no terminal encoding can write).

@@ -109,7 +109,7 @@ def _print_sync(data: dict[str, Any], plan: bool) -> None:
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="Query text.")],
-    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+    k: Annotated[int, typer.Option("-k", min=1, help="Number of results.")] = 10,
     alias: Annotated[Optional[str], typer.Option(help="Alias to query (default: prod).")] = None,
     index: Annotated[Optional[str], typer.Option(help="Query one index directly instead of an alias.")] = None,
     source: Annotated[Optional[str], typer.Option(help="Only documents of this source.")] = None,
@@ -131,6 +131,8 @@ def search(
         result = commands.search(workspace, query=query, k=k, alias=alias, index=index, source=source,
                                  where=filters, updated_after=after, mode=mode, fresh_only=fresh_only,
                                  recency_half_life=half_life)
+    for note in result.notes:
+        err.print(styled("note:", "yellow", f" {note}"), highlight=False)
     if as_json:
         return emit_json(result.to_list())
     if not result.results:
@@ -193,7 +195,7 @@ def status(as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
 @app.command()
 def history(
     kind: Annotated[Optional[str], typer.Option(help="Only entries whose kind starts with this (sync, index, alias, ...).")] = None,
-    limit: Annotated[int, typer.Option(help="Most recent N entries.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="Most recent N entries (at least 1).")] = 50,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from fastapi import Body, FastAPI, Query, Security
+from fastapi import Body, FastAPI, Query, Response, Security
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -131,6 +131,7 @@ def _search_routes(app: FastAPI, service: Service, config: ServerConfig, deps: l
     async def search(
         query: Annotated[str, Query(min_length=1, max_length=config.max_query_chars, pattern=NOT_BLANK,
                                     description=query_doc)],
+        response: Response,
         k: Annotated[int, Query(ge=1, le=config.max_k, description="Number of results.")] = 10,
         alias: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
         index: Annotated[str | None, Query(min_length=1, max_length=200, description="Query one index directly.")] = None,
@@ -141,22 +142,31 @@ def _search_routes(app: FastAPI, service: Service, config: ServerConfig, deps: l
     ) -> list[dict[str, Any]]:
         """Top-k chunks for a query, embedded with the serving index's own embedder."""
         metadata = parse_where(where or [])
-        return await service.read(
+        hits, notes = await service.read(
             lambda ws: _search(ws, query, k, alias, index, mode, source, metadata, updated_after))
+        return _noted(response, hits, notes)
 
     @app.post("/search", response_model=list[SearchHit], dependencies=deps, tags=["search"])
-    async def search_post(body: SearchRequest) -> list[dict[str, Any]]:  # type: ignore[valid-type]
+    async def search_post(body: SearchRequest, response: Response) -> list[dict[str, Any]]:  # type: ignore[valid-type]
         """The same as GET /search, with the arguments in a JSON body."""
         b: Any = body
-        return await service.read(
+        hits, notes = await service.read(
             lambda ws: _search(ws, b.query, b.k, b.alias, b.index, b.mode, b.source, b.where, b.updated_after))
+        return _noted(response, hits, notes)
 
 
-def _search(ws: Workspace, query: str, k: int, alias: str | None, index: str | None, mode: str,
-            source: str | None, where: dict[str, str], updated_after: datetime | None) -> list[dict[str, Any]]:
+def _search(ws: Workspace, query: str, k: int, alias: str | None, index: str | None, mode: str, source: str | None,
+            where: dict[str, str], updated_after: datetime | None) -> tuple[list[dict[str, Any]], list[str]]:
     filters = Filters(source=source, metadata=where, updated_after=utc(updated_after))
     results = ws.search(query, k=k, alias=alias, index=index, filters=filters or None, mode=mode)
-    return [r.to_dict() for r in results]
+    return [r.to_dict() for r in results], [] if results else ws.filter_notes(filters)
+
+
+def _noted(response: Response, hits: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
+    """Why a search found nothing, in a header: the body stays the plain list of hits."""
+    if notes:  # keys match METADATA_KEY (ASCII), so the note is a valid header value
+        response.headers["X-Embedops-Note"] = "; ".join(notes)
+    return hits
 
 
 # -- writes ---------------------------------------------------------------------------------
