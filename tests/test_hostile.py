@@ -499,3 +499,63 @@ def test_names_are_stripped(small: Path) -> None:
     assert "[sources.spaced]" in (small / "embedops.toml").read_text()
     result = cli("thresholds", "add", " dedup ", "0.9", "-w", str(small), "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["name"] == "dedup"
+
+
+# -- found by fuzzing ------------------------------------------------------------------------------------
+def test_nul_characters_in_names_and_queries_are_answered_on_every_backend(
+    tmp_path: Path, database: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL refuses a NUL even as a parameter it only compares: every route must still answer."""
+    with Workspace.init(tmp_path / "ws", embedder="hashing", database=database) as ws:
+        ws.add_source("events", kind="push")
+        ws.upsert_documents("events", [Document("a", "glaciers", {"k": "v"})])
+        ws.thresholds.add("dedup", 0.9)
+    monkeypatch.setenv("EMBEDOPS_TOKEN", TOKEN)
+    requests = [("GET", "/search?query=glaciers&alias=%00"), ("GET", "/search?query=glaciers&index=%00"),
+                ("GET", "/search?query=glaciers&source=%00"), ("GET", "/search?query=glaciers&where=k%3D%00"),
+                ("GET", "/search?query=gla%00ciers&mode=bm25"), ("GET", "/search?query=gla%00ciers&mode=hybrid"),
+                ("GET", "/thresholds/%00"), ("GET", "/thresholds/dedup?space=%00"), ("GET", "/thresholds?alias=%00"),
+                ("GET", "/migrations/status?alias=%00"), ("GET", "/freshness?source=%00"),
+                ("DELETE", "/sources/events/documents/%00"), ("PUT", "/sources/%00/documents/a"),
+                ("POST", "/search", {"query": "gla\x00ciers", "mode": "bm25"}),
+                ("POST", "/search", {"query": "glaciers", "source": "\x00", "alias": "prod"}),
+                ("POST", "/search", {"query": "glaciers", "where": {"k": "\x00"}}),
+                ("POST", "/sync", {"source": "\x00"})]
+    with TestClient(create_app(tmp_path / "ws", ServerConfig()), raise_server_exceptions=False) as client:
+        for method, url, *body in requests:
+            response = client.request(method, url, json=body[0] if body else {"text": "x"}, headers=AUTH)
+            assert response.status_code < 500, (method, url, response.text)
+            assert response.status_code < 400 or "error" in response.json()
+        assert client.get("/search", params={"query": "glaciers"}).json()[0]["document_id"] == "a"
+
+
+def test_a_time_outside_the_years_1_to_9999_in_utc_is_refused(pushed: Workspace) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from embedops.errors import SearchError
+    from embedops.search.params import parse_time
+
+    ahead = timezone(timedelta(hours=-14))
+    late = Document("late", "glaciers", updated_at=datetime(9999, 12, 31, 23, 59, tzinfo=ahead))  # year 10000 in UTC
+    result = pushed.upsert_documents("events", [late])
+    assert [s.external_id for s in result.counts.skipped] == ["late"]
+    assert "updated_at: 9999-12-31T23:59:00-14:00 is outside the years 1 to 9999" in result.counts.skipped[0].reason
+    with pytest.raises(SearchError, match="outside the years 1 to 9999"):
+        parse_time("0001-01-01T00:00:00+14:00")
+    assert pushed.search("glaciers", k=5)[0].tags["source_updated_at"] is None  # the good document, served
+
+
+def test_a_library_search_with_a_nul_is_a_search_error(pushed: Workspace) -> None:
+    from embedops.errors import SearchError
+    from embedops.search.engine import Filters
+
+    calls = [dict(query="gla\x00ciers", mode="bm25"), dict(query="gla\x00ciers", mode="hybrid"),
+             dict(query="glaciers", alias="p\x00"), dict(query="glaciers", index="i\x00"),
+             dict(query="glaciers", filters=Filters(source="s\x00")),
+             dict(query="glaciers", filters=Filters(metadata={"lang": "e\x00"}))]
+    for call in calls:
+        with pytest.raises(SearchError, match="NUL"):
+            pushed.search(**call)  # type: ignore[arg-type]
+    with pytest.raises(SearchError, match="NUL"):
+        pushed.search_batch(["ok", "n\x00"])
+    assert pushed.search("glaciers", k=1)[0].document_id == "good"

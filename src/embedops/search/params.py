@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from embedops.errors import SearchError
+from embedops.sources.validate import time_problem
 
 
 def parse_where(items: Iterable[str]) -> dict[str, str]:
@@ -43,4 +44,6 @@ def parse_time(text: str) -> datetime:
                           " (a time without a zone is UTC)") from None
     aware = utc(moment)
     assert aware is not None
+    if (found := time_problem(aware, None)) is not None:
+        raise SearchError(f"bad time {text!r}: {found.problem}", hint=found.fix)
     return aware

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from embedops.server.metrics import ServiceMetrics
-from embedops.server.problems import internal_error_body
+from embedops.server.problems import RequestInvalid, internal_error_body
 
 log = logging.getLogger("embedops.server")
 
@@ -51,6 +51,9 @@ class ServiceMiddleware:
             await send(message)
 
         try:
+            if _has_nul(scope):  # PostgreSQL refuses a NUL even in a value it only compares: refuse it here, once
+                await _send_json(send_with_id, 422, _nul_in_url(rid))
+                return
             body = await self._read_body(scope, receive)
             if body is None:
                 await _send_json(send_with_id, 413, _too_large(rid, self.max_body_bytes))
@@ -84,6 +87,16 @@ class ServiceMiddleware:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def _has_nul(scope: Scope) -> bool:
+    return "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"")
+
+
+def _nul_in_url(rid: str) -> dict[str, Any]:
+    error = RequestInvalid("invalid request: the URL holds a NUL character (%00)",
+                           hint="no name, id or query contains one; remove it")
+    return {**error.to_dict(), "request_id": rid}
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -10,7 +10,7 @@ import re
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from embedops.server.config import ServerConfig
-from embedops.sources.validate import LIMITS_HINT, MAX_ID_CHARS, id_problem, metadata_problem, text_problem
+from embedops.sources.validate import LIMITS_HINT, MAX_ID_CHARS, id_problem, metadata_problem, text_problem, time_problem
 from embedops.vectors.rows import METADATA_KEY
 
 Mode = Literal["vector", "bm25", "hybrid"]
@@ -27,7 +27,23 @@ def _iso_only(value: Any) -> Any:
     return value
 
 
-IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
+def _in_range(value: datetime) -> datetime:
+    if (found := time_problem(value, None)) is not None:
+        raise ValueError(str(found))
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in_range)]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character, which no name, id or text may hold")
+    return value
+
+
+# A string of a request body that is looked up or searched for (PostgreSQL refuses a NUL in either).
+Plain = Annotated[str, AfterValidator(_no_nul)]
 
 
 def _check_where(where: dict[str, str]) -> dict[str, str]:
@@ -39,7 +55,7 @@ def _check_where(where: dict[str, str]) -> dict[str, str]:
 
 # patternProperties rather than propertyNames: fuzzers and client generators understand it.
 WhereFilter = Annotated[
-    dict[str, Annotated[str, Field(max_length=1000)]],
+    dict[str, Annotated[str, Field(max_length=1000), AfterValidator(_no_nul)]],
     AfterValidator(_check_where),
     WithJsonSchema({"type": "object", "additionalProperties": False,
                     "patternProperties": {METADATA_KEY: {"type": "string", "maxLength": 1000}}}),
@@ -106,7 +122,7 @@ class DocumentResult(BaseModel):
 class SyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description="Sync only this source.")
+    source: Annotated[Plain, Field(min_length=1, max_length=200)] | None = Field(None, description="Sync only this source.")
     plan: bool = Field(False, description="Dry run: report what would change, change nothing.")
 
 
@@ -125,12 +141,12 @@ def search_request_model(config: ServerConfig) -> type[BaseModel]:
     class SearchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
-        query: Annotated[str, Field(min_length=1, max_length=config.max_query_chars, pattern=NOT_BLANK)]
+        query: Annotated[Plain, Field(min_length=1, max_length=config.max_query_chars, pattern=NOT_BLANK)]
         k: Annotated[int, Field(ge=1, le=config.max_k)] = 10
-        alias: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description="Alias to query (default: the workspace's, prod).")
-        index: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description="Query one index directly.")
+        alias: Annotated[Plain, Field(min_length=1, max_length=200)] | None = Field(None, description="Alias to query (default: the workspace's, prod).")
+        index: Annotated[Plain, Field(min_length=1, max_length=200)] | None = Field(None, description="Query one index directly.")
         mode: Mode = "vector"
-        source: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description="Only documents of this source.")
+        source: Annotated[Plain, Field(min_length=1, max_length=200)] | None = Field(None, description="Only documents of this source.")
         where: WhereFilter = Field(default_factory=dict, description="Document metadata equal to these values.")
         updated_after: IsoDateTime | None = Field(None, description="Only documents updated at or after this time (naive = UTC).")
 
