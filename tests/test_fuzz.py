@@ -202,6 +202,7 @@ def test_fuzz_pushed_documents(served: tuple[TestClient, Path]) -> None:
     @example(doc_id="nul\x00", body={"text": "word \x00", "metadata": {"\x00": "\x00"}}, raw=None)
     @example(doc_id="nan", body={"text": "word", "metadata": {"n": float("nan"), "i": float("inf")}}, raw=None)
     @example(doc_id="y10k", body={"text": "word", "updated_at": "9999-12-31T23:59:59-14:00"}, raw=None)
+    @example(doc_id="y0", body={"text": "word", "updated_at": "0001-01-01T00:00:00+14:00"}, raw=None)
     def check(doc_id: str, body: Any, raw: bytes | None) -> None:
         check_push(client, doc_id, body, raw)
 

@@ -529,20 +529,21 @@ def test_nul_characters_in_names_and_queries_are_answered_on_every_backend(
         assert client.get("/search", params={"query": "glaciers"}).json()[0]["document_id"] == "a"
 
 
-def test_a_time_outside_the_years_1_to_9999_in_utc_is_refused(pushed: Workspace) -> None:
-    from datetime import datetime, timedelta, timezone
-
-    from embedops.errors import SearchError
-    from embedops.search.params import parse_time
-
-    ahead = timezone(timedelta(hours=-14))
-    late = Document("late", "glaciers", updated_at=datetime(9999, 12, 31, 23, 59, tzinfo=ahead))  # year 10000 in UTC
-    result = pushed.upsert_documents("events", [late])
-    assert [s.external_id for s in result.counts.skipped] == ["late"]
-    assert "updated_at: 9999-12-31T23:59:00-14:00 is outside the years 1 to 9999" in result.counts.skipped[0].reason
-    with pytest.raises(SearchError, match="outside the years 1 to 9999"):
-        parse_time("0001-01-01T00:00:00+14:00")
-    assert pushed.search("glaciers", k=5)[0].tags["source_updated_at"] is None  # the good document, served
+def test_a_time_in_the_year_10000_in_utc_is_kept_and_search_keeps_answering(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """9999-12-31T23:59:59-14:00 is valid ISO 8601 (the schema accepts it) but lies in the year 10000 in UTC:
+    it was stored, and every search returning it failed (500) when showing it as a date."""
+    late = {"text": "glaciers retreat late", "updated_at": "9999-12-31T23:59:59-14:00"}
+    early = {"text": "glaciers advance early", "updated_at": "0001-01-01T00:00:00+14:00"}
+    assert client.put("/sources/events/documents/late", json=late, headers=AUTH).status_code == 200
+    assert client.put("/sources/events/documents/early", json=early, headers=AUTH).status_code == 200
+    hits = client.get("/search", params={"query": "glaciers", "k": 5})
+    assert hits.status_code == 200, hits.text
+    shown = {h["document_id"]: h["tags"]["source_updated_at"] for h in hits.json()}
+    assert shown["late"] is None and shown["early"] is None and set(shown) == {"good", "late", "early"}
+    after = client.get("/search", params={"query": "glaciers", "updated_after": "9999-12-31T23:00:00-14:00"})
+    assert [h["document_id"] for h in after.json()] == ["late"]
 
 
 def test_a_library_search_with_a_nul_is_a_search_error(pushed: Workspace) -> None:

@@ -28,8 +28,9 @@ from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace,
 from embedops.embedding.base import Embedder, TokenSource
 from embedops.monitor.references import pin_corpus_references
 from embedops.monitor.settings import source_slos
-from embedops.errors import ConfigChanged, ConfigError, NotFound, SearchError, SourceError, SpaceMismatch
+from embedops.errors import ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
 from embedops.search.engine import Filters, Searcher, SearchResult
+from embedops.search.params import refuse_nul
 from embedops.sources.base import Document, Source
 from embedops.sync.fill import fill_index, measure_gap
 from embedops.sync.plan import CatalogDoc, CatalogRows, SyncPlan, plan_sync
@@ -525,7 +526,7 @@ class Workspace:
         """
         from embedops.search.modes import search_mode
 
-        self.check_search([query or ""], alias, index, filters)
+        self._check_search([query or ""], alias, index, filters)
         if fresh_only or recency_half_life is not None or self.settings.monitor.query_log:
             from embedops.monitor.serving import monitored_search
 
@@ -558,24 +559,15 @@ class Workspace:
         """Many queries against one index: resolved once, embedded in one batch (or given ``vectors``)."""
         from embedops.search.modes import search_batch
 
-        self.check_search(queries, alias, index, filters)
+        self._check_search(queries, alias, index, filters)
         return search_batch(
             self.searcher, queries, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters,
             mode=mode, vectors=vectors,
         )
 
-    def check_search(self, texts: Sequence[str], alias: str | None, index: str | None, filters: Filters | None) -> None:
-        """Refuse what no search can mean: a NUL (PostgreSQL refuses it even to compare), an unknown source."""
-        values = [*texts, alias or "", index or ""]
-        if filters is not None:
-            values += [filters.source or "", *map(str, filters.metadata.values())]
-        if any("\x00" in value for value in values):
-            raise SearchError("a query, alias, index, source or filter value holds a NUL character",
-                              hint="remove it: no text, name or metadata value stored here holds one")
-        self.check_filters(filters)
-
-    def check_filters(self, filters: Filters | None) -> None:
-        """A filter on a source that does not exist is a mistake to report, not a search with no results."""
+    def _check_search(self, texts: Sequence[str], alias: str | None, index: str | None, filters: Filters | None) -> None:
+        """Refuse what no search can mean: a NUL, a filter on a source that does not exist (not 0 results)."""
+        refuse_nul(texts, alias, index, filters)
         if filters is None or not filters.source or filters.source in self.settings.sources:
             return
         with read_tx(self.engine) as conn:  # a source removed from the config may still hold documents

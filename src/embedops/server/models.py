@@ -10,7 +10,7 @@ import re
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from embedops.server.config import ServerConfig
-from embedops.sources.validate import LIMITS_HINT, MAX_ID_CHARS, MAX_METADATA_KEYS, id_problem, metadata_problem, text_problem, time_problem
+from embedops.sources.validate import LIMITS_HINT, MAX_ID_CHARS, MAX_METADATA_KEYS, id_problem, metadata_problem, text_problem
 from embedops.vectors.rows import METADATA_KEY
 
 Mode = Literal["vector", "bm25", "hybrid"]
@@ -41,13 +41,7 @@ def _iso_only(value: Any) -> Any:
     return value
 
 
-def _in_range(value: datetime) -> datetime:
-    if (found := time_problem(value, None)) is not None:
-        raise ValueError(str(found))
-    return value
-
-
-IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in_range)]
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 def _check_where(where: dict[str, str]) -> dict[str, str]:

@@ -24,7 +24,6 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from embedops.sources.base import Document, encodable
@@ -33,10 +32,6 @@ MAX_ID_CHARS = 1024
 MAX_METADATA_DEPTH = 20  # as Elasticsearch's default mapping depth limit
 MAX_METADATA_KEYS = 1000  # keys at every level together; as Elasticsearch's default total fields limit
 MAX_METADATA_BYTES = 65_536  # the metadata as compact JSON in UTF-8
-# Times are stored as epoch seconds and shown in the reader's zone: a day inside datetime's years 1-9999
-# keeps every zone's rendering of them in range.
-EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
-LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 LIMITS_HINT = (
     f"metadata may nest at most {MAX_METADATA_DEPTH} levels, hold at most {MAX_METADATA_KEYS:,} keys and "
@@ -62,27 +57,7 @@ _METADATA_FIX = f"shrink or flatten the metadata ({LIMITS_HINT})"
 
 def document_problem(doc: Document) -> Problem | None:
     """The first reason ``doc`` cannot be stored and served as it is, or None when it can."""
-    found = id_problem(doc.external_id) or text_problem(doc.text) or metadata_problem(doc.metadata)
-    if found is None and doc.updated_at is not None:
-        found = time_problem(doc.updated_at)
-    return found
-
-
-def time_problem(moment: datetime, field: str | None = "updated_at") -> Problem | None:
-    """A time between :data:`EARLIEST` and :data:`LATEST` (naive = UTC), or why not (``field``: None when the
-    caller names the field itself).
-
-    ``9999-12-31T23:59:59-14:00`` is a valid ISO 8601 time, in the year 10000 in UTC.
-    """
-    try:
-        aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-        if EARLIEST <= aware <= LATEST:
-            return None
-    except (OverflowError, ValueError):
-        pass
-    where = f"{field}: " if field else ""
-    return Problem(f"{where}{moment.isoformat()} is outside the years 1 to 9999 in UTC",
-                   "send a time between 0001-01-02 and 9999-12-30")
+    return id_problem(doc.external_id) or text_problem(doc.text) or metadata_problem(doc.metadata)
 
 
 def id_problem(external_id: str) -> Problem | None:
@@ -190,5 +165,5 @@ def _string_problem(field: str, value: str) -> Problem | None:
 
 __all__ = [
     "LIMITS_HINT", "MAX_ID_CHARS", "MAX_METADATA_BYTES", "MAX_METADATA_DEPTH", "MAX_METADATA_KEYS", "Problem",
-    "EARLIEST", "LATEST", "document_problem", "id_problem", "time_problem", "metadata_problem", "text_problem",
+    "document_problem", "id_problem", "metadata_problem", "text_problem",
 ]
