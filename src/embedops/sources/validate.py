@@ -80,11 +80,13 @@ def metadata_problem(metadata: Mapping[str, Any]) -> Problem | None:
     Depth and key count are checked while walking, so a structure nested thousands
     of levels deep is refused at level :data:`MAX_METADATA_DEPTH` + 1, without recursion.
     """
-    root = dict(metadata)
+    root = metadata if type(metadata) is dict else dict(metadata)
+    if _plain_and_small(root):  # the common case (a JSONL record's scalar fields): nothing to walk
+        return None
     keys = 0
     for path, depth, value in _walk(root):
         if depth > MAX_METADATA_DEPTH:
-            return Problem(f"metadata {path}: nested more than {MAX_METADATA_DEPTH} levels", _METADATA_FIX)
+            return Problem(f"metadata {_path(path)}: nested more than {MAX_METADATA_DEPTH} levels", _METADATA_FIX)
         if isinstance(value, dict):
             keys += len(value)
             if keys > MAX_METADATA_KEYS:
@@ -94,6 +96,42 @@ def metadata_problem(metadata: Mapping[str, Any]) -> Problem | None:
                     return found
         elif not isinstance(value, (list, tuple)) and (found := _value_problem(path, value)) is not None:
             return found
+    return _size_problem(root)
+
+
+def _plain_and_small(root: dict[str, Any]) -> bool:
+    """Flat, of ASCII strings without NUL, 64-bit integers, finite floats, booleans and nulls, and surely
+    under the size limit (every character counted as a 6-byte escape): nothing else to check."""
+    if len(root) > MAX_METADATA_KEYS:
+        return False
+    budget = MAX_METADATA_BYTES - 2
+    for key, value in root.items():
+        if type(key) is not str or not key.isascii() or "\x00" in key:
+            return False
+        kind = type(value)
+        if kind is str:
+            if not value.isascii() or "\x00" in value:
+                return False
+            chars = len(value)
+        elif kind is int:
+            if value.bit_length() > 64:
+                return False
+            chars = 20
+        elif kind is float:
+            if not math.isfinite(value):
+                return False
+            chars = 24
+        elif kind is bool or value is None:
+            chars = 5
+        else:
+            return False
+        budget -= 6 * (len(key) + chars) + 6
+        if budget < 0:
+            return False
+    return True
+
+
+def _size_problem(root: dict[str, Any]) -> Problem | None:
     try:
         size = len(json.dumps(root, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     except ValueError as exc:  # e.g. an integer of more digits than Python writes
@@ -103,49 +141,54 @@ def metadata_problem(metadata: Mapping[str, Any]) -> Problem | None:
     return None
 
 
-def _walk(root: dict[str, Any]) -> Iterator[tuple[str, int, Any]]:
+Steps = tuple[str | int, ...]  # the keys and indexes from the metadata object to a value
+
+
+def _walk(root: dict[str, Any]) -> Iterator[tuple[Steps, int, Any]]:
     """(path, depth, value) of every value, containers before their contents; depth 1 is the object itself.
 
     Containers deeper than one past the limit are not entered: the caller stops there.
     """
-    stack: list[tuple[str, int, Any]] = [("", 1, root)]
+    stack: list[tuple[Steps, int, Any]] = [((), 1, root)]
     while stack:
         path, depth, value = stack.pop()
         yield path, depth, value
         if depth > MAX_METADATA_DEPTH:
             continue
+        items: list[tuple[str | int, Any]]
         if isinstance(value, dict):
-            items = [(f"{path}[{_shown(k)}]" if path else _shown(k), v) for k, v in value.items() if isinstance(k, str)]
+            items = [(k, v) for k, v in value.items() if isinstance(k, str)]
         elif isinstance(value, (list, tuple)):
-            items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+            items = list(enumerate(value))
         else:
             continue
-        stack.extend((p, depth + 1, v) for p, v in reversed(items))
+        stack.extend(((*path, k), depth + 1, v) for k, v in reversed(items))
 
 
-def _shown(key: str) -> str:
-    # JSON quoting, ASCII only: a surrogate or control character in a key is shown escaped.
-    return json.dumps(key)
+def _path(path: Steps) -> str:
+    """``"a"[0]["b"]``: keys in JSON quotes, ASCII only, so a surrogate or control character shows escaped."""
+    first, *rest = path  # the first step is a key of the metadata object itself
+    return json.dumps(first) + "".join(f"[{s}]" if isinstance(s, int) else f"[{json.dumps(s)}]" for s in rest)
 
 
-def _key_problem(path: str, key: Any) -> Problem | None:
-    where = f"metadata {path}" if path else "metadata"
+def _key_problem(path: Steps, key: Any) -> Problem | None:
+    where = f"metadata {_path(path)}" if path else "metadata"
     if not isinstance(key, str):
         return Problem(f"{where}: key {key!r} is {type(key).__name__}, not a string", "use string keys")
-    return _string_problem(f"{where} key {_shown(key)}", key)
+    return _string_problem(f"{where} key {json.dumps(key)}", key)
 
 
-def _value_problem(path: str, value: Any) -> Problem | None:
+def _value_problem(path: Steps, value: Any) -> Problem | None:
     if value is None or isinstance(value, bool) or isinstance(value, int):
         return None
     if isinstance(value, float):
         if math.isfinite(value):
             return None
         shown = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
-        return Problem(f"metadata {path}: {shown} is not a JSON number", "store a finite number, a string or null")
+        return Problem(f"metadata {_path(path)}: {shown} is not a JSON number", "store a finite number, a string or null")
     if isinstance(value, str):
-        return _string_problem(f"metadata {path}", value)
-    return Problem(f"metadata {path}: {type(value).__name__} is not a JSON value",
+        return _string_problem(f"metadata {_path(path)}", value)
+    return Problem(f"metadata {_path(path)}: {type(value).__name__} is not a JSON value",
                    "use strings, numbers, booleans, null, arrays and objects")
 
 
