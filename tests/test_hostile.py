@@ -193,7 +193,7 @@ def test_jsonl_null_text_and_empty_ids_get_precise_reasons(tmp_path: Path) -> No
     assert reasons == [
         "data.jsonl line 1 (id 'a'): text field 'text' is null; give the record its text, or remove it",
         "data.jsonl line 2: id field 'id' is an empty string; give the record a non-empty id",
-        "data.jsonl line 3: id field 'id' is blank (only whitespace); give the record a non-empty id",
+        "data.jsonl line 3: id field 'id' is blank (only whitespace); give the record an id with some text",
         "data.jsonl line 4: id field 'id' is null; give the record an id or set the source option id_field to the"
         " field that holds it (fields present: id, text)",
         "data.jsonl line 5: missing id field 'id'; give the record an id or set the source option id_field to the"
@@ -527,6 +527,15 @@ def test_nul_characters_in_names_and_queries_are_answered_on_every_backend(
             assert response.status_code < 500, (method, url, response.text)
             assert response.status_code < 400 or "error" in response.json()
         assert client.get("/search", params={"query": "glaciers"}).json()[0]["document_id"] == "a"
+
+
+def test_an_id_ending_in_a_line_break_is_refused_not_cut(client: TestClient) -> None:
+    """The router's ``$`` matches before a final newline: PUT .../documents/a%0A arrived as id "a"."""
+    for url in ("/sources/events/documents/a%0A", "/sources/events/documents/%0A", "/sources/events/documents/%0B"):
+        response = client.put(url, json={"text": "not this one"}, headers=AUTH)
+        assert response.status_code == 422 and response.json()["error"] == "RequestInvalid", response.text
+        assert "line break" in response.text or "blank" in response.text
+    assert client.get("/search", params={"query": "not this one", "mode": "bm25"}).json() == []
 
 
 def test_a_time_in_the_year_10000_in_utc_is_kept_and_search_keeps_answering(

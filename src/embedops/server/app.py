@@ -29,7 +29,7 @@ from embedops.server import metrics as service_metrics
 from embedops.server.config import ServerConfig
 from embedops.server.middleware import ServiceMiddleware
 from embedops.server.models import (
-    METADATA_VALUE, METADATA_VALUE_SCHEMA, NO_NUL, NOT_BLANK, WHERE_ITEM, DocumentIn, valid_id, IsoDateTime, DocumentResult, Health, Mode, Readiness, SearchHit, SyncRequest,
+    ID_PATTERN, METADATA_VALUE, METADATA_VALUE_SCHEMA, NO_NUL, NOT_BLANK, WHERE_ITEM, DocumentIn, valid_id, IsoDateTime, DocumentResult, Health, Mode, Readiness, SearchHit, SyncRequest,
     search_request_model,
 )
 from embedops.server.problems import AuthNotConfigured, ErrorBody, Unauthorized, install_handlers
@@ -185,7 +185,8 @@ def _noted(response: Response, hits: list[dict[str, Any]], notes: list[str]) -> 
 # -- writes ---------------------------------------------------------------------------------
 def _write_routes(app: FastAPI, service: Service, deps: list[Any]) -> None:
     source_param = Annotated[str, PathParam(min_length=1, max_length=200, pattern=NO_NUL, description="A push source's name.")]
-    id_param = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_CHARS, pattern=NO_NUL, description="The document's id."),
+    id_param = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_CHARS, json_schema_extra={"pattern": ID_PATTERN},
+                                                  description="The document's id."),
                          AfterValidator(valid_id)]
 
     @app.post("/sync", dependencies=deps, tags=["sync"], response_model=dict[str, Any])

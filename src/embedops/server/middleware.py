@@ -51,8 +51,8 @@ class ServiceMiddleware:
             await send(message)
 
         try:
-            if _has_nul(scope):  # PostgreSQL refuses a NUL even in a value it only compares: refuse it here, once
-                await _send_json(send_with_id, 422, _nul_in_url(rid))
+            if (problem := _url_problem(scope)) is not None:
+                await _send_json(send_with_id, 422, _bad_url(rid, problem))
                 return
             body = await self._read_body(scope, receive)
             if body is None:
@@ -89,13 +89,19 @@ class ServiceMiddleware:
         return b"".join(chunks)
 
 
-def _has_nul(scope: Scope) -> bool:
-    return "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"")
+def _url_problem(scope: Scope) -> str | None:
+    """What no route may receive: a NUL (PostgreSQL refuses one even in a value it only compares), or a line
+    break in the path (the router's ``$`` matches before a final one, so ``a%0A`` would be taken as ``a``)."""
+    path = scope.get("path", "")
+    if "\x00" in path or b"%00" in scope.get("query_string", b""):
+        return "a NUL character (%00)"
+    if "\n" in path:
+        return "a line break (%0A) in its path"
+    return None
 
 
-def _nul_in_url(rid: str) -> dict[str, Any]:
-    error = RequestInvalid("invalid request: the URL holds a NUL character (%00)",
-                           hint="no name, id or query contains one; remove it")
+def _bad_url(rid: str, problem: str) -> dict[str, Any]:
+    error = RequestInvalid(f"invalid request: the URL holds {problem}", hint="no name or id contains one; remove it")
     return {**error.to_dict(), "request_id": rid}
 
 

@@ -19,6 +19,8 @@ Mode = Literal["vector", "bm25", "hybrid"]
 NO_NUL = r"^[^\x00]*$"
 NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"  # some text that is not whitespace, and no NUL
 WHERE_ITEM = METADATA_KEY.rstrip("$") + "=[^\x00\n]{0,1000}$"
+# A document id in a URL: not blank, and no line break either (the router would drop a final one).
+ID_PATTERN = r"^[^\x00\n]*[^\s\x00][^\x00\n]*$"
 
 
 def _no_nul(value: str) -> str:

@@ -229,7 +229,7 @@ class JsonlSource:
         elif type(value) is str:
             found = id_problem(value)
             assert found is not None  # _as_id refused it
-            problem, fix = f"id field {field!r} {_id_words(value, found)}", found.fix
+            problem, fix = f"id field {field!r}{_id_words(value, found)}", found.fix
         elif value is None:
             problem = f"id field {field!r} is null"
         else:
@@ -324,12 +324,12 @@ def _as_id(value: Any) -> str | None:
 
 
 def _id_words(value: str, found: Problem) -> str:
-    """How an unusable string id reads after "id field 'id'": precise about empty and blank ids."""
+    """How an unusable string id reads after "id field 'id'"."""
     if not value:
-        return "is an empty string"
+        return " is an empty string"
     if value.isspace():
-        return "is blank (only whitespace)"
-    return found.problem.removeprefix("id: ")
+        return " is blank (only whitespace)"
+    return found.problem.removeprefix("id")  # ": longer than ...", ": contains a NUL ..."
 
 
 def _field_list(obj: dict[str, Any]) -> str:

@@ -62,8 +62,10 @@ def document_problem(doc: Document) -> Problem | None:
 
 def id_problem(external_id: str) -> Problem | None:
     """A usable id: 1 to :data:`MAX_ID_CHARS` characters of valid Unicode, no NUL."""
-    if not external_id or external_id.isspace():
+    if not external_id:
         return Problem("id: empty", "give the record a non-empty id")
+    if external_id.isspace():
+        return Problem("id: blank (only whitespace)", "give the record an id with some text")
     if len(external_id) > MAX_ID_CHARS:
         return Problem(f"id: longer than {MAX_ID_CHARS:,} characters ({len(external_id):,})", "use a shorter id")
     return _string_problem("id", external_id)
