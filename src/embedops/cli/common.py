@@ -36,6 +36,7 @@ def root(
 ) -> None:
     """Operate an embedding pipeline like a database."""
 
+
 # What a terminal would act on rather than show: C0/C1 control characters but newline and tab
 # (escape sequences that clear the screen, set the title, rewrite a line), bidirectional overrides
 # (text that reads other than it is), and lone surrogates (which no terminal encoding can write).
