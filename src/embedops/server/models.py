@@ -18,7 +18,7 @@ Mode = Literal["vector", "bm25", "hybrid"]
 # the schema says what is accepted (a fuzzer generating from it sends nothing the service refuses).
 NO_NUL = r"^[^\x00]*$"
 NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"  # some text that is not whitespace, and no NUL
-WHERE_ITEM = METADATA_KEY.rstrip("$") + "=[^\x00\n]{0,1000}$"
+WHERE_ITEM = METADATA_KEY.rstrip("$") + r"=[^\x00\n]{0,1000}$"
 # A document id in a URL: not blank, and no line break either (the router would drop a final one).
 ID_PATTERN = r"^[^\x00\n]*[^\s\x00][^\x00\n]*$"
 
@@ -78,8 +78,8 @@ class SearchHit(BaseModel):
     stale: bool = Field(False, description="the source changed since, or was not re-checked within its max lag")
 
 
-# Metadata is any JSON without a NUL, nested: a recursive schema component, added to the app's schema
-# (install_metadata_schema); depth, key and size limits are in the description, JSON Schema cannot count them.
+# Metadata is any JSON without a NUL, nested: a recursive schema component, added to the app's schema by
+# app._install_schema_components; depth, key and size limits are in the description (JSON Schema cannot count them).
 METADATA_VALUE = "MetadataValue"
 _VALUE_REF = {"$ref": f"#/components/schemas/{METADATA_VALUE}"}
 _OBJECT: dict[str, Any] = {"type": "object", "patternProperties": {NO_NUL: _VALUE_REF}, "additionalProperties": False}
@@ -105,7 +105,7 @@ def _valid_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def valid_id(external_id: str) -> str:
-    """A document id from a URL: percent-decoding can still yield a NUL (%00)."""
+    """A document id from a URL, refused in words (blank, too long) rather than by its schema pattern."""
     if (found := id_problem(external_id)) is not None:
         raise ValueError(str(found))
     return external_id
