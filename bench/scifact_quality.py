@@ -122,7 +122,7 @@ def main() -> int:
         results["cli_eval_seconds"] = cli
         slowest_cli = max(c["median_s"] for c in cli.values())
         ok &= slowest_cli < EVAL_MAX_SECONDS
-        print(f"`embedops eval run scifact` end to end, median of 3: "
+        print("`embedops eval run scifact` end to end, median of 3: "
               + ", ".join(f"{m} {c['median_s']:.2f}s" for m, c in cli.items())
               + f" (target < {EVAL_MAX_SECONDS:.0f}s): {'PASS' if slowest_cli < EVAL_MAX_SECONDS else 'FAIL'}", flush=True)
     print_table(results)

@@ -80,12 +80,12 @@ def test_history_table_shows_each_rows_details_as_key_value_pairs(tmp_path: Path
 
 
 def test_text_that_looks_like_rich_markup_is_printed_as_it_is(tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
+    docs = tmp_path / "[red]docs"
     docs.mkdir()
     (docs / "[b]odd.md").write_text("# Arrays\n\nIndex with xs[/i] and [bold]ys[0]\n")
     ws = str(tmp_path / "ws")
     run("init", ws, "--embedder", "hashing", "--json")
-    run("source", "add", "[red]src", str(docs), "--workspace", ws, "--json")
+    run("source", "add", "src", str(docs), "--workspace", ws, "--json")  # names keep to [A-Za-z0-9._:-]
     wide = {"COLUMNS": "200"}
     synced = runner.invoke(app, ["sync", "--workspace", ws], env=wide)
     assert synced.exit_code == 0, synced.output
@@ -93,7 +93,7 @@ def test_text_that_looks_like_rich_markup_is_printed_as_it_is(tmp_path: Path) ->
     assert found.exit_code == 0, found.output
     assert "[b]odd.md" in found.stdout and "xs[/i] and [bold]ys[0]" in found.stdout
     status = runner.invoke(app, ["status", "--workspace", ws], env=wide)
-    assert status.exit_code == 0 and "[red]src" in status.stdout
+    assert status.exit_code == 0 and "[red]docs" in status.stdout
     missing = runner.invoke(app, ["source", "add", "x", str(tmp_path / "[/nope]"), "--workspace", ws], env=wide)
     assert missing.exit_code == 1 and "[/nope] does not exist" in missing.stderr
 

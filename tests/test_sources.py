@@ -479,7 +479,7 @@ def test_make_source_builds_each_kind(tmp_path: Path) -> None:
     assert isinstance(jsonl, JsonlSource) and (jsonl.id_field, jsonl.title_field) == ("key", "q")
     beir = make_source("bench", "beir", tmp_path)
     assert isinstance(beir, BeirSource) and beir.name == "bench" and beir.kind == "beir"
-    assert source_options("folder") == ["default_excludes", "exclude", "include", "max_bytes"]
+    assert source_options("folder") == ["default_excludes", "exclude", "follow_external_symlinks", "include", "max_bytes"]
     assert source_options("beir") == []
 
 
@@ -488,7 +488,7 @@ def test_make_source_rejects_bad_configuration(tmp_path: Path) -> None:
                        "jsonl, beir"):  # fmt: skip
         make_source("s", "sql", tmp_path)
     with pytest.raises(ConfigError, match="unknown option 'includes' for a folder source; "
-                       "valid options: default_excludes, exclude, include, max_bytes"):  # fmt: skip
+                       "valid options: default_excludes, exclude, follow_external_symlinks, include, max_bytes"):  # fmt: skip
         make_source("s", "folder", tmp_path, includes=["*.md"])
     with pytest.raises(ConfigError, match="valid options: none"):
         make_source("s", "beir", tmp_path, id_field="_id")

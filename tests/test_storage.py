@@ -212,7 +212,7 @@ def test_hnsw_of_a_variant_agrees_with_its_exact_search(gold: Workspace, monkeyp
         samples = graph.build_measured(raw, sample_at=20)
         assert exact.mode == "exact" and graph.mode == "hnsw" and [s.vectors for s in samples] == [20, len(exact)]
         q = gold.embedder("hashing").embed(["alpha beta gamma delta"])[0]
-        (ek, es), (gk, gs) = exact.search(q, 5), graph.search(q, 5)
+        (_, es), (_, gs) = exact.search(q, 5), graph.search(q, 5)
         assert np.allclose(es, gs, atol=2e-3), key
         assert samples[1].serialized_bytes > samples[0].serialized_bytes
 

@@ -101,7 +101,8 @@ def test_search_filters(ws: Workspace) -> None:
     ws.sync()
     only = ws.search("cell", k=50, filters=Filters(metadata={"path": "sub2/doc002.md"}))
     assert {r.document_id for r in only} == {"sub2/doc002.md"}
-    assert ws.search("cell", k=5, filters=Filters(source="nope")) == []
+    with pytest.raises(NotFound, match="no source 'nope'"):  # not 0 hits: a filter that can match nothing
+        ws.search("cell", k=5, filters=Filters(source="nope"))
 
 
 @pytest.mark.parametrize("key", ['a"b', "a]b", "$.x", "", "k" * 129, "a b"])

@@ -60,6 +60,7 @@ class SearchResults:
     query: str
     alias: str
     results: list[SearchResult]
+    notes: list[str] = field(default_factory=list)  # why there may be no results (e.g. an unknown metadata key)
 
     def to_list(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.results]
@@ -168,7 +169,8 @@ def search(
         filters = Filters(source=source, metadata=where or {}, updated_after=updated_after)
         results = ws.search(query, k=k, alias=alias, index=index, filters=filters if filters else None, mode=mode,
                             fresh_only=fresh_only, recency_half_life=recency_half_life)
-        return SearchResults(query, alias or ws.settings.alias, results)
+        notes = [] if results else ws.filter_notes(filters)
+        return SearchResults(query, alias or ws.settings.alias, results, notes)
 
 
 def serve(
@@ -178,17 +180,22 @@ def serve(
     port: int = 8765,
     token_env: str = "EMBEDOPS_TOKEN",
     auth_reads: bool = False,
+    allow_public_reads: bool = False,
     max_body_bytes: int = 1 << 20,
     max_query_chars: int = 2_000,
     access_log: bool = False,
 ) -> None:
-    """Run the HTTP service over the workspace until interrupted (see docs/service.md)."""
+    """Run the HTTP service over the workspace until interrupted (see docs/service.md).
+
+    A non-loopback ``host`` without ``auth_reads`` is refused unless ``allow_public_reads``.
+    """
     from embedops.server.config import ServerConfig
     from embedops.server.run import serve as run_server
 
     config = ServerConfig(token_env=token_env, auth_reads=auth_reads, max_body_bytes=max_body_bytes,
                           max_query_chars=max_query_chars)
-    run_server(workspace, host=host, port=port, config=config, access_log=access_log)
+    run_server(workspace, host=host, port=port, config=config, access_log=access_log,
+               allow_public_reads=allow_public_reads)
 
 
 def status(workspace: Path | None) -> dict[str, Any]:
@@ -197,6 +204,11 @@ def status(workspace: Path | None) -> dict[str, Any]:
 
 
 def history(workspace: Path | None, *, kind: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
+    """The newest ``limit`` ledger rows (None: all), optionally of kinds starting with ``kind``."""
+    if limit is not None and limit < 1:
+        from embedops.errors import ConfigError
+
+        raise ConfigError(f"limit must be at least 1 (got {limit})", hint="leave it out for the default 50")
     with Workspace.open(workspace) as ws:
         return ws.history(kind=kind, limit=limit)
 

@@ -29,11 +29,13 @@ from embedops.catalog.ledger import actor, read_ledger, write_ledger
 from embedops.catalog.lock import WriteLock
 from embedops.chunking.base import Chunker
 from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, init_settings, load_settings
+from embedops.names import checked_name
 from embedops.embedding.base import Embedder, TokenSource
 from embedops.monitor.references import pin_corpus_references
 from embedops.monitor.settings import source_slos
 from embedops.errors import ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
 from embedops.search.engine import Filters, Searcher, SearchResult
+from embedops.search.params import refuse_nul
 from embedops.sources.base import Document, Source
 from embedops.sync.fill import fill_index, measure_gap
 from embedops.sync.plan import CatalogDoc, CatalogRows, SyncPlan, mass_delete, plan_sync
@@ -68,7 +70,7 @@ class SyncResult:
             "deleted": c.deleted,
             "unchanged": c.unchanged,
             "embedded": c.embedded,
-            "skipped": [{"id": s.external_id, "reason": s.reason} for s in c.skipped],
+            "skipped": [s.to_dict() for s in c.skipped],
             "sources": self.sources,
             "indexes": self.indexes,
             "seconds": round(self.seconds, 3),
@@ -166,6 +168,7 @@ class Workspace:
     # -- sources -------------------------------------------------------------
     def add_source(self, name: str, path: str | Path | None = None, kind: str = "folder", **options: Any) -> SourceConfig:
         """Register a source; ``path`` is required except for ``kind="push"`` (documents come through the API)."""
+        name = checked_name("source", name)
         if name in self.settings.sources:
             raise ConfigError(f"source {name!r} already exists", hint="choose another name")
         stored = self._checked_source_path(name, kind, path, options)
@@ -644,6 +647,7 @@ class Workspace:
         """
         from embedops.search.modes import search_mode
 
+        self._check_search([query or ""], alias, index, filters)
         if fresh_only or recency_half_life is not None or self.settings.monitor.query_log:
             from embedops.monitor.serving import monitored_search
 
@@ -676,10 +680,30 @@ class Workspace:
         """Many queries against one index: resolved once, embedded in one batch (or given ``vectors``)."""
         from embedops.search.modes import search_batch
 
+        self._check_search(queries, alias, index, filters)
         return search_batch(
             self.searcher, queries, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters,
             mode=mode, vectors=vectors,
         )
+
+    def _check_search(self, texts: Sequence[str], alias: str | None, index: str | None, filters: Filters | None) -> None:
+        """Refuse what no search can mean: a NUL, a filter on a source that does not exist (not 0 results)."""
+        refuse_nul(texts, alias, index, filters)
+        if filters is None or not filters.source or filters.source in self.settings.sources:
+            return
+        with read_tx(self.engine) as conn:  # a source removed from the config may still hold documents
+            if queries.source_exists(conn, filters.source):
+                return
+        names = ", ".join(self.settings.sources) or "none (add one with `embedops source add`)"
+        raise NotFound(f"no source {filters.source!r}", hint=f"sources: {names}", source=filters.source)
+
+    def filter_notes(self, filters: Filters | None) -> list[str]:
+        """Why a filtered search may have found nothing: metadata keys that no live document has."""
+        if filters is None or not filters.metadata:
+            return []
+        with read_tx(self.engine) as conn:
+            absent = queries.absent_metadata_keys(conn, list(filters.metadata))
+        return [f"no document has metadata key {key!r}" for key in absent]
 
     # -- thresholds -------------------------------------------------------------
     @property

@@ -140,3 +140,15 @@ def document_ids(conn: sa.Connection, source: str, metadata: Mapping[str, Any] |
     q = sa.select(d.c.external_id).join(s, s.c.id == d.c.source_id).where(
         s.c.name == source, d.c.deleted_at.is_(None), *metadata_equals(metadata or {}))
     return list(conn.execute(q.order_by(d.c.id)).scalars())
+def source_exists(conn: sa.Connection, name: str) -> bool:
+    """Whether the catalog has a source of this name (it may no longer be configured)."""
+    s = schema.sources
+    return conn.execute(sa.select(s.c.id).where(s.c.name == name)).first() is not None
+
+
+def absent_metadata_keys(conn: sa.Connection, keys: list[str]) -> list[str]:
+    """The keys (top-level metadata keys, checked by the caller's filter rules) no live document has."""
+    d = schema.documents
+    return [key for key in keys if conn.execute(
+        sa.select(d.c.id).where(d.c.deleted_at.is_(None), d.c.metadata[key].as_string().is_not(None)).limit(1)
+    ).first() is None]

@@ -3,6 +3,7 @@
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,15 +22,63 @@ from embedops.errors import EmbedopsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Operate an embedding pipeline like a database.")
 
-# Markup off: document text, paths and ids are printed as they are ("list[/i]" is text, not a
-# closing tag that would crash the render). Styled words are Text objects (styled).
-out = Console(markup=False)
-err = Console(stderr=True, markup=False)
+
+def _print_version(value: bool) -> None:
+    if value:
+        from embedops import __version__
+
+        sys.stdout.write(f"embedops {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Operate an embedding pipeline like a database."""
+
+
+# What a terminal would act on rather than show: C0/C1 control characters but newline and tab
+# (escape sequences that clear the screen, set the title, rewrite a line), bidirectional overrides
+# (text that reads other than it is), and lone surrogates (which no terminal encoding can write).
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def literal(text: str) -> str:
+    """``text`` as it is, with each unsafe character written as its Python escape (ESC → ``\\x1b``).
+
+    Document text, queries, ids, paths and names come from sources anyone may write to; printed
+    raw, they could drive the reader's terminal.
+
+    >>> literal("a\\x1b[2Jb")
+    'a\\\\x1b[2Jb'
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return _UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+class LiteralConsole(Console):
+    """A console that prints every string literally: no markup ("list[/i]" is text, not a closing tag),
+    no emoji codes (":x:" stays ":x:"), and unsafe characters escaped (:func:`literal`).
+
+    Strings (printed, or in table cells and titles) pass through :meth:`render_str`, so this is the
+    one place; a :class:`Text` built by hand (``styled``) escapes its own parts.
+    """
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        kwargs.update(markup=False, emoji=False)
+        return super().render_str(literal(text), **kwargs)
+
+
+out = LiteralConsole(markup=False, emoji=False)
+err = LiteralConsole(stderr=True, markup=False, emoji=False)
 
 
 def styled(word: str, style: str, rest: str = "") -> Text:
-    """``word`` in ``style`` followed by plain ``rest``; nothing in either is read as markup."""
-    return Text.assemble((word, style), rest)
+    """``word`` in ``style`` followed by plain ``rest``; both printed literally."""
+    return Text.assemble((literal(word), style), literal(rest))
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 WsOpt = Annotated[

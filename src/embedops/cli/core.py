@@ -19,6 +19,7 @@ from embedops.cli.common import (
     emit_json,
     err,
     handle_errors,
+    literal,
     out,
     progress_bars,
     styled,
@@ -59,6 +60,7 @@ def source_add(
     kind: Annotated[str, typer.Option(help="folder | jsonl | beir | push (documents arrive through the HTTP API)")] = "folder",
     include: Annotated[Optional[list[str]], typer.Option(help="folder: glob to include (repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="folder: glob to exclude (repeatable).")] = None,
+    follow_external_symlinks: Annotated[bool, typer.Option("--follow-external-symlinks", help="folder: index files that symbolic links lead to outside the folder (skipped by default).")] = False,
     id_field: Annotated[Optional[str], typer.Option(help="jsonl: field holding the id.")] = None,
     text_field: Annotated[Optional[str], typer.Option(help="jsonl: field holding the text.")] = None,
     title_field: Annotated[Optional[str], typer.Option(help="jsonl: optional title field, prepended to the text.")] = None,
@@ -66,7 +68,8 @@ def source_add(
     workspace: WsOpt = None,
 ) -> None:
     """Register a source (folder, jsonl, beir, or push: no path, documents arrive through the HTTP API)."""
-    options = {"include": include, "exclude": exclude, "id_field": id_field, "text_field": text_field, "title_field": title_field}
+    options = {"include": include, "exclude": exclude, "follow_external_symlinks": follow_external_symlinks,
+               "id_field": id_field, "text_field": text_field, "title_field": title_field}
     with handle_errors(as_json):
         result = commands.source_add(workspace, name=name, path=path, kind=kind, **{k: v for k, v in options.items() if v})
     if as_json:
@@ -173,7 +176,7 @@ def _print_sync(data: dict[str, Any], plan: bool) -> None:
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="Query text.")],
-    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+    k: Annotated[int, typer.Option("-k", min=1, help="Number of results.")] = 10,
     alias: Annotated[Optional[str], typer.Option(help="Alias to query (default: prod).")] = None,
     index: Annotated[Optional[str], typer.Option(help="Query one index directly instead of an alias.")] = None,
     source: Annotated[Optional[str], typer.Option(help="Only documents of this source.")] = None,
@@ -195,6 +198,8 @@ def search(
         result = commands.search(workspace, query=query, k=k, alias=alias, index=index, source=source,
                                  where=filters, updated_after=after, mode=mode, fresh_only=fresh_only,
                                  recency_half_life=half_life)
+    for note in result.notes:
+        err.print(styled("note:", "yellow", f" {note}"), highlight=False)
     if as_json:
         return emit_json(result.to_list())
     if not result.results:
@@ -206,7 +211,8 @@ def search(
         table.add_column(col)
     for i, r in enumerate(result.results, 1):
         snippet = " ".join(r.text.split())[:110]
-        table.add_row(str(i), f"{r.score:.3f}", Text.assemble(r.document_id, (" (stale)", "yellow") if r.stale else ""), snippet)
+        table.add_row(str(i), f"{r.score:.3f}", Text.assemble(literal(r.document_id), (" (stale)", "yellow") if r.stale else ""),
+                      snippet)
     out.print(table)
 
 
@@ -216,15 +222,17 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8765,
     token_env: Annotated[str, typer.Option(help="Env var holding the bearer token that writes (and --auth-reads reads) need.")] = "EMBEDOPS_TOKEN",
     auth_reads: Annotated[bool, typer.Option("--auth-reads", help="Reads need the bearer token too.")] = False,
+    allow_public_reads: Annotated[bool, typer.Option("--allow-public-reads", help="Serve reads without a token on a non-loopback --host (refused otherwise).")] = False,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 above).")] = 1 << 20,
     max_query_chars: Annotated[int, typer.Option(help="Longest query accepted (422 above).")] = 2_000,
-    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (uvicorn's access log).")] = False,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (uvicorn's access log; query values are never shown).")] = False,
     workspace: WsOpt = None,
 ) -> None:
     """Run the HTTP service (search, sync, push documents, status, metrics) until Ctrl-C."""
     with handle_errors(False):
         commands.serve(workspace, host=host, port=port, token_env=token_env, auth_reads=auth_reads,
-                       max_body_bytes=max_body_bytes, max_query_chars=max_query_chars, access_log=access_log)
+                       allow_public_reads=allow_public_reads, max_body_bytes=max_body_bytes,
+                       max_query_chars=max_query_chars, access_log=access_log)
 
 
 @app.command()
@@ -254,7 +262,7 @@ def status(as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
 @app.command()
 def history(
     kind: Annotated[Optional[str], typer.Option(help="Only entries whose kind starts with this (sync, index, alias, ...).")] = None,
-    limit: Annotated[int, typer.Option(help="Most recent N entries.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="Most recent N entries (at least 1).")] = 50,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:

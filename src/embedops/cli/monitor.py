@@ -19,6 +19,7 @@ from embedops.cli.common import (
     emit_json,
     err,
     handle_errors,
+    literal,
     out,
     styled,
 )
@@ -65,7 +66,7 @@ def check(
 def _render_checks(report: Any) -> None:
     colors = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
     for r in report.results:
-        out.print(Text.assemble((f"{r.status:>4}", colors[r.status]), " ", (r.name, "bold"), f": {r.summary}"))
+        out.print(Text.assemble((f"{r.status:>4}", colors[r.status]), " ", (r.name, "bold"), literal(f": {r.summary}")))
         if r.status in ("warn", "fail"):
             out.print(f"      means: {r.failing_means}", highlight=False)
             out.print(f"      fix:   {r.fix}", highlight=False)

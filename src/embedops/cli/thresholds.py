@@ -24,6 +24,9 @@ from embedops.cli.common import (
 thresholds_app = typer.Typer(no_args_is_help=True, help="Similarity thresholds bound to a space, recalibrated across models.")
 app.add_typer(thresholds_app, name="thresholds")
 
+# A negative value ("-0.2") reads as an unknown short option unless unknown options pass through as
+# arguments; a misspelt option then fails as an unexpected extra argument, still exit 2.
+VALUE_ARGS = {"ignore_unknown_options": True}
 ThresholdAliasOpt = Annotated[Optional[str], typer.Option(help="Alias whose space the threshold is read for (default: prod).")]
 
 
@@ -34,10 +37,10 @@ def _print_problems(problems: list[str]) -> None:
         err.print(styled(f"... and {len(problems) - 20} more", "yellow", " (see --json)"))
 
 
-@thresholds_app.command("add")
+@thresholds_app.command("add", context_settings=VALUE_ARGS)
 def thresholds_add(
     name: Annotated[str, typer.Argument(help="Threshold name, e.g. dedup.")],
-    value: Annotated[float, typer.Argument(help="Value in the space the alias serves, e.g. 0.95.")],
+    value: Annotated[float, typer.Argument(help="Value in the space the alias serves, a cosine in [-1, 1], e.g. 0.95.")],
     description: Annotated[str, typer.Option(help="What the rule using it does.")] = "",
     labels: Annotated[Optional[Path], typer.Option(help="Labelled pairs (text_a, text_b, label) as .tsv, .csv or .jsonl.")] = None,
     alias: ThresholdAliasOpt = None, plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None,
@@ -111,10 +114,10 @@ def thresholds_get(
     out.print(f"{result.value.value:g}", highlight=False)
 
 
-@thresholds_app.command("set")
+@thresholds_app.command("set", context_settings=VALUE_ARGS)
 def thresholds_set(
     name: Annotated[str, typer.Argument(help="Threshold name.")],
-    value: Annotated[float, typer.Argument(help="The value for that space.")],
+    value: Annotated[float, typer.Argument(help="The value for that space, a cosine in [-1, 1].")],
     space: Annotated[str, typer.Option(help="Space key, index id or embedder name the value is valid in.")],
     reason: Annotated[Optional[str], typer.Option(help="Why; stored with the value and in the ledger.")] = None,
     plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None,

@@ -36,6 +36,7 @@ from embedops.evaluate.qrels import (
     validate,
 )
 from embedops.hashing import content_hash
+from embedops.names import checked_name
 
 if TYPE_CHECKING:
     from embedops.workspace import Workspace
@@ -238,7 +239,8 @@ def import_evalset(
     canary: bool = False,
 ) -> ImportResult:
     """Store ``path`` as a new version of eval set ``name`` unless the latest has the same content."""
-    _check_name(name)
+    name = checked_name("eval set", name)  # no '@' either: it separates a name from a version
+    alias = checked_name("alias", alias) if alias is not None else None
     source_name = _bound_source(ws, source)
     parsed = parse_evalset(path, fmt=fmt, split=split)
     if not parsed.queries:
@@ -262,11 +264,6 @@ def import_evalset(
     check = {"documents": len(known), "dropped": drop_summary(dropped),
              "scorable_queries": len(parsed.queries) - sum(1 for d in dropped if d["kind"] == "query")}
     return ImportResult(get_evalset_by_id(ws, info.id), created, parsed.problems, check)
-
-
-def _check_name(name: str) -> None:
-    if not name or "@" in name or name != name.strip():
-        raise ConfigError(f"invalid eval-set name {name!r}", hint="use a plain name without '@' or surrounding spaces")
 
 
 def _bound_source(ws: Workspace, source: str | None) -> str:
@@ -328,8 +325,8 @@ def _rebind(conn: sa.Connection, latest: EvalSetInfo, alias: str | None) -> Eval
 
 def bind_evalset(ws: Workspace, name: str, alias: str | None, *, plan_only: bool = False) -> EvalSetInfo:
     """Bind the latest version of ``name`` to ``alias`` (None: unbind); a migration of that alias is gated on it."""
-    if alias is not None and (not alias.strip() or alias != alias.strip()):
-        raise ConfigError(f"invalid alias {alias!r}", hint="an alias is a plain name, e.g. prod")
+    if alias is not None:
+        alias = checked_name("alias", alias)
     with ws.engine.begin() as conn:
         latest = _latest(conn, name)
         if latest is None:

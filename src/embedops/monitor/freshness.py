@@ -165,10 +165,12 @@ def _diff(
     seen: set[str] = set()
     skipped = 0
     for item in items:
-        seen.add(item.external_id)
         if isinstance(item, Skipped):
             skipped += 1  # a sync keeps the previous version: not stale, not fixable by syncing
+            if item.keeps_previous:  # else (not part of the source) a sync deletes it, as one left out
+                seen.add(item.external_id)
             continue
+        seen.add(item.external_id)
         if isinstance(item, Unchanged):
             continue
         doc = known.get(item.external_id)

@@ -56,7 +56,12 @@ class SearchResult:
 def _iso(ts: float | None) -> str | None:
     # ~5 µs a call, two per result; a whole sync batch shares one embedded_at, and
     # the chunks of a document one source_updated_at, so values repeat across queries.
-    return None if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+    except (OverflowError, ValueError, OSError):  # stored before times were checked: answer without it
+        return None
 
 
 class Searcher:

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from embedops.errors import SearchError
+
+if TYPE_CHECKING:
+    from embedops.search.engine import Filters
 
 
 def parse_where(items: Iterable[str]) -> dict[str, str]:
@@ -44,3 +48,14 @@ def parse_time(text: str) -> datetime:
     aware = utc(moment)
     assert aware is not None
     return aware
+
+
+def refuse_nul(texts: Iterable[str], alias: str | None, index: str | None, filters: Filters | None) -> None:
+    """A :class:`SearchError` when a query, name or filter value holds a NUL: none stored here holds one, and
+    PostgreSQL refuses one even in a value it only compares."""
+    values = [*texts, alias or "", index or ""]
+    if filters is not None:
+        values += [filters.source or "", *map(str, filters.metadata.values())]
+    if any("\x00" in value for value in values):
+        raise SearchError("a query, alias, index, source or filter value holds a NUL character",
+                          hint="remove it: no text, name or metadata value stored here holds one")

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from fastapi import Body, FastAPI, Query, Security
+from fastapi import Body, FastAPI, Query, Response, Security
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import StringConstraints
+from pydantic import AfterValidator, StringConstraints
 
 from embedops import __version__
 from embedops.errors import EmbedopsError
@@ -29,12 +29,13 @@ from embedops.server import metrics as service_metrics
 from embedops.server.config import ServerConfig
 from embedops.server.middleware import ServiceMiddleware
 from embedops.server.models import (
-    MAX_ID_CHARS, NOT_BLANK, WHERE_ITEM, DocumentIn, IsoDateTime, DocumentResult, Health, Mode, Readiness, SearchHit, SyncRequest,
+    ID_PATTERN, METADATA_VALUE, METADATA_VALUE_SCHEMA, NO_NUL, NOT_BLANK, WHERE_ITEM, DocumentIn, valid_id, IsoDateTime, DocumentResult, Health, Mode, Readiness, SearchHit, SyncRequest,
     search_request_model,
 )
 from embedops.server.problems import AuthNotConfigured, ErrorBody, Unauthorized, install_handlers
 from embedops.server.service import Service
 from embedops.sources.base import Document
+from embedops.sources.validate import MAX_ID_CHARS
 from embedops.workspace import SyncResult, Workspace
 
 DESCRIPTION = """\
@@ -95,7 +96,20 @@ def create_app(workspace: str | Path | Workspace | None = None, config: ServerCo
     _read_routes(app, service, reads)
     _monitor_routes(app, service, reads)
     _probe_routes(app, service)
+    _install_schema_components(app)
     return app
+
+
+def _install_schema_components(app: FastAPI) -> None:
+    """Add the recursive metadata value schema that DocumentIn's metadata refers to (pydantic cannot name it)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # built once, then cached by FastAPI: the component is added to the cached dict
+        schema.setdefault("components", {}).setdefault("schemas", {})[METADATA_VALUE] = METADATA_VALUE_SCHEMA
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 _BEARER = HTTPBearer(auto_error=False, description="The value of the server's token environment variable.")
@@ -130,38 +144,50 @@ def _search_routes(app: FastAPI, service: Service, config: ServerConfig, deps: l
     async def search(
         query: Annotated[str, Query(min_length=1, max_length=config.max_query_chars, pattern=NOT_BLANK,
                                     description=query_doc)],
+        response: Response,
         k: Annotated[int, Query(ge=1, le=config.max_k, description="Number of results.")] = 10,
-        alias: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-        index: Annotated[str | None, Query(min_length=1, max_length=200, description="Query one index directly.")] = None,
+        alias: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL)] = None,
+        index: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL, description="Query one index directly.")] = None,
         mode: Mode = "vector",
-        source: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        source: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL)] = None,
         where: Annotated[list[WhereItem] | None, Query(description="Metadata filter KEY=VALUE (repeatable).")] = None,
         updated_after: Annotated[IsoDateTime | None, Query(description="ISO 8601; naive times are UTC.")] = None,
     ) -> list[dict[str, Any]]:
         """Top-k chunks for a query, embedded with the serving index's own embedder."""
         metadata = parse_where(where or [])
-        return await service.read(
+        hits, notes = await service.read(
             lambda ws: _search(ws, query, k, alias, index, mode, source, metadata, updated_after))
+        return _noted(response, hits, notes)
 
     @app.post("/search", response_model=list[SearchHit], dependencies=deps, tags=["search"])
-    async def search_post(body: SearchRequest) -> list[dict[str, Any]]:  # type: ignore[valid-type]
+    async def search_post(body: SearchRequest, response: Response) -> list[dict[str, Any]]:  # type: ignore[valid-type]
         """The same as GET /search, with the arguments in a JSON body."""
         b: Any = body
-        return await service.read(
+        hits, notes = await service.read(
             lambda ws: _search(ws, b.query, b.k, b.alias, b.index, b.mode, b.source, b.where, b.updated_after))
+        return _noted(response, hits, notes)
 
 
-def _search(ws: Workspace, query: str, k: int, alias: str | None, index: str | None, mode: str,
-            source: str | None, where: dict[str, str], updated_after: datetime | None) -> list[dict[str, Any]]:
+def _search(ws: Workspace, query: str, k: int, alias: str | None, index: str | None, mode: str, source: str | None,
+            where: dict[str, str], updated_after: datetime | None) -> tuple[list[dict[str, Any]], list[str]]:
     filters = Filters(source=source, metadata=where, updated_after=utc(updated_after))
     results = ws.search(query, k=k, alias=alias, index=index, filters=filters or None, mode=mode)
-    return [r.to_dict() for r in results]
+    return [r.to_dict() for r in results], [] if results else ws.filter_notes(filters)
+
+
+def _noted(response: Response, hits: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
+    """Why a search found nothing, in a header: the body stays the plain list of hits."""
+    if notes:  # keys match METADATA_KEY (ASCII), so the note is a valid header value
+        response.headers["X-Embedops-Note"] = "; ".join(notes)
+    return hits
 
 
 # -- writes ---------------------------------------------------------------------------------
 def _write_routes(app: FastAPI, service: Service, deps: list[Any]) -> None:
-    source_param = Annotated[str, PathParam(min_length=1, max_length=200, description="A push source's name.")]
-    id_param = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_CHARS, description="The document's id.")]
+    source_param = Annotated[str, PathParam(min_length=1, max_length=200, pattern=NO_NUL, description="A push source's name.")]
+    id_param = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_CHARS, json_schema_extra={"pattern": ID_PATTERN},
+                                                  description="The document's id."),
+                         AfterValidator(valid_id)]
 
     @app.post("/sync", dependencies=deps, tags=["sync"], response_model=dict[str, Any])
     async def sync(body: Annotated[SyncRequest | None, Body()] = None) -> dict[str, Any]:
@@ -208,7 +234,7 @@ def _read_routes(app: FastAPI, service: Service, deps: list[Any]) -> None:
         return {**service.sync_state.to_dict(), "sources": sources}
 
     @app.get("/migrations/status", dependencies=deps, tags=["migrations"], response_model=dict[str, Any])
-    async def migration_status(alias: Annotated[str | None, Query(min_length=1, max_length=200)] = None) -> dict[str, Any]:
+    async def migration_status(alias: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL)] = None) -> dict[str, Any]:
         """The alias, the index it serves now, and its open migration (as `embedops migrate status --json`) or null."""
         def read(ws: Workspace) -> dict[str, Any]:
             name = alias or ws.settings.alias
@@ -237,10 +263,10 @@ def _metrics_text(service: Service, ws: Workspace) -> str:
 
 # -- thresholds and monitoring --------------------------------------------------------------
 def _monitor_routes(app: FastAPI, service: Service, deps: list[Any]) -> None:
-    name_param = Annotated[str, PathParam(min_length=1, max_length=200, description="The threshold's name.")]
-    space_param = Annotated[str | None, Query(min_length=1, max_length=200,
+    name_param = Annotated[str, PathParam(min_length=1, max_length=200, pattern=NO_NUL, description="The threshold's name.")]
+    space_param = Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL,
                                               description="A space key, index id or embedder name (default: the alias's).")]
-    alias_param = Annotated[str | None, Query(min_length=1, max_length=200)]
+    alias_param = Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL)]
     from embedops.monitor.checks import CHECKS
 
     check_name: Any = Literal[tuple(CHECKS)]  # the configured checks, as an enum in the schema
@@ -263,7 +289,7 @@ def _monitor_routes(app: FastAPI, service: Service, deps: list[Any]) -> None:
             lambda ws: ws.thresholds.current(name, space=space, alias=alias).to_dict(evidence=evidence))
 
     @app.get("/freshness", dependencies=deps, tags=["monitoring"], response_model=dict[str, Any])
-    async def freshness(source: Annotated[str | None, Query(min_length=1, max_length=200)] = None) -> dict[str, Any]:
+    async def freshness(source: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL)] = None) -> dict[str, Any]:
         """Sources against the catalog: stale documents, lag, SLO status (as `embedops freshness --json`).
 
         Records the freshness marks search uses for `stale` and a ledger row, so it queues with the writes.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from embedops.errors import BadRecord, EmbedopsError
-from embedops.sources.base import Document
+from embedops.sources.base import Document, encodable
 
 if TYPE_CHECKING:
     from embedops.workspace import SyncResult, Workspace
@@ -97,6 +97,7 @@ def apply_batch(ws: Workspace, pushes: list[tuple[str, Document]]) -> list[Outco
 def _outcome(result: SyncResult, external_id: str, documents: int) -> Outcome | Exception:
     reasons = {s.external_id: s.reason for s in result.counts.skipped}
     if external_id in reasons:
-        return BadRecord(reasons[external_id], hint="send a document with some text", id=external_id)
+        return BadRecord(reasons[external_id], hint="fix the document as the message says and send it again",
+                         id=encodable(external_id))
     outcomes: dict[str, Any] = result.sources[0].get("documents", {})
     return Outcome(outcomes.get(external_id, "unchanged"), result.counts.embedded, documents, result.seconds)

@@ -37,14 +37,25 @@ class ServerConfig:
     def __post_init__(self) -> None:
         from embedops.errors import ConfigError
 
-        if not self.token_env.strip():
-            raise ConfigError("the token environment variable's name is empty", hint="use e.g. --token-env EMBEDOPS_TOKEN")
-        for name in ("max_body_bytes", "max_query_chars", "read_threads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})")
-        if not 1 <= self.max_k <= MAX_K:
+        if not isinstance(self.token_env, str) or not self.token_env.strip():
+            raise ConfigError(f"the token environment variable's name must be a non-empty string (got {self.token_env!r})",
+                              hint="use e.g. --token-env EMBEDOPS_TOKEN")
+        if not isinstance(self.auth_reads, bool):
+            raise ConfigError(f"auth_reads must be true or false (got {self.auth_reads!r})")
+        for name in ("max_body_bytes", "max_query_chars", "read_threads", "max_k"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ConfigError(f"{name} must be an integer of at least 1 (got {value!r})")
+        if self.max_k > MAX_K:
             raise ConfigError(f"max_k must be between 1 and {MAX_K} (got {self.max_k})")
+        wait = self.write_wait_seconds
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
+            raise ConfigError(f"write_wait_seconds must be a number of seconds, 0 or more (got {wait!r})")
 
     def token(self) -> str | None:
         """The configured token, read now (so a rotated secret applies without a restart)."""
         return os.environ.get(self.token_env) or None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from embedops.server.metrics import ServiceMetrics
-from embedops.server.problems import internal_error_body
+from embedops.server.problems import RequestInvalid, internal_error_body
 
 log = logging.getLogger("embedops.server")
 
@@ -51,6 +51,9 @@ class ServiceMiddleware:
             await send(message)
 
         try:
+            if (problem := _url_problem(scope)) is not None:
+                await _send_json(send_with_id, 422, _bad_url(rid, problem))
+                return
             body = await self._read_body(scope, receive)
             if body is None:
                 await _send_json(send_with_id, 413, _too_large(rid, self.max_body_bytes))
@@ -84,6 +87,22 @@ class ServiceMiddleware:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def _url_problem(scope: Scope) -> str | None:
+    """What no route may receive: a NUL (PostgreSQL refuses one even in a value it only compares), or a line
+    break in the path (the router's ``$`` matches before a final one, so ``a%0A`` would be taken as ``a``)."""
+    path = scope.get("path", "")
+    if "\x00" in path or b"%00" in scope.get("query_string", b""):
+        return "a NUL character (%00)"
+    if "\n" in path:
+        return "a line break (%0A) in its path"
+    return None
+
+
+def _bad_url(rid: str, problem: str) -> dict[str, Any]:
+    error = RequestInvalid(f"invalid request: the URL holds {problem}", hint="no name or id contains one; remove it")
+    return {**error.to_dict(), "request_id": rid}
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

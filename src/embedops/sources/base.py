@@ -38,10 +38,34 @@ class Unchanged:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A record that cannot be used, with a reason naming the file/record and the fix."""
+    """A record that cannot be used, with a reason naming the file/record and the fix.
+
+    A skipped record keeps its previous version (bad input never deletes good data),
+    unless ``keeps_previous`` is false: the record is not part of the source at all
+    (e.g. a link out of a folder), so a version indexed before is deleted.
+    """
 
     external_id: str
     reason: str
+    keeps_previous: bool = True
+
+    def to_dict(self) -> dict[str, str]:
+        """As reports and ledger rows hold it: a bad id must not make the report unstorable too."""
+        return {"id": encodable(self.external_id), "reason": encodable(self.reason)}
+
+
+def encodable(value: str) -> str:
+    """``value`` with what UTF-8 or PostgreSQL cannot hold written as backslash escapes.
+
+    Lone surrogates (also undecodable file-name bytes) and NUL characters; for ids and
+    text that go into a reason, a message or a ledger row, which must themselves be storable.
+
+    >>> encodable("caf\\xe9 \\udcff \\x00")
+    'caf\\xe9 \\\\udcff \\\\x00'
+    """
+    if not value.isascii():
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value.replace("\x00", "\\x00") if "\x00" in value else value
 
 
 SourceItem = Document | Unchanged | Skipped

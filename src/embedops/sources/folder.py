@@ -26,7 +26,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from embedops.errors import SourceError
-from embedops.sources.base import Document, Skipped, SourceItem, Unchanged
+from embedops.sources.base import Document, Skipped, SourceItem, Unchanged, encodable
+from embedops.sources.validate import document_problem
 
 TEXT_EXTENSIONS: tuple[str, ...] = (
     # prose and markup
@@ -49,6 +50,7 @@ DEFAULT_INCLUDE: tuple[str, ...] = tuple(f"**/*.{ext}" for ext in TEXT_EXTENSION
 )
 DEFAULT_EXCLUDE: tuple[str, ...] = (".*", "node_modules", "__pycache__")
 DEFAULT_MAX_BYTES = 10_000_000
+MAX_TITLE_CHARS = 500  # a title is metadata, returned with every hit: a runaway heading must not exceed its limits
 
 _BINARY_SNIFF_BYTES = 8192
 _HTML_EXTENSIONS = frozenset({"html", "htm", "xhtml"})
@@ -65,9 +67,12 @@ class FolderSource:
     is false, so excluding one more folder never starts ingesting ``.git``.
     Patterns are globs: ``*`` and ``?`` stay inside one path segment, ``**``
     spans segments, and a pattern without ``/`` matches a name at any depth.
-    An excluded directory is not descended into. Symbolic links to files are
-    followed; symbolic links to directories are not (no cycles, no escaping the
-    root).
+    An excluded directory is not descended into. Symbolic links to files inside
+    the root are followed; a link whose target (after every hop) lies outside the
+    root is skipped with a reason, and any version indexed before is removed, unless
+    ``follow_external_symlinks`` is true: otherwise anyone who can write a link into
+    the folder could have ``/etc/passwd`` indexed and served. Symbolic links to
+    directories are never followed (no cycles).
     """
 
     kind = "folder"
@@ -80,12 +85,15 @@ class FolderSource:
         exclude: list[str] | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         default_excludes: bool = True,
+        follow_external_symlinks: bool = False,
     ) -> None:
         self.name = name
         self.path = Path(path).expanduser()
         self.include = list(DEFAULT_INCLUDE if include is None else include)
         self.exclude = list(DEFAULT_EXCLUDE if default_excludes else ()) + list(exclude or ())
         self.max_bytes = max_bytes
+        self.follow_external_symlinks = follow_external_symlinks
+        self._real_root = ""  # the root with every link resolved, set by each scan
         # The default list is case-insensitive so README.MD and NOTES.TXT count too.
         self._include = GlobSet(self.include, ignore_case=include is None)
         self._exclude = GlobSet(self.exclude)
@@ -93,6 +101,7 @@ class FolderSource:
     def scan(self, known: Mapping[str, str | None]) -> Iterator[SourceItem]:
         """Yield every matching file once, in sorted order of external id."""
         root = self._check_root()
+        self._real_root = os.path.realpath(root)
         yield from self._walk(str(root), "", known)
 
     def check(self) -> None:
@@ -149,6 +158,10 @@ class FolderSource:
     ) -> SourceItem | None:
         if not rel.isascii() and not _is_utf8_name(rel):
             return _bad_name(rel)
+        if not self.follow_external_symlinks and entry.is_symlink():
+            target = os.path.realpath(entry.path)
+            if not _within(target, self._real_root):
+                return _external_link(rel, target)
         try:
             st = entry.stat()  # follows symbolic links
         except FileNotFoundError:
@@ -188,8 +201,12 @@ class FolderSource:
             stripped = " and stripping HTML" if ext in _HTML_EXTENSIONS else ""
             return _skip(rel, f"empty document (no text after decoding{stripped})", "add content")
         if title:
-            metadata["title"] = title
-        return Document(rel, text, metadata, _mtime_utc(st.st_mtime_ns), signature)
+            metadata["title"] = title[:MAX_TITLE_CHARS]
+        doc = Document(rel, text, metadata, _mtime_utc(st.st_mtime_ns), signature)
+        # E.g. a NUL past the binary sniff (the first 8 KiB), which PostgreSQL would refuse mid-batch.
+        if (found := document_problem(doc)) is not None:
+            return _skip(rel, found.problem, found.fix)
+        return doc
 
     def _read_capped(self, path: str, rel: str, size: int) -> bytes | Skipped | None:
         # read(n) allocates n bytes up front, so ask for the stat() size plus
@@ -319,6 +336,18 @@ def _is_utf8_name(rel: str) -> bool:
 def _bad_name(rel: str) -> Skipped:
     printable = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return _skip(printable, "the file name is not valid UTF-8", "rename the file")
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _external_link(rel: str, target: str) -> Skipped:
+    problem = f"symbolic link to {encodable(target)}, outside the source folder; not indexed"
+    fix = "set the source option follow_external_symlinks = true to index files outside the folder"
+    # Not a bad version of a record of this source but no record of it: a version indexed before goes.
+    return Skipped(rel, f"{rel}: {problem} (a version indexed before is removed); {fix} {_EXCLUDE_HINT}",
+                   keeps_previous=False)
 
 
 def _link_target(path: str) -> str:

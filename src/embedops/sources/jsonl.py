@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from embedops.errors import SourceError
-from embedops.sources.base import Document, Skipped, SourceItem, Unchanged
+from embedops.sources.base import Document, Skipped, SourceItem, Unchanged, encodable
+from embedops.sources.validate import Problem, id_problem, metadata_problem, text_problem
 
 # Bump when a change below alters the Document a line yields: every signature
 # then changes, and the next sync reads every record again.
@@ -84,7 +85,7 @@ class JsonlSource:
         that id), so it is answered :class:`Unchanged` without being parsed.
         """
         path = self._records_path()
-        label = path.name
+        label = encodable(path.name)
         seen: dict[str, int] = {}
         loads = json.loads
         key = self._signature_key
@@ -190,7 +191,7 @@ class JsonlSource:
             return _skip(None, label, lineno, problem, "put one object per line")
         ext_id = _as_id(obj.get(self.id_field))
         if ext_id is None:
-            return self._missing_id(label, lineno, obj)
+            return self._bad_id(label, lineno, obj)
         first = seen.setdefault(ext_id, lineno)
         if first != lineno:
             problem = f"duplicate id {ext_id!r}, first seen at line {first}"
@@ -210,31 +211,41 @@ class JsonlSource:
                 problem = f"field {self.updated_field!r} is not a date ({value!r})"
                 fix = "use ISO 8601 (2024-05-01T12:00:00Z) or epoch seconds"
                 return _skip(ext_id, label, lineno, problem, fix)
-        return Document(ext_id, text, self._metadata(obj), updated_at, signature)
+        metadata = self._metadata(obj)
+        # Checked here, where the line number is known: a bad string or metadata fails later steps otherwise.
+        if (found := text_problem(text) or metadata_problem(metadata)) is not None:
+            return _skip(ext_id, label, lineno, found.problem, found.fix)
+        return Document(ext_id, text, metadata, updated_at, signature)
 
-    def _missing_id(self, label: str, lineno: int, obj: dict[str, Any]) -> Skipped:
-        value = obj.get(self.id_field)
-        if value is None or value == "":
-            problem = f"missing id field {self.id_field!r}"
-        else:
-            problem = (
-                f"id field {self.id_field!r} is {_json_type(value)}, "
-                "expected a string or integer"
-            )
+    def _bad_id(self, label: str, lineno: int, obj: dict[str, Any]) -> Skipped:
+        field = self.id_field
+        value = obj.get(field)
         fix = (
             "give the record an id or set the source option id_field to the field that holds it "
-            f"(fields present: {', '.join(sorted(obj)) or 'none'})"
+            f"(fields present: {_field_list(obj)})"
         )
+        if field not in obj:
+            problem = f"missing id field {field!r}"
+        elif type(value) is str:
+            found = id_problem(value)
+            assert found is not None  # _as_id refused it
+            problem, fix = f"id field {field!r}{_id_words(value, found)}", found.fix
+        elif value is None:
+            problem = f"id field {field!r} is null"
+        else:
+            problem = f"id field {field!r} is {_json_type(value)}, expected a string or integer"
         return _skip(None, label, lineno, problem, fix)
 
     def _bad_text(self, ext_id: str, label: str, lineno: int, obj: dict[str, Any]) -> Skipped:
-        value = obj.get(self.text_field)
-        if value is None:
-            problem = f"missing text field {self.text_field!r}"
-            fields = ", ".join(sorted(obj))
-            fix = f"add it or set the source option text_field (fields present: {fields})"
+        field = self.text_field
+        value = obj.get(field)
+        if field not in obj:
+            problem = f"missing text field {field!r}"
+            fix = f"add it or set the source option text_field (fields present: {_field_list(obj)})"
+        elif value is None:
+            problem, fix = f"text field {field!r} is null", "give the record its text, or remove it"
         else:
-            problem = f"text field {self.text_field!r} is {_json_type(value)}, expected a string"
+            problem = f"text field {field!r} is {_json_type(value)}, expected a string"
             fix = "store the text as a JSON string"
         return _skip(ext_id, label, lineno, problem, fix)
 
@@ -306,10 +317,23 @@ def _json_problem(line: bytes) -> str:
 
 def _as_id(value: Any) -> str | None:
     if type(value) is str:
-        return value if value and not value.isspace() else None
+        return value if id_problem(value) is None else None
     if type(value) is int:
         return str(value)
     return None
+
+
+def _id_words(value: str, found: Problem) -> str:
+    """How an unusable string id reads after "id field 'id'"."""
+    if not value:
+        return " is an empty string"
+    if value.isspace():
+        return " is blank (only whitespace)"
+    return found.problem.removeprefix("id")  # ": longer than ...", ": contains a NUL ..."
+
+
+def _field_list(obj: dict[str, Any]) -> str:
+    return encodable(", ".join(sorted(obj))) or "none"
 
 
 def _json_type(value: Any) -> str:

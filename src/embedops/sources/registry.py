@@ -56,6 +56,7 @@ _KINDS: dict[str, _Kind] = {
             "exclude": _STRING_LIST,
             "max_bytes": _POSITIVE_INT,
             "default_excludes": _BOOL,
+            "follow_external_symlinks": _BOOL,
         },
     ),
     "jsonl": _Kind(

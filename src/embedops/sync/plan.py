@@ -78,7 +78,7 @@ class SyncPlan:
             "updated": len(self.updated),
             "deleted": len(self.deleted),
             "unchanged": self.unchanged,
-            "skipped": [{"id": s.external_id, "reason": s.reason} for s in self.skipped],
+            "skipped": [s.to_dict() for s in self.skipped],
         }
 
 
@@ -86,10 +86,12 @@ def plan_sync(source: str, items: Iterable[SourceItem], catalog: Mapping[str, Ca
     """Diff a scan against the live documents the catalog holds for this source.
 
     A record the source reports as Skipped keeps its previous version: bad input
-    never deletes good data. A live document the scan does not mention is deleted.
+    never deletes good data (unless the source says the record is not part of it:
+    ``keeps_previous=False``). A live document the scan does not mention is deleted.
     """
     plan = SyncPlan(source)
     seen: set[str] = set()
+    dropped: set[str] = set()
     for item in items:
         ext_id = item.external_id
         if ext_id in seen:
@@ -98,11 +100,13 @@ def plan_sync(source: str, items: Iterable[SourceItem], catalog: Mapping[str, Ca
         seen.add(ext_id)
         if isinstance(item, Skipped):
             plan.skipped.append(item)
+            if not item.keeps_previous:
+                dropped.add(ext_id)
         elif isinstance(item, Unchanged):
             plan.unchanged += 1
         else:
             _classify(plan, item, catalog.get(ext_id))
-    plan.deleted = [(catalog[ext_id].id, ext_id) for ext_id in catalog if ext_id not in seen]
+    plan.deleted = [(catalog[ext_id].id, ext_id) for ext_id in catalog if ext_id not in seen or ext_id in dropped]
     return plan
 
 

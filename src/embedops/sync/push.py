@@ -25,7 +25,8 @@ import sqlalchemy as sa
 from embedops.catalog import schema
 from embedops.config import SourceConfig
 from embedops.errors import NotFound, SourceError, Terminal
-from embedops.sources.base import Document, Skipped, SourceItem
+from embedops.sources.base import Document, Skipped, SourceItem, encodable
+from embedops.sources.validate import document_problem, id_problem
 from embedops.sync.plan import CatalogDoc, SyncPlan, plan_sync
 
 _IN_BATCH = 900  # SQLite's bound-parameter limit
@@ -87,7 +88,8 @@ def document_outcomes(plan: SyncPlan, external_ids: Sequence[str]) -> dict[str, 
 def live_documents(conn: sa.Connection, source_id: int, external_ids: Sequence[str]) -> dict[str, CatalogDoc]:
     """The catalog's live documents of one source among ``external_ids``."""
     d = schema.documents
-    wanted = list(dict.fromkeys(external_ids))
+    # An id that could not be stored is in no catalog, and PostgreSQL refuses even to compare a NUL.
+    wanted = [ext for ext in dict.fromkeys(external_ids) if id_problem(ext) is None]
     found: dict[str, CatalogDoc] = {}
     for i in range(0, len(wanted), _IN_BATCH):
         q = sa.select(d.c.external_id, d.c.id, d.c.content_hash, d.c.signature).where(
@@ -98,11 +100,9 @@ def live_documents(conn: sa.Connection, source_id: int, external_ids: Sequence[s
 
 
 def _checked(source: str, doc: Document) -> SourceItem:
-    if not doc.external_id:
-        return Skipped(doc.external_id, f"push source {source!r}: a document needs a non-empty id")
+    shown = f"document {encodable(repr(doc.external_id))} of push source {source!r}"
     if not doc.text.strip():
-        return Skipped(
-            doc.external_id,
-            f"document {doc.external_id!r} of push source {source!r} has no text; send a non-empty `text`",
-        )
+        return Skipped(doc.external_id, f"{shown} has no text; send a non-empty `text`")
+    if (found := document_problem(doc)) is not None:
+        return Skipped(doc.external_id, f"{shown}: {found}")
     return doc

@@ -276,7 +276,7 @@ class SyncRunner:
                 deleted=counts.deleted,
                 unchanged=counts.unchanged,
                 embedded=counts.embedded,
-                skipped=[{"id": s.external_id, "reason": s.reason} for s in counts.skipped[:200]],
+                skipped=[s.to_dict() for s in counts.skipped[:200]],
                 skipped_count=len(counts.skipped),
                 seconds=round(seconds, 3),
             )

@@ -19,7 +19,6 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,12 +30,12 @@ from embedops.catalog.db import read_tx
 from embedops.catalog.ledger import write_ledger
 from embedops.errors import ConfigError, EmbedderNotFound, NotFound
 from embedops.embedding.providers import EmbedderConfig
+from embedops.names import checked_name
 from embedops.thresholds.labels import LabelledPairs
 from embedops.vectors.base import IndexInfo
 
 Method = Literal["manual", "distribution", "labels"]
 METHODS = ("manual", "distribution", "labels")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 
 
 @dataclass(frozen=True)
@@ -108,9 +107,11 @@ def _row_value(row: Any) -> ThresholdValue:
 
 
 def _check_value(name: str, value: float) -> float:
+    """A threshold is compared with search scores, which are cosine similarities (every space's metric)."""
     value = float(value)
-    if not math.isfinite(value):
-        raise ConfigError(f"threshold {name!r}: value must be a finite number, got {value}")
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+        raise ConfigError(f"threshold {name!r}: {value:g} is not a cosine similarity; a value must be a finite number within [-1, 1]",
+                          hint="e.g. 0.95 for near-duplicates; scores of unrelated texts sit near 0", threshold=name)
     return value
 
 
@@ -152,7 +153,7 @@ def alias_space(conn: sa.Connection, alias: str) -> str | None:
 def resolve_space(conn: sa.Connection, spec: str, embedders: Mapping[str, EmbedderConfig] | None = None) -> SpaceRef:
     """A space from a space key, an index id or an embedder name (the newest active index of that model);
     ``embedders``: the workspace's configured sections, so a configured name resolves too."""
-    sp, ix = schema.spaces, schema.indexes
+    sp = schema.spaces
     space = conn.execute(sa.select(sp.c.key, sp.c.embedder).where(sp.c.key == spec)).first()
     if space is not None:
         return SpaceRef(space.key, space.embedder, _space_index(conn, space.key))
@@ -274,8 +275,7 @@ class ThresholdRegistry:
         alias: str | None = None, plan_only: bool = False,
     ) -> ThresholdValue:
         """Register ``name`` with ``value`` in the space the alias serves (or the configured model's, before a sync)."""
-        if not _NAME.match(name):
-            raise ConfigError(f"bad threshold name {name!r}", hint="letters, digits and . _ : - (e.g. dedup, cache-hit)")
+        name = checked_name("threshold", name)
         value = _check_value(name, value)
         with self.engine.begin() as conn:
             if conn.execute(sa.select(schema.thresholds.c.name).where(schema.thresholds.c.name == name)).first():
