@@ -56,6 +56,17 @@ def _upgrade_to_5(conn: sa.Connection) -> None:
 UPGRADES[5] = _upgrade_to_5
 
 
+def _upgrade_to_6(conn: sa.Connection) -> None:
+    """Version 6: chunk metadata (``chunks.metadata``; NULL for chunks written before)."""
+    if "metadata" not in {c["name"] for c in sa.inspect(conn).get_columns("chunks")}:
+        column = schema.chunks.c.metadata
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE chunks ADD COLUMN metadata {kind}"))
+
+
+UPGRADES[6] = _upgrade_to_6
+
+
 def database_url(database: str, workspace_root: Path) -> str:
     """A SQLAlchemy URL from the config value: a URL, or a SQLite path relative to the workspace."""
     if "://" in database:

@@ -207,7 +207,7 @@ class SyncRunner:
         for key, per_doc in prepared.chunks.items():
             rows = [
                 {"document_id": doc_ids[i], "chunker_key": key, "ordinal": c.ordinal, "text": c.text,
-                 "start": c.start, "end": c.end, "content_hash": c.content_hash}
+                 "start": c.start, "end": c.end, "content_hash": c.content_hash, "metadata": dict(c.metadata)}
                 for i, chunks in enumerate(per_doc) for c in chunks
             ]
             ids = _insert_returning_ids(conn, schema.chunks, rows)
