@@ -19,6 +19,7 @@ from embedops.chunking.registry import (
 from embedops.chunking.structured import StructuredChunker
 from embedops.chunking.tokens import count_regex_tokens, tokenizer_file_counter
 from embedops.chunking.whole import WholeChunker
+from embedops.config import DEFAULT_CHUNKER as CONFIG_DEFAULT_CHUNKER
 from embedops.errors import ChunkingError
 from embedops.refs import ChunkerRef
 
@@ -357,8 +358,8 @@ def test_whole_chunker_returns_the_stripped_document() -> None:
 
 
 def test_registry_names_and_defaults() -> None:
-    assert chunker_names() == ["structured", "whole"]
-    assert DEFAULT_CHUNKER in chunker_names()
+    assert chunker_names() == ["auto", "code", "structured", "whole"]
+    assert DEFAULT_CHUNKER == "auto" == CONFIG_DEFAULT_CHUNKER
     assert make_chunker("structured").ref == StructuredChunker(126, 16).ref
     assert make_chunker("structured", {"max_tokens": 64}).ref == StructuredChunker(64, 16).ref
     whole = make_chunker("whole", count_tokens=nonspace_chars, tokenizer_name="t")
@@ -378,7 +379,7 @@ def test_registry_uses_the_embedders_tokenizer_only_when_it_is_named() -> None:
 @pytest.mark.parametrize(
     ("name", "params", "mentions"),
     [
-        ("sentences", None, "structured, whole"),
+        ("sentences", None, "auto, code, structured, whole"),
         ("structured", {"size": 10}, "max_tokens, overlap_tokens, tokenizer"),
         ("whole", {"max_tokens": 10}, "(none)"),
         ("structured", {"max_tokens": 2}, "max_tokens"),

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from embedops.config import DEFAULT_CHUNKER
 from embedops.evaluate.runner import EvalComparison, EvalRun
 from embedops.evaluate.store import EvalSetInfo, ImportResult
 from embedops.search.engine import Filters, SearchResult
@@ -56,7 +57,7 @@ class SearchResults:
 
 
 def init(
-    workspace: Path, *, embedder: str = "minilm-l6", chunker: str = "structured", database: str | None = None
+    workspace: Path, *, embedder: str = "minilm-l6", chunker: str = DEFAULT_CHUNKER, database: str | None = None
 ) -> InitResult:
     ws = Workspace.init(workspace, embedder=embedder, chunker=chunker, database=database)
     with ws:

@@ -17,7 +17,8 @@ from embedops.embedding.base import TokenCounter
 from embedops.errors import ChunkingError
 from embedops.refs import ChunkerRef
 
-DEFAULT_CHUNKER = "structured"
+# What `embedops init` (and Workspace.init) give a new workspace.
+DEFAULT_CHUNKER = "auto"
 
 # params, the embedder's counter and tokenizer name, the version to build → the chunker.
 _Build = Callable[[dict[str, Any], TokenCounter | None, str | None, str], Chunker]
@@ -69,6 +70,37 @@ def _build_structured(
     )
 
 
+def _build_code(
+    params: dict[str, Any], count_tokens: TokenCounter | None, tokenizer_name: str | None, version: str
+) -> Chunker:
+    from embedops.chunking.code import CodeChunker
+
+    count_tokens, tokenizer_name = _counter("code", params, count_tokens, tokenizer_name)
+    return CodeChunker(
+        max_tokens=params["max_tokens"],
+        min_tokens=params["min_tokens"],
+        overlap_tokens=params["overlap_tokens"],
+        count_tokens=count_tokens,
+        tokenizer_name=tokenizer_name,
+        language=params.get("language"),
+    )
+
+
+def _build_auto(
+    params: dict[str, Any], count_tokens: TokenCounter | None, tokenizer_name: str | None, version: str
+) -> Chunker:
+    from embedops.chunking.auto import AutoChunker
+
+    count_tokens, tokenizer_name = _counter("auto", params, count_tokens, tokenizer_name)
+    return AutoChunker(
+        max_tokens=params["max_tokens"],
+        min_tokens=params["min_tokens"],
+        overlap_tokens=params["overlap_tokens"],
+        count_tokens=count_tokens,
+        tokenizer_name=tokenizer_name,
+    )
+
+
 def _build_whole(
     params: dict[str, Any], count_tokens: TokenCounter | None, tokenizer_name: str | None, version: str
 ) -> Chunker:
@@ -79,8 +111,11 @@ def _build_whole(
 
 # 126 content tokens + [CLS] + [SEP] fit the smallest packaged model's 128-token window.
 _TOKEN_BOUNDED = {"max_tokens": 126, "overlap_tokens": 16}
+_CODE = {**_TOKEN_BOUNDED, "min_tokens": 32}
 
 _REGISTRY: dict[str, _ChunkerSpec] = {
+    "auto": _ChunkerSpec(_build_auto, _CODE, frozenset({"tokenizer"})),
+    "code": _ChunkerSpec(_build_code, _CODE, frozenset({"tokenizer", "language"})),
     "structured": _ChunkerSpec(
         _build_structured, _TOKEN_BOUNDED, frozenset({"tokenizer"}), structured.VERSIONS
     ),

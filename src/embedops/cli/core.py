@@ -23,6 +23,7 @@ from embedops.cli.common import (
     progress_bars,
     styled,
 )
+from embedops.config import DEFAULT_CHUNKER
 from embedops.errors import SourceError
 
 source_app = typer.Typer(no_args_is_help=True, help="Manage sources.")
@@ -33,7 +34,7 @@ app.add_typer(source_app, name="source")
 def init(
     path: Annotated[Path, typer.Argument(help="Directory of the new workspace.")] = Path("."),
     embedder: Annotated[str, typer.Option(help="Embedder of the first index (minilm-l6, minilm-l3, minilm-l6-int8, hashing, sentence-transformers:<name>, onnx:<path>).")] = "minilm-l6",
-    chunker: Annotated[str, typer.Option(help="Chunker: structured (default) or whole.")] = "structured",
+    chunker: Annotated[str, typer.Option(help="Chunker: auto (default: code files by syntax, the rest as prose), code, structured or whole.")] = DEFAULT_CHUNKER,
     database: Annotated[Optional[str], typer.Option(help="Database URL or SQLite path (default .embedops/catalog.db).")] = None,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,

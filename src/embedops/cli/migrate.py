@@ -34,7 +34,7 @@ MaxRegressionOpt = Annotated[Optional[float], typer.Option(help="Gate: maximum a
 @migrate_app.command("plan")
 def migrate_plan(
     to: Annotated[str, typer.Option(help="Embedder to migrate to.")],
-    chunker: Annotated[Optional[str], typer.Option(help="Chunker to migrate to (default: keep).")] = None,
+    chunker: Annotated[Optional[str], typer.Option(help="Chunker to migrate to: auto, code, structured or whole (default: keep).")] = None,
     chunker_param: Annotated[Optional[list[str]], typer.Option(help="Chunker parameter KEY=VALUE (repeatable).")] = None,
     alias: AliasOpt = None, min_overlap: MinOverlapOpt = None, max_regression: MaxRegressionOpt = None,
     as_json: JsonOpt = False, workspace: WsOpt = None,
@@ -51,7 +51,7 @@ def migrate_plan(
 @migrate_app.command("start")
 def migrate_start(
     to: Annotated[str, typer.Option(help="Embedder to migrate to.")],
-    chunker: Annotated[Optional[str], typer.Option(help="Chunker to migrate to (default: keep).")] = None,
+    chunker: Annotated[Optional[str], typer.Option(help="Chunker to migrate to: auto, code, structured or whole (default: keep).")] = None,
     chunker_param: Annotated[Optional[list[str]], typer.Option(help="Chunker parameter KEY=VALUE (repeatable).")] = None,
     alias: AliasOpt = None, min_overlap: MinOverlapOpt = None, max_regression: MaxRegressionOpt = None,
     plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None,
