@@ -231,10 +231,14 @@ class _Source:
         if self.multibyte:
             self._map_multibyte()
         lines = text.split("\n")
-        self.line_starts = list(accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
+        lengths = list(map(len, lines))
+        self.line_starts = list(accumulate((n + 1 for n in lengths[:-1]), initial=0))
+        # Where each line's text starts and ends: a span from the first to the last of them covers whole lines.
+        self.indents = [n - k for n, k in zip(lengths, map(len, map(str.lstrip, lines)))]
+        self.content_ends = [start + k for start, k in zip(self.line_starts, map(len, map(str.rstrip, lines)))]
         found = map(self._findall, lines)
         per_line = map(len, found) if words is None else map(sum, map(partial(map, words.__getitem__), found))
-        self._prefix = list(accumulate(per_line, initial=0))
+        self.prefix = list(accumulate(per_line, initial=0))
 
     def _map_multibyte(self) -> None:
         extra = 0
@@ -262,13 +266,15 @@ class _Source:
         first = bisect_right(starts, start) - 1
         last = bisect_right(starts, end - 1) - 1
         line_start = starts[first]
+        if start - line_start <= self.indents[first] and end >= self.content_ends[last]:
+            return self.prefix[last + 1] - self.prefix[first]  # whole lines: most statements and definitions
         line_end = starts[last + 1] - 1 if last + 1 < len(starts) else len(self.text)
         if (start - line_start) + (line_end - end) > end - start:  # mostly outside: count it directly
             return self._count(start, end)
         head, tail = self._outside(line_start, start, start), self._outside(end, line_end, end)
         if head < 0 or tail < 0:
             return self._count(start, end)
-        return self._prefix[last + 1] - self._prefix[first] - head - tail
+        return self.prefix[last + 1] - self.prefix[first] - head - tail
 
     def _outside(self, start: int, end: int, cut: int) -> int:
         """Tokens of ``text[start:end]``, a part of a line left out; -1 when a token straddles ``cut``."""
@@ -374,6 +380,7 @@ class _Packer:
         source, text, pos = self.source, self.source.text, start
         to_char = source.char if source.multibyte else None
         tokens_of, notable = source.tokens, self._notable
+        starts, indents, content_ends, prefix = source.line_starts, source.indents, source.content_ends, source.prefix
         for node in nodes:
             node_start, node_end = node.start_byte, node.end_byte
             if to_char is not None:
@@ -384,7 +391,12 @@ class _Packer:
                 out.extend(self._text_units(pos, node_start, budget))  # text no child covers
             if node_end > pos:
                 pos = node_end
-            tokens = tokens_of(node_start, node_end)
+            first = bisect_right(starts, node_start) - 1  # inlined fast path of source.tokens: whole lines
+            last = bisect_right(starts, node_end - 1) - 1
+            if node_start - starts[first] <= indents[first] and node_end >= content_ends[last]:
+                tokens = prefix[last + 1] - prefix[first]
+            else:
+                tokens = tokens_of(node_start, node_end)
             node_type = node.type
             found = self._definition(node) if node_type in notable else None
             if tokens <= budget:
