@@ -61,6 +61,12 @@ SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 _SKIP_DIRS = re.compile(r"/(tests?|testing|_vendor|vendored|examples?|docs?)/")
 
 
+def shared_data(name: str) -> Path:
+    """``shared/data/<name>`` next to the checkout or above it (a worktree sits one level deeper)."""
+    candidates = [parent / "shared" / "data" / name for parent in REPO_ROOT.parents]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
 # -- the repository corpus --------------------------------------------------------------------
 
 
@@ -326,7 +332,7 @@ def throughput(paths: list[str], bert: bool, processes: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--cosqa", type=Path, default=REPO_ROOT.parent / "shared/data/cosqa")
+    parser.add_argument("--cosqa", type=Path, default=shared_data("cosqa"))
     parser.add_argument("--work", type=Path, default=None, help="keep workspaces here and reuse them")
     parser.add_argument("--files", type=int, default=300, help="repository corpus: Python files")
     parser.add_argument("--queries", type=int, default=500, help="repository corpus: docstring queries")
