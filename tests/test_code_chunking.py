@@ -536,3 +536,74 @@ def test_migrating_structured_to_auto_rechunks_code_and_reuses_prose_vectors(tmp
     assert all(meta and meta["language"] == "python" for e, _, meta in new if e.endswith(".py"))
     code_chunks = {h for e, h, _ in new if not e.endswith(".md")}
     assert 0 < done["embedded"] <= len(code_chunks)  # the prose chunks' vectors were already there
+
+
+@pytest.mark.parametrize(
+    ("path", "source", "expected"),
+    [
+        ("a.js", "export const total = (cart) => {\n  return cart.lines.length;\n};\n"
+                 "class Cart {\n  add(item) { this.items.push(item); }\n}\n",
+         [("function", "total"), ("class", "Cart")]),
+        ("a.ts", "interface Line { sku: string }\ntype Sku = string;\nnamespace Shop { export function f() {} }\n",
+         [("class", "Line"), ("class", "Sku"), ("namespace", "Shop")]),
+        ("a.go", "package p\n\nfunc (c *Cart[T]) Add(x T) {\n}\n", [("method", "Cart.Add")]),  # `package p` joins
+        ("a.c", "typedef struct { int a; } Point;\nstruct node { int v; };\nstatic int *f(int a) { return 0; }\n",
+         [("class", "Point"), ("class", "node"), ("function", "f")]),
+        ("a.cpp", "template <typename T> T twice(T a) { return a + a; }\nnamespace n { int g() { return 1; } }\n",
+         [("function", "twice"), ("namespace", "n")]),
+        ("a.rb", "module Shop\n  def self.open\n  end\nend\n", [("namespace", "Shop")]),
+        ("a.rs", "#[derive(Debug)]\nstruct S { a: i32 }\nimpl Display for S {\n    fn fmt(&self) {}\n}\n",
+         [("class", "S"), ("class", "S")]),
+        ("a.kt", "object Registry {\n    fun get(): Int = 1\n}\n", [("class", "Registry")]),
+    ],
+)
+def test_definition_kinds_and_symbols(path: str, source: str, expected: list[tuple[str, str]]) -> None:
+    chunks = CodeChunker(max_tokens=64, min_tokens=4).chunk(source, {"path": path})
+    check_code_chunks(source, chunks, 64)
+    assert [(c.metadata["kind"], c.metadata["symbol"]) for c in chunks] == expected
+    if path == "a.rs":
+        assert chunks[0].text.startswith("// a.rs\n#[derive(Debug)]\nstruct S")  # the attribute goes with it
+
+
+def test_a_class_split_into_methods_leaves_no_brace_alone() -> None:
+    methods = "".join(f"  m{i}(a) {{\n    const v = compute(a, {i}, 'alpha', 'beta', 'gamma');\n    return v;\n  }}\n"
+                      for i in range(3))
+    text = f"class Cart extends Base {{\n{methods}}}\n"
+    chunks = CodeChunker(max_tokens=48, min_tokens=16).chunk(text, {"path": "cart.js"})
+    check_code_chunks(text, chunks, 48)
+    assert [c.metadata["symbol"] for c in chunks] == ["Cart.m0", "Cart.m1", "Cart.m2"]
+    assert chunks[0].text.startswith("// cart.js\nclass Cart extends Base {\n  m0(a) {")
+    assert chunks[-1].text.endswith("return v;\n  }\n}")
+
+
+def test_headers_stay_within_a_third_of_the_budget() -> None:
+    def nest(depth: int) -> str:
+        if depth == 0:
+            return "".join(f"step_{i} = run(payload, {i})\n" for i in range(40))
+        head = f"class Level{depth}WithAVeryLongDescriptiveName(BaseOne, BaseTwo, metaclass=Meta):\n"
+        return head + _indent(nest(depth - 1))
+    text = nest(4)
+    path = "a/" * 30 + "deeply/nested/package/module_with_a_long_name.py"
+    chunks = CodeChunker(max_tokens=60).chunk(text, {"path": path})
+    check_code_chunks(text, chunks, 60)
+    inner = [c for c in chunks if text[c.start : c.end].startswith("step_")]  # pieces of Level1's body
+    assert len(inner) > 3
+    for c in inner:
+        header = c.text[: len(c.text) - (c.end - c.start)].rstrip("\n")
+        assert 0 < count_regex_tokens(header) <= 60 // 3
+        assert header == "# class Level1WithAVeryLongDescriptiveName(BaseOne, BaseTwo, metaclass=Meta):"
+
+
+def test_fallbacks_are_logged_with_the_path(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="embedops.chunking.code"):
+        CodeChunker().chunk("def f(:\n ))) ]] {{{\n" * 20, {"path": "pkg/broken.py"})
+    assert any("pkg/broken.py" in r.message and "prose" in r.message for r in caplog.records)
+
+
+def test_a_pinned_regex_tokenizer_ignores_the_models() -> None:
+    pinned = make_chunker("code", {"tokenizer": "regex"}, count_tokens=len, tokenizer_name="chars")
+    assert pinned.ref == make_chunker("code").ref
+    counted = make_chunker("code", count_tokens=len, tokenizer_name="chars")
+    assert counted.ref.params_dict["tokenizer"] == "chars"
+    text = "def f(x):\n    return x + 1\n" * 30
+    assert len(counted.chunk(text, {"path": "f.py"})) > len(pinned.chunk(text, {"path": "f.py"}))

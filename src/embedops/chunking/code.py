@@ -336,6 +336,8 @@ class _Packer:
             elif item.definition is not None and item.tokens >= min_tokens:
                 self._flush_definition(group, used, item, scope, budget)
                 group, used = [], 0
+            elif not group and self._joins_last(item, scope, budget, first_group):
+                continue  # `;` or `}` on the line where the chunk before ended
             else:
                 if group and used + item.tokens > budget:
                     self._flush(group, scope)
@@ -348,6 +350,19 @@ class _Packer:
             last.tokens += used
         else:
             self._flush(group, scope)
+
+    def _joins_last(self, unit: _Unit, scope: tuple[_Definition, ...], budget: int, first_group: int) -> bool:
+        """Appends ``unit`` to the chunk just made under ``scope`` when it continues that chunk's last line."""
+        if len(self.groups) <= first_group or unit.definition is not None:
+            return False
+        last = self.groups[-1]
+        if last.scope != scope or last.tokens + unit.tokens > budget:
+            return False
+        if "\n" in self.source.text[last.units[-1].end : unit.start]:
+            return False
+        last.units.append(unit)
+        last.tokens += unit.tokens
+        return True
 
     def _flush_definition(
         self, group: list[_Unit], used: int, unit: _Unit, scope: tuple[_Definition, ...], budget: int

@@ -80,6 +80,8 @@ _TS_DEFINITIONS: dict[str, Kind] = {
     "function_signature": _FUNCTION,
     "abstract_method_signature": _METHOD,
 }
+# `namespace N {...}` parses as an expression statement around the namespace.
+_TS_WRAPPERS = frozenset({"export_statement", "expression_statement"})
 _JS_DECLARATIONS = frozenset({"lexical_declaration", "variable_declaration"})
 _JS_FUNCTION_VALUES = frozenset({"arrow_function", "function_expression", "function", "generator_function"})
 _C_DEFINITIONS: dict[str, Kind] = {
@@ -103,12 +105,12 @@ _SPECS = (
     ),
     LanguageSpec(
         "typescript", "typescript", "tree_sitter_typescript", ("ts", "mts", "cts"),
-        _TS_DEFINITIONS, entry="language_typescript", wrappers=frozenset({"export_statement"}),
+        _TS_DEFINITIONS, entry="language_typescript", wrappers=_TS_WRAPPERS,
         declarations=_JS_DECLARATIONS, function_values=_JS_FUNCTION_VALUES,
     ),
     LanguageSpec(
         "tsx", "typescript", "tree_sitter_typescript", ("tsx",),
-        _TS_DEFINITIONS, entry="language_tsx", wrappers=frozenset({"export_statement"}),
+        _TS_DEFINITIONS, entry="language_tsx", wrappers=_TS_WRAPPERS,
         declarations=_JS_DECLARATIONS, function_values=_JS_FUNCTION_VALUES,
     ),
     LanguageSpec(
