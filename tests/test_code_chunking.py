@@ -495,6 +495,7 @@ def chunk_rows(ws: Workspace, chunker_key: str) -> list[tuple[str, str, dict[str
 
 def test_new_workspaces_chunk_with_auto_and_store_chunk_metadata(tmp_path: Path, database: str | None) -> None:
     write_repo(tmp_path / "repo")
+    (tmp_path / "repo/src/broken.py").write_text("def f(:\n ))) ]] {{{\n" * 20, encoding="utf-8")
     result = commands.init(tmp_path / "ws", embedder="hashing", database=database)
     assert result.chunker == "auto" and 'chunker = "auto"' in (tmp_path / "ws/embedops.toml").read_text()
     with Workspace.open(tmp_path / "ws") as ws:
@@ -503,12 +504,17 @@ def test_new_workspaces_chunk_with_auto_and_store_chunk_metadata(tmp_path: Path,
         (index,) = ws.status()["indexes"]
         rows = chunk_rows(ws, index["chunker"])
         assert index["chunker"].startswith("auto@1#")
-        code = [meta for ext_id, _, meta in rows if ext_id.endswith((".py", ".go"))]
+        code = [meta for ext_id, _, meta in rows if ext_id in ("src/cart.py", "src/store.go")]
         assert code and all(meta and meta["language"] in ("python", "go") and meta["kind"] for meta in code)
         assert {"python", "go"} == {meta["language"] for meta in code if meta}
         assert all(meta == {} for ext_id, _, meta in rows if ext_id.endswith(".md"))
+        assert [meta for ext_id, _, meta in rows if ext_id == "src/broken.py"][0] == {
+            "fallback": "unparsable", "language": "python"}
         hits = ws.search("cart keeps lines", k=30)
         assert any(h.text.startswith("# src/cart.py\n") for h in hits)
+        # How the documents were chunked is in the sync's ledger row.
+        chunked = ws.history(kind="sync.source")[0]["details"]["chunked"]
+        assert chunked == {index["chunker"]: {"code": 2, "prose": 1, "fallback:unparsable": 1}}
 
 
 def test_a_config_without_chunker_means_structured(tmp_path: Path) -> None:

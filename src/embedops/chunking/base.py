@@ -35,6 +35,14 @@ class Chunk:
 
 
 class Chunker(Protocol):
+    """Cuts a document into chunks; ``ref`` is its identity (name, version, parameters).
+
+    A chunker that decides per document how to chunk it (``code``, ``auto``)
+    also has ``counts``, a ``Counter`` of documents by how they were chunked
+    (``code``, ``prose``, ``fallback:<reason>``); each sync records its share
+    in the ``sync.source`` ledger row (``chunked``).
+    """
+
     ref: ChunkerRef
 
     def chunk(self, text: str, metadata: Mapping[str, Any] | None = None) -> list[Chunk]: ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class SyncRunner:
     # -- entry point ---------------------------------------------------------
     def run(self, source_id: int, plan: SyncPlan) -> SyncCounts:
         started = time.perf_counter()  # the duration goes into the sync.source row (monitor metrics)
+        chunked_before = self._chunked()
         counts = SyncCounts(unchanged=plan.unchanged, skipped=list(plan.skipped))
         changed = plan.changed
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool:
@@ -115,8 +117,14 @@ class SyncRunner:
             if pending is not None:
                 counts.merge(self._commit(source_id, *pending))
         counts.deleted = self._delete(plan.deleted, plan.source)
-        self._finish(source_id, plan, counts, time.perf_counter() - started)
+        chunked = {key: dict(now - chunked_before[key]) for key, now in self._chunked().items()}
+        self._finish(source_id, plan, counts, time.perf_counter() - started, chunked)
         return counts
+
+    def _chunked(self) -> dict[str, Counter[str]]:
+        """Documents by how each chunker chunked them, for chunkers that count (``code``, ``auto``)."""
+        return {key: Counter(getattr(chunker, "counts", {})) for key, chunker in self.chunkers.items()
+                if hasattr(chunker, "counts")}
 
     # -- stages ----------------------------------------------------------------
     def _prepare(self, docs: list[tuple[int | None, Document]]) -> _Prepared:
@@ -236,7 +244,10 @@ class SyncRunner:
         self.progress(len(ids))
         return len(ids)
 
-    def _finish(self, source_id: int, plan: SyncPlan, counts: SyncCounts, seconds: float = 0.0) -> None:
+    def _finish(
+        self, source_id: int, plan: SyncPlan, counts: SyncCounts, seconds: float = 0.0,
+        chunked: dict[str, dict[str, int]] | None = None,
+    ) -> None:  # fmt: skip
         with self.engine.begin() as conn:
             d = schema.documents
             if plan.resigned:
@@ -259,6 +270,8 @@ class SyncRunner:
                 skipped=[{"id": s.external_id, "reason": s.reason} for s in counts.skipped[:200]],
                 skipped_count=len(counts.skipped),
                 seconds=round(seconds, 3),
+                # e.g. {"auto@1#...": {"code": 40, "prose": 12, "fallback:unparsable": 1}}
+                **({"chunked": chunked} if chunked else {}),
             )
 
 
