@@ -613,3 +613,18 @@ def test_a_pinned_regex_tokenizer_ignores_the_models() -> None:
     assert counted.ref.params_dict["tokenizer"] == "chars"
     text = "def f(x):\n    return x + 1\n" * 30
     assert len(counted.chunk(text, {"path": "f.py"})) > len(pinned.chunk(text, {"path": "f.py"}))
+
+
+def test_small_definitions_stay_out_of_a_bigger_ones_chunk() -> None:
+    text = (
+        "import os\n\n\nclass Closed(Exception):\n    ...\n\n\n"
+        "def walk(root):\n    # the comment after the colon is not part of the head\n"
+        + "".join(f"    step_{i} = os.path.join(root, 'part_{i}')\n" for i in range(12))
+    )
+    chunks = CodeChunker(max_tokens=60, min_tokens=20).chunk(text, {"path": "w.py"})
+    check_code_chunks(text, chunks, 60)
+    symbols = [c.metadata["symbol"] for c in chunks]
+    assert symbols[0] == "Closed" and "import os" in chunks[0].text  # statements may join; definitions do not
+    assert all(s == "walk" for s in symbols[1:]) and len(symbols) > 2
+    for c in chunks[2:]:
+        assert c.text.startswith("# w.py\n# def walk(root):\nstep_")

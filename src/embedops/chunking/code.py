@@ -79,6 +79,8 @@ MIN_MAX_TOKENS = 32
 MAX_ERROR_SHARE = 0.5
 # Deeper than this, a node is cut as text: generated code can nest past Python's recursion limit.
 MAX_DEPTH = 150
+# The context header takes at most max_tokens // HEADER_SHARE tokens.
+HEADER_SHARE = 3
 SIGNATURE_CHARS = 120
 PATH_CHARS = 120
 # Definition bodies, for grammars that do not name the field `body`.
@@ -240,7 +242,7 @@ class _Packer:
         for item in items:
             if isinstance(item, _Nested):
                 lead = _take_attached(group, item.start, self.source.text)
-                if used < min_tokens:  # a few small statements before it go along (a class's opening brace)
+                if used < min_tokens and _statements_only(group):  # e.g. a `package` clause goes along
                     group, lead = [], group + lead
                 self._flush(group, scope)
                 group, used = [], 0
@@ -282,7 +284,8 @@ class _Packer:
     ) -> None:
         """A definition big enough to stand alone: one chunk with the comments right above it.
 
-        A few small statements before it (under ``min_tokens``) join it when they fit.
+        A few small statements before it (no definition, under ``min_tokens``) join it when they fit:
+        small definitions stay with each other, so a chunk's symbol names every definition in it.
         """
         attached = _take_attached(group, unit.start, self.source.text)
         alone = sum(a.tokens for a in attached) + unit.tokens
@@ -290,7 +293,7 @@ class _Packer:
         if alone > budget:
             group.extend(attached)
             attached, rest = [], used
-        elif group and rest < self.chunker.min_tokens and rest + alone <= budget:
+        elif group and rest < self.chunker.min_tokens and rest + alone <= budget and _statements_only(group):
             group, attached = [], group + attached
         self._flush(group, scope)
         self._flush([*attached, unit], scope)
@@ -424,6 +427,10 @@ class _Packer:
         if body is None and value is not None:
             body = value.child_by_field_name("body")
         start = self.source.char(node.start_byte)
+        # A comment between the head and the body (Python: after the colon) is not part of the head.
+        comment = next((c for c in node.children if c.type in ATTACHED_TYPES and c.start_byte > node.start_byte), None)
+        if comment is not None and (body is None or comment.start_byte < body.start_byte):
+            body = comment
         if body is not None:
             head = self.source.text[start : self.source.char(body.start_byte)]
         else:
@@ -452,7 +459,7 @@ class _Packer:
         mark = self.spec.comment
         signatures = [f"{mark} {d.signature}" for d in scope if d.signature]
         path = [f"{mark} {self.path}"] if self.path else []
-        cap = self.chunker.max_tokens // 3
+        cap = self.chunker.max_tokens // HEADER_SHARE
         while len(signatures) > 1 and self._tokens("\n".join(path + signatures)) > cap:
             del signatures[0]  # the outermost scope goes first
         if path and signatures and self._tokens("\n".join(path + signatures)) > cap:
@@ -497,6 +504,10 @@ def _take_attached(group: list[_Unit], start: int, text: str) -> list[_Unit]:
         taken.append(group.pop())
         follow = taken[-1].start
     return taken[::-1]
+
+
+def _statements_only(group: list[_Unit]) -> bool:
+    return all(u.definition is None for u in group)
 
 
 def _split_children(node: Node, definition: Node) -> list[Node]:
