@@ -628,3 +628,18 @@ def test_small_definitions_stay_out_of_a_bigger_ones_chunk() -> None:
     assert all(s == "walk" for s in symbols[1:]) and len(symbols) > 2
     for c in chunks[2:]:
         assert c.text.startswith("# w.py\n# def walk(root):\nstep_")
+
+
+def test_grammars_are_imported_only_when_a_file_of_their_language_is_chunked() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import embedops.workspace, embedops.chunking.registry as r\n"
+        "assert 'tree_sitter' not in sys.modules\n"
+        "r.make_chunker('auto').chunk('def f():\\n    return 1\\n', {'path': 'f.py'})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('tree_sitter_') and '.' not in m))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['tree_sitter_python']"
