@@ -423,7 +423,9 @@ def test_fixed_language_chunks_records_without_paths() -> None:
 def test_code_and_auto_refs_record_their_parameters() -> None:
     code = make_chunker("code")
     assert (code.ref.name, code.ref.version) == ("code", "1")
-    assert code.ref.params_dict == {"max_tokens": 126, "min_tokens": 32, "overlap_tokens": 16, "tokenizer": "regex"}
+    assert code.ref.params_dict == {"max_tokens": 126, "overlap_tokens": 16, "tokenizer": "regex"}
+    assert isinstance(code, CodeChunker) and code.min_tokens == 32  # derived from max_tokens, not a parameter
+    assert make_chunker("code", {"min_tokens": 32}).ref != code.ref  # given: recorded
     keys = {
         code.ref.key,
         make_chunker("code", {"min_tokens": 8}).ref.key,
@@ -437,7 +439,10 @@ def test_code_and_auto_refs_record_their_parameters() -> None:
         assert chunker_from_ref(chunker.ref).ref == chunker.ref
     with pytest.raises(ChunkingError, match="no parameter"):
         make_chunker("auto", {"language": "python"})
-    for bad in ({"max_tokens": 16}, {"min_tokens": 500}, {"min_tokens": "8"}):
+    small = make_chunker("auto", {"max_tokens": 24, "overlap_tokens": 4})  # a small budget gets a third of it as min_tokens
+    assert isinstance(small, AutoChunker) and small.code.min_tokens == 8
+    assert chunker_from_ref(small.ref).ref == small.ref
+    for bad in ({"max_tokens": 4}, {"min_tokens": 500}, {"min_tokens": "8"}, {"max_tokens": 24, "overlap_tokens": 4, "min_tokens": 25}):
         with pytest.raises(ChunkingError) as info:
             make_chunker("code", bad)
         assert info.value.hint

@@ -37,15 +37,16 @@ VERSION = CODE_VERSION
 class AutoChunker:
     """Picks the code or the structured chunker per document; see the module docstring.
 
-    Parameters are the code chunker's (``max_tokens``, ``min_tokens``,
-    ``overlap_tokens`` for prose, the tokenizer). :attr:`counts` counts the
+    Parameters are the code chunker's (``max_tokens``, ``min_tokens`` (default
+    32, or a third of a small ``max_tokens``), ``overlap_tokens`` for prose,
+    the tokenizer). :attr:`counts` counts the
     documents: ``code``, ``prose``, and ``fallback:unparsable``.
     """
 
     def __init__(
         self,
         max_tokens: int = 126,
-        min_tokens: int = 32,
+        min_tokens: int | None = None,
         overlap_tokens: int = 16,
         count_tokens: TokenCounter | None = None,
         tokenizer_name: str | None = None,

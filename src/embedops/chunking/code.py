@@ -60,7 +60,7 @@ from embedops.chunking.languages import (
     parser_for,
 )
 from embedops.chunking.spans import SourceText
-from embedops.chunking.structured import StructuredChunker
+from embedops.chunking.structured import MIN_MAX_TOKENS, StructuredChunker
 from embedops.chunking.tokens import TOKEN_RE, WordCounts, token_pieces
 from embedops.embedding.base import TokenCounter
 from embedops.errors import ChunkingError
@@ -75,7 +75,8 @@ NAME = "code"
 # Bump when a change moves any chunk boundary or header. Pins the prose chunker's version below.
 VERSION = "1"
 PROSE_VERSION = "2"
-MIN_MAX_TOKENS = 32
+# min_tokens by default; a smaller budget gets a third of max_tokens.
+DEFAULT_MIN_TOKENS = 32
 MAX_ERROR_SHARE = 0.5
 # Deeper than this, a node is cut as text: generated code can nest past Python's recursion limit.
 MAX_DEPTH = 150
@@ -148,12 +149,15 @@ class CodeChunker:
     def __init__(
         self,
         max_tokens: int = 126,
-        min_tokens: int = 32,
+        min_tokens: int | None = None,
         overlap_tokens: int = 16,
         count_tokens: TokenCounter | None = None,
         tokenizer_name: str | None = None,
         language: str | None = None,
     ) -> None:
+        given_min = min_tokens
+        if min_tokens is None:
+            min_tokens = default_min_tokens(max_tokens)
         _check_code_sizes(max_tokens, min_tokens)
         if language is not None and language not in LANGUAGES:
             raise ChunkingError(
@@ -168,8 +172,11 @@ class CodeChunker:
         self._words = None if count_tokens is None or tokenizer == "regex" else WordCounts(count_tokens)
         # Documents by how they were chunked: "code", "prose", "fallback:<reason>".
         self.counts: Counter[str] = Counter()
-        params: dict[str, Any] = {"max_tokens": max_tokens, "min_tokens": min_tokens,
-                                  "overlap_tokens": overlap_tokens, "tokenizer": tokenizer}  # fmt: skip
+        params: dict[str, Any] = {"max_tokens": max_tokens, "overlap_tokens": overlap_tokens, "tokenizer": tokenizer}
+        # A default min_tokens follows max_tokens (the rule is part of the version): only a given one is a
+        # parameter, so a migration that changes max_tokens does not inherit a derived min_tokens.
+        if given_min is not None:
+            params["min_tokens"] = given_min
         if language is not None:
             params["language"] = language
         self.ref = ChunkerRef.make(NAME, VERSION, params)
@@ -576,6 +583,11 @@ def _error_share(tree: Tree, spec: LanguageSpec, size: int) -> float:
             covered += node.end_byte - start
             reach = node.end_byte
     return covered / max(size, 1)
+
+
+def default_min_tokens(max_tokens: int) -> int:
+    """32, or a third of a small budget: below it a definition merges with its neighbours."""
+    return min(DEFAULT_MIN_TOKENS, max_tokens // 3) if isinstance(max_tokens, int) else DEFAULT_MIN_TOKENS
 
 
 def _check_code_sizes(max_tokens: int, min_tokens: int) -> None:

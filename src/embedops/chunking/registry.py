@@ -78,7 +78,7 @@ def _build_code(
     count_tokens, tokenizer_name = _counter("code", params, count_tokens, tokenizer_name)
     return CodeChunker(
         max_tokens=params["max_tokens"],
-        min_tokens=params["min_tokens"],
+        min_tokens=params.get("min_tokens"),
         overlap_tokens=params["overlap_tokens"],
         count_tokens=count_tokens,
         tokenizer_name=tokenizer_name,
@@ -94,7 +94,7 @@ def _build_auto(
     count_tokens, tokenizer_name = _counter("auto", params, count_tokens, tokenizer_name)
     return AutoChunker(
         max_tokens=params["max_tokens"],
-        min_tokens=params["min_tokens"],
+        min_tokens=params.get("min_tokens"),
         overlap_tokens=params["overlap_tokens"],
         count_tokens=count_tokens,
         tokenizer_name=tokenizer_name,
@@ -111,11 +111,11 @@ def _build_whole(
 
 # 126 content tokens + [CLS] + [SEP] fit the smallest packaged model's 128-token window.
 _TOKEN_BOUNDED = {"max_tokens": 126, "overlap_tokens": 16}
-_CODE = {**_TOKEN_BOUNDED, "min_tokens": 32}
+_CODE_OPTIONAL = frozenset({"tokenizer", "min_tokens"})  # min_tokens defaults from max_tokens
 
 _REGISTRY: dict[str, _ChunkerSpec] = {
-    "auto": _ChunkerSpec(_build_auto, _CODE, frozenset({"tokenizer"})),
-    "code": _ChunkerSpec(_build_code, _CODE, frozenset({"tokenizer", "language"})),
+    "auto": _ChunkerSpec(_build_auto, _TOKEN_BOUNDED, _CODE_OPTIONAL),
+    "code": _ChunkerSpec(_build_code, _TOKEN_BOUNDED, _CODE_OPTIONAL | {"language"}),
     "structured": _ChunkerSpec(
         _build_structured, _TOKEN_BOUNDED, frozenset({"tokenizer"}), structured.VERSIONS
     ),
