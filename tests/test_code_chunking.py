@@ -648,3 +648,12 @@ def test_grammars_are_imported_only_when_a_file_of_their_language_is_chunked() -
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['tree_sitter_python']"
+
+
+def test_a_small_definition_at_the_end_of_a_class_keeps_its_own_symbol() -> None:
+    body = "".join(f"        self.step_{i} = compute(value, {i})\n" for i in range(3))
+    text = f"class Job:\n    def run(self, value):\n{body}\n    def again(self, value):\n{body}\n" \
+           "    def done(self):\n        return True\n"
+    chunks = CodeChunker(max_tokens=60, min_tokens=20).chunk(text, {"path": "job.py"})
+    check_code_chunks(text, chunks, 60)
+    assert [c.metadata["symbol"] for c in chunks] == ["Job.run", "Job.again", "Job.done"]

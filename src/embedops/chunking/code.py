@@ -267,7 +267,8 @@ class _Packer:
                 group.append(item)
                 used += item.tokens
         last = self.groups[-1] if len(self.groups) > first_group else None
-        if last is not None and last.scope == scope and used < min_tokens and last.tokens + used <= budget:
+        if (last is not None and last.scope == scope and used < min_tokens and last.tokens + used <= budget
+                and _statements_only(group)):
             last.units.extend(group)  # a closing brace or a trailing statement joins the chunk before it
             last.tokens += used
         else:
