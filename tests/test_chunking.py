@@ -19,6 +19,7 @@ from embedops.chunking.registry import (
 from embedops.chunking.structured import StructuredChunker
 from embedops.chunking.tokens import count_regex_tokens, tokenizer_file_counter
 from embedops.chunking.whole import WholeChunker
+from embedops.config import DEFAULT_CHUNKER as CONFIG_DEFAULT_CHUNKER
 from embedops.errors import ChunkingError
 from embedops.refs import ChunkerRef
 
@@ -311,7 +312,7 @@ def test_chunking_is_deterministic() -> None:
 
 def test_ref_records_every_parameter() -> None:
     ref = StructuredChunker().ref
-    assert (ref.name, ref.version) == ("structured", "1")
+    assert (ref.name, ref.version) == ("structured", "2")
     assert ref.params_dict == {"max_tokens": 126, "overlap_tokens": 16, "tokenizer": "regex"}
     keys = {
         StructuredChunker().ref.key,
@@ -357,8 +358,8 @@ def test_whole_chunker_returns_the_stripped_document() -> None:
 
 
 def test_registry_names_and_defaults() -> None:
-    assert chunker_names() == ["structured", "whole"]
-    assert DEFAULT_CHUNKER in chunker_names()
+    assert chunker_names() == ["auto", "code", "structured", "whole"]
+    assert DEFAULT_CHUNKER == "auto" == CONFIG_DEFAULT_CHUNKER
     assert make_chunker("structured").ref == StructuredChunker(126, 16).ref
     assert make_chunker("structured", {"max_tokens": 64}).ref == StructuredChunker(64, 16).ref
     whole = make_chunker("whole", count_tokens=nonspace_chars, tokenizer_name="t")
@@ -378,7 +379,7 @@ def test_registry_uses_the_embedders_tokenizer_only_when_it_is_named() -> None:
 @pytest.mark.parametrize(
     ("name", "params", "mentions"),
     [
-        ("sentences", None, "structured, whole"),
+        ("sentences", None, "auto, code, structured, whole"),
         ("structured", {"size": 10}, "max_tokens, overlap_tokens, tokenizer"),
         ("whole", {"max_tokens": 10}, "(none)"),
         ("structured", {"max_tokens": 2}, "max_tokens"),
@@ -442,3 +443,132 @@ def test_bad_tokenizer_file_is_a_chunking_error(tmp_path: Path) -> None:
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(ChunkingError, match="cannot load tokenizer file"):
         tokenizer_file_counter(path)
+
+
+# -- scripts without spaces (structured version 2) -------------------------------
+
+HAN = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经"
+KANA = "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをんアイウエオカキクケコ"
+THAI_CONSONANTS = "กขคงจฉชซดตถทธนบปผพฟมยรลวสหอ"
+THAI_MARKS = "ิีึืุู่้๊๋ั็"  # vowel signs and tone marks: combining, never the start of a piece
+TERMINATORS = ("。", "！", "？", "!", "?", "．", "｡", "……", "。」")
+
+
+def chinese(rng: random.Random, sentences: int, latin: bool = False) -> str:
+    """Chinese-like text: sentences of Han characters, each ended by one of TERMINATORS (no spaces)."""
+    out = []
+    for _ in range(sentences):
+        body = "".join(rng.choices(HAN, k=rng.randint(4, 40)))
+        if latin and rng.random() < 0.5:  # XQuAD-like: names and numbers inside the sentence
+            cut = rng.randint(1, len(body) - 1)
+            body = body[:cut] + rng.choice([" NFL ", "2015", " Super Bowl ", "IPCC", "3.14"]) + body[cut:]
+        out.append(body + rng.choice(TERMINATORS))
+    return "".join(out)
+
+
+def thai(rng: random.Random, sentences: int, words: tuple[int, int] = (3, 10)) -> str:
+    """Thai-like text: syllables with combining marks, words unspaced, a space between sentences."""
+    def syllable() -> str:
+        return rng.choice(THAI_CONSONANTS) + rng.choice(["", rng.choice(THAI_MARKS)]) + rng.choice(["", "า", "ง"])
+    return " ".join(
+        "".join(syllable() for _ in range(rng.randint(*words) * 2)) for _ in range(sentences)
+    )
+
+
+def ends_a_sentence(chunk_text: str) -> bool:
+    return chunk_text.endswith(tuple(t[-1] for t in TERMINATORS))
+
+
+def test_chinese_chunks_end_at_sentence_ends_and_fit() -> None:
+    rng = random.Random(21)
+    chunker = StructuredChunker(max_tokens=48, overlap_tokens=0)
+    for _ in range(30):
+        text = chinese(rng, rng.randint(1, 30))
+        chunks = chunker.chunk(text)
+        check_invariants(text, chunks, 48)
+        assert_covers(text, chunks)
+        # Every sentence fits (at most 41 tokens), so every chunk ends at a sentence end.
+        assert all(ends_a_sentence(c.text) for c in chunks), [c.text[-3:] for c in chunks]
+
+
+def test_ascii_terminators_directly_followed_by_han_end_a_sentence_since_version_2() -> None:
+    text = "今天天气很好!我们去公园吧。" * 12  # 7 + 7 tokens; two sentences do not fit in 10
+    v2 = StructuredChunker(max_tokens=10, overlap_tokens=0).chunk(text)
+    assert [c.text for c in v2[:2]] == ["今天天气很好!", "我们去公园吧。"]
+    check_invariants(text, v2, 10)
+    # Version 1 (kept for its indexes) saw one 14-token sentence and cut it into windows.
+    v1 = StructuredChunker(max_tokens=10, overlap_tokens=0, version="1").chunk(text)
+    assert not all(ends_a_sentence(c.text) for c in v1)
+
+
+def test_japanese_fullwidth_and_halfwidth_stops_and_closing_quotes() -> None:
+    # 13, 6, 8 and 6 tokens: with 13 per chunk, no two neighbours fit together.
+    text = ("「東京は日本の首都です。」" + "人口は多い｡" + "新宿へ行きます．" + "本当ですか？") * 8
+    chunks = StructuredChunker(max_tokens=13, overlap_tokens=0).chunk(text)
+    check_invariants(text, chunks, 13)
+    assert {c.text for c in chunks} == {"「東京は日本の首都です。」", "人口は多い｡", "新宿へ行きます．", "本当ですか？"}
+    kana = "".join(random.Random(2).choices(KANA, k=400))  # no punctuation at all: windows
+    check_invariants(kana, StructuredChunker(max_tokens=32, overlap_tokens=8).chunk(kana), 32)
+
+
+def test_thai_sentences_are_cut_at_spaces_and_never_inside_a_grapheme() -> None:
+    rng = random.Random(5)
+    for overlap in (0, 6):
+        chunker = StructuredChunker(max_tokens=40, overlap_tokens=overlap)
+        for _ in range(30):
+            text = thai(rng, rng.randint(1, 25))
+            chunks = chunker.chunk(text)
+            check_invariants(text, chunks, 40)
+            assert_covers(text, chunks)
+            assert not [c.text[:3] for c in chunks if c.text[0] in THAI_MARKS]
+            if overlap == 0 and all(count_regex_tokens(s) <= 40 for s in text.split(" ")):
+                assert all(c.start == 0 or text[c.start - 1] == " " for c in chunks), "chunks start at sentences"
+
+
+def test_thai_without_spaces_is_windowed_whole_graphemes_only() -> None:
+    text = thai(random.Random(8), 1, words=(150, 150))  # one sentence far over the limit
+    # Runs of letters and marks alternate; an odd window makes version 1 cut before a mark.
+    for version, overlap in (("2", 0), ("2", 4), ("1", 0)):
+        chunks = StructuredChunker(max_tokens=25, overlap_tokens=overlap, version=version).chunk(text)
+        check_invariants(text, chunks, 25)
+        torn = [c for c in chunks if c.text[0] in THAI_MARKS]
+        assert (not torn) if version == "2" else torn  # version 1 tore marks from their letters
+
+
+def test_grapheme_safe_windows_under_a_model_counter() -> None:
+    text = thai(random.Random(9), 1, words=(200, 200))
+    chunker = StructuredChunker(max_tokens=30, overlap_tokens=5, count_tokens=nonspace_chars,
+                                tokenizer_name="nonspace-chars")
+    chunks = chunker.chunk(text)
+    check_invariants(text, chunks, 30, nonspace_chars)
+    assert_covers(text, chunks)
+    assert not [c for c in chunks if c.text[0] in THAI_MARKS]
+
+
+def test_other_scripts_full_stops_end_sentences() -> None:
+    text = "यह एक वाक्य है। यह दूसरा है॥ " * 10 + "هل هذا سؤال؟ نعم۔ " * 10 + "ይህ ነው። " * 10
+    chunks = StructuredChunker(max_tokens=10, overlap_tokens=0).chunk(text)  # the longest sentence: 10
+    check_invariants(text, chunks, 10)
+    assert all(c.text.endswith(("।", "॥", "؟", "۔", "።")) for c in chunks), [c.text for c in chunks]
+
+
+def test_structured_version_1_is_still_built_for_its_indexes() -> None:
+    v1 = make_chunker("structured", {"max_tokens": 64}, version="1")
+    assert v1.ref == ChunkerRef.make("structured", "1", {"max_tokens": 64, "overlap_tokens": 16, "tokenizer": "regex"})
+    assert chunker_from_ref(v1.ref).ref == v1.ref
+    assert make_chunker("structured").ref.version == "2"
+    with pytest.raises(ChunkingError, match="has no version '9'; this embedops builds 1, 2"):
+        make_chunker("structured", version="9")
+    with pytest.raises(ChunkingError, match="no version"):
+        StructuredChunker(version="3")
+
+
+def test_chinese_chunks_fit_a_real_bert_tokenizer(bert_count: Callable[[str], int]) -> None:
+    chunker = make_chunker("structured", {"max_tokens": 60, "overlap_tokens": 10},
+                           count_tokens=bert_count, tokenizer_name="all-MiniLM-L6-v2")
+    rng = random.Random(13)
+    for _ in range(40):
+        text = chinese(rng, rng.randint(1, 40), latin=True)
+        chunks = chunker.chunk(text)
+        check_invariants(text, chunks, 60, bert_count)
+        assert_covers(text, chunks)

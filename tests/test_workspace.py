@@ -229,3 +229,26 @@ def test_an_ef_search_above_the_backends_limit_is_refused_on_open(tmp_path: Path
     else:
         with pytest.raises(ConfigError, match="pgvector's limit"):
             Workspace.open(tmp_path / "ws")
+
+
+def test_an_index_made_by_an_older_chunker_version_keeps_syncing(tmp_path: Path, corpus: Path,
+                                                                  database: str | None) -> None:
+    """embedops.toml names a chunker, not its version: upgrading embedops never re-chunks an index."""
+    from embedops.chunking.registry import make_chunker
+
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", chunker="structured", database=database)
+    ws.add_source("docs", corpus)
+    embedder = ws.embedder("hashing")
+    old = make_chunker("structured", version="1")  # what an index made before version 2 carries
+    with ws.engine.begin() as conn:
+        index = ws.create_index(conn, "hashing", embedder, old)
+        ws.set_alias(conn, "prod", index.id)
+    ws.sync()
+    (corpus / "new.md").write_text("# New\n\n好吧!我们走。A new page about tides.\n", encoding="utf-8")
+    result = ws.sync()
+    assert result.counts.added == 1
+    with ws.engine.connect() as conn:
+        keys = set(conn.execute(sa.select(schema.chunks.c.chunker_key)).scalars())
+        assert keys == {old.ref.key} and old.ref.key.startswith("structured@1#")
+    check_invariant_2(ws)
+    ws.close()

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from embedops.config import DEFAULT_CHUNKER
 from embedops.migrate.gate import GateConfig
 from embedops.vectors.storage import StorageOptions
 from embedops.search.engine import Filters, SearchResult
@@ -80,7 +81,7 @@ class MigrationPlanResult:
 
 
 def init(
-    workspace: Path, *, embedder: str = "minilm-l6", chunker: str = "structured", database: str | None = None,
+    workspace: Path, *, embedder: str = "minilm-l6", chunker: str = DEFAULT_CHUNKER, database: str | None = None,
     database_env: str | None = None, base_url: str | None = None, api_key_env: str | None = None,
 ) -> InitResult:
     """Create the workspace; a password in ``database`` is used now and never written (see ``database_env``).

@@ -28,7 +28,11 @@ log = logging.getLogger("embedops")
 CONFIG_NAME = "embedops.toml"
 DEFAULT_DATABASE = ".embedops/catalog.db"
 DEFAULT_EMBEDDER = "minilm-l6"
-DEFAULT_CHUNKER = "structured"
+# `embedops init` gives new workspaces the `auto` chunker (code by syntax, the rest as prose).
+DEFAULT_CHUNKER = "auto"
+# An embedops.toml without `chunker` means what it meant before `auto` existed: an existing
+# workspace keeps its chunker, since changing it is a migration, never a silent re-chunk.
+UNNAMED_CHUNKER = "structured"
 DEFAULT_ALIAS = "prod"
 
 
@@ -55,7 +59,7 @@ class Settings:
     # A password given to this process (init --database URL) and never written to the file.
     database_secret: str | None = field(default=None, repr=False)
     embedder: str = DEFAULT_EMBEDDER
-    chunker: str = DEFAULT_CHUNKER
+    chunker: str = UNNAMED_CHUNKER
     chunker_params: dict[str, Any] = field(default_factory=dict)
     alias: str = DEFAULT_ALIAS
     batch_size: int = 256

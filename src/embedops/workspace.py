@@ -28,7 +28,7 @@ from embedops.catalog.secrets import strip_password
 from embedops.catalog.ledger import actor, read_ledger, write_ledger
 from embedops.catalog.lock import WriteLock
 from embedops.chunking.base import Chunker
-from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, init_settings, load_settings
+from embedops.config import CONFIG_NAME, DEFAULT_CHUNKER, Settings, SourceConfig, find_workspace, init_settings, load_settings
 from embedops.names import checked_name
 from embedops.embedding.base import Embedder, TokenSource
 from embedops.monitor.references import pin_corpus_references
@@ -109,7 +109,7 @@ class Workspace:
         root: str | Path,
         *,
         embedder: str = "minilm-l6",
-        chunker: str = "structured",
+        chunker: str = DEFAULT_CHUNKER,
         database: str | None = None,
         chunker_params: dict[str, Any] | None = None,
         database_env: str | None = None,
@@ -301,8 +301,11 @@ class Workspace:
 
         return token_source(name, self.settings.embedders)
 
-    def make_chunker(self, name: str, params: dict[str, Any], tokens: TokenSource) -> Chunker:
-        """Chunker ``name`` counting ``tokens``' model tokens (an embedder, or its weightless token source)."""
+    def make_chunker(
+        self, name: str, params: dict[str, Any], tokens: TokenSource, version: str | None = None
+    ) -> Chunker:
+        """Chunker ``name`` counting ``tokens``' model tokens (an embedder, or its weightless token source);
+        ``version`` rebuilds an index's older one."""
         from embedops.chunking.registry import make_chunker
 
         special = tokens.count_tokens("")  # [CLS]/[SEP]: counted once per model input, not once per sentence
@@ -310,7 +313,9 @@ class Workspace:
         def content_tokens(text: str) -> int:
             return max(0, tokens.count_tokens(text) - special)
 
-        return make_chunker(name, params, count_tokens=content_tokens, tokenizer_name=tokens.tokenizer_name)
+        return make_chunker(
+            name, params, count_tokens=content_tokens, tokenizer_name=tokens.tokenizer_name, version=version
+        )
 
     def indexes(self, conn: sa.Connection, status: str | None = None) -> list[IndexInfo]:
         return queries.indexes(conn, status)
@@ -319,7 +324,7 @@ class Workspace:
         embedder = self.embedder_for(index)
         with self.engine.connect() as conn:
             ch = conn.execute(sa.select(schema.chunkers).where(schema.chunkers.c.key == index.chunker_key)).one()
-        chunker = self.make_chunker(ch.name, ch.params, embedder)
+        chunker = self.make_chunker(ch.name, ch.params, embedder, version=ch.version)
         if chunker.ref.key != index.chunker_key:
             raise SpaceMismatch(f"chunker {ch.name} now has ref {chunker.ref.key}, index {index.id} uses {index.chunker_key}")
         return Target(index, chunker, embedder)
@@ -405,8 +410,7 @@ class Workspace:
         matching = [ix for ix in active if ix.space_key == ref.key]
         if matching:
             embedder = self.embedder(self.settings.embedder)
-            chunker_key = self.make_chunker(self.settings.chunker, self.settings.chunker_params, embedder).ref.key
-            matching = [ix for ix in matching if ix.chunker_key == chunker_key]
+            matching = [ix for ix in matching if self._configured_chunker_key(ix, embedder) == ix.chunker_key]
         if not matching:
             raise ConfigChanged(
                 f"{CONFIG_NAME} asks for embedder {self.settings.embedder!r} / chunker {self.settings.chunker!r}, but alias"
@@ -416,6 +420,17 @@ class Workspace:
                 f" the change as a migration: `embedops migrate plan --to {self.settings.embedder}`",
                 index=serving.id,
             )
+
+    def _configured_chunker_key(self, index: IndexInfo, embedder: Embedder) -> str:
+        """The configured chunker's ref, at the version ``index`` was built with (same name only).
+
+        embedops.toml names a chunker, not its version: an index made by an older
+        version of the configured chunker keeps being synced with that version.
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(schema.chunkers).where(schema.chunkers.c.key == index.chunker_key)).one()
+        version = row.version if row.name == self.settings.chunker else None
+        return self.make_chunker(self.settings.chunker, self.settings.chunker_params, embedder, version).ref.key
 
     # -- sync ------------------------------------------------------------------
     def sync(

@@ -85,6 +85,17 @@ def _upgrade_to_8(conn: sa.Connection) -> None:
 UPGRADES[8] = _upgrade_to_8
 
 
+def _upgrade_to_9(conn: sa.Connection) -> None:
+    """Version 9: chunk metadata (``chunks.metadata``; NULL for chunks written before)."""
+    if "metadata" not in {c["name"] for c in sa.inspect(conn).get_columns("chunks")}:
+        column = schema.chunks.c.metadata
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE chunks ADD COLUMN metadata {kind}"))
+
+
+UPGRADES[9] = _upgrade_to_9
+
+
 RESTORE_HINT = (
     "restore it from a backup: `embedops restore BACKUP` (backups are made with `embedops backup FILE`);"
     " the catalog holds the history and cannot be rebuilt from the sources"

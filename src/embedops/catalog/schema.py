@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8)  # 4: thresholds, 5: monitoring tables (bottom of this file), 6: gate evidence,
-# 7: writer locks, 8: storage variants (indexes.storage, projections)
+SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8, 9)  # 4: thresholds, 5: monitoring tables (bottom of this file), 6: gate evidence,
+# 7: writer locks, 8: storage variants (indexes.storage, projections), 9: chunks.metadata
 
 metadata = sa.MetaData()
 
@@ -68,6 +68,8 @@ chunks = sa.Table(
     sa.Column("start", sa.Integer, nullable=False),
     sa.Column("end", sa.Integer, nullable=False),
     sa.Column("content_hash", sa.String(32), nullable=False),
+    # What the chunker says the chunk is (code: kind, symbol, language, lines); schema version 9.
+    sa.Column("metadata", sa.JSON),
     sa.UniqueConstraint("document_id", "chunker_key", "ordinal", name="uq_chunks_doc_chunker_ordinal"),
 )
 

@@ -10,17 +10,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from embedops.chunking import structured
 from embedops.chunking.base import Chunker
-from embedops.chunking.structured import StructuredChunker
 from embedops.chunking.tokens import REGEX_TOKENIZER
-from embedops.chunking.whole import WholeChunker
 from embedops.embedding.base import TokenCounter
 from embedops.errors import ChunkingError
 from embedops.refs import ChunkerRef
 
-DEFAULT_CHUNKER = "structured"
+# What `embedops init` (and Workspace.init) give a new workspace.
+DEFAULT_CHUNKER = "auto"
 
-_Build = Callable[[dict[str, Any], TokenCounter | None, str | None], Chunker]
+# params, the embedder's counter and tokenizer name, the version to build → the chunker.
+_Build = Callable[[dict[str, Any], TokenCounter | None, str | None, str], Chunker]
 
 
 @dataclass(frozen=True)
@@ -28,31 +29,72 @@ class _ChunkerSpec:
     build: _Build
     defaults: Mapping[str, Any] = field(default_factory=dict)
     optional: frozenset[str] = frozenset()
+    versions: tuple[str, ...] = ("1",)  # buildable versions, the newest last
 
     @property
     def allowed(self) -> list[str]:
         return sorted({*self.defaults, *self.optional})
 
 
-def _build_structured(
-    params: dict[str, Any], count_tokens: TokenCounter | None, tokenizer_name: str | None
-) -> Chunker:
+def _counter(
+    name: str, params: dict[str, Any], count_tokens: TokenCounter | None, tokenizer_name: str | None
+) -> tuple[TokenCounter | None, str | None]:
+    """The counter a token-bounded chunker uses: the embedder's, unless params pin the regex one."""
     wanted = params.get("tokenizer")
     if wanted == REGEX_TOKENIZER:
         # Chunks that do not depend on the model survive a model migration unchanged.
-        count_tokens, tokenizer_name = None, None
-    elif wanted is not None and wanted != tokenizer_name:
+        return None, None
+    if wanted is not None and wanted != tokenizer_name:
         raise ChunkingError(
-            f"chunker 'structured' counts tokens with {wanted!r}, "
+            f"chunker {name!r} counts tokens with {wanted!r}, "
             f"but the embedder's tokenizer is {tokenizer_name!r}",
             hint="use the embedder that built the index, or set tokenizer = 'regex' "
             "in chunker_params (a new chunker ref: a migration)",
         )
     if tokenizer_name is None:
         # Embedder convention: no tokenizer_name means no tokenizer, so count regex tokens.
-        count_tokens = None
-    return StructuredChunker(
+        return None, None
+    return count_tokens, tokenizer_name
+
+
+def _build_structured(
+    params: dict[str, Any], count_tokens: TokenCounter | None, tokenizer_name: str | None, version: str
+) -> Chunker:
+    count_tokens, tokenizer_name = _counter("structured", params, count_tokens, tokenizer_name)
+    return structured.StructuredChunker(
         max_tokens=params["max_tokens"],
+        overlap_tokens=params["overlap_tokens"],
+        count_tokens=count_tokens,
+        tokenizer_name=tokenizer_name,
+        version=version,
+    )
+
+
+def _build_code(
+    params: dict[str, Any], count_tokens: TokenCounter | None, tokenizer_name: str | None, version: str
+) -> Chunker:
+    from embedops.chunking.code import CodeChunker
+
+    count_tokens, tokenizer_name = _counter("code", params, count_tokens, tokenizer_name)
+    return CodeChunker(
+        max_tokens=params["max_tokens"],
+        min_tokens=params.get("min_tokens"),
+        overlap_tokens=params["overlap_tokens"],
+        count_tokens=count_tokens,
+        tokenizer_name=tokenizer_name,
+        language=params.get("language"),
+    )
+
+
+def _build_auto(
+    params: dict[str, Any], count_tokens: TokenCounter | None, tokenizer_name: str | None, version: str
+) -> Chunker:
+    from embedops.chunking.auto import AutoChunker
+
+    count_tokens, tokenizer_name = _counter("auto", params, count_tokens, tokenizer_name)
+    return AutoChunker(
+        max_tokens=params["max_tokens"],
+        min_tokens=params.get("min_tokens"),
         overlap_tokens=params["overlap_tokens"],
         count_tokens=count_tokens,
         tokenizer_name=tokenizer_name,
@@ -60,15 +102,22 @@ def _build_structured(
 
 
 def _build_whole(
-    params: dict[str, Any], count_tokens: TokenCounter | None, tokenizer_name: str | None
+    params: dict[str, Any], count_tokens: TokenCounter | None, tokenizer_name: str | None, version: str
 ) -> Chunker:
+    from embedops.chunking.whole import WholeChunker
+
     return WholeChunker()
 
 
+# 126 content tokens + [CLS] + [SEP] fit the smallest packaged model's 128-token window.
+_TOKEN_BOUNDED = {"max_tokens": 126, "overlap_tokens": 16}
+_CODE_OPTIONAL = frozenset({"tokenizer", "min_tokens"})  # min_tokens defaults from max_tokens
+
 _REGISTRY: dict[str, _ChunkerSpec] = {
+    "auto": _ChunkerSpec(_build_auto, _TOKEN_BOUNDED, _CODE_OPTIONAL),
+    "code": _ChunkerSpec(_build_code, _TOKEN_BOUNDED, _CODE_OPTIONAL | {"language"}),
     "structured": _ChunkerSpec(
-        # 126 content tokens + [CLS] + [SEP] fit the smallest packaged model's 128-token window.
-        _build_structured, {"max_tokens": 126, "overlap_tokens": 16}, frozenset({"tokenizer"})
+        _build_structured, _TOKEN_BOUNDED, frozenset({"tokenizer"}), structured.VERSIONS
     ),
     "whole": _ChunkerSpec(_build_whole),
 }
@@ -85,6 +134,7 @@ def make_chunker(
     *,
     count_tokens: TokenCounter | None = None,
     tokenizer_name: str | None = None,
+    version: str | None = None,
 ) -> Chunker:
     """The chunker called ``name`` with ``params`` over its defaults.
 
@@ -92,7 +142,9 @@ def make_chunker(
     chunkers then count the model's tokens. Following the Embedder protocol,
     ``tokenizer_name=None`` means the embedder has no tokenizer, and
     ``count_tokens`` is then not used. ``params={"tokenizer": "regex"}`` makes
-    the chunks independent of the embedder.
+    the chunks independent of the embedder. ``version`` rebuilds an older
+    version of the chunker (the one an existing index was made with); by
+    default the newest.
     """
     spec = _REGISTRY.get(name)
     if spec is None:
@@ -110,7 +162,14 @@ def make_chunker(
             hint="fix chunker_params in embedops.toml",
             chunker=name,
         )
-    return spec.build({**spec.defaults, **given}, count_tokens, tokenizer_name)
+    wanted = spec.versions[-1] if version is None else version
+    if wanted not in spec.versions:
+        raise ChunkingError(
+            f"chunker {name!r} has no version {wanted!r}; this embedops builds {', '.join(spec.versions)}",
+            hint="upgrade embedops, or chunk with the current version through a migration (embedops migrate plan)",
+            chunker=name,
+        )
+    return spec.build({**spec.defaults, **given}, count_tokens, tokenizer_name, wanted)
 
 
 def chunker_from_ref(
@@ -120,9 +179,20 @@ def chunker_from_ref(
     tokenizer_name: str | None = None,
 ) -> Chunker:
     """Rebuilds the chunker that ``ref`` names, refusing one that would chunk differently."""
-    chunker = make_chunker(
-        ref.name, ref.params_dict, count_tokens=count_tokens, tokenizer_name=tokenizer_name
-    )
+    try:
+        chunker = make_chunker(
+            ref.name,
+            ref.params_dict,
+            count_tokens=count_tokens,
+            tokenizer_name=tokenizer_name,
+            version=ref.version,
+        )
+    except ChunkingError as exc:
+        raise ChunkingError(
+            f"chunker {ref.key} cannot be rebuilt: {exc}",
+            hint="chunk with the current chunker through a migration (embedops migrate plan)",
+            chunker=ref.key,
+        ) from exc
     if chunker.ref != ref:
         raise ChunkingError(
             f"chunker {ref.key} cannot be rebuilt: this embedops makes {chunker.ref.key}",

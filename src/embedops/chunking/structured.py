@@ -13,6 +13,15 @@ The text is split along its own structure, coarsest first:
 4. a sentence that alone exceeds the limit is cut at line breaks, then into
    token windows.
 
+Sentences end at ``.!?…`` followed by whitespace (or, since version 2, by
+Chinese/Japanese text), at the terminators of scripts written without spaces
+(``。！？．｡``, which need no whitespace after them), at other scripts' full
+stops (``। ॥ ؟ ۔ ። ။ ។ ៕ །``), and, since version 2, at the spaces of Thai,
+Lao, Khmer and Myanmar text, which separate sentences and clauses there
+(words are not separated). Since version 2, token windows and overlap tails
+never start inside a grapheme: a Thai vowel sign or a combining accent stays
+with its letter.
+
 Units are packed greedily, in order, into chunks of at most ``max_tokens``
 tokens. When a chunk closes inside a section, the next one starts with about
 ``overlap_tokens`` tokens taken from the end of the previous one: whole
@@ -35,14 +44,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from embedops.chunking.base import Chunk
-from embedops.chunking.tokens import REGEX_TOKENIZER, TOKEN_RE, count_regex_tokens
+from embedops.chunking.tokens import REGEX_TOKENIZER, WordCounts, count_regex_tokens, token_pieces
 from embedops.embedding.base import TokenCounter
 from embedops.errors import ChunkingError
 from embedops.refs import ChunkerRef
 
 NAME = "structured"
 # Bump when a change below moves any chunk boundary: the version is part of the ref.
-VERSION = "1"
+# Older versions stay buildable, so the indexes they made keep syncing (a new version
+# is reached through a migration). 2: scripts without spaces (see the module docstring).
+VERSION = "2"
+VERSIONS = ("1", "2")
 MIN_MAX_TOKENS = 8
 
 _ATX_HEADING = re.compile(r"#{1,6}(?:[ \t]|$)")
@@ -50,7 +62,17 @@ _FENCE_OPEN = re.compile(r"`{3,}|~{3,}")
 _SETEXT_UNDERLINE = re.compile(r"(?:={3,}|-{3,})$")
 # A Latin terminator must be followed by whitespace ("3.14" is not a sentence end);
 # CJK terminators need none, those scripts do not use spaces.
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|[。！？]+[」』”’）]*")
+_SENTENCE_END_V1 = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|[。！？]+[」』”’）]*")
+# Han, kana and fullwidth forms: text that needs no space after a sentence end.
+_CJK_TEXT = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff01-\uff5e"
+# Thai, Lao, Myanmar, Khmer: spaces separate sentences and clauses, not words.
+_SPACE_SEPARATED_SENTENCES = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"
+_SENTENCE_END = re.compile(
+    rf"[.!?…]+[\"'”’)\]]*(?=\s|[{_CJK_TEXT}])"
+    r"|[。！？．｡]+[」』”’）】〕》〉]*"
+    r"|[।॥؟۔።။។៕།]+"
+    rf"|(?<=[{_SPACE_SEPARATED_SENTENCES}])\s+(?=[{_SPACE_SEPARATED_SENTENCES}])"
+)
 _NEXT_CHAR = re.compile(r"\s*(\S)")
 
 _BlockKind = Literal["heading", "code", "paragraph"]
@@ -89,17 +111,25 @@ class StructuredChunker:
         overlap_tokens: int = 16,
         count_tokens: TokenCounter | None = None,
         tokenizer_name: str | None = None,
+        version: str = VERSION,
     ) -> None:
         _check_sizes(max_tokens, overlap_tokens)
+        if version not in VERSIONS:
+            raise ChunkingError(
+                f"structured chunker: no version {version!r} (this embedops has {', '.join(VERSIONS)})",
+                hint="upgrade embedops, or chunk with the current version through a migration",
+            )
         self.max_tokens = max_tokens
         self.overlap_tokens = overlap_tokens
         self._count, tokenizer = _resolve_counter(count_tokens, tokenizer_name)
-        self._regex = tokenizer == REGEX_TOKENIZER
+        self._words = None if tokenizer == REGEX_TOKENIZER else WordCounts(self._count)
+        self._sentence_end = _SENTENCE_END_V1 if version == "1" else _SENTENCE_END
+        self._graphemes = version != "1"
         # Windows of an over-long sentence leave room for the overlap of the next chunk.
         self._window = max_tokens - overlap_tokens
         self.ref = ChunkerRef.make(
             NAME,
-            VERSION,
+            version,
             {"max_tokens": max_tokens, "overlap_tokens": overlap_tokens, "tokenizer": tokenizer},
         )
 
@@ -148,7 +178,7 @@ class StructuredChunker:
     def _sentence_atoms(self, text: str, start: int, end: int) -> list[_Atom]:
         atoms: list[_Atom] = []
         begin = start
-        for match in _SENTENCE_END.finditer(text, start, end):
+        for match in self._sentence_end.finditer(text, start, end):
             cut = match.end()
             if text[match.start()] in ".!?…":
                 following = _NEXT_CHAR.match(text, cut, end)
@@ -201,28 +231,7 @@ class StructuredChunker:
         self, text: str, start: int, end: int, limit: int
     ) -> Iterator[tuple[int, int, int]]:
         """Regex tokens of a span with their counts under this chunker's counter."""
-        if self._regex:
-            for match in TOKEN_RE.finditer(text, start, end):
-                yield match.start(), match.end(), 1
-            return
-        cache: dict[str, int] = {}
-        for match in TOKEN_RE.finditer(text, start, end):
-            yield from self._split_piece(text, match.start(), match.end(), limit, cache)
-
-    def _split_piece(
-        self, text: str, start: int, end: int, limit: int, cache: dict[str, int]
-    ) -> Iterator[tuple[int, int, int]]:
-        """One regex token, halved until each part fits ``limit`` (a long blob, a hash)."""
-        piece = text[start:end]
-        tokens = cache.get(piece)
-        if tokens is None:
-            tokens = cache[piece] = self._count(piece)
-        if tokens <= limit or end - start == 1:
-            yield start, end, tokens
-            return
-        middle = (start + end) // 2
-        yield from self._split_piece(text, start, middle, limit, cache)
-        yield from self._split_piece(text, middle, end, limit, cache)
+        return token_pieces(text, start, end, self._words, limit, self._graphemes)
 
     # -- packing -----------------------------------------------------------
 

@@ -14,6 +14,7 @@ ideograph.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from embedops.errors import ChunkingError
 REGEX_TOKENIZER = "regex"
 
 # CJK ideographs, kana and CJK compatibility ideographs: one token per character.
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
+CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+TOKEN_RE = re.compile(rf"[{CJK_CHARS}]|[^\W{CJK_CHARS}]+|[^\w\s]")
 
 
 def count_regex_tokens(text: str) -> int:
@@ -37,6 +38,95 @@ def token_spans(text: str, start: int = 0, end: int | None = None) -> Iterator[t
     stop = len(text) if end is None else end
     for match in TOKEN_RE.finditer(text, start, stop):
         yield match.start(), match.end()
+
+
+# Code points that continue the grapheme before them: a piece never starts with one.
+_ZWJ = "\u200d"
+
+
+def joins_previous(text: str, pos: int) -> bool:
+    """True when ``text[pos]`` belongs to the grapheme before it.
+
+    Combining marks (Thai vowel signs, Devanagari matras, accents in NFD text,
+    variation selectors) and the character after a zero-width joiner (emoji
+    sequences) cannot start a piece: a cut there would tear a letter apart.
+    """
+    if pos <= 0 or pos >= len(text):
+        return False
+    char = text[pos]
+    return char == _ZWJ or text[pos - 1] == _ZWJ or unicodedata.category(char)[0] == "M"
+
+
+class WordCounts(dict[str, int]):
+    """A model's token count of single regex tokens, each computed once.
+
+    Counting a text as the sum over its regex tokens is exact for BERT-style
+    tokenizers (they split at whitespace and punctuation first, as the regex
+    does) and an upper estimate for most others; it lets a chunker count any
+    span without running the tokenizer again. The cache is cleared when it
+    holds ``limit`` words, so memory stays bounded on any corpus.
+    """
+
+    def __init__(self, count: TokenCounter, limit: int = 200_000) -> None:
+        super().__init__()
+        self._count = count
+        self._limit = limit
+
+    def __missing__(self, word: str) -> int:
+        if len(self) >= self._limit:
+            self.clear()
+        value = self[word] = self._count(word)
+        return value
+
+    def count(self, text: str, start: int = 0, end: int | None = None) -> int:
+        """Tokens of ``text[start:end]``: the sum of its regex tokens' counts."""
+        words = TOKEN_RE.findall(text, start, len(text) if end is None else end)
+        return sum(map(self.__getitem__, words))
+
+
+def token_pieces(
+    text: str,
+    start: int,
+    end: int,
+    counts: WordCounts | None,
+    limit: int,
+    graphemes: bool = True,
+) -> Iterator[tuple[int, int, int]]:
+    """The regex tokens of ``text[start:end]`` as ``(start, end, tokens)``, in order.
+
+    ``counts=None`` counts regex tokens (one each). With ``graphemes``, a token
+    that starts inside a grapheme (see :func:`joins_previous`) is merged into
+    the piece before it. Under a model's counter a piece worth more than
+    ``limit`` tokens (a long hash, a base64 blob) is halved until each part
+    fits, never inside a grapheme when ``graphemes`` is set.
+    """
+    merged: list[tuple[int, int, int]] = []
+    for match in TOKEN_RE.finditer(text, start, end):
+        s, e = match.start(), match.end()
+        if graphemes and merged and merged[-1][1] == s and joins_previous(text, s):
+            first, _, n = merged.pop()
+            merged.append((first, e, n + 1))
+        else:
+            merged.append((s, e, 1))
+    for s, e, n in merged:
+        if counts is None:
+            yield s, e, n
+        else:
+            yield from _halved(text, s, e, counts, limit, graphemes)
+
+
+def _halved(
+    text: str, start: int, end: int, counts: WordCounts, limit: int, graphemes: bool
+) -> Iterator[tuple[int, int, int]]:
+    tokens = counts[text[start:end]]
+    middle = (start + end) // 2
+    while graphemes and start < middle < end and joins_previous(text, middle):
+        middle += 1
+    if tokens <= limit or not start < middle < end:
+        yield start, end, tokens
+        return
+    yield from _halved(text, start, middle, counts, limit, graphemes)
+    yield from _halved(text, middle, end, counts, limit, graphemes)
 
 
 def tokenizer_file_counter(path: str | Path) -> TokenCounter:

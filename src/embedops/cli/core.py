@@ -24,6 +24,7 @@ from embedops.cli.common import (
     progress_bars,
     styled,
 )
+from embedops.config import DEFAULT_CHUNKER
 from embedops.errors import SourceError
 from embedops.search.params import parse_time, parse_where
 
@@ -35,7 +36,7 @@ app.add_typer(source_app, name="source")
 def init(
     path: Annotated[Path, typer.Argument(help="Directory of the new workspace.")] = Path("."),
     embedder: Annotated[str, typer.Option(help="Embedder of the first index (minilm-l6, minilm-l3, minilm-l6-int8, hashing, sentence-transformers:<name>, onnx:<path>, openai:<model>, or the NAME of an [embedders.NAME] section).")] = "minilm-l6",
-    chunker: Annotated[str, typer.Option(help="Chunker: structured (default) or whole.")] = "structured",
+    chunker: Annotated[str, typer.Option(help="Chunker: auto (default: code files by syntax, the rest as prose), code, structured or whole.")] = DEFAULT_CHUNKER,
     database: Annotated[Optional[str], typer.Option(help="Database URL or SQLite path (default .embedops/catalog.db); a password in it is used now and never written.")] = None,
     database_env: Annotated[Optional[str], typer.Option(help="Name of an environment variable holding the catalog URL with its password, read at every open.")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="openai:<model>: the endpoint (POST {base-url}/embeddings); default https://api.openai.com/v1.")] = None,

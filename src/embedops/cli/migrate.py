@@ -25,7 +25,7 @@ RescoreOpt = Annotated[Optional[int], typer.Option(help="Fetch N×k candidates a
 DimsOpt = Annotated[Optional[int], typer.Option(help="Keep N dimensions: the first N, re-normalised (warns unless the model is Matryoshka-trained), or a PCA with --pca.")]
 PcaOpt = Annotated[bool, typer.Option("--pca", help="Reduce to --dims by a PCA fitted on the corpus instead of truncating.")]
 LayoutOpt = Annotated[Optional[str], typer.Option(help="hnsw (a graph) or flat (no graph: exact search over the encoded vectors; SQLite).")]
-ChunkerOpt = Annotated[Optional[str], typer.Option(help="Chunker to migrate to (default: keep).")]
+ChunkerOpt = Annotated[Optional[str], typer.Option(help="Chunker to migrate to: auto, code, structured or whole (default: keep).")]
 ChunkerParamOpt = Annotated[Optional[list[str]], typer.Option(help="Chunker parameter KEY=VALUE (repeatable).")]
 MinOverlapOpt = Annotated[Optional[float], typer.Option(help="Gate: minimum top-10 overlap old vs new (default: report only).")]
 MaxRegressionOpt = Annotated[Optional[float], typer.Option(help="Gate: largest allowed drop of the metric on a bound eval set (default 0.02).")]

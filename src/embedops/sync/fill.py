@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -49,9 +50,10 @@ def _unvectored(index: IndexInfo) -> tuple[sa.ColumnElement[bool], ...]:
     return d.c.deleted_at.is_(None), c.c.chunker_key == index.chunker_key, ~has
 
 
-def _live_docs_without_chunks(target: Target) -> sa.Select[int, str, str]:
+def _live_docs_without_chunks(target: Target) -> sa.Select[int, str, dict[str, Any]]:
     d = schema.documents
-    return sa.select(d.c.id, d.c.text, d.c.content_hash).where(*_unchunked(target.index)).order_by(d.c.id)
+    # The metadata goes to the chunker: the code chunker reads a document's language from its path.
+    return sa.select(d.c.id, d.c.text, d.c.metadata).where(*_unchunked(target.index)).order_by(d.c.id)
 
 
 def _chunks_without_vectors(target: Target) -> sa.Select[int, str, str, str, int]:
@@ -164,16 +166,16 @@ def _still_missing(conn: sa.Connection, target: Target, chunk_ids: list[int]) ->
     return set(conn.execute(sa.select(c.c.id).where(c.c.id.in_(chunk_ids), ~has)).scalars())
 
 
-def _chunk_docs(engine: sa.Engine, target: Target, docs: Sequence[sa.Row[int, str, str]], kind: str) -> None:
+def _chunk_docs(engine: sa.Engine, target: Target, docs: Sequence[sa.Row[int, str, dict[str, Any]]], kind: str) -> None:
     key = target.chunker.ref.key
-    chunked = {doc_id: target.chunker.chunk(text) for doc_id, text, _ in docs}
+    chunked = {doc_id: target.chunker.chunk(text, metadata) for doc_id, text, metadata in docs}
     with engine.begin() as conn:
         # A concurrent sync may have chunked (or deleted) some of these documents meanwhile.
         todo = _live_docs_without_chunks(target).where(schema.documents.c.id.in_(list(chunked)))
         still = {r[0] for r in conn.execute(todo)}
         rows = [
             {"document_id": doc_id, "chunker_key": key, "ordinal": ch.ordinal, "text": ch.text,
-             "start": ch.start, "end": ch.end, "content_hash": ch.content_hash}
+             "start": ch.start, "end": ch.end, "content_hash": ch.content_hash, "metadata": dict(ch.metadata)}
             for doc_id, chunks in chunked.items() if doc_id in still
             for ch in chunks
         ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class SyncRunner:
     # -- entry point ---------------------------------------------------------
     def run(self, source_id: int, plan: SyncPlan) -> SyncCounts:
         started = time.perf_counter()  # the duration goes into the sync.source row (monitor metrics)
+        chunked_before = self._chunked()
         counts = SyncCounts(unchanged=plan.unchanged, skipped=list(plan.skipped))
         try:
             self._run_batches(source_id, plan.changed, counts)
@@ -112,7 +114,8 @@ class SyncRunner:
                              added=counts.added, updated=counts.updated, embedded=counts.embedded)
             raise
         counts.deleted = self._delete(plan.deleted, plan.source)
-        self._finish(source_id, plan, counts, time.perf_counter() - started)
+        chunked = {key: dict(now - chunked_before[key]) for key, now in self._chunked().items()}
+        self._finish(source_id, plan, counts, time.perf_counter() - started, chunked)
         return counts
 
     def _run_batches(self, source_id: int, changed: list[tuple[int | None, Document]], counts: SyncCounts) -> None:
@@ -126,6 +129,11 @@ class SyncRunner:
                 pending = (prepared, future)
             if pending is not None:
                 counts.merge(self._commit(source_id, *pending))
+
+    def _chunked(self) -> dict[str, Counter[str]]:
+        """Documents by how each chunker chunked them, for chunkers that count (``code``, ``auto``)."""
+        return {key: Counter(getattr(chunker, "counts", {})) for key, chunker in self.chunkers.items()
+                if hasattr(chunker, "counts")}
 
     # -- stages ----------------------------------------------------------------
     def _prepare(self, docs: list[tuple[int | None, Document]]) -> _Prepared:
@@ -227,7 +235,7 @@ class SyncRunner:
         for key, per_doc in prepared.chunks.items():
             rows = [
                 {"document_id": doc_ids[i], "chunker_key": key, "ordinal": c.ordinal, "text": c.text,
-                 "start": c.start, "end": c.end, "content_hash": c.content_hash}
+                 "start": c.start, "end": c.end, "content_hash": c.content_hash, "metadata": dict(c.metadata)}
                 for i, chunks in enumerate(per_doc) for c in chunks
             ]
             ids = _insert_returning_ids(conn, schema.chunks, rows)
@@ -256,7 +264,10 @@ class SyncRunner:
         self.progress(len(ids))
         return len(ids)
 
-    def _finish(self, source_id: int, plan: SyncPlan, counts: SyncCounts, seconds: float = 0.0) -> None:
+    def _finish(
+        self, source_id: int, plan: SyncPlan, counts: SyncCounts, seconds: float = 0.0,
+        chunked: dict[str, dict[str, int]] | None = None,
+    ) -> None:  # fmt: skip
         with self.engine.begin() as conn:
             d = schema.documents
             if plan.resigned:
@@ -279,6 +290,8 @@ class SyncRunner:
                 skipped=[s.to_dict() for s in counts.skipped[:200]],
                 skipped_count=len(counts.skipped),
                 seconds=round(seconds, 3),
+                # e.g. {"auto@1#...": {"code": 40, "prose": 12, "fallback:unparsable": 1}}
+                **({"chunked": chunked} if chunked else {}),
             )
 
 
