@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from embedops.monitor.checks import CheckReport
     from embedops.monitor.coverage import CoverageReport
     from embedops.monitor.freshness import FreshnessReport
+    from embedops.sync.watch import WatchState
 
 
 @dataclass
@@ -139,10 +140,12 @@ def source_add(
 
 def sync(
     workspace: Path | None, *, source: str | None = None, plan: bool = False, progress: ProgressFactory | None = None,
-    allow_mass_delete: bool = False,
+    allow_mass_delete: bool = False, full: bool = False,
 ) -> SyncResult:
+    """Bring the kept indexes in line with the sources; ``full`` reads every record again (no signatures)."""
     with Workspace.open(workspace) as ws:
-        return ws.sync(source=source, plan_only=plan, progress=progress, allow_mass_delete=allow_mass_delete)
+        return ws.sync(source=source, plan_only=plan, progress=progress, allow_mass_delete=allow_mass_delete,
+                       full=full)
 
 
 def search(
@@ -176,14 +179,27 @@ def serve(
     max_body_bytes: int = 1 << 20,
     max_query_chars: int = 2_000,
     access_log: bool = False,
+    watch_every: float | None = None,
 ) -> None:
-    """Run the HTTP service over the workspace until interrupted (see docs/service.md)."""
+    """Run the HTTP service over the workspace until interrupted (see docs/service.md); ``watch_every``: keep the
+    sources synced inside it too (as `embedops watch`)."""
     from embedops.server.config import ServerConfig
     from embedops.server.run import serve as run_server
 
     config = ServerConfig(token_env=token_env, auth_reads=auth_reads, max_body_bytes=max_body_bytes,
-                          max_query_chars=max_query_chars)
+                          max_query_chars=max_query_chars, watch_every=watch_every)
     run_server(workspace, host=host, port=port, config=config, access_log=access_log)
+
+
+def watch(
+    workspace: Path | None, *, every: float = 30.0, debounce: float = 0.2, port: int | None = None,
+    addr: str = "0.0.0.0",
+) -> WatchState:
+    """Keep every source synced until SIGINT/SIGTERM: file events for folders, polling every ``every`` seconds for
+    tables and files; Prometheus metrics on ``port``. Returns what the watcher did."""
+    from embedops.sync.watch import run_watch
+
+    return run_watch(workspace, every=every, debounce=debounce, port=port, addr=addr)
 
 
 def status(workspace: Path | None) -> dict[str, Any]:
