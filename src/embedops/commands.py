@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from embedops.monitor.coverage import CoverageReport
     from embedops.monitor.freshness import FreshnessReport
     from embedops.sync.watch import WatchState
+    from embedops.adopt import AdoptResult
 
 
 @dataclass
@@ -189,6 +190,22 @@ def serve(
     config = ServerConfig(token_env=token_env, auth_reads=auth_reads, max_body_bytes=max_body_bytes,
                           max_query_chars=max_query_chars, watch_every=watch_every)
     run_server(workspace, host=host, port=port, config=config, access_log=access_log)
+
+
+def adopt(
+    workspace: Path | None, *, name: str, embedder: str, vector: str = "embedding", file: Path | None = None,
+    min_cosine: float = 0.999, sample: int = 200, plan: bool = False, **options: Any,
+) -> AdoptResult:
+    """Adopt vectors embedded elsewhere (a table, or a JSONL ``file``) as source ``name`` when a re-embedded random
+    sample matches them; ``options`` are the sql source's (table, query, id_column, text, url_env...) or, for a
+    file, ``id_field`` and ``text_field``."""
+    from embedops.adopt import AdoptInput
+    from embedops.adopt import adopt as run_adopt
+
+    given = {k: v for k, v in options.items() if v is not None}
+    source = AdoptInput("jsonl", vector, given, file.resolve()) if file is not None else AdoptInput("sql", vector, given)
+    with Workspace.open(workspace) as ws:
+        return run_adopt(ws, name, source, embedder=embedder, min_cosine=min_cosine, sample=sample, plan_only=plan)
 
 
 def watch(

@@ -369,6 +369,11 @@ class Workspace:
         self.settings.embedder, self.settings.chunker, self.settings.chunker_params = index.embedder, ch.name, params
         self.settings.save()
 
+    def kept_targets(self) -> list[Target]:
+        """The indexes every sync keeps current, with their chunkers and embedders (the first call creates the
+        configured index and points the alias at it)."""
+        return self._kept_targets(create=True)
+
     def _kept_targets(self, create: bool) -> list[Target]:
         """Indexes every sync keeps current; the first sync creates the configured one."""
         with self.engine.connect() as conn:

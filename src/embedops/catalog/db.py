@@ -75,6 +75,14 @@ def _upgrade_to_7(conn: sa.Connection) -> None:
 UPGRADES[7] = _upgrade_to_7
 
 
+def _upgrade_to_8(conn: sa.Connection) -> None:
+    """Version 8: adopted embeddings (where a vector taken over by `embedops adopt` came from)."""
+    schema.metadata.create_all(conn, tables=[schema.adopted_embeddings])
+
+
+UPGRADES[8] = _upgrade_to_8
+
+
 RESTORE_HINT = (
     "restore it from a backup: `embedops restore BACKUP` (backups are made with `embedops backup FILE`);"
     " the catalog holds the history and cannot be rebuilt from the sources"

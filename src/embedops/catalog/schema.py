@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = max(3, 4, 5, 6, 7)  # 4: thresholds, 5: monitoring tables (bottom of this file), 6: gate evidence, 7: locks
+SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8)  # 4: thresholds, 5: monitoring tables (bottom of this file), 6: gate evidence, 7: locks
+# 8: adopted embeddings
 
 metadata = sa.MetaData()
 
@@ -374,3 +375,19 @@ sa.Index("ix_query_log_at", query_log.c.at)
 sa.Index("ix_query_log_space", query_log.c.space_key, query_log.c.at)
 sa.Index("ix_canary_runs", canary_runs.c.evalset_id, canary_runs.c.index_id, canary_runs.c.at)
 MONITOR_TABLES.extend([freshness_marks, source_checks, probes, drift_references, query_log, canaries, canary_runs])
+
+
+# -- adopted embeddings (schema version 8) -------------------------------------------
+# An embedding embedops did not compute: taken over from an existing table or file by
+# `embedops adopt` after a random sample of it was re-embedded and matched. Its row in
+# ``embeddings`` is the vector; this row says where it came from. Vectors join it on
+# (space_key, content_hash); a chunk whose text changes gets a new hash, embedded anew.
+adopted_embeddings = sa.Table(
+    "adopted_embeddings",
+    metadata,
+    sa.Column("space_key", sa.String(300), primary_key=True),
+    sa.Column("content_hash", sa.String(32), primary_key=True),
+    sa.Column("source", sa.String(200), nullable=False),  # the source the documents belong to
+    sa.Column("origin", sa.Text, nullable=False),  # the table or file the vector was read from (no credentials)
+    sa.Column("adopted_at", sa.Float, nullable=False),
+)

@@ -311,3 +311,59 @@ def history(
     for r in rows:
         t.add_row(str(r["id"]), r["at"][:19].replace("T", " "), r["kind"], brief(r["details"]))
     out.print(t)
+
+
+@app.command()
+def adopt(
+    name: Annotated[str, typer.Argument(help="Name of the source the adopted documents become.")],
+    embedder: Annotated[str, typer.Option(help="The embedder that made the vectors (must be the workspace's).")],
+    table: Annotated[Optional[str], typer.Option(help="Table holding id, text and vector (or --query / --file).")] = None,
+    query: Annotated[Optional[str], typer.Option(help="A SELECT giving id, text and vector columns.")] = None,
+    file: Annotated[Optional[Path], typer.Option(help="A JSONL file (.jsonl/.jsonl.gz) with id, text and vector fields.")] = None,
+    id_column: Annotated[str, typer.Option("--id", help="Id column or field.")] = "id",
+    text: Annotated[str, typer.Option(help="Text column or field (for a table: an SQL expression, as in `source add`).")] = "text",
+    vector: Annotated[str, typer.Option(help="Vector column (pgvector, JSON text, float32 bytes) or field (JSON list).")] = "embedding",
+    url_env: Annotated[Optional[str], typer.Option(help="Environment variable holding the database URL.")] = None,
+    url: Annotated[Optional[str], typer.Option(help="Database URL without password.")] = None,
+    updated_at: Annotated[Optional[str], typer.Option(help="Column that changes when a row does (incremental syncs after).")] = None,
+    where: Annotated[Optional[str], typer.Option(help="SQL condition selecting the rows.")] = None,
+    metadata: Annotated[Optional[str], typer.Option(help="Comma-separated columns kept as metadata.")] = None,
+    min_cosine: Annotated[float, typer.Option(help="Every sampled vector must have at least this cosine with its text re-embedded.", min=-1.0, max=1.0)] = 0.999,
+    sample: Annotated[int, typer.Option(help="Rows drawn at random and re-embedded.", min=1, max=100_000)] = 200,
+    plan: PlanOpt = False,
+    as_json: JsonOpt = False,
+    workspace: WsOpt = None,
+) -> None:
+    """Take over vectors embedded elsewhere when a re-embedded random sample matches them; refuse otherwise."""
+    with handle_errors(as_json):
+        if file is not None:
+            options: dict[str, Any] = {"id_field": id_column, "text_field": text}
+        else:
+            columns = [c.strip() for c in metadata.split(",") if c.strip()] if metadata else None
+            options = {"url_env": url_env, "url": url, "table": table, "query": query, "id_column": id_column,
+                       "text": text, "updated_at": updated_at, "where": where, "metadata": columns}
+        result = commands.adopt(workspace, name=name, embedder=embedder, vector=vector, file=file,
+                                min_cosine=min_cosine, sample=sample, plan=plan, **options)
+    data = result.to_dict()
+    if as_json:
+        emit_json(data)
+    else:
+        _print_adopt(data)
+    if plan and not result.check.passed:
+        raise typer.Exit(1)
+
+
+def _print_adopt(data: dict[str, Any]) -> None:
+    check = data["check"]
+    measured = (f"cosine min {check['min_cosine']:.4f}, median {check['median_cosine']:.4f} over {check['compared']}"
+                f" sampled rows" if check["compared"] else "no sampled row could be compared")
+    extra = f" ({check['split']} split by the chunker, {check['unusable']} unusable)" if check["split"] or check["unusable"] else ""
+    if data["plan"]:
+        verdict = "would adopt" if check["passed"] else f"would refuse (needs >= {check['threshold']})"
+        out.print(f"adopt plan for {data['source']} from {data['origin']}: {measured}{extra}; {verdict}")
+        return
+    left = ", ".join(f"{k} {v}" for k, v in data["not_adopted"].items()) or "none"
+    sync = data["sync"] or {}
+    out.print(f"adopted {data['adopted']} vectors into {data['source']} ({measured}); already present"
+              f" {data['present']}; left to embed: {left}; the sync embedded {sync.get('embedded', 0)} chunks"
+              f" ({data['seconds']:.2f}s)")

@@ -224,18 +224,38 @@ class SqlSource:
                 item = Skipped(f"{self.name}:row without id #{nulls}", item.reason)
             yield item
 
+    def rows_with(self, column: str, *, sample: int | None = None) -> Iterator[tuple[SourceItem, Any]]:
+        """Each row's item with the value of one more ``column`` (``embedops adopt`` reads vectors so);
+        ``sample``: that many rows drawn at random. The items are those :meth:`scan` yields."""
+        rel = self._relation([column])
+        select = self._select(rel).add_columns(rel.c[column].label("eo__extra"))
+        if sample is not None:
+            select = select.order_by(sa.func.random()).limit(sample)
+        engine = self._engine(vectors=True)
+        try:
+            with engine.connect() as conn:
+                for row in conn.execution_options(yield_per=FETCH_BATCH).execute(select).mappings():
+                    yield self._item(row), row["eo__extra"]
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._error(exc) from None
+        finally:
+            engine.dispose()
+
     # -- statements -------------------------------------------------------------------
-    def _engine(self) -> sa.Engine:
+    def _engine(self, *, vectors: bool = False) -> sa.Engine:
         url = self.database_url()
         try:
-            return sa.create_engine(url, poolclass=sa.pool.NullPool)
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
             raise SourceError(f"source {self.name!r}: cannot use the database URL {redact(url)}: {exc}",
                               hint="use a SQLAlchemy URL such as postgresql://USER@HOST/DB or sqlite:////abs/path.db",
                               source=self.name) from None
+        if vectors and engine.dialect.name == "postgresql":
+            sa.event.listen(engine, "connect", _register_pgvector)
+        return engine
 
-    def _relation(self) -> sa.FromClause:
-        columns: list[sa.ColumnClause[Any]] = [sa.column(c) for c in self._columns()]
+    def _relation(self, extra: Sequence[str] = ()) -> sa.FromClause:
+        columns: list[sa.ColumnClause[Any]] = [sa.column(c) for c in dict.fromkeys([*self._columns(), *extra])]
         if self.table is not None:
             schema, _, table = self.table.rpartition(".")
             return sa.table(table, *columns, schema=schema or None)
@@ -254,8 +274,8 @@ class SqlSource:
         assert self.updated_at is not None
         return self._rel.c[self.updated_at]
 
-    def _select(self) -> sa.Select[Any]:
-        rel = self._rel
+    def _select(self, rel: sa.FromClause | None = None) -> sa.Select[Any]:
+        rel = self._rel if rel is None else rel
         cols: list[sa.ColumnElement[Any]] = [rel.c[self.id_column].label(_ID), _sql(self.text).label(_TEXT)]
         if self.title is not None:
             cols.append(_sql(self.title).label(_TITLE))
@@ -301,6 +321,16 @@ class SqlSource:
                     f" {self.id_column!r}, text {self.text!r}); `embedops source add` runs the same statement")
         return SourceError(f"source {self.name!r}: reading {self.label} failed: {detail}", hint=hint,
                            source=self.name)
+
+
+def _register_pgvector(dbapi_conn: Any, _record: Any) -> None:
+    """pgvector columns as numpy arrays (not text to parse); a database without the extension has none to read."""
+    from pgvector.psycopg import register_vector
+
+    try:
+        register_vector(dbapi_conn)
+    except Exception:  # noqa: BLE001 - psycopg.ProgrammingError: the vector type does not exist there
+        dbapi_conn.rollback()
 
 
 def _sql(expression: str, type_: Any = None) -> sa.ColumnElement[Any]:
