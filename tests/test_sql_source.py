@@ -269,3 +269,48 @@ def test_sync_from_postgresql_add_update_delete_noop_and_full(
     sql_rows = [r for r in ws.history(kind="sync.source") if r["details"]["source"] == "tickets"]
     assert len(sql_rows) == 4  # every sync of the source has its ledger row
     ws.close()
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_source_add_sql_sync_full_and_adopt_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from embedops.cli import app
+    from embedops.embedding.registry import load_embedder
+
+    db = tmp_path / "app.db"
+    docs = [f"ticket {i} about the printer queue" for i in range(12)]
+    vecs = load_embedder("hashing").embed(docs)
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT, product TEXT, vec TEXT, updated_at TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?, ?, 'p1', ?, '2024-01-01 00:00:00')",
+                         [(i, d, json.dumps(np.round(v, 7).tolist())) for i, (d, v) in enumerate(zip(docs, vecs))])
+    monkeypatch.setenv("APP_DB_URL", f"sqlite:///{db}")
+    runner = CliRunner()
+    ws = str(tmp_path / "ws")
+
+    def run(*args: str) -> tuple[int, Any]:
+        result = runner.invoke(app, [*args, "--workspace", ws, "--json"])
+        return result.exit_code, json.loads(result.stdout)
+
+    assert run("init", "--embedder", "hashing", "--chunker", "whole")[0] == 0
+    code, plan = run("adopt", "legacy", "--embedder", "hashing", "--url-env", "APP_DB_URL", "--table", "t", "--text",
+                     "body", "--vector", "vec", "--sample", "5", "--plan")
+    assert code == 0 and plan["plan"] and plan["check"]["passed"] and plan["check"]["compared"] == 5
+    code, added = run("source", "add", "tickets", "--kind", "sql", "--url-env", "APP_DB_URL", "--table", "t", "--id",
+                      "id", "--text", "body", "--updated-at", "updated_at", "--where", "id < 10",
+                      "--metadata", "product", "--overlap", "1h")
+    assert code == 0 and added["options"] == {"url_env": "APP_DB_URL", "table": "t", "id_column": "id",
+                                              "text": "body", "updated_at": "updated_at", "where": "id < 10",
+                                              "metadata": ["product"], "overlap": "1h"}
+    code, first = run("sync")
+    assert code == 0 and first["added"] == 10
+    code, full = run("sync", "--full")
+    assert code == 0 and (full["unchanged"], full["embedded"]) == (10, 0)
+    code, refused = run("source", "add", "bad", "--kind", "sql", "--url", "postgresql://u:pw@h/db", "--table", "t")
+    assert code == 1 and refused["error"] == "ConfigError" and "pw" not in json.dumps(refused)

@@ -225,13 +225,14 @@ class SqlSource:
             yield item
 
     def rows_with(self, column: str, *, sample: int | None = None) -> Iterator[tuple[SourceItem, Any]]:
-        """Each row's item with the value of one more ``column`` (``embedops adopt`` reads vectors so);
+        """Each row's item with the value of one more ``column`` (``embedops adopt`` reads vectors so: a pgvector
+        column comes as its text, which numpy parses ~20x faster than pgvector's loader);
         ``sample``: that many rows drawn at random. The items are those :meth:`scan` yields."""
         rel = self._relation([column])
         select = self._select(rel).add_columns(rel.c[column].label("eo__extra"))
         if sample is not None:
             select = select.order_by(sa.func.random()).limit(sample)
-        engine = self._engine(vectors=True)
+        engine = self._engine()
         try:
             with engine.connect() as conn:
                 for row in conn.execution_options(yield_per=FETCH_BATCH).execute(select).mappings():
@@ -242,7 +243,7 @@ class SqlSource:
             engine.dispose()
 
     # -- statements -------------------------------------------------------------------
-    def _engine(self, *, vectors: bool = False) -> sa.Engine:
+    def _engine(self) -> sa.Engine:
         url = self.database_url()
         try:
             engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
@@ -250,8 +251,6 @@ class SqlSource:
             raise SourceError(f"source {self.name!r}: cannot use the database URL {redact(url)}: {exc}",
                               hint="use a SQLAlchemy URL such as postgresql://USER@HOST/DB or sqlite:////abs/path.db",
                               source=self.name) from None
-        if vectors and engine.dialect.name == "postgresql":
-            sa.event.listen(engine, "connect", _register_pgvector)
         return engine
 
     def _relation(self, extra: Sequence[str] = ()) -> sa.FromClause:
@@ -321,16 +320,6 @@ class SqlSource:
                     f" {self.id_column!r}, text {self.text!r}); `embedops source add` runs the same statement")
         return SourceError(f"source {self.name!r}: reading {self.label} failed: {detail}", hint=hint,
                            source=self.name)
-
-
-def _register_pgvector(dbapi_conn: Any, _record: Any) -> None:
-    """pgvector columns as numpy arrays (not text to parse); a database without the extension has none to read."""
-    from pgvector.psycopg import register_vector
-
-    try:
-        register_vector(dbapi_conn)
-    except Exception:  # noqa: BLE001 - psycopg.ProgrammingError: the vector type does not exist there
-        dbapi_conn.rollback()
 
 
 def _sql(expression: str, type_: Any = None) -> sa.ColumnElement[Any]:
