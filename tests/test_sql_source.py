@@ -124,11 +124,26 @@ def test_a_row_committed_late_with_an_old_updated_at_is_still_found(source_db: t
 
 
 def test_full_rescan_without_signatures_reads_every_row(source_db: tuple[str, sa.Engine]) -> None:
-    url, _ = source_db
-    src = tickets(url)
-    known = {d.external_id: None for d in src.scan({}) if isinstance(d, Document)}
+    url, engine = source_db
+    src = tickets(url, overlap="1s")
+    known = {d.external_id: d.signature for d in src.scan({}) if isinstance(d, Document)}
+    execute(engine, "UPDATE support_tickets SET body = 'edited quietly' WHERE id = 1")  # updated_at untouched
     docs, _, unchanged = split(src.scan(known))
-    assert len(docs) == 27 and not unchanged
+    assert "1" in unchanged  # an incremental scan trusts updated_at
+    docs, _, unchanged = split(src.scan(dict.fromkeys(known)))  # what `sync --full` passes
+    assert len(docs) == 27 and not unchanged and docs["1"].text == "Ticket 1 edited quietly"
+
+
+def test_a_row_without_updated_at_is_read_at_every_scan(sqlite_db: tuple[str, sa.Engine],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    url, engine = sqlite_db
+    monkeypatch.setenv("SRC_DB_URL", url)
+    execute(engine, "UPDATE support_tickets SET updated_at = NULL WHERE id = 2")
+    src = tickets(url, overlap="1s")
+    known = {d.external_id: d.signature for d in src.scan({}) if isinstance(d, Document)}
+    assert known["2"] is None
+    docs, _, unchanged = split(src.scan(known))
+    assert "2" in docs and "2" not in unchanged
 
 
 def test_changed_options_change_every_signature(sqlite_db: tuple[str, sa.Engine],

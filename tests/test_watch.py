@@ -88,6 +88,18 @@ def test_a_row_update_is_synced_at_the_next_poll(
     ws.close()
 
 
+def test_a_source_added_while_watching_is_picked_up(
+        tmp_path: Path, tickets_db: Path, running: Callable[[Watcher], Watcher]) -> None:
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    watcher = running(Watcher(ws, every=0.3))
+    time.sleep(0.5)
+    with Workspace.open(tmp_path / "ws") as other:  # `embedops source add` in another process
+        other.add_source("tickets", kind="sql", url=f"sqlite:///{tickets_db}", table="tickets", text="body")
+    wait_for(lambda: watcher.state.syncs.get("tickets", 0) >= 1, what="the new source's first sync")
+    assert found(ws, "printer 12 is jammed", "12")
+    ws.close()
+
+
 def test_a_sync_running_elsewhere_puts_the_cycle_off_until_the_next(
         tmp_path: Path, tickets_db: Path, running: Callable[[Watcher], Watcher]) -> None:
     ws = Workspace.init(tmp_path / "ws", embedder="hashing")
