@@ -329,3 +329,21 @@ def test_cli_source_add_sql_sync_full_and_adopt_plan(tmp_path: Path, monkeypatch
     assert code == 0 and (full["unchanged"], full["embedded"]) == (10, 0)
     code, refused = run("source", "add", "bad", "--kind", "sql", "--url", "postgresql://u:pw@h/db", "--table", "t")
     assert code == 1 and refused["error"] == "ConfigError" and "pw" not in json.dumps(refused)
+
+
+def test_freshness_reports_changed_and_deleted_rows_before_a_sync(
+        tmp_path: Path, sqlite_db: tuple[str, sa.Engine]) -> None:
+    from embedops.monitor.freshness import check_freshness
+
+    url, engine = sqlite_db
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("tickets", kind="sql", url=url, table="support_tickets", text="body", updated_at="updated_at")
+    ws.sync()
+    execute(engine, "UPDATE support_tickets SET body = 'changed', updated_at = '2024-03-01 00:00:00' WHERE id = 4")
+    execute(engine, "DELETE FROM support_tickets WHERE id = 5")
+    report = check_freshness(ws, "tickets").sources[0]
+    assert (report.kind, report.changed, report.deleted) == ("sql", 1, 1)
+    assert sorted(report.stale_ids) == ["4", "5"]
+    ws.sync()
+    assert check_freshness(ws, "tickets").sources[0].stale == 0
+    ws.close()

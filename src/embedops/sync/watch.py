@@ -81,6 +81,8 @@ class Watcher:
         self._folders: dict[Path, str] = {}
         self._events: threading.Thread | None = None
         self._events_stop = threading.Event()
+        self._events_failed = False  # then folders are polled like files
+        self._watched: set[str] = set()  # folder sources followed by file events
         self._settings_stamp = _mtime(ws.settings.path)
 
     # -- the loop ------------------------------------------------------------------------
@@ -93,7 +95,7 @@ class Watcher:
             while not self.stop.is_set():
                 self._follow_settings()
                 if time.monotonic() >= next_poll:
-                    self._mark(self._sources(POLLED_KINDS))
+                    self._mark(self._polled())
                     next_poll = time.monotonic() + self.every
                 self.cycle()
                 # At most a second asleep: a stop set from outside (a signal, the service) is seen soon.
@@ -149,8 +151,11 @@ class Watcher:
                 self.state.changed_since.setdefault(name, at)
         self._wake.set()
 
-    def _sources(self, kinds: frozenset[str]) -> list[str]:
-        return [name for name, cfg in self.ws.settings.sources.items() if cfg.kind in kinds]
+    def _polled(self) -> list[str]:
+        """Tables and files, and any folder whose events are not watched (missing at start, or events failed)."""
+        watched = set() if self._events_failed else self._watched
+        return [name for name, cfg in self.ws.settings.sources.items()
+                if cfg.kind in POLLED_KINDS or (cfg.kind in EVENT_KINDS and name not in watched)]
 
     def _follow_settings(self) -> None:
         """A `source add` or `source remove` made elsewhere rewrites embedops.toml: follow it."""
@@ -178,6 +183,7 @@ class Watcher:
     def _watch_folders(self) -> None:
         self._folders = self._folder_paths()
         existing = {p: n for p, n in self._folders.items() if p.is_dir()}
+        self._watched = set(existing.values())
         if not existing:
             return
         self._events_stop = threading.Event()
@@ -189,11 +195,15 @@ class Watcher:
         from watchfiles import watch
 
         debounce_ms = max(1, int(self.debounce * 1000))
-        for changes in watch(*folders, stop_event=stop, debounce=debounce_ms, step=min(50, debounce_ms),
-                             rust_timeout=1000, yield_on_timeout=False, raise_interrupt=False):
-            touched = {name for _, changed in changes for path, name in folders.items()
-                       if Path(changed).is_relative_to(path)}
-            self._mark(sorted(touched))
+        try:
+            for changes in watch(*folders, stop_event=stop, debounce=debounce_ms, step=min(50, debounce_ms),
+                                 rust_timeout=1000, yield_on_timeout=False, raise_interrupt=False):
+                touched = {name for _, changed in changes for path, name in folders.items()
+                           if Path(changed).is_relative_to(path)}
+                self._mark(sorted(touched))
+        except Exception:  # noqa: BLE001 - e.g. a watched folder removed: say so; its polls still sync it
+            log.exception("watch: file events stopped for %s", ", ".join(str(p) for p in folders))
+            self._events_failed = True
 
     def _stop_events(self) -> None:
         self._events_stop.set()
