@@ -225,8 +225,7 @@ class SqlSource:
             yield item
 
     def rows_with(self, column: str, *, sample: int | None = None) -> Iterator[tuple[SourceItem, Any]]:
-        """Each row's item with the value of one more ``column`` (``embedops adopt`` reads vectors so: a pgvector
-        column comes as its text, which numpy parses ~20x faster than pgvector's loader);
+        """Each row's item with the value of one more ``column`` (``embedops adopt`` reads vectors so);
         ``sample``: that many rows drawn at random. The items are those :meth:`scan` yields."""
         rel = self._relation([column])
         select = self._select(rel).add_columns(rel.c[column].label("eo__extra"))
@@ -235,9 +234,11 @@ class SqlSource:
         engine = self._engine()
         try:
             with engine.connect() as conn:
-                for row in conn.execution_options(yield_per=FETCH_BATCH).execute(select).mappings():
+                rows = _binary_rows(conn, select) if conn.dialect.name == "postgresql" else \
+                    conn.execution_options(yield_per=FETCH_BATCH).execute(select).mappings()
+                for row in rows:
                     yield self._item(row), row["eo__extra"]
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, _driver_errors()) as exc:
             raise self._error(exc) from None
         finally:
             engine.dispose()
@@ -287,7 +288,7 @@ class SqlSource:
         return select
 
     # -- one row ----------------------------------------------------------------------
-    def _item(self, row: sa.RowMapping) -> SourceItem:
+    def _item(self, row: Mapping[Any, Any]) -> SourceItem:
         ext_id = _as_id(row[_ID])
         where = f"{self.label} row"
         if ext_id is None:
@@ -311,7 +312,7 @@ class SqlSource:
         stamp = _stamp(updated)
         return None if stamp is None else f"{self._key}|{stamp}"
 
-    def _error(self, exc: sa.exc.SQLAlchemyError) -> SourceError:
+    def _error(self, exc: Exception) -> SourceError:
         detail = redact(str(getattr(exc, "orig", None) or exc)).strip().splitlines()[0]
         if isinstance(exc, sa.exc.OperationalError) and "connect" in detail.lower():
             hint = f"check that the database is up and ${self.url_env or 'the URL'} is right (user, password, host)"
@@ -320,6 +321,37 @@ class SqlSource:
                     f" {self.id_column!r}, text {self.text!r}); `embedops source add` runs the same statement")
         return SourceError(f"source {self.name!r}: reading {self.label} failed: {detail}", hint=hint,
                            source=self.name)
+
+
+def _binary_rows(conn: sa.Connection, select: sa.Select[Any]) -> Iterator[dict[str, Any]]:
+    """PostgreSQL rows in binary format through a server-side cursor: a pgvector column arrives as packed
+    floats (2 us a vector) instead of text that Python parses (1.5 ms for 384 floats on a busy machine)."""
+    import uuid
+
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    raw: Any = conn.connection.driver_connection
+    try:
+        register_vector(raw)
+    except psycopg.ProgrammingError:
+        pass  # no vector type in this database: vectors are text or bytes, loaded as such
+    compiled = select.compile(dialect=conn.dialect)
+    with raw.cursor(name=f"eo_{uuid.uuid4().hex[:12]}", binary=True) as cur:
+        cur.itersize = FETCH_BATCH
+        cur.execute(str(compiled), compiled.params)
+        names = [d.name for d in cur.description or []]
+        for record in cur:
+            yield dict(zip(names, record, strict=True))
+
+
+def _driver_errors() -> type[Exception]:
+    """The driver's own error class (the binary path bypasses SQLAlchemy's wrapping)."""
+    try:
+        import psycopg
+    except ImportError:
+        return sa.exc.SQLAlchemyError
+    return psycopg.Error
 
 
 def _sql(expression: str, type_: Any = None) -> sa.ColumnElement[Any]:
