@@ -95,23 +95,21 @@ def test_first_scan_reads_every_selected_row_with_text_metadata_and_time(source_
 
 def test_incremental_scan_reads_only_changed_rows_and_drops_deleted_ones(source_db: tuple[str, sa.Engine]) -> None:
     url, engine = source_db
-    # An overlap shorter than the rows' spread: old rows fall outside the window.
-    src = tickets(url, overlap="5s")
+    src = tickets(url)
     known = {d.external_id: d.signature for d in src.scan({}) if isinstance(d, Document)}
     later = "'2024-01-01 00:00:40+00'" if engine.dialect.name == "postgresql" else "'2024-01-01 00:00:40'"
     execute(engine, f"UPDATE support_tickets SET body = 'toner empty', updated_at = {later} WHERE id = 3")
     execute(engine, "DELETE FROM support_tickets WHERE id = 7")
     docs, skipped, unchanged = split(src.scan(known))
-    # The window: updated_at >= newest synced (row 28, 00:00:28) - 5 s; row 3 moved into it.
-    assert set(docs) == {"3", "23", "24", "25", "26", "27", "28"}
+    assert set(docs) == {"3"}  # the only row read whole: its updated_at is not the one synced
     assert docs["3"].text == "Ticket 3 toner empty"
     assert "7" not in unchanged and "7" not in docs  # absent from the scan: the sync deletes it
-    assert len(unchanged) == 26 - 7 and not skipped
+    assert len(unchanged) == 25 and not skipped
 
 
 def test_a_row_committed_late_with_an_old_updated_at_is_still_found(source_db: tuple[str, sa.Engine]) -> None:
     url, engine = source_db
-    src = tickets(url, overlap="1s")
+    src = tickets(url)
     known = {d.external_id: d.signature for d in src.scan({}) if isinstance(d, Document)}
     old = "'2023-05-01 00:00:00+00'" if engine.dialect.name == "postgresql" else "'2023-05-01 00:00:00'"
     execute(engine, f"UPDATE support_tickets SET body = 'late edit', updated_at = {old} WHERE id = 2")
@@ -119,13 +117,13 @@ def test_a_row_committed_late_with_an_old_updated_at_is_still_found(source_db: t
     docs, _, unchanged = split(src.scan(known))
     assert docs["2"].text == "Ticket 2 late edit"
     assert docs["500"].metadata["locale"] == "de"
-    assert set(docs) == {"2", "500", "27", "28"}  # the window (27, 28) and what the id pass found
-    assert len(unchanged) == 27 - 3
+    assert set(docs) == {"2", "500"}  # an earlier updated_at is a change too: no watermark to fall behind
+    assert len(unchanged) == 26
 
 
 def test_full_rescan_without_signatures_reads_every_row(source_db: tuple[str, sa.Engine]) -> None:
     url, engine = source_db
-    src = tickets(url, overlap="1s")
+    src = tickets(url)
     known = {d.external_id: d.signature for d in src.scan({}) if isinstance(d, Document)}
     execute(engine, "UPDATE support_tickets SET body = 'edited quietly' WHERE id = 1")  # updated_at untouched
     docs, _, unchanged = split(src.scan(known))
@@ -139,7 +137,7 @@ def test_a_row_without_updated_at_is_read_at_every_scan(sqlite_db: tuple[str, sa
     url, engine = sqlite_db
     monkeypatch.setenv("SRC_DB_URL", url)
     execute(engine, "UPDATE support_tickets SET updated_at = NULL WHERE id = 2")
-    src = tickets(url, overlap="1s")
+    src = tickets(url)
     known = {d.external_id: d.signature for d in src.scan({}) if isinstance(d, Document)}
     assert known["2"] is None
     docs, _, unchanged = split(src.scan(known))
@@ -241,7 +239,7 @@ def test_url_env_is_read_at_scan_time_and_a_missing_variable_names_the_fix(
     ({"table": "t", "query": "SELECT 1"}, "exactly one of table and query"),
     ({}, "exactly one of table and query"),
     ({"table": "t", "url_env": "postgresql://x"}, "must name an environment variable"),
-    ({"table": "t", "overlap": "soon"}, "bad source 't' option overlap"),
+    ({"table": "t", "overlap": "10m"}, "unknown option 'overlap' for a sql source"),
 ])
 def test_bad_options_are_config_errors(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -319,10 +317,10 @@ def test_cli_source_add_sql_sync_full_and_adopt_plan(tmp_path: Path, monkeypatch
     assert code == 0 and plan["plan"] and plan["check"]["passed"] and plan["check"]["compared"] == 5
     code, added = run("source", "add", "tickets", "--kind", "sql", "--url-env", "APP_DB_URL", "--table", "t", "--id",
                       "id", "--text", "body", "--updated-at", "updated_at", "--where", "id < 10",
-                      "--metadata", "product", "--overlap", "1h")
+                      "--metadata", "product")
     assert code == 0 and added["options"] == {"url_env": "APP_DB_URL", "table": "t", "id_column": "id",
                                               "text": "body", "updated_at": "updated_at", "where": "id < 10",
-                                              "metadata": ["product"], "overlap": "1h"}
+                                              "metadata": ["product"]}
     code, first = run("sync")
     assert code == 0 and first["added"] == 10
     code, full = run("sync", "--full")

@@ -67,10 +67,9 @@ def source_add(
     id_column: Annotated[Optional[str], typer.Option("--id", help="sql: id column (default id).")] = None,
     text: Annotated[Optional[str], typer.Option(help="sql: SQL expression giving the text (default: column text).")] = None,
     title: Annotated[Optional[str], typer.Option(help="sql: SQL expression giving a title, put before the text.")] = None,
-    updated_at: Annotated[Optional[str], typer.Option(help="sql: column that changes when the row does (incremental syncs).")] = None,
+    updated_at: Annotated[Optional[str], typer.Option(help="sql: column that changes when the row does (syncs then read only rows whose value changed).")] = None,
     where: Annotated[Optional[str], typer.Option(help="sql: SQL condition selecting the rows (your SQL, run as is).")] = None,
     metadata: Annotated[Optional[str], typer.Option(help="sql: comma-separated columns kept as metadata.")] = None,
-    overlap: Annotated[Optional[str], typer.Option(help="sql: how far before the last synced updated_at to re-read (default 10m).")] = None,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
@@ -79,7 +78,7 @@ def source_add(
     options = {"include": include, "exclude": exclude, "id_field": id_field, "text_field": text_field,
                "title_field": title_field, "url_env": url_env, "url": url, "table": table, "query": query,
                "id_column": id_column, "text": text, "title": title, "updated_at": updated_at, "where": where,
-               "metadata": columns, "overlap": overlap}
+               "metadata": columns}
     with handle_errors(as_json):
         result = commands.source_add(workspace, name=name, path=path, kind=kind, **{k: v for k, v in options.items() if v})
     if as_json:

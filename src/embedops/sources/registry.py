@@ -41,10 +41,6 @@ _POSITIVE_INT = _OptionType(
     "a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
 )
 _BOOL = _OptionType("true or false", lambda v: isinstance(v, bool))
-_DURATION = _OptionType(
-    'a duration ("10m", "1h") or a number of seconds',
-    lambda v: (isinstance(v, str) and bool(v.strip())) or (isinstance(v, (int, float)) and not isinstance(v, bool)),
-)
 
 
 def _sql_source(name: str, path: Path | None, **options: Any) -> Source:
@@ -95,7 +91,6 @@ _KINDS: dict[str, _Kind] = {
             "updated_at": _STRING,
             "where": _STRING,
             "metadata": _STRING_LIST,
-            "overlap": _DURATION,
         },
         needs_path=False,
     ),

@@ -11,20 +11,18 @@ Table and column names are identifiers and are quoted; ``text``, ``title``,
 with the source's credentials (give it a read-only role).
 
 Incremental scan. Each document's signature is its row's ``updated_at`` (keyed
-by the source's options). With signatures in the catalog a scan runs two
-streamed queries in one snapshot:
+by the source's options). With signatures in the catalog a scan streams the id
+set, ``id, updated_at`` of every row: a row whose ``updated_at`` is the one
+synced is :class:`Unchanged`; every other row is read whole, by id, in batches;
+an id the catalog holds and the scan does not yield is deleted. That is a
+watermark per row: a row counts as changed when its ``updated_at`` differs from
+the synced value, later or earlier, so clocks that disagree and transactions
+that commit late (an old ``updated_at`` appearing after newer ones) need no
+safety window. A row updated without touching ``updated_at`` is found by a
+full scan (``sync --full``).
 
-1. the window: every row with ``updated_at >= watermark - overlap``, read whole
-   (the watermark is the newest ``updated_at`` synced; the overlap covers clock
-   skew and transactions that committed late);
-2. the id set: ``id, updated_at`` of every row. A row whose ``updated_at`` is
-   the one synced is :class:`Unchanged`; any other row the window missed (a
-   late commit, a clock set back, a row inserted with an old time) is read by
-   id. An id the catalog holds and the scan does not yield is deleted.
-
-So correctness never rests on the watermark, only speed does. Without
-``updated_at`` (or on ``sync --full``) every row is read and the catalog's
-content hashes decide what changed. Both queries stream through server-side
+Without ``updated_at`` (or on ``sync --full``) every row is read and the
+catalog's content hashes decide what changed. Reads stream through server-side
 cursors (``yield_per``): memory holds one batch of rows, not the table.
 
 >>> src = SqlSource("tickets", url="sqlite:///app.db", table="tickets", text="subject || ' ' || body",
@@ -40,7 +38,7 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -53,7 +51,6 @@ from embedops.sources.base import Document, Skipped, SourceItem, Unchanged
 
 # Bump when a change below alters the Document a row yields: every signature then changes.
 READER_VERSION = "1"
-DEFAULT_OVERLAP = "10m"
 FETCH_BATCH = 1000  # rows per server-side fetch, and ids per "read these rows" query
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Result column labels: chosen so that no user column name can collide with them.
@@ -86,18 +83,14 @@ class SqlSource:
         updated_at: str | None = None,
         where: str | None = None,
         metadata: Sequence[str] | None = None,
-        overlap: str | int | float = DEFAULT_OVERLAP,
     ) -> None:
         # ``path`` is accepted (and ignored) so that every kind is built the same way.
-        from embedops.monitor.settings import parse_duration
-
         self.name = name
         self.url, self.url_env = url, url_env
         self.table, self.query = table, query
         self.id_column, self.text, self.title = id_column, text, title
         self.updated_at, self.where = updated_at, where
         self.metadata = list(metadata or [])
-        self.overlap = timedelta(seconds=parse_duration(overlap, what=f"source {name!r} option overlap"))
         self._check_options()
         self._key = self._options_digest()
         self._rel = self._relation()  # one FROM object: two equal ones would be a cross join
@@ -160,7 +153,7 @@ class SqlSource:
             engine.dispose()
 
     def scan(self, known: Mapping[str, str | None]) -> Iterator[SourceItem]:
-        """Every current row once, in one snapshot; see the module docstring for the two queries."""
+        """Every current row once, in one snapshot (the id pass and the reads by id); see the module docstring."""
         engine = self._engine()
         try:
             with engine.connect() as conn:
@@ -176,20 +169,13 @@ class SqlSource:
 
     def _scan(self, conn: sa.Connection, known: Mapping[str, str | None]) -> Iterator[SourceItem]:
         prefix = self._key + "|"
-        synced = [s for s in known.values() if s is not None and s.startswith(prefix)]
-        if self.updated_at is None or not synced:  # first sync, full re-scan, or nothing to compare
-            yield from self._rows(conn, self._select())
+        if self.updated_at is None or not any(s is not None and s.startswith(prefix) for s in known.values()):
+            yield from self._rows(conn, self._select())  # first sync, full re-scan, or nothing to compare
             return
-        window: set[str] = set()
-        since = _window_start(max(synced, key=_stamp_order)[len(prefix):], self.overlap)
-        if since is not None:
-            for item in self._rows(conn, self._select().where(self._updated_col() >= since)):
-                window.add(item.external_id)
-                yield item
-        yield from self._id_pass(conn, known, window)
+        yield from self._id_pass(conn, known)
 
-    def _id_pass(self, conn: sa.Connection, known: Mapping[str, str | None], window: set[str]) -> Iterator[SourceItem]:
-        """Unchanged for each row whose updated_at was synced; the others (outside the window) read by id."""
+    def _id_pass(self, conn: sa.Connection, known: Mapping[str, str | None]) -> Iterator[SourceItem]:
+        """Unchanged for each row whose updated_at is the one synced; the others read whole, by id."""
         rel = self._rel
         ids = sa.select(rel.c[self.id_column], self._updated_col()).select_from(rel)
         if self.where is not None:
@@ -197,8 +183,8 @@ class SqlSource:
         pending: list[Any] = []
         for raw_id, updated in conn.execute(ids):
             ext_id = _as_id(raw_id)
-            if ext_id is None or ext_id in window:
-                continue  # rows without id are reported by the full read; window rows were yielded
+            if ext_id is None:
+                continue  # reported by a full read; an id pass has no text to report it with
             signature = self._signature(updated)
             if signature is not None and known.get(ext_id) == signature:
                 yield Unchanged(ext_id)
@@ -408,10 +394,7 @@ def _as_time(value: Any) -> datetime | None:
 
 
 def _stamp(value: Any) -> str | None:
-    """updated_at as a typed string: ``d:`` UTC time at fixed width, ``n:`` number, ``s:`` text.
-
-    Times are written in UTC with microseconds so that the newest is also the
-    greatest string, and the same row always gives the same stamp."""
+    """updated_at as a typed string: ``d:`` UTC time, ``n:`` number, ``s:`` text; the same value, the same stamp."""
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -421,34 +404,3 @@ def _stamp(value: Any) -> str | None:
     if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
         return f"n:{value}"
     return f"s:{value}"
-
-
-def _stamp_order(signature: str) -> tuple[int, float, str]:
-    """Sort key of signatures by their stamp: numbers by value, the rest as strings."""
-    stamp = signature.partition("|")[2]
-    if stamp.startswith("n:"):
-        try:
-            return (0, float(stamp[2:]), "")
-        except ValueError:
-            return (1, 0.0, stamp)
-    return (1, 0.0, stamp)
-
-
-def _window_start(stamp: str, overlap: timedelta) -> Any:
-    """The bound ``updated_at >= since`` of the window, in the column's own type; None when unknown."""
-    kind, value = stamp[:2], stamp[2:]
-    if kind == "d:":
-        aware = value.endswith("z")
-        at = datetime.fromisoformat(value.removesuffix("z"))
-        return (at.replace(tzinfo=UTC) if aware else at) - overlap
-    if kind == "n:":
-        try:
-            return float(value) - overlap.total_seconds()
-        except ValueError:
-            return None
-    try:  # text columns holding ISO 8601 times (SQLite): the same layout, earlier
-        at = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None  # the id pass still finds every change, by comparing each row's value
-    sep = value[10] if len(value) > 10 else " "
-    return (at - overlap).replace(tzinfo=None).isoformat(sep=sep) if at.tzinfo is None else None
