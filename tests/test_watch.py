@@ -135,6 +135,7 @@ def test_a_source_that_fails_is_counted_and_the_others_go_on(
     assert 'embedops_watch_errors_total{source="gone"}' in text
     assert 'embedops_watch_syncs_total{source="docs"}' in text
     assert 'embedops_watch_change_to_synced_seconds{source="docs"}' in text
+    assert 'embedops_watch_last_sync_duration_seconds{source="docs"}' in text
     ws.close()
 
 

@@ -56,6 +56,7 @@ class WatchState:
     changed_since: dict[str, float] = field(default_factory=dict)  # a change seen and not yet synced
     latency: dict[str, float] = field(default_factory=dict)  # change seen → synced, last time
     embedded: dict[str, int] = field(default_factory=dict)
+    duration: dict[str, float] = field(default_factory=dict)  # wall time of the last sync (scan, plan and apply)
 
 
 class Watcher:
@@ -120,6 +121,7 @@ class Watcher:
         state = self.state
         if name not in self.ws.settings.sources:
             return  # removed from embedops.toml meanwhile
+        started = time.perf_counter()
         try:
             result = self.run_sync(lambda ws: ws.sync(source=name))
         except Busy:
@@ -141,6 +143,7 @@ class Watcher:
         state.last_synced[name] = now
         state.embedded[name] = state.embedded.get(name, 0) + result.counts.embedded
         state.latency[name] = round(now - seen, 3)
+        state.duration[name] = round(time.perf_counter() - started, 3)
         state.changed_since.pop(name, None)
 
     def _mark(self, names: list[str], seen: float | None = None) -> None:
@@ -235,6 +238,9 @@ class WatchCollector:
                                  labels=["source"]), s.embedded),
             (GaugeMetricFamily("embedops_watch_last_sync_timestamp_seconds", "When the watcher last synced a source.",
                                labels=["source"]), s.last_synced),
+            (GaugeMetricFamily("embedops_watch_last_sync_duration_seconds",
+                               "Wall time of the watcher's last sync of a source (scan, plan and apply).",
+                               labels=["source"]), s.duration),
             (GaugeMetricFamily("embedops_watch_change_to_synced_seconds",
                                "From a change seen (event or poll) to its sync done, last time.", labels=["source"]),
              s.latency),
