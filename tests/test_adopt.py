@@ -153,3 +153,19 @@ def test_adopt_from_jsonl_with_a_splitting_chunker_embeds_only_the_split_documen
     assert result.sync["embedded"] == n_chunks - 29
     assert ws.settings.sources["legacy"].kind == "jsonl"
     ws.close()
+
+
+def test_a_version_7_catalog_gets_the_adoption_table_on_upgrade(tmp_path: Path) -> None:
+    from embedops.catalog.db import create_engine, ensure_schema
+    from embedops.catalog.ledger import read_ledger
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'v7.db'}")
+    with engine.begin() as conn:
+        schema.metadata.create_all(conn, tables=[t for t in schema.metadata.sorted_tables
+                                                 if t.name != "adopted_embeddings"])
+        conn.execute(sa.insert(schema.meta).values(key="schema_version", value="7"))
+    assert ensure_schema(engine) == schema.SCHEMA_VERSION == 8
+    with engine.connect() as conn:
+        assert sa.inspect(conn).has_table("adopted_embeddings")
+        assert [r["details"]["schema_version"] for r in read_ledger(conn, kind_prefix="catalog.upgrade")] == [8]
+    engine.dispose()
