@@ -199,3 +199,21 @@ def test_serve_watch_syncs_inside_the_service_and_exposes_metrics(tmp_path: Path
         wait_for(lambda: searchable("pelican invoice refund", "q2"), what="the appended record")
         metrics = client.get("/metrics").text
         assert 'embedops_watch_syncs_total{source="faq"}' in metrics
+
+
+def test_the_services_watcher_waits_for_the_services_writes(tmp_path: Path, corpus: Path) -> None:
+    from embedops.server.config import ServerConfig
+    from embedops.server.service import Service
+
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("docs", corpus)
+    ws.close()
+    service = Service(tmp_path / "ws", ServerConfig(watch_every=0.2))
+    with service._write_lock:  # a write of the API in progress
+        service.start_watch()
+        time.sleep(1.0)
+        assert service.watch_state is not None and service.watch_state.syncs == {}
+    wait_for(lambda: service.watch_state is not None and service.watch_state.syncs.get("docs", 0) >= 1,
+             what="the watcher's sync after the write")
+    service.close()  # stops the watcher, then closes the workspace
+    assert service._watch_thread is None
