@@ -470,7 +470,7 @@ def test_beir_folder_without_corpus_raises(tmp_path: Path) -> None:
 
 
 def test_make_source_builds_each_kind(tmp_path: Path) -> None:
-    assert SOURCE_KINDS == ("folder", "jsonl", "beir", "push")
+    assert SOURCE_KINDS == ("folder", "jsonl", "beir", "push", "sql")
     folder = make_source("docs", "folder", str(tmp_path), include=["*.md"], max_bytes=100,
                          exclude=None)  # fmt: skip
     assert isinstance(folder, FolderSource) and folder.kind == "folder"
@@ -481,12 +481,14 @@ def test_make_source_builds_each_kind(tmp_path: Path) -> None:
     assert isinstance(beir, BeirSource) and beir.name == "bench" and beir.kind == "beir"
     assert source_options("folder") == ["default_excludes", "exclude", "follow_external_symlinks", "include", "max_bytes"]
     assert source_options("beir") == []
+    sql = make_source("t", "sql", None, url_env="APP_DB_URL", table="tickets", id_column="ticket_id")
+    assert sql.kind == "sql" and "url_env" in source_options("sql") and "query" in source_options("sql")
 
 
 def test_make_source_rejects_bad_configuration(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown source kind 'sql'; valid kinds: folder, "
-                       "jsonl, beir"):  # fmt: skip
-        make_source("s", "sql", tmp_path)
+    with pytest.raises(ConfigError, match="unknown source kind 'kafka'; valid kinds: folder, "
+                       "jsonl, beir, push, sql"):  # fmt: skip
+        make_source("s", "kafka", tmp_path)
     with pytest.raises(ConfigError, match="unknown option 'includes' for a folder source; "
                        "valid options: default_excludes, exclude, follow_external_symlinks, include, max_bytes"):  # fmt: skip
         make_source("s", "folder", tmp_path, includes=["*.md"])

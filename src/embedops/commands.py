@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from embedops.monitor.checks import CheckReport
     from embedops.monitor.coverage import CoverageReport
     from embedops.monitor.freshness import FreshnessReport
+    from embedops.sync.watch import WatchState
+    from embedops.adopt import AdoptResult
 
 
 @dataclass
@@ -146,10 +148,12 @@ def source_add(
 
 def sync(
     workspace: Path | None, *, source: str | None = None, plan: bool = False, progress: ProgressFactory | None = None,
-    allow_mass_delete: bool = False,
+    allow_mass_delete: bool = False, full: bool = False,
 ) -> SyncResult:
+    """Bring the kept indexes in line with the sources; ``full`` reads every record again (no signatures)."""
     with Workspace.open(workspace) as ws:
-        return ws.sync(source=source, plan_only=plan, progress=progress, allow_mass_delete=allow_mass_delete)
+        return ws.sync(source=source, plan_only=plan, progress=progress, allow_mass_delete=allow_mass_delete,
+                       full=full)
 
 
 def search(
@@ -185,8 +189,10 @@ def serve(
     max_body_bytes: int = 1 << 20,
     max_query_chars: int = 2_000,
     access_log: bool = False,
+    watch_every: float | None = None,
 ) -> None:
-    """Run the HTTP service over the workspace until interrupted (see docs/service.md).
+    """Run the HTTP service over the workspace until interrupted (see docs/service.md); ``watch_every``: keep the
+    sources synced inside it too (as `embedops watch`).
 
     A non-loopback ``host`` without ``auth_reads`` is refused unless ``allow_public_reads``.
     """
@@ -194,9 +200,36 @@ def serve(
     from embedops.server.run import serve as run_server
 
     config = ServerConfig(token_env=token_env, auth_reads=auth_reads, max_body_bytes=max_body_bytes,
-                          max_query_chars=max_query_chars)
+                          max_query_chars=max_query_chars, watch_every=watch_every)
     run_server(workspace, host=host, port=port, config=config, access_log=access_log,
                allow_public_reads=allow_public_reads)
+
+
+def adopt(
+    workspace: Path | None, *, name: str, embedder: str, vector: str = "embedding", file: Path | None = None,
+    min_cosine: float = 0.999, sample: int = 200, plan: bool = False, **options: Any,
+) -> AdoptResult:
+    """Adopt vectors embedded elsewhere (a table, or a JSONL ``file``) as source ``name`` when a re-embedded random
+    sample matches them; ``options`` are the sql source's (table, query, id_column, text, url_env...) or, for a
+    file, ``id_field`` and ``text_field``."""
+    from embedops.adopt import AdoptInput
+    from embedops.adopt import adopt as run_adopt
+
+    given = {k: v for k, v in options.items() if v is not None}
+    source = AdoptInput("jsonl", vector, given, file.resolve()) if file is not None else AdoptInput("sql", vector, given)
+    with Workspace.open(workspace) as ws:
+        return run_adopt(ws, name, source, embedder=embedder, min_cosine=min_cosine, sample=sample, plan_only=plan)
+
+
+def watch(
+    workspace: Path | None, *, every: float = 30.0, debounce: float = 0.2, port: int | None = None,
+    addr: str = "0.0.0.0",
+) -> WatchState:
+    """Keep every source synced until SIGINT/SIGTERM: file events for folders, polling every ``every`` seconds for
+    tables and files; Prometheus metrics on ``port``. Returns what the watcher did."""
+    from embedops.sync.watch import run_watch
+
+    return run_watch(workspace, every=every, debounce=debounce, port=port, addr=addr)
 
 
 def status(workspace: Path | None) -> dict[str, Any]:

@@ -175,6 +175,12 @@ class SyncError(EmbedopsError):
     pass
 
 
+class AdoptRefused(SyncError, Terminal):
+    """`embedops adopt` will not take these vectors: a sample re-embedded does not match them."""
+
+    http_status = 409
+
+
 class ConfigChanged(SyncError, Terminal):
     """The configured embedder/chunker differs from the active index: that is a migration."""
 

@@ -237,9 +237,10 @@ class Workspace:
 
         if not source_needs_path(kind):
             if path is not None:
-                raise ConfigError(f"source {name!r}: a {kind} source has no path; its documents arrive through the API",
-                                  hint=f"drop the path: `embedops source add {name} --kind {kind}`", source=name)
-            make_source(name, kind, None, **options)
+                origin = "from its database" if kind == "sql" else "through the API"
+                raise ConfigError(f"source {name!r}: a {kind} source has no path; its documents arrive {origin}",
+                                  hint=f"drop the path: `embedops source add {name} --kind {kind} ...`", source=name)
+            make_source(name, kind, None, **options).check()  # a sql source: the database answers the statement
             return ""
         resolved = Path(path).expanduser().resolve() if path is not None else None
         make_source(name, kind, resolved, **options).check()  # kind, options, and a path that exists
@@ -384,6 +385,11 @@ class Workspace:
         self.settings.embedder, self.settings.chunker, self.settings.chunker_params = index.embedder, ch.name, params
         self.settings.save()
 
+    def kept_targets(self) -> list[Target]:
+        """The indexes every sync keeps current, with their chunkers and embedders (the first call creates the
+        configured index and points the alias at it)."""
+        return self._kept_targets(create=True)
+
     def _kept_targets(self, create: bool) -> list[Target]:
         """Indexes every sync keeps current; the first sync creates the configured one."""
         with self.engine.connect() as conn:
@@ -440,8 +446,12 @@ class Workspace:
         plan_only: bool = False,
         progress: ProgressFactory | None = None,
         allow_mass_delete: bool = False,
+        full: bool = False,
     ) -> SyncResult:
         """Bring every kept index in line with the sources (or compute the plan only).
+
+        ``full`` reads every record again, ignoring the signatures that let a source skip unchanged ones
+        (a table's ``updated_at``, a file's mtime); content hashes still decide what is re-embedded.
 
         One sync at a time per workspace (the ``sync`` lock; :class:`Busy` otherwise). A
         source that cannot be read (missing folder or file), or whose sync would delete more
@@ -451,16 +461,16 @@ class Workspace:
         """
         configs = self._selected_sources(source)
         if plan_only:
-            return self._sync(configs, True, progress, allow_mass_delete)
+            return self._sync(configs, True, progress, allow_mass_delete, full)
         with self.lock("sync"):
-            return self._sync(configs, False, progress, allow_mass_delete)
+            return self._sync(configs, False, progress, allow_mass_delete, full)
 
     def lock(self, name: str, *, wait: float = 0.0) -> WriteLock:
         """The workspace's writer lock ``name`` ("sync", "migration:ALIAS"), held by a ``with`` block."""
         return WriteLock(self.engine, name, command=actor(), wait=wait)
 
     def _sync(self, configs: list[SourceConfig], plan_only: bool, progress: ProgressFactory | None,
-              allow_mass_delete: bool) -> SyncResult:
+              allow_mass_delete: bool, full: bool = False) -> SyncResult:
         started = time.perf_counter()
         verified_from = time.time()
         targets = self._kept_targets(create=not plan_only)
@@ -471,7 +481,7 @@ class Workspace:
         to_embed = 0
         for cfg in configs:
             try:
-                plan, source_id = self._plan(cfg)
+                plan, source_id = self._plan(cfg, full)
             except SourceError as exc:  # one unreadable source must not hold back the others
                 failed.append((cfg.name, exc))
                 continue
@@ -599,7 +609,7 @@ class Workspace:
             raise NotFound(f"no source {source!r}", hint=f"sources: {', '.join(self.settings.sources) or 'none; add one with `embedops source add`'}")
         return [self.settings.sources[source]]
 
-    def _plan(self, cfg: SourceConfig) -> tuple[SyncPlan, int]:
+    def _plan(self, cfg: SourceConfig, full: bool = False) -> tuple[SyncPlan, int]:
         with self.engine.begin() as conn:
             source_id = self._source_row(conn, cfg)
         d = schema.documents
@@ -609,7 +619,10 @@ class Workspace:
         with read_tx(self.engine) as conn:
             # The DBAPI's plain tuples: Row objects for 100k documents cost as much as the rest of a no-op plan.
             known = CatalogRows(conn.execute(q).cursor.fetchall())
-        return plan_sync(cfg.name, self.open_source(cfg).scan(known.signatures()), known), source_id
+        signatures = known.signatures()
+        if full:  # no signature to match: the source reads every record
+            signatures = dict.fromkeys(signatures)
+        return plan_sync(cfg.name, self.open_source(cfg).scan(signatures), known), source_id
 
     def _estimate_embeds(self, plan: SyncPlan, targets: list[Target]) -> int:
         n = 0

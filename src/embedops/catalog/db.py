@@ -96,6 +96,14 @@ def _upgrade_to_9(conn: sa.Connection) -> None:
 UPGRADES[9] = _upgrade_to_9
 
 
+def _upgrade_to_10(conn: sa.Connection) -> None:
+    """Version 10: adopted embeddings (where a vector taken over by `embedops adopt` came from)."""
+    schema.metadata.create_all(conn, tables=[schema.adopted_embeddings])
+
+
+UPGRADES[10] = _upgrade_to_10
+
+
 RESTORE_HINT = (
     "restore it from a backup: `embedops restore BACKUP` (backups are made with `embedops backup FILE`);"
     " the catalog holds the history and cannot be rebuilt from the sources"

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8, 9)  # 4: thresholds, 5: monitoring tables (bottom of this file), 6: gate evidence,
-# 7: writer locks, 8: storage variants (indexes.storage, projections), 9: chunks.metadata
+SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8, 9, 10)  # 4: thresholds, 5: monitoring tables (bottom of this file),
+# 6: gate evidence, 7: writer locks, 8: storage variants (indexes.storage, projections), 9: chunks.metadata,
+# 10: adopted embeddings
 
 metadata = sa.MetaData()
 
@@ -394,4 +395,19 @@ projections = sa.Table(
     sa.Column("components", sa.LargeBinary, nullable=False),
     sa.Column("fitted_on", sa.Integer, nullable=False),  # vectors the fit saw
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# -- adopted embeddings (schema version 10) -------------------------------------------
+# An embedding embedops did not compute: taken over from an existing table or file by
+# `embedops adopt` after a random sample of it was re-embedded and matched. Its row in
+# ``embeddings`` is the vector; this row says where it came from. Vectors join it on
+# (space_key, content_hash); a chunk whose text changes gets a new hash, embedded anew.
+adopted_embeddings = sa.Table(
+    "adopted_embeddings",
+    metadata,
+    sa.Column("space_key", sa.String(300), primary_key=True),
+    sa.Column("content_hash", sa.String(32), primary_key=True),
+    sa.Column("source", sa.String(200), nullable=False),  # the source the documents belong to
+    sa.Column("origin", sa.Text, nullable=False),  # the table or file the vector was read from (no credentials)
+    sa.Column("adopted_at", sa.Float, nullable=False),
 )

@@ -58,19 +58,33 @@ def init(
 def source_add(
     name: Annotated[str, typer.Argument(help="Source name.")],
     path: Annotated[Optional[Path], typer.Argument(help="Folder, JSONL file or BEIR directory (none for push).")] = None,
-    kind: Annotated[str, typer.Option(help="folder | jsonl | beir | push (documents arrive through the HTTP API)")] = "folder",
+    kind: Annotated[str, typer.Option(help="folder | jsonl | beir | push (documents arrive through the HTTP API) | sql (a database table or query)")] = "folder",
     include: Annotated[Optional[list[str]], typer.Option(help="folder: glob to include (repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="folder: glob to exclude (repeatable).")] = None,
     follow_external_symlinks: Annotated[bool, typer.Option("--follow-external-symlinks", help="folder: index files that symbolic links lead to outside the folder (skipped by default).")] = False,
     id_field: Annotated[Optional[str], typer.Option(help="jsonl: field holding the id.")] = None,
     text_field: Annotated[Optional[str], typer.Option(help="jsonl: field holding the text.")] = None,
     title_field: Annotated[Optional[str], typer.Option(help="jsonl: optional title field, prepended to the text.")] = None,
+    url_env: Annotated[Optional[str], typer.Option(help="sql: environment variable holding the database URL (with its password).")] = None,
+    url: Annotated[Optional[str], typer.Option(help="sql: database URL without password (one with a password is refused).")] = None,
+    table: Annotated[Optional[str], typer.Option(help="sql: table or view (schema.table), quoted as an identifier.")] = None,
+    query: Annotated[Optional[str], typer.Option(help="sql: a SELECT to read instead of a table (your SQL, run as is).")] = None,
+    id_column: Annotated[Optional[str], typer.Option("--id", help="sql: id column (default id).")] = None,
+    text: Annotated[Optional[str], typer.Option(help="sql: SQL expression giving the text (default: column text).")] = None,
+    title: Annotated[Optional[str], typer.Option(help="sql: SQL expression giving a title, put before the text.")] = None,
+    updated_at: Annotated[Optional[str], typer.Option(help="sql: column that changes when the row does (syncs then read only rows whose value changed).")] = None,
+    where: Annotated[Optional[str], typer.Option(help="sql: SQL condition selecting the rows (your SQL, run as is).")] = None,
+    metadata: Annotated[Optional[str], typer.Option(help="sql: comma-separated columns kept as metadata.")] = None,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
-    """Register a source (folder, jsonl, beir, or push: no path, documents arrive through the HTTP API)."""
+    """Register a source (folder, jsonl, beir, sql, or push: no path, documents arrive through the HTTP API)."""
+    columns = [c.strip() for c in metadata.split(",") if c.strip()] if metadata is not None else None
     options = {"include": include, "exclude": exclude, "follow_external_symlinks": follow_external_symlinks,
-               "id_field": id_field, "text_field": text_field, "title_field": title_field}
+               "id_field": id_field, "text_field": text_field,
+               "title_field": title_field, "url_env": url_env, "url": url, "table": table, "query": query,
+               "id_column": id_column, "text": text, "title": title, "updated_at": updated_at, "where": where,
+               "metadata": columns}
     with handle_errors(as_json):
         result = commands.source_add(workspace, name=name, path=path, kind=kind, **{k: v for k, v in options.items() if v})
     if as_json:
@@ -143,6 +157,7 @@ def sync(
     source: Annotated[Optional[str], typer.Option(help="Sync only this source.")] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Dry run: print what would change, change nothing.")] = False,
     allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete", help="Delete more than max_delete_share of a source (an emptied source is refused by default).")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Read every record again, ignoring signatures (a table's updated_at, a file's mtime); only changed text is re-embedded.")] = False,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
@@ -150,7 +165,7 @@ def sync(
     with handle_errors(as_json):
         try:
             result = commands.sync(workspace, source=source, plan=plan, progress=progress_bars(not as_json),
-                                   allow_mass_delete=allow_mass_delete)
+                                   allow_mass_delete=allow_mass_delete, full=full)
         except SourceError as exc:
             if not as_json and "result" in exc.details:  # the sources that could be read were synced
                 _print_sync(exc.details["result"], plan)
@@ -227,13 +242,39 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 above).")] = 1 << 20,
     max_query_chars: Annotated[int, typer.Option(help="Longest query accepted (422 above).")] = 2_000,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (uvicorn's access log; query values are never shown).")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep the sources synced inside the service (as `embedops watch`).")] = False,
+    every: Annotated[str, typer.Option(help="With --watch: how often tables and files are polled (e.g. 30s, 5m).")] = "30s",
     workspace: WsOpt = None,
 ) -> None:
     """Run the HTTP service (search, sync, push documents, status, metrics) until Ctrl-C."""
+    from embedops.monitor.settings import parse_duration
+
     with handle_errors(False):
+        watch_every = parse_duration(every, what="--every") if watch else None
         commands.serve(workspace, host=host, port=port, token_env=token_env, auth_reads=auth_reads,
                        allow_public_reads=allow_public_reads, max_body_bytes=max_body_bytes,
-                       max_query_chars=max_query_chars, access_log=access_log)
+                       max_query_chars=max_query_chars, access_log=access_log,
+                       watch_every=watch_every)
+
+
+@app.command()
+def watch(
+    every: Annotated[str, typer.Option(help="How often tables and files are polled (e.g. 30s, 5m); folders follow file events.")] = "30s",
+    debounce: Annotated[float, typer.Option(help="Seconds within which file events count as one change.", min=0.001, max=60)] = 0.2,
+    port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics on this port (/metrics).", min=1, max=65535)] = None,
+    addr: Annotated[str, typer.Option(help="Interface for --port.")] = "0.0.0.0",
+    workspace: WsOpt = None,
+) -> None:
+    """Keep every source synced until Ctrl-C or SIGTERM (the sync in progress finishes first)."""
+    from embedops.monitor.settings import parse_duration
+
+    with handle_errors(False):
+        interval = parse_duration(every, what="--every")
+        err.print(f"watching the sources (polling every {interval:g}s); Ctrl-C to stop", highlight=False)
+        state = commands.watch(workspace, every=interval, debounce=debounce, port=port, addr=addr)
+    synced = ", ".join(f"{name} {n}" for name, n in sorted(state.syncs.items())) or "none"
+    failed = sum(state.errors.values())
+    out.print(f"stopped: syncs per source: {synced}" + (f"; {failed} failed (see the warnings)" if failed else ""))
 
 
 @app.command()
@@ -280,3 +321,59 @@ def history(
     for r in rows:
         t.add_row(str(r["id"]), r["at"][:19].replace("T", " "), r["kind"], brief(r["details"]))
     out.print(t)
+
+
+@app.command()
+def adopt(
+    name: Annotated[str, typer.Argument(help="Name of the source the adopted documents become.")],
+    embedder: Annotated[str, typer.Option(help="The embedder that made the vectors (must be the workspace's).")],
+    table: Annotated[Optional[str], typer.Option(help="Table holding id, text and vector (or --query / --file).")] = None,
+    query: Annotated[Optional[str], typer.Option(help="A SELECT giving id, text and vector columns.")] = None,
+    file: Annotated[Optional[Path], typer.Option(help="A JSONL file (.jsonl/.jsonl.gz) with id, text and vector fields.")] = None,
+    id_column: Annotated[str, typer.Option("--id", help="Id column or field.")] = "id",
+    text: Annotated[str, typer.Option(help="Text column or field (for a table: an SQL expression, as in `source add`).")] = "text",
+    vector: Annotated[str, typer.Option(help="Vector column (pgvector, JSON text, float32 bytes) or field (JSON list).")] = "embedding",
+    url_env: Annotated[Optional[str], typer.Option(help="Environment variable holding the database URL.")] = None,
+    url: Annotated[Optional[str], typer.Option(help="Database URL without password.")] = None,
+    updated_at: Annotated[Optional[str], typer.Option(help="Column that changes when a row does (incremental syncs after).")] = None,
+    where: Annotated[Optional[str], typer.Option(help="SQL condition selecting the rows.")] = None,
+    metadata: Annotated[Optional[str], typer.Option(help="Comma-separated columns kept as metadata.")] = None,
+    min_cosine: Annotated[float, typer.Option(help="Every sampled vector must have at least this cosine with its text re-embedded.", min=-1.0, max=1.0)] = 0.999,
+    sample: Annotated[int, typer.Option(help="Rows drawn at random and re-embedded.", min=1, max=100_000)] = 200,
+    plan: PlanOpt = False,
+    as_json: JsonOpt = False,
+    workspace: WsOpt = None,
+) -> None:
+    """Take over vectors embedded elsewhere when a re-embedded random sample matches them; refuse otherwise."""
+    with handle_errors(as_json):
+        if file is not None:
+            options: dict[str, Any] = {"id_field": id_column, "text_field": text}
+        else:
+            columns = [c.strip() for c in metadata.split(",") if c.strip()] if metadata else None
+            options = {"url_env": url_env, "url": url, "table": table, "query": query, "id_column": id_column,
+                       "text": text, "updated_at": updated_at, "where": where, "metadata": columns}
+        result = commands.adopt(workspace, name=name, embedder=embedder, vector=vector, file=file,
+                                min_cosine=min_cosine, sample=sample, plan=plan, **options)
+    data = result.to_dict()
+    if as_json:
+        emit_json(data)
+    else:
+        _print_adopt(data)
+    if plan and not result.check.passed:
+        raise typer.Exit(1)
+
+
+def _print_adopt(data: dict[str, Any]) -> None:
+    check = data["check"]
+    measured = (f"cosine min {check['min_cosine']:.4f}, median {check['median_cosine']:.4f} over {check['compared']}"
+                f" sampled rows" if check["compared"] else "no sampled row could be compared")
+    extra = f" ({check['split']} split by the chunker, {check['unusable']} unusable)" if check["split"] or check["unusable"] else ""
+    if data["plan"]:
+        verdict = "would adopt" if check["passed"] else f"would refuse (needs >= {check['threshold']})"
+        out.print(f"adopt plan for {data['source']} from {data['origin']}: {measured}{extra}; {verdict}")
+        return
+    left = ", ".join(f"{k} {v}" for k, v in data["not_adopted"].items()) or "none"
+    sync = data["sync"] or {}
+    out.print(f"adopted {data['adopted']} vectors into {data['source']} ({measured}); already present"
+              f" {data['present']}; left to embed: {left}; the sync embedded {sync.get('embedded', 0)} chunks"
+              f" ({data['seconds']:.2f}s)")

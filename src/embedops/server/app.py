@@ -81,6 +81,7 @@ def create_app(workspace: str | Path | Workspace | None = None, config: ServerCo
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=service.warm_up, name="embedops-warm-up", daemon=True).start()
+        service.start_watch()
         yield
         service.close()
 
@@ -258,7 +259,16 @@ def _metrics_text(service: Service, ws: Workspace) -> str:
     lines += service_metrics.workspace_lines(ws.status(), service.migration(None))
     lines += service_metrics.family("embedops_sync_running", "gauge", "1 while a sync started by this service runs.",
                                     [("", {}, int(service.sync_state.running))])
-    return "\n".join(lines) + "\n" + service_metrics.monitor_exposition(ws)
+    text = "\n".join(lines) + "\n" + service_metrics.monitor_exposition(ws)
+    if service.watch_state is not None:  # serve --watch
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from embedops.sync.watch import WatchCollector
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(WatchCollector(service.watch_state))
+        text += generate_latest(registry).decode()
+    return text
 
 
 # -- thresholds and monitoring --------------------------------------------------------------

@@ -33,6 +33,8 @@ class ServerConfig:
     # Threads answering reads at once. Each keeps one SQLite connection (the search hot path's
     # per-thread connection) and may borrow a second; the catalog's pool holds 15 (5 + 10 overflow).
     read_threads: int = 6
+    # ``serve --watch``: sync the sources inside the service, polling tables and files this often (seconds).
+    watch_every: float | None = None
 
     def __post_init__(self) -> None:
         from embedops.errors import ConfigError

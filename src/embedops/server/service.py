@@ -26,6 +26,7 @@ from embedops.server.batch import PushBatcher
 from embedops.server.config import ServerConfig
 from embedops.server.metrics import ServiceMetrics
 from embedops.server.problems import Busy, SyncRunning
+from embedops.sync.watch import WatchState
 from embedops.workspace import Workspace
 
 log = logging.getLogger("embedops.server")
@@ -68,6 +69,10 @@ class Service:
         self._write_queue = anyio.Lock()
         self._settings_stamp: int | None = None
         self.pushes = PushBatcher(self.write)
+        # ``serve --watch``: the watcher's state (its metrics) and the event that stops it.
+        self.watch_state: WatchState | None = None
+        self._watch_stop = threading.Event()
+        self._watch_thread: threading.Thread | None = None
 
     # -- the workspace ---------------------------------------------------------
     @property
@@ -95,7 +100,36 @@ class Service:
             except EmbedopsError as exc:
                 log.warning("keeping the previous settings: %s", exc)
 
+    # -- serve --watch ----------------------------------------------------------------
+    def start_watch(self) -> None:
+        """Keep the sources synced in a thread (``config.watch_every``); its syncs queue with the API's writes."""
+        if self.config.watch_every is None or self._watch_thread is not None:
+            return
+        from embedops.sync.watch import WatchState
+
+        self.watch_state = WatchState()
+        self._watch_thread = threading.Thread(target=self._watch, name="embedops-watch", daemon=True)
+        self._watch_thread.start()
+
+    def _watch(self) -> None:
+        from embedops.sync.watch import Watcher
+
+        assert self.config.watch_every is not None and self.watch_state is not None
+        try:
+            Watcher(self.ws, every=self.config.watch_every, run_sync=self._locked_call, state=self.watch_state,
+                    stop=self._watch_stop).run()
+        except EmbedopsError as exc:  # e.g. no workspace: the service still answers, and says why in its log
+            log.error("the watcher stopped: %s", exc)
+
+    def stop_watch(self, timeout: float = 60.0) -> None:
+        """Let the sync in progress finish (up to ``timeout`` s), then stop watching."""
+        self._watch_stop.set()
+        if self._watch_thread is not None:
+            self._watch_thread.join(timeout)
+            self._watch_thread = None
+
     def close(self) -> None:
+        self.stop_watch()
         if self._ws is not None and self._owns_ws:
             self._ws.close()
             self._ws = None

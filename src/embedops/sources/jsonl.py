@@ -117,6 +117,26 @@ class JsonlSource:
         except (OSError, EOFError, zlib.error) as exc:
             raise self._read_error(path, exc) from exc
 
+    def records_with(self, field: str) -> Iterator[tuple[SourceItem, Any]]:
+        """Each line's item (as :meth:`scan` reads it, without signatures) with the value of one more
+        ``field`` (``embedops adopt`` reads vectors so); None where the line is no JSON object."""
+        path = self._records_path()
+        seen: dict[str, int] = {}
+        try:
+            with _open_binary(path) as lines:
+                for lineno, line in enumerate(lines, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line.decode("utf-8").lstrip("\ufeff"))
+                    except ValueError as exc:
+                        yield self._unparsable(path.name, lineno, line, exc, seen), None
+                        continue
+                    extra = obj.get(field) if type(obj) is dict else None
+                    yield self._record(path.name, lineno, obj, seen, ""), extra
+        except (OSError, EOFError, zlib.error) as exc:
+            raise self._read_error(path, exc) from exc
+
     def _options_digest(self) -> bytes:
         """Key of the line signatures: another option or parser is another mapping from line to record."""
         options = [PARSER_VERSION, self.kind, self.id_field, self.text_field, self.title_field,

@@ -3,6 +3,8 @@
 >>> src = make_source("docs", "folder", "./docs", include=["**/*.md"])   # doctest: +SKIP
 >>> source_options("jsonl")
 ['id_field', 'metadata_fields', 'text_field', 'title_field', 'updated_field']
+>>> source_needs_path("sql")
+False
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from embedops.sources.folder import FolderSource
 from embedops.sources.jsonl import JsonlSource
 from embedops.sources.push import PushSource
 
-SOURCE_KINDS: tuple[str, ...] = ("folder", "jsonl", "beir", "push")
+SOURCE_KINDS: tuple[str, ...] = ("folder", "jsonl", "beir", "push", "sql")
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,17 @@ _POSITIVE_INT = _OptionType(
 _BOOL = _OptionType("true or false", lambda v: isinstance(v, bool))
 
 
+def _sql_source(name: str, path: Path | None, **options: Any) -> Source:
+    from embedops.sources.sql import SqlSource  # SQLAlchemy dialects load only for a sql source
+
+    return SqlSource(name, path, **options)
+
+
 @dataclass(frozen=True)
 class _Kind:
     factory: Callable[..., Source]
     options: dict[str, _OptionType]
-    needs_path: bool = True  # False: documents arrive through the API (push)
+    needs_path: bool = True  # False: documents arrive through the API (push) or from a database (sql)
 
 
 _KINDS: dict[str, _Kind] = {
@@ -71,6 +79,22 @@ _KINDS: dict[str, _Kind] = {
     ),
     "beir": _Kind(BeirSource, {}),
     "push": _Kind(PushSource, {}, needs_path=False),
+    "sql": _Kind(
+        _sql_source,
+        {
+            "url": _STRING,
+            "url_env": _STRING,
+            "table": _STRING,
+            "query": _STRING,
+            "id_column": _STRING,
+            "text": _STRING,
+            "title": _STRING,
+            "updated_at": _STRING,
+            "where": _STRING,
+            "metadata": _STRING_LIST,
+        },
+        needs_path=False,
+    ),
 }
 
 
