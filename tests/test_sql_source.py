@@ -181,10 +181,11 @@ def test_bad_rows_are_skipped_with_the_table_and_the_fix(sqlite_db: tuple[str, s
     execute(engine, "CREATE TABLE notes (id TEXT, body)")
     with engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO notes VALUES (?, ?)", [(str(i), f"note {i}") for i in range(30)] + [
-            (None, "no id"), ("600", ""), ("601", b"\xff\xfe"), ("  ", "blank id")])
+            (None, "no id"), ("600", ""), ("601", b"\xff\xfe"), ("  ", "blank id"), ("602", "a\x00b")])
     docs, skipped, _ = split(SqlSource("t", url=url, table="notes", text="body").scan({}))
     assert "empty document" in skipped["600"] and "table notes" in skipped["600"]
     assert "not UTF-8" in skipped["601"]
+    assert "table notes" in skipped["602"] and "NUL" in skipped["602"]  # the catalog could not store it
     nulls = [reason for key, reason in skipped.items() if key.startswith("t:row without id")]
     assert len(nulls) == 2 and "id column 'id' NULL or blank" in nulls[0]
     assert len(docs) == 30

@@ -48,6 +48,7 @@ import sqlalchemy as sa
 from embedops.catalog.secrets import redact, strip_password
 from embedops.errors import ConfigError, SourceError
 from embedops.sources.base import Document, Skipped, SourceItem, Unchanged
+from embedops.sources.validate import document_problem
 
 # Bump when a change below alters the Document a row yields: every signature then changes.
 READER_VERSION = "1"
@@ -292,7 +293,11 @@ class SqlSource:
                                    " add text or filter the row out with --where")
         raw_updated = row[_UPDATED] if self.updated_at is not None else None
         metadata = {m: _json_value(row[f"eo__m{i}"]) for i, m in enumerate(self.metadata)}
-        return Document(ext_id, text, metadata, _as_time(raw_updated), self._signature(raw_updated))
+        doc = Document(ext_id, text, metadata, _as_time(raw_updated), self._signature(raw_updated))
+        # E.g. a NUL in a SQLite text column, which PostgreSQL (the catalog) would refuse mid-batch.
+        if (found := document_problem(doc)) is not None:
+            return Skipped(ext_id, f"{where} {ext_id!r}: {found}")
+        return doc
 
     def _signature(self, updated: Any) -> str | None:
         stamp = _stamp(updated)
