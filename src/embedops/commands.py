@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from embedops.execute import ExecutorOptions
 from embedops.migrate.gate import GateConfig
 from embedops.search.engine import Filters, SearchResult
 from embedops.workspace import ProgressFactory, SyncResult, Workspace
@@ -139,10 +140,11 @@ def source_add(
 
 def sync(
     workspace: Path | None, *, source: str | None = None, plan: bool = False, progress: ProgressFactory | None = None,
-    allow_mass_delete: bool = False,
+    allow_mass_delete: bool = False, executor: ExecutorOptions | None = None,
 ) -> SyncResult:
     with Workspace.open(workspace) as ws:
-        return ws.sync(source=source, plan_only=plan, progress=progress, allow_mass_delete=allow_mass_delete)
+        return ws.sync(source=source, plan_only=plan, progress=progress, allow_mass_delete=allow_mass_delete,
+                       executor=executor)
 
 
 def search(
@@ -246,12 +248,13 @@ def migrate_start(
 
 def migrate_backfill(
     workspace: Path | None, *, batch: int | None = None, max_rate: float | None = None, alias: str | None = None,
-    plan: bool = False, progress: ProgressFactory | None = None,
+    plan: bool = False, progress: ProgressFactory | None = None, executor: ExecutorOptions | None = None,
 ) -> BackfillResult:
     from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
-        return migrator(ws, alias).backfill(batch=batch, max_rate=max_rate, progress=progress, plan_only=plan)
+        return migrator(ws, alias).backfill(batch=batch, max_rate=max_rate, progress=progress, plan_only=plan,
+                                            executor=executor)
 
 
 def migrate_status(workspace: Path | None, *, alias: str | None = None) -> MigrationStatus:

@@ -129,6 +129,16 @@ class ProviderError(EmbeddingError, Transient):
     pass
 
 
+class ExecutorError(EmbedopsError):
+    """Where embedding runs (``execute/``): an executor that cannot start or lost its workers."""
+
+    http_status = 503
+
+
+class ExecutorUnavailable(ExecutorError, Terminal):
+    """The executor asked for is not installed or its cluster cannot be reached."""
+
+
 class VectorStoreError(EmbedopsError):
     pass
 

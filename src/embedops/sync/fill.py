@@ -3,20 +3,23 @@
 Used by sync to repair an index that lags the catalog, and by a migration's
 backfill to fill a shadow index. Work is found by anti-joins, so it is
 naturally resumable: whatever a killed run committed is not done again.
+Embedding runs on the executor given (``execute/``); reading the work and
+committing it stay here, one transaction per batch.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.catalog.ledger import write_ledger
-from embedops.sync.run import Target, _insert_returning_ids, embed_texts
+from embedops.errors import EmbeddingError
+from embedops.execute.base import EmbedJob, Embedded, Executor, Model
+from embedops.execute.local import LocalExecutor
+from embedops.sync.run import Target, _insert_returning_ids, target_models
 from embedops.vectors.base import IndexInfo, VectorRow, VectorStore
 
 Progress = Callable[[int], None]
@@ -96,6 +99,8 @@ def fill_index(
     progress: Progress | None = None,
     ledger_kind: str = "index.fill",
     pause: Callable[[int], None] | None = None,
+    executor: Executor | None = None,
+    models: Mapping[str, Model] | None = None,
 ) -> dict[str, int]:
     """Chunk what is unchunked and embed what lacks a vector, one transaction per batch."""
     progress = progress or (lambda n: None)
@@ -111,33 +116,55 @@ def fill_index(
         _chunk_docs(engine, target, docs, ledger_kind)
         done["chunked_docs"] += len(docs)
         after_doc = int(docs[-1].id)
-    after_chunk = 0
-    while True:
-        chunk_q = _chunks_without_vectors(target).where(schema.chunks.c.id > after_chunk).limit(batch_size)
-        with engine.connect() as conn:
-            rows = conn.execute(chunk_q).all()
-            missing = store.missing_embeddings(conn, target.index.space_key, [r[1] for r in rows])
-        if not rows:
-            break
-        texts = {r[1]: r[2] for r in rows if r[1] in missing}
-        started = time.perf_counter()
-        vecs = embed_texts(target.embedder, list(texts.values())) if texts else np.empty((0, target.index.dims), np.float32)
-        timing = {target.index.space_key: [sum(map(len, texts.values())), round(time.perf_counter() - started, 4)]}
-        with engine.begin() as conn:
-            store.put_embeddings(conn, target.index.space_key, dict(zip(texts, vecs, strict=True)))
-            # A concurrent sync may have replaced some of these chunks meanwhile: write only what still lacks a vector.
-            still = _still_missing(conn, target, [r[0] for r in rows])
-            vrows = [VectorRow(r[0], r[1], target.index.space_key, target.chunker.ref.key, r[3]) for r in rows if r[0] in still]
-            written = store.write(conn, target.index, vrows)
-            write_ledger(conn, ledger_kind, index=target.index.id, vectors=written, embedded=len(texts),
-                         embed=timing if texts else {})
-        after_chunk = int(rows[-1][0])
-        done["embedded"] += len(texts)
-        done["vectors"] += written
+    with engine.connect() as conn:
+        expected = -(-measure_gap(conn, target).missing_vectors // batch_size)
+    executor = executor or LocalExecutor()
+    models = models if models is not None else target_models([target])
+    for rows, embedded in executor.stream(models, _unvectored_batches(engine, store, target, batch_size), expected=expected):
+        part = embedded.get(target.index.space_key, Embedded())
+        done["vectors"] += _commit_vectors(engine, store, target, rows, part, ledger_kind)
+        done["embedded"] += len(part.vectors)
         progress(len(rows))
         if pause:
             pause(len({r[4] for r in rows}))  # throttles count documents
     return done
+
+
+_Rows = Sequence[sa.Row[int, str, str, str, int]]
+
+
+def _unvectored_batches(engine: sa.Engine, store: VectorStore, target: Target, batch_size: int) -> Iterator[tuple[_Rows, EmbedJob]]:
+    """Chunks lacking a vector, a batch at a time, each with the texts its space has no vector for yet."""
+    after_chunk = 0
+    space = target.index.space_key
+    while True:
+        chunk_q = _chunks_without_vectors(target).where(schema.chunks.c.id > after_chunk).limit(batch_size)
+        with engine.connect() as conn:
+            rows = conn.execute(chunk_q).all()
+            missing = store.missing_embeddings(conn, space, [r[1] for r in rows])
+        if not rows:
+            return
+        yield rows, {space: {r[1]: r[2] for r in rows if r[1] in missing}}
+        after_chunk = int(rows[-1][0])
+
+
+def _commit_vectors(engine: sa.Engine, store: VectorStore, target: Target, rows: _Rows, done: Embedded,
+                    kind: str) -> int:
+    """Store one batch's new embeddings and vector rows with its ledger row; the vectors written."""
+    if done.failed:  # a backfill must be complete: a text the provider refuses stops it, with the reason
+        h, reason = next(iter(done.failed.items()))
+        raise EmbeddingError(f"the embedding provider rejected chunk text {h[:12]}: {reason}",
+                             hint="fix or remove the document, then run the same command again to resume")
+    space = target.index.space_key
+    with engine.begin() as conn:
+        store.put_embeddings(conn, space, done.vectors)
+        # A concurrent sync may have replaced some of these chunks meanwhile: write only what still lacks a vector.
+        still = _still_missing(conn, target, [r[0] for r in rows])
+        vrows = [VectorRow(r[0], r[1], space, target.chunker.ref.key, r[3]) for r in rows if r[0] in still]
+        written = store.write(conn, target.index, vrows)
+        write_ledger(conn, kind, index=target.index.id, vectors=written, embedded=len(done.vectors),
+                     embed={space: done.timing()} if done.vectors else {})
+    return written
 
 
 def _still_missing(conn: sa.Connection, target: Target, chunk_ids: list[int]) -> set[int]:

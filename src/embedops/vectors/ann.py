@@ -19,6 +19,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,10 +33,20 @@ from embedops.vectors.base import MAX_EF_SEARCH, default_ef_search
 log = logging.getLogger(__name__)
 
 EXACT_MAX = 20_000  # below this many vectors, exact search is as fast and exact
-# M=32 reaches recall@10 0.95 at half the candidates M=16 needs on hard 384-d data (ef 256
-# vs 512 at 100k vectors, 10% faster per query), for a 60% longer build.
-HNSW_CONNECTIVITY = 32
-HNSW_EXPANSION_ADD = 128
+# Graph parameters by the size of the index when its graph is built (docs/scale.md has the
+# measurements, bench/hnsw_tuning.py makes them). Up to HNSW_LARGE vectors M=16 with
+# ef_construction 64 keeps recall@10 at or above 0.95 at the default ef_search on real and
+# mixture-of-clusters embeddings, with a third of the build time of M=32/128; beyond it the
+# graph gets M=32/128, which reaches the same recall with half the ef_search on hard data.
+HNSW_CONNECTIVITY = 16
+HNSW_EXPANSION_ADD = 64
+HNSW_LARGE = 2_000_000
+HNSW_LARGE_CONNECTIVITY = 32
+HNSW_LARGE_EXPANSION_ADD = 128
+# Compaction: deletions leave tombstones in the graph (usearch marks them, searches skip
+# them but still walk them). Past this share of the graph, it is rebuilt without them.
+COMPACT_SHARE = 0.2
+COMPACT_MIN = 1_000
 _QUERY_BLOCK = 256  # queries per matrix product in exact batch search (256 x 20k scores: 20 MB)
 _FETCH_ROWS = 20_000  # vectors read per step of a rebuild or catch-up: bounds the memory beside the graph
 
@@ -78,6 +89,18 @@ def usearch_index() -> Any:
     from usearch.index import Index
 
     return Index
+
+
+def hnsw_params(vectors: int) -> tuple[int, int]:
+    """(M, ef_construction) for a graph built over ``vectors`` vectors."""
+    if vectors >= HNSW_LARGE:
+        return HNSW_LARGE_CONNECTIVITY, HNSW_LARGE_EXPANSION_ADD
+    return HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD
+
+
+def compaction_due(vectors: int, tombstones: int) -> bool:
+    """True when a graph's tombstones pass COMPACT_SHARE of it (and COMPACT_MIN)."""
+    return tombstones >= COMPACT_MIN and tombstones > COMPACT_SHARE * (vectors + tombstones)
 
 
 def _matrix(rows: list[tuple[int, bytes]], dims: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +159,9 @@ class AnnIndex:
         self._stamp = Stamp(-1, -1, -1)
         self._saved_stamp: Stamp | None = None
         self.rebuilds = 0
+        self.tombstones = 0  # deleted vectors still in the graph (removed from results, not from it)
+        self.compactions = 0
+        self.build_seconds = 0.0  # graph inserts (rebuilds and catch-ups) in this process
 
     # -- keeping current -------------------------------------------------
     def stamp(self, raw: sqlite3.Connection) -> Stamp:
@@ -165,16 +191,11 @@ class AnnIndex:
         self._keys, self._vecs = _matrix(rows, self.dims)
         self._stamp = Stamp(db.add_seq, db.del_seq, len(rows))
 
-    def _new_hnsw(self) -> Any:
+    def _new_hnsw(self, vectors: int) -> Any:
         Index = usearch_index()
 
-        return Index(
-            ndim=self.dims,
-            metric="cos",
-            dtype="f32",
-            connectivity=HNSW_CONNECTIVITY,
-            expansion_add=HNSW_EXPANSION_ADD,
-        )
+        connectivity, expansion_add = hnsw_params(vectors)
+        return Index(ndim=self.dims, metric="cos", dtype="f32", connectivity=connectivity, expansion_add=expansion_add)
 
     def _refresh_hnsw(self, raw: sqlite3.Connection, db: Stamp) -> None:
         self._keys = self._vecs = None
@@ -196,7 +217,7 @@ class AnnIndex:
                 raise ValueError("ANN file unreadable or of another dimension")
             # The file keeps the graph, not the search settings: restore() would search with ef=64
             # (_refresh_hnsw sets ef_search once the graph is current).
-            hnsw.expansion_add = HNSW_EXPANSION_ADD
+            hnsw.expansion_add = meta.get("ef_construction", HNSW_EXPANSION_ADD)
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
             if self.path.exists() or self.meta_path.exists():
                 log.warning("rebuilding ANN index %s: %s", self.index_id, exc)
@@ -204,6 +225,7 @@ class AnnIndex:
         self._hnsw = hnsw
         self._stamp = Stamp(meta["add_seq"], meta["del_seq"], len(hnsw))
         self._saved_stamp = self._stamp
+        self.tombstones = int(meta.get("tombstones", 0))
 
     def _catch_up(self, raw: sqlite3.Connection, db: Stamp) -> bool:
         """Apply changes since the last stamp; False when the result disagrees with the catalog."""
@@ -217,23 +239,56 @@ class AnnIndex:
             present = keys[np.asarray(hnsw.contains(keys), dtype=bool)]
             if len(present):
                 hnsw.remove(present)
+                self.tombstones += len(present)
+        started = time.perf_counter()
         for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, old.add_seq), self.dims):
             fresh = ~np.asarray(hnsw.contains(keys), dtype=bool)
             if fresh.any():
-                hnsw.add(keys[fresh], vecs[fresh])
+                hnsw.add(keys[fresh], vecs[fresh], threads=0)
+        self.build_seconds += time.perf_counter() - started
         self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
         return len(hnsw) == db.count
+
+    def _build(self, raw: sqlite3.Connection, db: Stamp) -> Any:
+        """A new graph of every vector in the snapshot ``raw`` reads (multi-threaded batch adds)."""
+        hnsw = self._new_hnsw(db.count)
+        started = time.perf_counter()
+        for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
+            hnsw.add(keys, vecs, threads=0)  # all cores; batches bound the memory beside the graph
+        self.build_seconds += time.perf_counter() - started
+        return hnsw
 
     def _rebuild(self, raw: sqlite3.Connection, db: Stamp) -> None:
         self.rebuilds += 1
         # Let the old graph go before the new one grows; should this fail, the
         # unmatched stamp makes the next refresh try again.
         self._hnsw, self._stamp = None, Stamp(-1, -1, -1)
-        hnsw = self._new_hnsw()
-        for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
-            hnsw.add(keys, vecs)
-        self._hnsw = hnsw
+        hnsw = self._build(raw, db)
+        self._hnsw, self.tombstones = hnsw, 0
         self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
+
+    # -- compaction ------------------------------------------------------------
+    @property
+    def compaction_due(self) -> bool:
+        return self._hnsw is not None and compaction_due(self._stamp.count, self.tombstones)
+
+    def compact(self, raw: sqlite3.Connection) -> None:
+        """Rebuild the graph without its tombstones; searches go on on the old graph meanwhile.
+
+        The new graph is built from a snapshot outside the lock; the lock is taken
+        only to bring it up to the catalog's current state and swap it in.
+        """
+        with read_snapshot(raw):
+            snap = self.stamp(raw)
+            fresh = self._build(raw, snap)
+        with self._lock, read_snapshot(raw):
+            db = self.stamp(raw)
+            self._hnsw, self._stamp, self.tombstones = fresh, Stamp(snap.add_seq, snap.del_seq, len(fresh)), 0
+            if not self._catch_up(raw, db):
+                self._rebuild(raw, db)
+            self._apply_ef(self._hnsw)
+            self._saved_stamp = None  # the file still holds the tombstones: the next save writes the new graph
+            self.compactions += 1
 
     def save(self) -> bool:
         """Persist the HNSW graph (atomically); exact-mode indexes have nothing to save."""
@@ -243,13 +298,23 @@ class AnnIndex:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".usearch.tmp")
             self._hnsw.save(str(tmp))
-            meta = {"add_seq": self._stamp.add_seq, "del_seq": self._stamp.del_seq, "size": tmp.stat().st_size}
+            meta = {"add_seq": self._stamp.add_seq, "del_seq": self._stamp.del_seq, "size": tmp.stat().st_size,
+                    "vectors": self._stamp.count, "tombstones": self.tombstones,
+                    "connectivity": self._hnsw.connectivity, "ef_construction": self._hnsw.expansion_add}
             tmp_meta = self.meta_path.with_suffix(".json.tmp")
             tmp_meta.write_text(json.dumps(meta))
             os.replace(tmp, self.path)
             os.replace(tmp_meta, self.meta_path)
             self._saved_stamp = self._stamp
             return True
+
+    def saved_meta(self) -> dict[str, Any]:
+        """What the saved file's metadata says (vectors, tombstones, parameters); {} when there is none."""
+        try:
+            meta: dict[str, Any] = json.loads(self.meta_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return meta
 
     # -- searching -------------------------------------------------------
     def set_expansion_search(self, ef: int | None) -> None:
