@@ -124,3 +124,51 @@ def test_searches_go_on_on_the_old_graph_while_a_compaction_builds_the_new_one(
     ws.store.maintainer.settle(ann)
     assert ann.compactions == 1 and ann.tombstones == 0
     assert during == [h.seq for h in ws.store.search(index, query, 5)] == _exact_ids(ws, query, 5)
+
+
+def _graph(vectors: np.ndarray, m: int = 8, efc: int = 32) -> Any:
+    hnsw = ann_module.usearch_index()(ndim=vectors.shape[1], metric="cos", dtype="f32", connectivity=m, expansion_add=efc)
+    hnsw.add(np.arange(len(vectors), dtype=np.uint64), vectors)
+    return hnsw
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_the_recall_probe_asks_more_candidates_of_structureless_vectors() -> None:
+    from embedops.vectors.calibrate import EF_STEPS, RecallProbe
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 48))
+    clustered = _unit(centres[rng.integers(0, 20, 4000)] + 0.05 * rng.standard_normal((4000, 48)))
+    flat = _unit(rng.standard_normal((4000, 48)))
+    chosen = {}
+    for name, data in (("clustered", clustered), ("flat", flat)):
+        hnsw, probe = _graph(data), RecallProbe(probes=60)
+        for lo in range(0, len(data), 1000):  # the blocks a build reads
+            probe.see(np.arange(lo, lo + 1000, dtype=np.uint64), data[lo : lo + 1000])
+        chosen[name] = probe.ef_for(hnsw, target=0.95)
+        if chosen[name] != EF_STEPS[-1]:
+            assert probe.recall(hnsw, chosen[name]) >= 0.95
+            smaller = [ef for ef in EF_STEPS if ef < chosen[name]]
+            assert not smaller or probe.recall(hnsw, smaller[-1]) < 0.95  # the smallest that reaches it
+    assert chosen["flat"] > chosen["clustered"]
+
+
+def test_a_large_graph_keeps_its_measured_ef_search_across_a_reload(
+    corpus_ws: tuple[Workspace, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ann_module, "CALIBRATE_MIN", 10)  # this small graph counts as large
+    ws, _ = corpus_ws
+    info = ws.sync().indexes[0]
+    ann = ws.store.ann(ws.searcher.resolve("prod"))
+    assert ann.calibrated is not None and ann.calibrated[1] == info["vectors"]
+    assert ann.ef_search == ann.calibrated[0] == ann._hnsw.expansion_search
+    root = ws.root
+    fresh = Workspace.open(root)
+    try:
+        again = fresh.store.refresh(fresh.searcher.resolve("prod"))
+        assert again.rebuilds == 0 and again.calibrated == ann.calibrated and again.ef_search == ann.ef_search
+    finally:
+        fresh.close()

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from embedops.vectors.base import MAX_EF_SEARCH, default_ef_search
+from embedops.vectors.base import EF_SEARCH_GROWTH, MAX_EF_SEARCH, default_ef_search
+from embedops.vectors.calibrate import CALIBRATE_MIN, RecallProbe
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ class AnnIndex:
         self.tombstones = 0  # deleted vectors still in the graph (removed from results, not from it)
         self.compactions = 0
         self.build_seconds = 0.0  # graph inserts (rebuilds and catch-ups) in this process
+        self.calibrated: tuple[int, int] | None = None  # (ef_search measured to reach the target recall, at vectors)
 
     # -- keeping current -------------------------------------------------
     def stamp(self, raw: sqlite3.Connection) -> Stamp:
@@ -226,6 +228,8 @@ class AnnIndex:
         self._stamp = Stamp(meta["add_seq"], meta["del_seq"], len(hnsw))
         self._saved_stamp = self._stamp
         self.tombstones = int(meta.get("tombstones", 0))
+        cal = meta.get("calibrated")
+        self.calibrated = (int(cal[0]), int(cal[1])) if cal else None
 
     def _catch_up(self, raw: sqlite3.Connection, db: Stamp) -> bool:
         """Apply changes since the last stamp; False when the result disagrees with the catalog."""
@@ -250,11 +254,18 @@ class AnnIndex:
         return len(hnsw) == db.count
 
     def _build(self, raw: sqlite3.Connection, db: Stamp) -> Any:
-        """A new graph of every vector in the snapshot ``raw`` reads (multi-threaded batch adds)."""
+        """A new graph of every vector in the snapshot ``raw`` reads (multi-threaded batch adds).
+
+        A large graph also gets its ef_search from its recall on its own vectors (vectors/calibrate.py).
+        """
         hnsw = self._new_hnsw(db.count)
+        probe = RecallProbe() if db.count >= CALIBRATE_MIN else None
         started = time.perf_counter()
         for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
             hnsw.add(keys, vecs, threads=0)  # all cores; batches bound the memory beside the graph
+            if probe is not None:
+                probe.see(keys, vecs)
+        self.calibrated = (probe.ef_for(hnsw), len(hnsw)) if probe is not None and len(hnsw) else None
         self.build_seconds += time.perf_counter() - started
         return hnsw
 
@@ -300,7 +311,8 @@ class AnnIndex:
             self._hnsw.save(str(tmp))
             meta = {"add_seq": self._stamp.add_seq, "del_seq": self._stamp.del_seq, "size": tmp.stat().st_size,
                     "vectors": self._stamp.count, "tombstones": self.tombstones,
-                    "connectivity": self._hnsw.connectivity, "ef_construction": self._hnsw.expansion_add}
+                    "connectivity": self._hnsw.connectivity, "ef_construction": self._hnsw.expansion_add,
+                    "calibrated": list(self.calibrated) if self.calibrated else None}
             tmp_meta = self.meta_path.with_suffix(".json.tmp")
             tmp_meta.write_text(json.dumps(meta))
             os.replace(tmp, self.path)
@@ -331,7 +343,14 @@ class AnnIndex:
             return None if self._hnsw is None else self._ef(self._hnsw)
 
     def _ef(self, hnsw: Any) -> int:
-        return self.expansion_search or default_ef_search(len(hnsw), MAX_EF_SEARCH)
+        """The setting, else the measured ef_search grown with the graph since, else the size-based default."""
+        if self.expansion_search:
+            return self.expansion_search
+        if self.calibrated is None:
+            return default_ef_search(len(hnsw), MAX_EF_SEARCH)
+        ef, at = self.calibrated
+        grown = ef * max(1.0, len(hnsw) / max(at, 1)) ** EF_SEARCH_GROWTH
+        return min(MAX_EF_SEARCH, max(ef, int(grown) // 16 * 16))
 
     def _apply_ef(self, hnsw: Any) -> None:
         """Set the graph's ef_search (fixed, or from its current size) when it differs; under the lock."""
