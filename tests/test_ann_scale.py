@@ -58,10 +58,13 @@ def test_the_graph_grows_while_the_sync_writes_and_is_saved_with_its_parameters(
         real(self, raw)
 
     monkeypatch.setattr(AnnIndex, "refresh", recording)
+    monkeypatch.setattr(ann_module, "CALIBRATE_MIN", 30)  # built at 10 vectors, grown past 30 by catch-ups
     ws.settings.batch_size = 5
     result = ws.sync()
     assert "ann-grow" in threads  # batches went into the graph while later ones were written
     info = result.indexes[0]
+    ann = ws.store.ann(ws.searcher.resolve("prod"))
+    assert ann.calibrated == (ann.ef_search, info["vectors"])  # the grown graph was measured at the end
     assert info["mode"] == "hnsw" and info["build_seconds"] > 0
     with ws.engine.connect() as conn:
         assert info["vectors"] == ws.store.count(conn, info["id"])

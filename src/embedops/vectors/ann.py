@@ -278,6 +278,25 @@ class AnnIndex:
         self._hnsw, self.tombstones = hnsw, 0
         self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
 
+    # -- measured ef_search ------------------------------------------------------
+    @property
+    def calibration_due(self) -> bool:
+        """A graph of CALIBRATE_MIN vectors or more never measured, or grown to twice its measured size."""
+        n = self._stamp.count
+        return self._hnsw is not None and n >= CALIBRATE_MIN and (self.calibrated is None or n >= 2 * self.calibrated[1])
+
+    def calibrate(self, raw: sqlite3.Connection) -> None:
+        """Measure ef_search on the graph as it is (one pass over its vectors): for graphs grown by catch-ups."""
+        with self._lock, read_snapshot(raw):
+            if self._hnsw is None:
+                return
+            probe = RecallProbe()
+            for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
+                probe.see(keys, vecs)
+            self.calibrated = (probe.ef_for(self._hnsw), len(self._hnsw))
+            self._apply_ef(self._hnsw)
+            self._saved_stamp = None  # the measurement is saved with the graph
+
     # -- compaction ------------------------------------------------------------
     @property
     def compaction_due(self) -> bool:

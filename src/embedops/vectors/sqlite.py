@@ -285,6 +285,8 @@ class SqliteVectorStore(CatalogReads):
         self.maintainer.settle(ann)  # a compaction the refresh started
         if ann.compaction_due:
             ann.compact(self.raw().driver_connection)
+        if ann.calibration_due:  # a graph grown batch by batch during this sync is measured once, here
+            ann.calibrate(self.raw().driver_connection)
         saved = ann.save()
         self._written.pop(index.id, None)
         return {"mode": ann.mode, "vectors": len(ann), "saved": saved, "rebuilds": ann.rebuilds,
