@@ -86,7 +86,7 @@ def test_provider_error_skips_only_the_rejected_document(tmp_path: Path) -> None
             return real(texts)
 
     ws._embedders["hashing"] = RejectingEmbedder()  # type: ignore[assignment]
-    import embedops.sync.run as run_mod
+    import embedops.execute.base as run_mod
 
     run_mod.EMBED_RETRIES, saved = 1, run_mod.EMBED_RETRIES
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedops.config import DEFAULT_CHUNKER
+from embedops.execute import ExecutorOptions
 from embedops.migrate.gate import GateConfig
 from embedops.vectors.storage import StorageOptions
 from embedops.search.engine import Filters, SearchResult
@@ -148,12 +149,12 @@ def source_add(
 
 def sync(
     workspace: Path | None, *, source: str | None = None, plan: bool = False, progress: ProgressFactory | None = None,
-    allow_mass_delete: bool = False, full: bool = False,
+    allow_mass_delete: bool = False, full: bool = False, executor: ExecutorOptions | None = None,
 ) -> SyncResult:
     """Bring the kept indexes in line with the sources; ``full`` reads every record again (no signatures)."""
     with Workspace.open(workspace) as ws:
         return ws.sync(source=source, plan_only=plan, progress=progress, allow_mass_delete=allow_mass_delete,
-                       full=full)
+                       full=full, executor=executor)
 
 
 def search(
@@ -301,12 +302,13 @@ def migrate_start(
 
 def migrate_backfill(
     workspace: Path | None, *, batch: int | None = None, max_rate: float | None = None, alias: str | None = None,
-    plan: bool = False, progress: ProgressFactory | None = None,
+    plan: bool = False, progress: ProgressFactory | None = None, executor: ExecutorOptions | None = None,
 ) -> BackfillResult:
     from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
-        return migrator(ws, alias).backfill(batch=batch, max_rate=max_rate, progress=progress, plan_only=plan)
+        return migrator(ws, alias).backfill(batch=batch, max_rate=max_rate, progress=progress, plan_only=plan,
+                                            executor=executor)
 
 
 def migrate_status(workspace: Path | None, *, alias: str | None = None) -> MigrationStatus:

@@ -161,6 +161,16 @@ class ProviderRefused(EmbeddingError, Terminal):
     http_status = 502
 
 
+class ExecutorError(EmbedopsError):
+    """Where embedding runs (``execute/``): an executor that cannot start or lost its workers."""
+
+    http_status = 503
+
+
+class ExecutorUnavailable(ExecutorError, Terminal):
+    """The executor asked for is not installed or its cluster cannot be reached."""
+
+
 class VectorStoreError(EmbedopsError):
     pass
 

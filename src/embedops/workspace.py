@@ -34,6 +34,7 @@ from embedops.embedding.base import Embedder, TokenSource
 from embedops.monitor.references import pin_corpus_references
 from embedops.monitor.settings import source_slos
 from embedops.errors import ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
+from embedops.execute import Executor, ExecutorOptions, Model, make_executor
 from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.search.params import refuse_nul
 from embedops.sources.base import Document, Source
@@ -330,6 +331,17 @@ class Workspace:
             raise SpaceMismatch(f"chunker {ch.name} now has ref {chunker.ref.key}, index {index.id} uses {index.chunker_key}")
         return Target(index, chunker, embedder)
 
+    def executor_models(self, targets: Sequence[Target]) -> dict[str, Model]:
+        """Each target's model as a remote worker loads it: registry name, and the space's stored
+        fingerprint (when ``[monitor] verify_model`` is on) for the worker to verify its copy against."""
+        sp = schema.spaces
+        keys = [t.index.space_key for t in targets]
+        with read_tx(self.engine) as conn:
+            stored = dict(conn.execute(sa.select(sp.c.key, sp.c.fingerprint).where(sp.c.key.in_(keys))).all())
+        check = self.settings.monitor.verify_model
+        return {t.index.space_key: Model.of(t.embedder, t.index.embedder, stored.get(t.index.space_key) if check else None,
+                                            self.settings.monitor.fingerprint_min_cosine) for t in targets}
+
     def configured_target(self) -> tuple[Embedder, Chunker]:
         embedder = self.embedder(self.settings.embedder)
         chunker = self.make_chunker(self.settings.chunker, self.settings.chunker_params, embedder)
@@ -447,11 +459,15 @@ class Workspace:
         progress: ProgressFactory | None = None,
         allow_mass_delete: bool = False,
         full: bool = False,
+        executor: ExecutorOptions | None = None,
     ) -> SyncResult:
         """Bring every kept index in line with the sources (or compute the plan only).
 
         ``full`` reads every record again, ignoring the signatures that let a source skip unchanged ones
         (a table's ``updated_at``, a file's mtime); content hashes still decide what is re-embedded.
+        ``executor`` says where the embedding runs (default: in this process; see
+        :class:`~embedops.execute.ExecutorOptions` for a Ray cluster); the catalog is
+        written from this process either way.
 
         One sync at a time per workspace (the ``sync`` lock; :class:`Busy` otherwise). A
         source that cannot be read (missing folder or file), or whose sync would delete more
@@ -460,21 +476,33 @@ class Workspace:
         ``failed`` and their ``result``.
         """
         configs = self._selected_sources(source)
+        options = executor or ExecutorOptions()
         if plan_only:
-            return self._sync(configs, True, progress, allow_mass_delete, full)
+            return self._sync(configs, True, progress, allow_mass_delete, full, options)
         with self.lock("sync"):
-            return self._sync(configs, False, progress, allow_mass_delete, full)
+            return self._sync(configs, False, progress, allow_mass_delete, full, options)
 
     def lock(self, name: str, *, wait: float = 0.0) -> WriteLock:
         """The workspace's writer lock ``name`` ("sync", "migration:ALIAS"), held by a ``with`` block."""
         return WriteLock(self.engine, name, command=actor(), wait=wait)
 
     def _sync(self, configs: list[SourceConfig], plan_only: bool, progress: ProgressFactory | None,
-              allow_mass_delete: bool, full: bool = False) -> SyncResult:
+              allow_mass_delete: bool, full: bool, options: ExecutorOptions) -> SyncResult:
         started = time.perf_counter()
         verified_from = time.time()
         targets = self._kept_targets(create=not plan_only)
         self._verify_models(targets, verified_from)
+        executor = make_executor(options)
+        try:
+            return self._sync_sources(configs, plan_only, progress, allow_mass_delete, full, targets, executor,
+                                      options.batch_size or self.settings.batch_size, started)
+        finally:
+            executor.close()
+
+    def _sync_sources(self, configs: list[SourceConfig], plan_only: bool, progress: ProgressFactory | None,
+                      allow_mass_delete: bool, full: bool, targets: list[Target], executor: Executor,
+                      batch_size: int, started: float) -> SyncResult:
+        models = self.executor_models(targets) if executor.kind != "local" else None
         total = SyncCounts()
         per_source: list[dict[str, Any]] = []
         failed: list[tuple[str, SourceError]] = []
@@ -496,11 +524,12 @@ class Workspace:
                 to_embed += self._estimate_embeds(plan, targets)
                 continue
             bar = progress(f"sync {cfg.name}", len(plan.changed) + len(plan.deleted)) if progress else None
-            runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size, progress=bar)
+            runner = SyncRunner(self.engine, self.store, targets, batch_size=batch_size, progress=bar,
+                                executor=executor, models=models)
             total.merge(runner.run(source_id, plan))
         result = SyncResult(plan_only, total, per_source, chunks_to_embed=to_embed if plan_only else None)
         if not plan_only and len(failed) < len(configs):  # with nothing read, no drift reference to pin either
-            result.indexes = self._complete(targets, total, progress)
+            result.indexes = self._complete(targets, total, progress, executor, batch_size)
             for listener in self.after_sync:
                 listener(self.engine, [t.index for t in targets])
         result.seconds = time.perf_counter() - started
@@ -632,7 +661,8 @@ class Workspace:
                 n += len(self.store.missing_embeddings(conn, t.index.space_key, list(hashes)))
         return n
 
-    def _complete(self, targets: list[Target], total: SyncCounts, progress: ProgressFactory | None) -> list[dict[str, Any]]:
+    def _complete(self, targets: list[Target], total: SyncCounts, progress: ProgressFactory | None,
+                  executor: Executor, batch_size: int) -> list[dict[str, Any]]:
         """Repair a served index that lags the catalog (e.g. after a forced cutover), then persist ANN files.
 
         A shadow index is only kept current for what changes (dual-write); filling the rest is
@@ -648,7 +678,9 @@ class Workspace:
                     gap = measure_gap(conn, t)
             if gap is not None and gap.total:
                 bar = progress(f"fill {t.index.id}", gap.missing_vectors) if progress else None
-                done = fill_index(self.engine, self.store, t, batch_size=self.settings.batch_size, progress=bar)
+                models = self.executor_models([t]) if executor.kind != "local" else None
+                done = fill_index(self.engine, self.store, t, batch_size=batch_size, progress=bar, executor=executor,
+                                  models=models)
                 total.embedded += done["embedded"]
             out.append({"id": t.index.id, **self.store.flush(t.index)})
         return out
@@ -743,8 +775,12 @@ class Workspace:
     def status(self) -> dict[str, Any]:
         with read_tx(self.engine) as conn:
             counts = queries.catalog_counts(conn)
-        return {"workspace": str(self.root), "embedder": self.settings.embedder, "chunker": self.settings.chunker,
-                **counts}
+            indexes = queries.indexes(conn)
+        out = {"workspace": str(self.root), "embedder": self.settings.embedder, "chunker": self.settings.chunker,
+               **counts}
+        if self.store.capabilities.ann_file:  # derived graphs: their size, tombstones and compaction
+            out["ann"] = [self.store.ann_status(ix) for ix in indexes]  # type: ignore[attr-defined]
+        return out
 
     def history(self, *, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         with read_tx(self.engine) as conn:

@@ -86,6 +86,20 @@ WsOpt = Annotated[
     typer.Option("--workspace", "-w", help="Workspace dir (default: nearest embedops.toml upwards, or $EMBEDOPS_WORKSPACE)."),
 ]
 PlanOpt = Annotated[bool, typer.Option("--plan", help="Dry run: say what would happen, change nothing.")]
+# Where the embedding stage runs (sync, migrate backfill); docs/scale.md.
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="Where embedding runs: local (this process, default) or ray (a Ray Data actor pool; pip install 'embedops[ray]').")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray: auto (the cluster this machine is in), ray://HOST:10001 (Ray Client); default: start a local Ray instance.")]
+ActorsOpt = Annotated[Optional[int], typer.Option("--actors", help="Ray: model replicas (default: one per CPU of the cluster, or per GPU with --gpus-per-actor).")]
+GpusPerActorOpt = Annotated[float, typer.Option("--gpus-per-actor", help="Ray: GPUs each model replica reserves (0: CPU only; 0.5 puts two on a GPU).")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Documents (sync) or chunks (backfill) per batch: one transaction, one Ray block (default: batch_size in embedops.toml).")]
+
+
+def executor_options(executor: str, address: str | None, actors: int | None, gpus_per_actor: float,
+                     batch_size: int | None) -> Any:
+    """The ``--executor`` options as :class:`~embedops.execute.ExecutorOptions` (ConfigError when they do not fit)."""
+    from embedops.execute import ExecutorOptions
+
+    return ExecutorOptions(executor, address, actors, gpus_per_actor, batch_size)  # type: ignore[arg-type]  # checked there
 
 
 def emit_json(data: Any) -> None:

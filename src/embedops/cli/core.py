@@ -11,6 +11,11 @@ from rich.text import Text
 
 from embedops import commands
 from embedops.cli.common import (
+    ActorsOpt,
+    AddressOpt,
+    BatchSizeOpt,
+    ExecutorOpt,
+    GpusPerActorOpt,
     JsonOpt,
     PlanOpt,
     WsOpt,
@@ -18,6 +23,7 @@ from embedops.cli.common import (
     brief,
     emit_json,
     err,
+    executor_options,
     handle_errors,
     literal,
     out,
@@ -158,14 +164,21 @@ def sync(
     plan: Annotated[bool, typer.Option("--plan", help="Dry run: print what would change, change nothing.")] = False,
     allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete", help="Delete more than max_delete_share of a source (an emptied source is refused by default).")] = False,
     full: Annotated[bool, typer.Option("--full", help="Read every record again, ignoring signatures (a table's updated_at, a file's mtime); only changed text is re-embedded.")] = False,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    actors: ActorsOpt = None,
+    gpus_per_actor: GpusPerActorOpt = 0.0,
+    batch_size: BatchSizeOpt = None,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
     """Bring the indexes in line with the sources: only changed chunks are embedded."""
     with handle_errors(as_json):
+        options = executor_options(executor, address, actors, gpus_per_actor, batch_size)
         try:
             result = commands.sync(workspace, source=source, plan=plan, progress=progress_bars(not as_json),
-                                   allow_mass_delete=allow_mass_delete, full=full)
+                                   allow_mass_delete=allow_mass_delete, full=full,
+                                   executor=options)
         except SourceError as exc:
             if not as_json and "result" in exc.details:  # the sources that could be read were synced
                 _print_sync(exc.details["result"], plan)
@@ -299,6 +312,13 @@ def status(as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
         names = ", ".join(a for a, i in data["aliases"].items() if i == ix["id"])
         t.add_row(ix["id"], ix["embedder"], ix["storage"], ix["status"], str(ix["vectors"]), names, ix["chunker"])
     out.print(t)
+    for a in data.get("ann", []):
+        if a["graph"] == "none":
+            continue
+        state = {"running": "compacting now (searches go on)",
+                 "due": "compaction due: the next sync, or the service's next search, starts it"}.get(a["compaction"])
+        out.print(f"ANN {a['index']}: {a['vectors']} vectors, {a['tombstones']} tombstones"
+                  f" ({a['tombstone_share']:.0%})" + (f"; {state}" if state else ""))
 
 
 @app.command()

@@ -10,7 +10,8 @@ from rich.text import Text
 
 from embedops import commands
 from embedops.cli.common import (
-    JsonOpt, PlanOpt, WsOpt, app, emit_json, err, handle_errors, out, parse_params, progress_bars, render_table, styled,
+    ActorsOpt, AddressOpt, BatchSizeOpt, ExecutorOpt, GpusPerActorOpt, JsonOpt, PlanOpt, WsOpt, app, emit_json, err,
+    executor_options, handle_errors, out, parse_params, progress_bars, render_table, styled,
 )
 from embedops.commands import GateOptions
 from embedops.vectors.storage import StorageOptions
@@ -126,14 +127,17 @@ def migrate_start(
 
 @migrate_app.command("backfill")
 def migrate_backfill(
-    batch: Annotated[Optional[int], typer.Option(help="Chunks per batch (one transaction each).")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Chunks per batch (one transaction each); same as --batch-size.")] = None,
     max_rate: Annotated[Optional[float], typer.Option(help="Throttle: at most this many documents per second.")] = None,
+    executor: ExecutorOpt = "local", address: AddressOpt = None, actors: ActorsOpt = None,
+    gpus_per_actor: GpusPerActorOpt = 0.0, batch_size: BatchSizeOpt = None,
     alias: AliasOpt = None, plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None,
 ) -> None:
     """Fill the shadow index from the catalog (resumable, Ctrl-C safe); when complete, measure the gate."""
     with handle_errors(as_json):
+        options = executor_options(executor, address, actors, gpus_per_actor, batch_size)
         result = commands.migrate_backfill(workspace, batch=batch, max_rate=max_rate, alias=alias, plan=plan,
-                                           progress=progress_bars(not as_json))
+                                           progress=progress_bars(not as_json), executor=options)
     data = result.to_dict()
     if as_json:
         return emit_json(data)

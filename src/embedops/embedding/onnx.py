@@ -146,8 +146,12 @@ def _session(model: Path) -> onnxruntime.InferenceSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    # One intra-op thread per CPU this process may use: more only adds contention.
-    options.intra_op_num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    # One intra-op thread per CPU this process may use: more only adds contention. OMP_NUM_THREADS,
+    # when set, says how many that is (Ray sets it to an actor's CPUs; two 1-CPU actors on 2 cores
+    # would otherwise run 4 threads).
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    options.intra_op_num_threads = int(omp) if omp.isdigit() and int(omp) > 0 else cpus
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle intra-op threads sleep instead of spinning: in a sync the model shares the CPUs with
     # chunking and catalog writes, and spinning threads would take their time (same results).

@@ -33,6 +33,7 @@ from embedops.config import Settings
 from embedops.embedding.base import Embedder, TokenSource
 from embedops.embedding.deferred import DeferredEmbedder
 from embedops.errors import ConfigError, GateFailed, InputsRejected, MigrationStateError, NoMigration
+from embedops.execute import ExecutorOptions, Model, make_executor
 from embedops.migrate.gate import (
     Agreement, BoundEvalSet, Check, EvalEvidence, Evidence, EvidenceProvider, GateConfig, GateResult, Preview,
     completeness_check, decide, eval_checks, kendall_tau, overlap_at_k, thresholds_check, unguarded_check,
@@ -73,6 +74,8 @@ class MigrationHost(Protocol):
     def token_source(self, name: str) -> TokenSource: ...
 
     def target(self, index: IndexInfo) -> Target: ...
+
+    def executor_models(self, targets: Sequence[Target]) -> dict[str, Model]: ...
 
     def make_chunker(self, name: str, params: dict[str, Any], tokens: TokenSource) -> Chunker: ...
 
@@ -354,25 +357,36 @@ class Migrator:
     # -- backfill -----------------------------------------------------------------
     def backfill(
         self, *, batch: int | None = None, max_rate: float | None = None,
-        progress: ProgressFactory | None = None, plan_only: bool = False,
+        progress: ProgressFactory | None = None, plan_only: bool = False, executor: ExecutorOptions | None = None,
     ) -> BackfillResult:
-        """Fill the shadow index; once it is complete, measure the gate and keep the evidence."""
+        """Fill the shadow index; once it is complete, measure the gate and keep the evidence.
+
+        ``executor`` says where the embedding runs (default: this process); its
+        ``batch_size`` is the same setting as ``batch``."""
         mig = self.require("open", "rolled_back", "cut_over")
         shadow = self.index(mig.to_index)
         with self.engine.connect() as conn:
             gap = measure_gap(conn, shadow)
         if plan_only:
             return BackfillResult(mig.id, mig.to_index, True, gap.unchunked_docs, gap.missing_vectors)
+        options = executor or ExecutorOptions()
         with self._locked():
-            return self._backfill(mig, shadow, gap.unchunked_docs, gap.missing_vectors, batch, max_rate, progress)
+            return self._backfill(mig, shadow, gap.unchunked_docs, gap.missing_vectors,
+                                  batch or options.batch_size, max_rate, progress, options)
 
     def _backfill(self, mig: Migration, shadow: IndexInfo, unchunked: int, missing: int, batch: int | None,
-                  max_rate: float | None, progress: ProgressFactory | None) -> BackfillResult:
+                  max_rate: float | None, progress: ProgressFactory | None, options: ExecutorOptions) -> BackfillResult:
         target = self._target(shadow, self.index(mig.from_index))
         bar = progress(f"backfill {mig.to_index}", missing or unchunked) if progress else None
         started = time.perf_counter()
-        done = fill_index(self.engine, self.host.store, target, batch_size=batch or self.host.settings.batch_size,
-                          progress=bar, ledger_kind="migrate.backfill", pause=_throttle(max_rate))
+        executor = make_executor(options)
+        try:
+            models = self.host.executor_models([target]) if executor.kind != "local" else None
+            done = fill_index(self.engine, self.host.store, target, batch_size=batch or self.host.settings.batch_size,
+                              progress=bar, ledger_kind="migrate.backfill", pause=_throttle(max_rate),
+                              executor=executor, models=models)
+        finally:
+            executor.close()
         seconds = time.perf_counter() - started
         ann = self.host.store.flush(target.index)
         with self.engine.connect() as conn:

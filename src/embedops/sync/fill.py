@@ -3,22 +3,23 @@
 Used by sync to repair an index that lags the catalog, and by a migration's
 backfill to fill a shadow index. Work is found by anti-joins, so it is
 naturally resumable: whatever a killed run committed is not done again.
+Embedding runs on the executor given (``execute/``); reading the work and
+committing it stay here, one transaction per batch.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.catalog.ledger import write_ledger
-from embedops.errors import InputsRejected
-from embedops.sync.run import Target, _insert_returning_ids, embed_texts
+from embedops.execute.base import EmbedJob, Embedded, Executor, Model
+from embedops.execute.local import LocalExecutor
+from embedops.sync.run import Target, _insert_returning_ids, target_models
 from embedops.vectors.base import IndexInfo, VectorRow, VectorStore
 
 Progress = Callable[[int], None]
@@ -99,6 +100,8 @@ def fill_index(
     progress: Progress | None = None,
     ledger_kind: str = "index.fill",
     pause: Callable[[int], None] | None = None,
+    executor: Executor | None = None,
+    models: Mapping[str, Model] | None = None,
 ) -> dict[str, int]:
     """Chunk what is unchunked and embed what lacks a vector, one transaction per batch."""
     progress = progress or (lambda n: None)
@@ -114,50 +117,57 @@ def fill_index(
         _chunk_docs(engine, target, docs, ledger_kind)
         done["chunked_docs"] += len(docs)
         after_doc = int(docs[-1].id)
-    after_chunk = 0
-    while True:
-        chunk_q = _chunks_without_vectors(target).where(schema.chunks.c.id > after_chunk).limit(batch_size)
-        with engine.connect() as conn:
-            rows = conn.execute(chunk_q).all()
-            missing = store.missing_embeddings(conn, target.index.space_key, [r[1] for r in rows])
-        if not rows:
-            break
-        texts = {r[1]: r[2] for r in rows if r[1] in missing}
-        started = time.perf_counter()
-        vectors, rejected = _embed_or_report(target, texts)
-        timing = {target.index.space_key: [sum(map(len, texts.values())), round(time.perf_counter() - started, 4)]}
-        with engine.begin() as conn:
-            store.put_embeddings(conn, target.index.space_key, vectors)
-            # A concurrent sync may have replaced some of these chunks meanwhile: write only what still lacks a vector.
-            still = _still_missing(conn, target, [r[0] for r in rows])
-            vrows = [VectorRow(r[0], r[1], target.index.space_key, target.chunker.ref.key, r[3])
-                     for r in rows if r[0] in still and r[1] not in rejected]
-            written = store.write(conn, target.index, vrows)
-            extra = {"rejected": [{"chunk": r[0], "reason": rejected[r[1]]} for r in rows if r[1] in rejected][:100]}
-            write_ledger(conn, ledger_kind, index=target.index.id, vectors=written, embedded=len(vectors),
-                         embed=timing if texts else {}, **(extra if rejected else {}))
-        after_chunk = int(rows[-1][0])
-        done["embedded"] += len(vectors)
-        done["vectors"] += written
+    with engine.connect() as conn:
+        expected = -(-measure_gap(conn, target).missing_vectors // batch_size)
+    executor = executor or LocalExecutor()
+    models = models if models is not None else target_models([target])
+    for rows, embedded in executor.stream(models, _unvectored_batches(engine, store, target, batch_size), expected=expected):
+        part = embedded.get(target.index.space_key, Embedded())
+        done["vectors"] += _commit_vectors(engine, store, target, rows, part, ledger_kind)
+        done["embedded"] += len(part.vectors)
         progress(len(rows))
         if pause:
             pause(len({r[4] for r in rows}))  # throttles count documents
     return done
 
 
-def _embed_or_report(target: Target, texts: dict[str, str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Vectors by content hash, and the hashes the provider refused with its reason.
+_Rows = Sequence[sa.Row[int, str, str, str, int]]
 
-    A refused chunk gets no vector (the gap stays, and the ledger row says why),
-    while the rest of the batch is written."""
-    if not texts:
-        return {}, {}
-    hashes = list(texts)
-    try:
-        vecs = embed_texts(target.embedder, [texts[h] for h in hashes])
-    except InputsRejected as exc:
-        return {hashes[i]: v for i, v in exc.vectors.items()}, {hashes[i]: why for i, why in exc.rejected.items()}
-    return dict(zip(hashes, vecs, strict=True)), {}
+
+def _unvectored_batches(engine: sa.Engine, store: VectorStore, target: Target, batch_size: int) -> Iterator[tuple[_Rows, EmbedJob]]:
+    """Chunks lacking a vector, a batch at a time, each with the texts its space has no vector for yet."""
+    after_chunk = 0
+    space = target.index.space_key
+    while True:
+        chunk_q = _chunks_without_vectors(target).where(schema.chunks.c.id > after_chunk).limit(batch_size)
+        with engine.connect() as conn:
+            rows = conn.execute(chunk_q).all()
+            missing = store.missing_embeddings(conn, space, [r[1] for r in rows])
+        if not rows:
+            return
+        yield rows, {space: {r[1]: r[2] for r in rows if r[1] in missing}}
+        after_chunk = int(rows[-1][0])
+
+
+def _commit_vectors(engine: sa.Engine, store: VectorStore, target: Target, rows: _Rows, done: Embedded,
+                    kind: str) -> int:
+    """Store one batch's new embeddings and vector rows with its ledger row; the vectors written.
+
+    A chunk the provider refused gets no vector: the gap stays (the gate sees it), the
+    ledger row says why, and the rest of the batch is written."""
+    rejected = done.failed
+    space = target.index.space_key
+    with engine.begin() as conn:
+        store.put_embeddings(conn, space, done.vectors)
+        # A concurrent sync may have replaced some of these chunks meanwhile: write only what still lacks a vector.
+        still = _still_missing(conn, target, [r[0] for r in rows])
+        vrows = [VectorRow(r[0], r[1], space, target.chunker.ref.key, r[3])
+                 for r in rows if r[0] in still and r[1] not in rejected]
+        written = store.write(conn, target.index, vrows)
+        extra = {"rejected": [{"chunk": r[0], "reason": rejected[r[1]]} for r in rows if r[1] in rejected][:100]}
+        write_ledger(conn, kind, index=target.index.id, vectors=written, embedded=len(done.vectors),
+                     embed={space: done.timing()} if done.characters else {}, **(extra if rejected else {}))
+    return written
 
 
 def _still_missing(conn: sa.Connection, target: Target, chunk_ids: list[int]) -> set[int]:

@@ -3,8 +3,9 @@
 Each batch commits its documents, chunks, embeddings, vector rows and ledger
 row together, so a process killed at any point leaves the catalog at a batch
 boundary; the next sync's diff sees the committed batches as unchanged and
-does the rest (invariant 4). Embedding runs in a worker thread while the next
-batch is chunked, so the model is kept busy.
+does the rest (invariant 4). Embedding runs on an executor (``execute/``): in a
+worker thread while the next batch is chunked (the default), or on a Ray actor
+pool; either way this process commits every batch, in order.
 """
 
 from __future__ import annotations
@@ -12,19 +13,20 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.catalog.ledger import write_ledger
 from embedops.chunking.base import Chunk, Chunker
 from embedops.embedding.base import Embedder
-from embedops.errors import EmbeddingError, InputsRejected, ProviderRefused, ProviderUnavailable, Transient
+from embedops.errors import ProviderRefused, ProviderUnavailable
+from embedops.execute.base import EmbedJob, Executor, JobResult, Model
+from embedops.execute.base import embed_texts as embed_texts  # re-exported: older imports of it from here
+from embedops.execute.local import LocalExecutor
 from embedops.sources.base import Document, Skipped
 from embedops.sync.plan import SyncPlan
 from embedops.vectors.base import IndexInfo, VectorRow, VectorStore
@@ -32,7 +34,6 @@ from embedops.vectors.base import IndexInfo, VectorRow, VectorStore
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
-EMBED_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -68,19 +69,11 @@ class _Prepared:
     chunks: dict[str, list[list[Chunk]]]  # chunker key → per-doc chunk lists
     to_embed: dict[str, dict[str, str]]  # space key → content hash → text
     skipped: list[Skipped] = field(default_factory=list)
-    timing: dict[str, list[float]] = field(default_factory=dict)  # space key → [characters, seconds] embedded
 
 
-def embed_texts(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
-    """Embed with retries on transient provider errors."""
-    for attempt in range(EMBED_RETRIES):
-        try:
-            return embedder.embed(texts)
-        except Transient:
-            if attempt == EMBED_RETRIES - 1:
-                raise
-            time.sleep(0.5 * 2**attempt)
-    raise AssertionError("unreachable")
+def target_models(targets: Sequence[Target]) -> dict[str, Model]:
+    """Each target's space and loaded embedder, for in-process execution."""
+    return {t.index.space_key: Model.of(t.embedder, t.index.embedder) for t in targets}
 
 
 class SyncRunner:
@@ -92,6 +85,8 @@ class SyncRunner:
         *,
         batch_size: int = 256,
         progress: Progress | None = None,
+        executor: Executor | None = None,
+        models: Mapping[str, Model] | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -99,7 +94,8 @@ class SyncRunner:
         self.batch_size = batch_size
         self.progress = progress or (lambda n: None)
         self.chunkers = {t.chunker.ref.key: t.chunker for t in self.targets}
-        self.embedders = {t.index.space_key: t.embedder for t in self.targets}
+        self.executor: Executor = executor or LocalExecutor()
+        self.models = dict(models) if models is not None else target_models(self.targets)
 
     # -- entry point ---------------------------------------------------------
     def run(self, source_id: int, plan: SyncPlan) -> SyncCounts:
@@ -107,7 +103,9 @@ class SyncRunner:
         chunked_before = self._chunked()
         counts = SyncCounts(unchanged=plan.unchanged, skipped=list(plan.skipped))
         try:
-            self._run_batches(source_id, plan.changed, counts)
+            for prepared, embedded in self.executor.stream(self.models, self._jobs(plan.changed),
+                                                           expected=-(-len(plan.changed) // self.batch_size)):
+                counts.merge(self._commit(source_id, prepared, embedded))
         except (ProviderUnavailable, ProviderRefused) as exc:
             with self.engine.begin() as conn:  # the batches before are committed; say why the rest is not
                 write_ledger(conn, "sync.provider_failed", source=plan.source, error=exc.message, hint=exc.hint,
@@ -117,18 +115,6 @@ class SyncRunner:
         chunked = {key: dict(now - chunked_before[key]) for key, now in self._chunked().items()}
         self._finish(source_id, plan, counts, time.perf_counter() - started, chunked)
         return counts
-
-    def _run_batches(self, source_id: int, changed: list[tuple[int | None, Document]], counts: SyncCounts) -> None:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool:
-            pending: tuple[_Prepared, Future[dict[str, dict[str, np.ndarray]]]] | None = None
-            for start in range(0, len(changed), self.batch_size):
-                prepared = self._prepare(changed[start : start + self.batch_size])
-                future = pool.submit(self._embed, prepared)
-                if pending is not None:
-                    counts.merge(self._commit(source_id, *pending))
-                pending = (prepared, future)
-            if pending is not None:
-                counts.merge(self._commit(source_id, *pending))
 
     def _chunked(self) -> dict[str, Counter[str]]:
         """Documents by how each chunker chunked them, for chunkers that count (``code``, ``auto``)."""
@@ -148,45 +134,11 @@ class SyncRunner:
                 bucket.update({h: texts[h] for h in missing})
         return prepared
 
-    def _embed(self, prepared: _Prepared) -> dict[str, dict[str, np.ndarray]]:
-        out: dict[str, dict[str, np.ndarray]] = {}
-        for space, texts in prepared.to_embed.items():
-            if not texts:
-                out[space] = {}
-                continue
-            hashes = list(texts)
-            started = time.perf_counter()
-            try:
-                vecs = embed_texts(self.embedders[space], [texts[h] for h in hashes])
-            except InputsRejected as exc:  # the provider named the inputs it refused; the rest are embedded
-                out[space] = {hashes[i]: v for i, v in exc.vectors.items()}
-                self._drop_docs_with(prepared, {hashes[i]: why for i, why in exc.rejected.items()})
-                continue
-            except (ProviderUnavailable, ProviderRefused):
-                raise  # every other chunk would fail the same way: stop; committed batches stay (resumable)
-            except EmbeddingError as exc:
-                out[space] = self._embed_one_by_one(space, texts, prepared, exc)
-                continue
-            # Recorded in the batch's ledger row: `migrate plan` estimates times from what jobs measured.
-            prepared.timing[space] = [sum(map(len, texts.values())), round(time.perf_counter() - started, 4)]
-            out[space] = dict(zip(hashes, vecs, strict=True))
-        return out
-
-    def _embed_one_by_one(
-        self, space: str, texts: dict[str, str], prepared: _Prepared, first: EmbeddingError
-    ) -> dict[str, np.ndarray]:
-        """Isolate the record(s) the provider rejects; the rest of the batch proceeds."""
-        log.warning("embedding batch failed (%s); retrying one chunk at a time", first)
-        result: dict[str, np.ndarray] = {}
-        bad: dict[str, str] = {}
-        for h, text in texts.items():
-            try:
-                result[h] = embed_texts(self.embedders[space], [text])[0]
-            except EmbeddingError as exc:
-                bad[h] = str(exc).splitlines()[0]
-        if bad:
-            self._drop_docs_with(prepared, bad)
-        return result
+    def _jobs(self, changed: list[tuple[int | None, Document]]) -> Iterator[tuple[_Prepared, EmbedJob]]:
+        """Batches chunked and looked up, pulled by the executor as it has room for them."""
+        for start in range(0, len(changed), self.batch_size):
+            prepared = self._prepare(changed[start : start + self.batch_size])
+            yield prepared, prepared.to_embed
 
     def _drop_docs_with(self, prepared: _Prepared, bad: dict[str, str]) -> None:
         """Skip (and report) each document holding a chunk the provider refused; it keeps its previous version."""
@@ -201,13 +153,17 @@ class SyncRunner:
         prepared.docs = [prepared.docs[i] for i in keep]
         prepared.chunks = {k: [v[i] for i in keep] for k, v in prepared.chunks.items()}
 
-    def _commit(self, source_id: int, prepared: _Prepared, future: Future[dict[str, dict[str, np.ndarray]]]) -> SyncCounts:
-        vectors = future.result()
+    def _commit(self, source_id: int, prepared: _Prepared, embedded: JobResult) -> SyncCounts:
+        failed = {h: reason for done in embedded.values() for h, reason in done.failed.items()}
+        if failed:  # a text the provider refused on its own: its documents wait, the others proceed
+            self._drop_docs_with(prepared, failed)
         counts = SyncCounts(skipped=list(prepared.skipped))
-        counts.embedded = sum(len(v) for v in vectors.values())
+        counts.embedded = sum(len(done.vectors) for done in embedded.values())
+        # Recorded in the batch's ledger row: `migrate plan` estimates times from what jobs measured.
+        timing = {space: done.timing() for space, done in embedded.items() if done.characters}  # batch calls only
         with self.engine.begin() as conn:
-            for space, vecs in vectors.items():
-                self.store.put_embeddings(conn, space, vecs)
+            for space, done in embedded.items():
+                self.store.put_embeddings(conn, space, done.vectors)
             doc_ids = _upsert_documents(conn, source_id, prepared.docs)
             old_chunks = [r for r in prepared.docs if r[0] is not None]
             if old_chunks:
@@ -224,7 +180,7 @@ class SyncRunner:
                 updated=counts.updated,
                 embedded=counts.embedded,
                 vectors=counts.vectors_written,
-                embed=prepared.timing,
+                embed=timing,
             )
         self.progress(len(prepared.docs) + len(prepared.skipped))
         return counts

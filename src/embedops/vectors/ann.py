@@ -20,6 +20,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,16 +29,27 @@ from typing import Any
 
 import numpy as np
 
-from embedops.vectors.base import MAX_EF_SEARCH, default_ef_search
+from embedops.vectors.base import EF_SEARCH_GROWTH, MAX_EF_SEARCH, default_ef_search
+from embedops.vectors.calibrate import CALIBRATE_MIN, RecallProbe
 from embedops.vectors.storage import Codec, StorageSpec
 
 log = logging.getLogger(__name__)
 
 EXACT_MAX = 20_000  # below this many vectors, exact search is as fast and exact
-# M=32 reaches recall@10 0.95 at half the candidates M=16 needs on hard 384-d data (ef 256
-# vs 512 at 100k vectors, 10% faster per query), for a 60% longer build.
-HNSW_CONNECTIVITY = 32
-HNSW_EXPANSION_ADD = 128
+# Graph parameters by the size of the index when its graph is built (docs/scale.md has the
+# measurements, bench/hnsw_tuning.py makes them). Up to HNSW_LARGE vectors M=16 with
+# ef_construction 64 keeps recall@10 at or above 0.95 at the default ef_search on real and
+# mixture-of-clusters embeddings, with a third of the build time of M=32/128; beyond it the
+# graph gets M=32/128, which reaches the same recall with half the ef_search on hard data.
+HNSW_CONNECTIVITY = 16
+HNSW_EXPANSION_ADD = 64
+HNSW_LARGE = 2_000_000
+HNSW_LARGE_CONNECTIVITY = 32
+HNSW_LARGE_EXPANSION_ADD = 128
+# Compaction: deletions leave tombstones in the graph (usearch marks them, searches skip
+# them but still walk them). Past this share of the graph, it is rebuilt without them.
+COMPACT_SHARE = 0.2
+COMPACT_MIN = 1_000
 _QUERY_BLOCK = 256  # queries per matrix product in exact batch search (256 x 20k scores: 20 MB)
 _FETCH_ROWS = 20_000  # vectors read per step of a rebuild or catch-up: bounds the memory beside the graph
 
@@ -89,6 +101,18 @@ def usearch_index() -> Any:
     from usearch.index import Index
 
     return Index
+
+
+def hnsw_params(vectors: int) -> tuple[int, int]:
+    """(M, ef_construction) for a graph built over ``vectors`` vectors."""
+    if vectors >= HNSW_LARGE:
+        return HNSW_LARGE_CONNECTIVITY, HNSW_LARGE_EXPANSION_ADD
+    return HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD
+
+
+def compaction_due(vectors: int, tombstones: int) -> bool:
+    """True when a graph's tombstones pass COMPACT_SHARE of it (and COMPACT_MIN)."""
+    return tombstones >= COMPACT_MIN and tombstones > COMPACT_SHARE * (vectors + tombstones)
 
 
 def _matrix(rows: list[tuple[int, bytes]], dims: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,6 +176,10 @@ class AnnIndex:
         self._stamp = Stamp(-1, -1, -1)
         self._saved_stamp: Stamp | None = None
         self.rebuilds = 0
+        self.tombstones = 0  # deleted vectors still in the graph (removed from results, not from it)
+        self.compactions = 0
+        self.build_seconds = 0.0  # graph inserts (rebuilds and catch-ups) in this process
+        self.calibrated: tuple[int, int] | None = None  # (ef_search measured to reach the target recall, at vectors)
 
     # -- keeping current -------------------------------------------------
     def stamp(self, raw: sqlite3.Connection) -> Stamp:
@@ -182,16 +210,12 @@ class AnnIndex:
         self._keys, self._vecs = keys, self.codec.ann_vectors(vecs)
         self._stamp = Stamp(db.add_seq, db.del_seq, len(rows))
 
-    def _new_hnsw(self) -> Any:
+    def _new_hnsw(self, vectors: int) -> Any:
         Index = usearch_index()
 
-        return Index(
-            ndim=self.codec.ndim,
-            metric=self.codec.usearch_metric,
-            dtype=self.codec.usearch_dtype,
-            connectivity=HNSW_CONNECTIVITY,
-            expansion_add=HNSW_EXPANSION_ADD,
-        )
+        connectivity, expansion_add = hnsw_params(vectors)
+        return Index(ndim=self.codec.ndim, metric=self.codec.usearch_metric, dtype=self.codec.usearch_dtype,
+                     connectivity=connectivity, expansion_add=expansion_add)
 
     def _refresh_hnsw(self, raw: sqlite3.Connection, db: Stamp) -> None:
         self._keys = self._vecs = None
@@ -215,7 +239,7 @@ class AnnIndex:
                 raise ValueError("ANN file unreadable or of another dimension")
             # The file keeps the graph, not the search settings: restore() would search with ef=64
             # (_refresh_hnsw sets ef_search once the graph is current).
-            hnsw.expansion_add = HNSW_EXPANSION_ADD
+            hnsw.expansion_add = meta.get("ef_construction", HNSW_EXPANSION_ADD)
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
             if self.path.exists() or self.meta_path.exists():
                 log.warning("rebuilding ANN index %s: %s", self.index_id, exc)
@@ -223,6 +247,9 @@ class AnnIndex:
         self._hnsw = hnsw
         self._stamp = Stamp(meta["add_seq"], meta["del_seq"], len(hnsw))
         self._saved_stamp = self._stamp
+        self.tombstones = int(meta.get("tombstones", 0))
+        cal = meta.get("calibrated")
+        self.calibrated = (int(cal[0]), int(cal[1])) if cal else None
 
     def _catch_up(self, raw: sqlite3.Connection, db: Stamp) -> bool:
         """Apply changes since the last stamp; False when the result disagrees with the catalog."""
@@ -236,22 +263,40 @@ class AnnIndex:
             present = keys[np.asarray(hnsw.contains(keys), dtype=bool)]
             if len(present):
                 hnsw.remove(present)
+                self.tombstones += len(present)
+        started = time.perf_counter()
         for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, old.add_seq), self.dims):
             fresh = ~np.asarray(hnsw.contains(keys), dtype=bool)
             if fresh.any():
-                hnsw.add(keys[fresh], self.codec.ann_vectors(vecs[fresh]))
+                hnsw.add(keys[fresh], self.codec.ann_vectors(vecs[fresh]), threads=0)
+        self.build_seconds += time.perf_counter() - started
         self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
         return len(hnsw) == db.count
+
+    def _build(self, raw: sqlite3.Connection, db: Stamp) -> Any:
+        """A new graph of every vector in the snapshot ``raw`` reads (multi-threaded batch adds).
+
+        A large graph also gets its ef_search from its recall on its own vectors (vectors/calibrate.py).
+        """
+        hnsw = self._new_hnsw(db.count)
+        probe = RecallProbe(encode=self.codec.encode) if db.count >= CALIBRATE_MIN else None
+        started = time.perf_counter()
+        for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
+            reduced = self.codec.reduce(vecs)  # the variant's dimensions, still float: what exact recall is measured on
+            hnsw.add(keys, self.codec.encode(reduced), threads=0)  # all cores; batches bound the memory beside the graph
+            if probe is not None:
+                probe.see(keys, reduced)
+        self.calibrated = (probe.ef_for(hnsw), len(hnsw)) if probe is not None and len(hnsw) else None
+        self.build_seconds += time.perf_counter() - started
+        return hnsw
 
     def _rebuild(self, raw: sqlite3.Connection, db: Stamp) -> None:
         self.rebuilds += 1
         # Let the old graph go before the new one grows; should this fail, the
         # unmatched stamp makes the next refresh try again.
         self._hnsw, self._stamp = None, Stamp(-1, -1, -1)
-        hnsw = self._new_hnsw()
-        for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
-            hnsw.add(keys, self.codec.ann_vectors(vecs))
-        self._hnsw = hnsw
+        hnsw = self._build(raw, db)
+        self._hnsw, self.tombstones = hnsw, 0
         self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
 
     def build_measured(self, raw: sqlite3.Connection, sample_at: int, threads: int = 1) -> list[SizeSample]:
@@ -264,7 +309,7 @@ class AnnIndex:
         with self._lock, read_snapshot(raw):
             db = self.stamp(raw)
             self._keys = self._vecs = None
-            hnsw = self._new_hnsw()
+            hnsw = self._new_hnsw(db.count)
             for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
                 encoded = self.codec.ann_vectors(vecs)
                 cut = sample_at - len(hnsw)
@@ -281,6 +326,48 @@ class AnnIndex:
             self._apply_ef(hnsw)
         return samples
 
+    # -- measured ef_search ------------------------------------------------------
+    @property
+    def calibration_due(self) -> bool:
+        """A graph of CALIBRATE_MIN vectors or more never measured, or grown to twice its measured size."""
+        n = self._stamp.count
+        return self._hnsw is not None and n >= CALIBRATE_MIN and (self.calibrated is None or n >= 2 * self.calibrated[1])
+
+    def calibrate(self, raw: sqlite3.Connection) -> None:
+        """Measure ef_search on the graph as it is (one pass over its vectors): for graphs grown by catch-ups."""
+        with self._lock, read_snapshot(raw):
+            if self._hnsw is None:
+                return
+            probe = RecallProbe(encode=self.codec.encode)
+            for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
+                probe.see(keys, self.codec.reduce(vecs))
+            self.calibrated = (probe.ef_for(self._hnsw), len(self._hnsw))
+            self._apply_ef(self._hnsw)
+            self._saved_stamp = None  # the measurement is saved with the graph
+
+    # -- compaction ------------------------------------------------------------
+    @property
+    def compaction_due(self) -> bool:
+        return self._hnsw is not None and compaction_due(self._stamp.count, self.tombstones)
+
+    def compact(self, raw: sqlite3.Connection) -> None:
+        """Rebuild the graph without its tombstones; searches go on on the old graph meanwhile.
+
+        The new graph is built from a snapshot outside the lock; the lock is taken
+        only to bring it up to the catalog's current state and swap it in.
+        """
+        with read_snapshot(raw):
+            snap = self.stamp(raw)
+            fresh = self._build(raw, snap)
+        with self._lock, read_snapshot(raw):
+            db = self.stamp(raw)
+            self._hnsw, self._stamp, self.tombstones = fresh, Stamp(snap.add_seq, snap.del_seq, len(fresh)), 0
+            if not self._catch_up(raw, db):
+                self._rebuild(raw, db)
+            self._apply_ef(self._hnsw)
+            self._saved_stamp = None  # the file still holds the tombstones: the next save writes the new graph
+            self.compactions += 1
+
     def save(self) -> bool:
         """Persist the HNSW graph (atomically); exact-mode indexes have nothing to save."""
         with self._lock:
@@ -290,13 +377,23 @@ class AnnIndex:
             tmp = self.path.with_suffix(".usearch.tmp")
             self._hnsw.save(str(tmp))
             meta = {"add_seq": self._stamp.add_seq, "del_seq": self._stamp.del_seq, "size": tmp.stat().st_size,
-                    "storage": self.codec.spec.key}
+                    "storage": self.codec.spec.key, "vectors": self._stamp.count, "tombstones": self.tombstones,
+                    "connectivity": self._hnsw.connectivity, "ef_construction": self._hnsw.expansion_add,
+                    "calibrated": list(self.calibrated) if self.calibrated else None}
             tmp_meta = self.meta_path.with_suffix(".json.tmp")
             tmp_meta.write_text(json.dumps(meta))
             os.replace(tmp, self.path)
             os.replace(tmp_meta, self.meta_path)
             self._saved_stamp = self._stamp
             return True
+
+    def saved_meta(self) -> dict[str, Any]:
+        """What the saved file's metadata says (vectors, tombstones, parameters); {} when there is none."""
+        try:
+            meta: dict[str, Any] = json.loads(self.meta_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return meta
 
     # -- searching -------------------------------------------------------
     def set_expansion_search(self, ef: int | None) -> None:
@@ -313,7 +410,14 @@ class AnnIndex:
             return None if self._hnsw is None else self._ef(self._hnsw)
 
     def _ef(self, hnsw: Any) -> int:
-        return self.expansion_search or default_ef_search(len(hnsw), MAX_EF_SEARCH)
+        """The setting, else the measured ef_search grown with the graph since, else the size-based default."""
+        if self.expansion_search:
+            return self.expansion_search
+        if self.calibrated is None:
+            return default_ef_search(len(hnsw), MAX_EF_SEARCH)
+        ef, at = self.calibrated
+        grown = ef * max(1.0, len(hnsw) / max(at, 1)) ** EF_SEARCH_GROWTH
+        return min(MAX_EF_SEARCH, max(ef, int(grown) // 16 * 16))
 
     def _apply_ef(self, hnsw: Any) -> None:
         """Set the graph's ef_search (fixed, or from its current size) when it differs; under the lock."""

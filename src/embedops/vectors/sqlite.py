@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.errors import SearchError, SpaceMismatch
-from embedops.vectors.ann import AnnIndex, read_vectors, top_k_exact
+from embedops.vectors.ann import AnnIndex, compaction_due, read_vectors, top_k_exact
+from embedops.vectors.maintain import AnnMaintainer
 from embedops.vectors.base import Capabilities, Hit, IndexInfo, VectorRow
 from embedops.vectors.storage import Codec, Projection, StorageSpec, rescore
 
@@ -154,6 +155,9 @@ class SqliteVectorStore(CatalogReads):
         self._local = threading.local()
         self._ann_lock = threading.Lock()
         self._readers: weakref.WeakSet[ReadConnection] = weakref.WeakSet()
+        # Graphs grow in the background while batches are written, and are compacted there.
+        self.maintainer = AnnMaintainer(lambda: ReadConnection(self.engine.raw_connection()))
+        self._written: dict[str, int] = {}  # index id → vectors in it, counted once, then added up
 
     def ensure_index(self, conn: sa.Connection, index: IndexInfo) -> None:
         """Nothing to create up front: the ANN file is derived state, built on first use."""
@@ -216,6 +220,11 @@ class SqliteVectorStore(CatalogReads):
             ],
         )
         assert result.rowcount == len(rows), "vector insert count mismatch"
+        if index.id not in self._written:
+            self._written[index.id] = count_vectors(conn, index.id)
+        else:
+            self._written[index.id] += len(rows)
+        self.maintainer.written(self.ann(index), self._written[index.id])
         return len(rows)
 
     def delete_chunks(self, conn: sa.Connection, chunk_ids: Sequence[int]) -> int:
@@ -280,6 +289,7 @@ class SqliteVectorStore(CatalogReads):
         if last is None or last[0] is not ann or last[1] != version:
             ann.refresh(reader.driver_connection)
             reader.checked[index.id] = (ann, version)
+            self.maintainer.maybe_compact(ann)
         return ann
 
     def full_vectors(self, index: IndexInfo) -> Any:
@@ -322,14 +332,39 @@ class SqliteVectorStore(CatalogReads):
             want *= 4
 
     def flush(self, index: IndexInfo) -> dict[str, Any]:
+        """Bring the ANN in line (after its background work), compact it when due, save it."""
+        self.maintainer.settle(self.ann(index))
         ann = self.refresh(index)
+        self.maintainer.settle(ann)  # a compaction the refresh started
+        if ann.compaction_due:
+            ann.compact(self.raw().driver_connection)
+        if ann.calibration_due:  # a graph grown batch by batch during this sync is measured once, here
+            ann.calibrate(self.raw().driver_connection)
         saved = ann.save()
-        return {"mode": ann.mode, "vectors": len(ann), "saved": saved, "rebuilds": ann.rebuilds, "storage": index.storage}
+        self._written.pop(index.id, None)
+        return {"mode": ann.mode, "vectors": len(ann), "saved": saved, "rebuilds": ann.rebuilds, "storage": index.storage,
+                "tombstones": ann.tombstones, "compactions": ann.compactions,
+                "build_seconds": round(ann.build_seconds, 3)}
 
     def scratch(self, index: IndexInfo, storage: StorageSpec, directory: Path) -> ScratchVariant:
         from embedops.vectors.scratch import UsearchScratch
 
         return UsearchScratch(self, index, storage, directory)
+
+    def ann_status(self, index: IndexInfo) -> dict[str, Any]:
+        """The index's ANN as this process has it, else as its saved file says (loads nothing)."""
+        ann = self.ann(index)
+        if ann.mode == "hnsw":
+            vectors, tombstones = len(ann), ann.tombstones
+        else:
+            saved = ann.saved_meta()
+            vectors, tombstones = int(saved.get("vectors", 0)), int(saved.get("tombstones", 0))
+        graph = vectors + tombstones
+        due = compaction_due(vectors, tombstones)
+        compaction = "running" if self.maintainer.compacting(index.id) else ("due" if due else "not needed")
+        return {"index": index.id, "graph": ann.mode if ann.mode == "hnsw" else ("saved" if graph else "none"),
+                "vectors": vectors, "tombstones": tombstones,
+                "tombstone_share": round(tombstones / graph, 4) if graph else 0.0, "compaction": compaction}
 
     def forget(self, index_id: str) -> None:
         with self._ann_lock:

@@ -1,0 +1,177 @@
+"""ANN graphs at scale: parameters by size, growth while a sync writes, tombstones and compaction."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import embedops.vectors.ann as ann_module
+from embedops import commands
+from embedops.vectors.ann import AnnIndex, hnsw_params
+from embedops.workspace import Workspace
+from tests.conftest import write_corpus
+
+
+@pytest.fixture
+def small_hnsw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Graphs (not exact search) from 10 vectors, compaction from 1 tombstone: small corpora act big."""
+    monkeypatch.setattr(ann_module, "EXACT_MAX", 10)
+    monkeypatch.setattr(ann_module, "COMPACT_MIN", 1)
+
+
+@pytest.fixture
+def corpus_ws(tmp_path: Path, small_hnsw: None) -> Iterator[tuple[Workspace, Path]]:
+    write_corpus(tmp_path / "docs", 60)
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("docs", tmp_path / "docs")
+    yield ws, tmp_path / "docs"
+    ws.close()
+
+
+def _exact_ids(ws: Workspace, query: np.ndarray, k: int) -> list[int]:
+    index = ws.searcher.resolve("prod")
+    raw = ws.store.raw().driver_connection
+    seqs = [r[0] for r in raw.execute("SELECT seq FROM vectors WHERE index_id = ?", (index.id,))]
+    keys, vecs = ann_module.read_vectors(raw, seqs, index.dims)
+    return [int(x) for x in ann_module.top_k_exact(keys, vecs, query, k)[0]]
+
+
+def test_graph_parameters_follow_the_index_size() -> None:
+    assert hnsw_params(50_000) == (ann_module.HNSW_CONNECTIVITY, ann_module.HNSW_EXPANSION_ADD)
+    assert hnsw_params(ann_module.HNSW_LARGE) == (ann_module.HNSW_LARGE_CONNECTIVITY, ann_module.HNSW_LARGE_EXPANSION_ADD)
+
+
+def test_the_graph_grows_while_the_sync_writes_and_is_saved_with_its_parameters(
+    corpus_ws: tuple[Workspace, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws, _ = corpus_ws
+    threads: list[str] = []
+    real = AnnIndex.refresh
+
+    def recording(self: AnnIndex, raw: Any) -> None:
+        threads.append(threading.current_thread().name)
+        real(self, raw)
+
+    monkeypatch.setattr(AnnIndex, "refresh", recording)
+    monkeypatch.setattr(ann_module, "CALIBRATE_MIN", 30)  # built at 10 vectors, grown past 30 by catch-ups
+    ws.settings.batch_size = 5
+    result = ws.sync()
+    assert "ann-grow" in threads  # batches went into the graph while later ones were written
+    info = result.indexes[0]
+    ann = ws.store.ann(ws.searcher.resolve("prod"))
+    assert ann.calibrated == (ann.ef_search, info["vectors"])  # the grown graph was measured at the end
+    assert info["mode"] == "hnsw" and info["build_seconds"] > 0
+    with ws.engine.connect() as conn:
+        assert info["vectors"] == ws.store.count(conn, info["id"])
+    meta = ws.store.ann(ws.searcher.resolve("prod")).saved_meta()
+    assert (meta["connectivity"], meta["ef_construction"]) == hnsw_params(info["vectors"])
+
+
+def test_deletes_leave_tombstones_that_status_reports_and_a_sync_compacts(
+    corpus_ws: tuple[Workspace, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws, docs = corpus_ws
+    ws.sync()
+    monkeypatch.setattr(ann_module, "COMPACT_SHARE", 0.9)  # not due yet
+    for path in sorted(docs.rglob("*.md"))[:20]:
+        path.unlink()
+    ws.sync(allow_mass_delete=True)
+    [ann] = ws.status()["ann"]
+    assert ann["tombstones"] > 0 and ann["compaction"] == "not needed"
+    reopened = commands.status(ws.root)["ann"][0]  # another process sees the saved graph's tombstones
+    assert reopened["tombstones"] == ann["tombstones"] and reopened["graph"] == "saved"
+
+    monkeypatch.setattr(ann_module, "COMPACT_SHARE", 0.1)
+    assert ws.status()["ann"][0]["compaction"] == "due"
+    info = ws.sync().indexes[0]  # nothing changed in the sources: the flush compacts
+    assert info["tombstones"] == 0 and info["compactions"] == 1
+    query = ws.embedder("hashing").embed(["immune antibody vaccine"])[0]
+    found = [h.seq for h in ws.store.search(ws.searcher.resolve("prod"), query, 5)]
+    assert found == _exact_ids(ws, query, 5)
+    assert commands.status(ws.root)["ann"][0]["tombstones"] == 0  # the compacted graph was saved
+
+
+def test_searches_go_on_on_the_old_graph_while_a_compaction_builds_the_new_one(
+    corpus_ws: tuple[Workspace, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws, docs = corpus_ws
+    ws.sync()
+    monkeypatch.setattr(ann_module, "COMPACT_SHARE", 0.99)
+    for path in sorted(docs.rglob("*.md"))[:25]:
+        path.unlink()
+    ws.sync(allow_mass_delete=True)
+    index = ws.searcher.resolve("prod")
+    ann = ws.store.refresh(index)
+    assert ann.tombstones > 0
+    building, release = threading.Event(), threading.Event()
+    real_build = AnnIndex._build
+
+    def held_build(self: AnnIndex, raw: Any, db: Any) -> Any:
+        building.set()
+        assert release.wait(60)
+        return real_build(self, raw, db)
+
+    monkeypatch.setattr(AnnIndex, "_build", held_build)
+    monkeypatch.setattr(ann_module, "COMPACT_SHARE", 0.1)
+    assert ws.store.maintainer.maybe_compact(ann)
+    assert building.wait(60)
+    query = ws.embedder("hashing").embed(["planet galaxy orbit"])[0]
+    during = [h.seq for h in ws.store.search(index, query, 5)]  # answered while the new graph is held back
+    assert ws.status()["ann"][0]["compaction"] == "running"
+    release.set()
+    ws.store.maintainer.settle(ann)
+    assert ann.compactions == 1 and ann.tombstones == 0
+    assert during == [h.seq for h in ws.store.search(index, query, 5)] == _exact_ids(ws, query, 5)
+
+
+def _graph(vectors: np.ndarray, m: int = 8, efc: int = 32) -> Any:
+    hnsw = ann_module.usearch_index()(ndim=vectors.shape[1], metric="cos", dtype="f32", connectivity=m, expansion_add=efc)
+    hnsw.add(np.arange(len(vectors), dtype=np.uint64), vectors)
+    return hnsw
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_the_recall_probe_asks_more_candidates_of_structureless_vectors() -> None:
+    from embedops.vectors.calibrate import EF_STEPS, RecallProbe
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 48))
+    clustered = _unit(centres[rng.integers(0, 20, 4000)] + 0.05 * rng.standard_normal((4000, 48)))
+    flat = _unit(rng.standard_normal((4000, 48)))
+    chosen = {}
+    for name, data in (("clustered", clustered), ("flat", flat)):
+        hnsw, probe = _graph(data), RecallProbe(probes=60)
+        for lo in range(0, len(data), 1000):  # the blocks a build reads
+            probe.see(np.arange(lo, lo + 1000, dtype=np.uint64), data[lo : lo + 1000])
+        chosen[name] = probe.ef_for(hnsw, target=0.95)
+        if chosen[name] != EF_STEPS[-1]:
+            assert probe.recall(hnsw, chosen[name]) >= 0.95
+            smaller = [ef for ef in EF_STEPS if ef < chosen[name]]
+            assert not smaller or probe.recall(hnsw, smaller[-1]) < 0.95  # the smallest that reaches it
+    assert chosen["flat"] > chosen["clustered"]
+
+
+def test_a_large_graph_keeps_its_measured_ef_search_across_a_reload(
+    corpus_ws: tuple[Workspace, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ann_module, "CALIBRATE_MIN", 10)  # this small graph counts as large
+    ws, _ = corpus_ws
+    info = ws.sync().indexes[0]
+    ann = ws.store.ann(ws.searcher.resolve("prod"))
+    assert ann.calibrated is not None and ann.calibrated[1] == info["vectors"]
+    assert ann.ef_search == ann.calibrated[0] == ann._hnsw.expansion_search
+    root = ws.root
+    fresh = Workspace.open(root)
+    try:
+        again = fresh.store.refresh(fresh.searcher.resolve("prod"))
+        assert again.rebuilds == 0 and again.calibrated == ann.calibrated and again.ef_search == ann.ef_search
+    finally:
+        fresh.close()
