@@ -546,7 +546,7 @@ def test_migrating_structured_to_auto_rechunks_code_and_reuses_prose_vectors(tmp
     assert {h for e, h, _ in old if e.endswith(".md")} == {h for e, h, _ in new if e.endswith(".md")}
     assert all(meta and meta["language"] == "python" for e, _, meta in new if e.endswith(".py"))
     code_chunks = {h for e, h, _ in new if not e.endswith(".md")}
-    assert 0 < done["embedded"] <= len(code_chunks)  # the prose chunks' vectors were already there
+    assert 0 < done.embedded <= len(code_chunks)  # the prose chunks' vectors were already there
 
 
 @pytest.mark.parametrize(

@@ -139,7 +139,7 @@ class EmbedopsTable(BaseModel):
     database: str = Field(DEFAULT_DATABASE, min_length=1)
     database_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     embedder: str = Field(DEFAULT_EMBEDDER, min_length=1)
-    chunker: str = Field(DEFAULT_CHUNKER, min_length=1)
+    chunker: str = Field(UNNAMED_CHUNKER, min_length=1)
     chunker_params: dict[str, Any] = Field(default_factory=dict)
     alias: str = Field(DEFAULT_ALIAS, pattern=NAME_PATTERN)
     batch_size: int = Field(256, ge=1, le=100_000)
