@@ -175,3 +175,32 @@ def test_a_large_graph_keeps_its_measured_ef_search_across_a_reload(
         assert again.rebuilds == 0 and again.calibrated == ann.calibrated and again.ef_search == ann.ef_search
     finally:
         fresh.close()
+
+
+def test_a_no_op_sync_leaves_a_current_graph_on_disk_and_a_change_loads_it(
+    corpus_ws: tuple[Workspace, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws, docs = corpus_ws
+    first = ws.sync().indexes[0]
+    assert first["mode"] == "hnsw" and first["saved"]
+    root = ws.root
+    ws.close()
+    loads: list[str] = []
+    real = AnnIndex._load_file
+
+    def recording(self: AnnIndex, db: Any) -> None:
+        loads.append(self.index_id)
+        real(self, db)
+
+    monkeypatch.setattr(AnnIndex, "_load_file", recording)
+    with Workspace.open(root) as again:
+        noop = again.sync()
+        assert noop.counts.embedded == 0 and loads == []  # the graph file already held the catalog's state
+        info = noop.indexes[0]
+        assert info["mode"] == "hnsw" and not info["saved"] and info["vectors"] == first["vectors"]
+        (docs / "sub0/doc000.md").write_text("an edited document about something else entirely\n")
+        changed = again.sync()
+        assert changed.counts.embedded > 0 and loads  # now the graph is read, brought up to date and saved
+        assert changed.indexes[0]["saved"]
+        hits = again.search("something else entirely", k=3)
+        assert hits and hits[0].document_id == "sub0/doc000.md"

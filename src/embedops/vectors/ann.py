@@ -387,6 +387,29 @@ class AnnIndex:
             self._saved_stamp = self._stamp
             return True
 
+    @property
+    def loaded(self) -> bool:
+        """Whether this process has read the index (a graph, or the exact-search arrays) at least once."""
+        return self._stamp.count >= 0
+
+    def saved_is_current(self, raw: sqlite3.Connection) -> dict[str, Any] | None:
+        """The saved file's metadata when the file already holds the catalog's state and needs no maintenance
+        (no compaction, no ef_search measurement due): then there is nothing to load or save. None otherwise."""
+        meta = self.saved_meta()
+        if not meta or meta.get("storage", "f32") != self.codec.spec.key:
+            return None
+        with read_snapshot(raw):
+            db = self.stamp(raw)
+        try:
+            current = (meta["add_seq"], meta["del_seq"], meta.get("vectors")) == (db.add_seq, db.del_seq, db.count)
+            current = current and meta["size"] == self.path.stat().st_size
+        except (OSError, KeyError):
+            return None
+        cal = meta.get("calibrated")
+        due = compaction_due(db.count, int(meta.get("tombstones", 0))) or (
+            db.count >= CALIBRATE_MIN and (not cal or db.count >= 2 * int(cal[1])))
+        return meta if current and not due else None
+
     def saved_meta(self) -> dict[str, Any]:
         """What the saved file's metadata says (vectors, tombstones, parameters); {} when there is none."""
         try:

@@ -332,8 +332,19 @@ class SqliteVectorStore(CatalogReads):
             want *= 4
 
     def flush(self, index: IndexInfo) -> dict[str, Any]:
-        """Bring the ANN in line (after its background work), compact it when due, save it."""
-        self.maintainer.settle(self.ann(index))
+        """Bring the ANN in line (after its background work), compact it when due, save it.
+
+        A graph this process never loaded nor wrote to, whose saved file already holds the catalog's state, is
+        left on disk: a no-op sync does not read a graph of millions of vectors into memory only to find it current.
+        """
+        untouched = self.ann(index)
+        if index.id not in self._written and not untouched.loaded:
+            meta = untouched.saved_is_current(self.raw().driver_connection)
+            if meta is not None:
+                return {"mode": "hnsw", "vectors": int(meta["vectors"]), "saved": False, "rebuilds": 0,
+                        "storage": index.storage, "tombstones": int(meta.get("tombstones", 0)), "compactions": 0,
+                        "build_seconds": 0.0}
+        self.maintainer.settle(untouched)
         ann = self.refresh(index)
         self.maintainer.settle(ann)  # a compaction the refresh started
         if ann.compaction_due:
