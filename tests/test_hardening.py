@@ -67,6 +67,7 @@ def test_an_emptied_source_folder_is_not_a_mass_delete(ws: Workspace, corpus: Pa
     with pytest.raises(MassDelete, match="would delete 30 of its 30 documents") as refused:
         ws.sync()
     assert refused.value.details["result"]["sources"][0]["mass_delete"]["share"] == 1.0
+    json.dumps(refused.value.to_dict())  # the error (with the result it carries) renders: CLI --json and HTTP
     assert ws.status()["documents"] == before
     assert ws.history(kind="sync.source_failed", limit=1)[0]["details"]["source"] == "docs"
     with pytest.raises(MassDelete):

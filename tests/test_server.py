@@ -308,6 +308,17 @@ def test_a_sync_with_an_unreadable_source_is_400_naming_it(client: TestClient, c
     assert state["running"] is False and state["last_error"]["failed"][0]["source"] == "docs"
     assert {s["name"]: s["documents"] for s in state["sources"]}["docs"] == 30
 
+def test_a_mass_delete_is_409_until_allowed(client: TestClient, corpus: Path) -> None:
+    for path in sorted(corpus.rglob("*.md"))[:20]:  # 20 of 30 files gone: above max_delete_share 0.5
+        path.unlink()
+    body = error_of(client.post("/sync", json={"source": "docs"}, headers=AUTH), 409)
+    assert body["error"] == "MassDelete" and "would delete 20 of its 30 documents" in str(body["message"])
+    assert "allow-mass-delete" in str(body["hint"])
+    assert client.get("/search", params={"query": "cell", "k": 50}).status_code == 200
+    done = client.post("/sync", json={"source": "docs", "allow_mass_delete": True}, headers=AUTH).json()
+    assert done["deleted"] == 20
+
+
 def test_migration_is_seen_per_request(client: TestClient, root: Path) -> None:
     before = client.get("/migrations/status").json()
     assert before["migration"] is None and before["alias"] == "prod"

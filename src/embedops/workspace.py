@@ -516,7 +516,7 @@ class Workspace:
             per_source.append(plan.summary())
             refused = mass_delete(plan, self.settings.max_delete_share, allowed=allow_mass_delete)
             if refused is not None:  # an emptied folder (an unmounted share) must not delete the source
-                per_source[-1]["mass_delete"] = refused.details
+                per_source[-1]["mass_delete"] = dict(refused.details)  # a copy: the error carries this result
                 failed.append((cfg.name, refused))
                 continue
             if plan_only:

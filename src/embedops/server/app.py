@@ -194,7 +194,7 @@ def _write_routes(app: FastAPI, service: Service, deps: list[Any]) -> None:
     async def sync(body: Annotated[SyncRequest | None, Body()] = None) -> dict[str, Any]:
         """Bring the indexes in line with the sources (as `embedops sync --json`); one sync at a time."""
         request = body or SyncRequest(source=None, plan=False)
-        return await service.sync(request.source, request.plan)
+        return await service.sync(request.source, request.plan, allow_mass_delete=request.allow_mass_delete)
 
     @app.put("/sources/{source}/documents/{external_id:path}", response_model=DocumentResult, dependencies=deps,
              tags=["documents"], responses={200: {"links": _DELETE_LINK}})

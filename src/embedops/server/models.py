@@ -137,6 +137,8 @@ class SyncRequest(BaseModel):
 
     source: Annotated[NoNul, Field(min_length=1, max_length=200)] | None = Field(None, description="Sync only this source.")
     plan: bool = Field(False, description="Dry run: report what would change, change nothing.")
+    allow_mass_delete: bool = Field(
+        False, description="Delete more than max_delete_share of a source (refused by default: an emptied source).")
 
 
 class Health(BaseModel):

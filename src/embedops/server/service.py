@@ -174,7 +174,7 @@ class Service:
         with self._write_lock:  # also serializes writers that do not come through the event loop
             return fn(self.ws)
 
-    async def sync(self, source: str | None, plan: bool) -> dict[str, Any]:
+    async def sync(self, source: str | None, plan: bool, *, allow_mass_delete: bool = False) -> dict[str, Any]:
         """Run (or plan) a sync; a second sync while one runs is refused, not queued."""
         state = self.sync_state
         if state.running:
@@ -183,7 +183,8 @@ class Service:
                               hint="poll GET /sync/status until it finishes")
         state.running, state.started_at, state.source = True, time.time(), source
         try:
-            result = await self.write(lambda ws: ws.sync(source=source, plan_only=plan).to_dict())
+            result = await self.write(
+                lambda ws: ws.sync(source=source, plan_only=plan, allow_mass_delete=allow_mass_delete).to_dict())
         except EmbedopsError as exc:
             state.last_error = exc.to_dict()
             raise
