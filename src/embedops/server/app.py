@@ -193,7 +193,7 @@ def _write_routes(app: FastAPI, service: Service, deps: list[Any]) -> None:
     @app.post("/sync", dependencies=deps, tags=["sync"], response_model=dict[str, Any])
     async def sync(body: Annotated[SyncRequest | None, Body()] = None) -> dict[str, Any]:
         """Bring the indexes in line with the sources (as `embedops sync --json`); one sync at a time."""
-        request = body or SyncRequest(source=None, plan=False)
+        request = body or SyncRequest(source=None, plan=False, allow_mass_delete=False)
         return await service.sync(request.source, request.plan, allow_mass_delete=request.allow_mass_delete)
 
     @app.put("/sources/{source}/documents/{external_id:path}", response_model=DocumentResult, dependencies=deps,
