@@ -31,14 +31,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def root(
-    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-) -> None:
-    """Operate an embedding pipeline like a database."""
-
-
 # What a terminal would act on rather than show: C0/C1 control characters but newline and tab
 # (escape sequences that clear the screen, set the title, rewrite a line), bidirectional overrides
 # (text that reads other than it is), and lone surrogates (which no terminal encoding can write).
@@ -113,6 +105,8 @@ EXIT_INTERRUPTED = 130
 @app.callback()
 def _global_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
     """Operate an embedding pipeline like a database."""
     handler = logging.StreamHandler(sys.stderr)

@@ -112,13 +112,19 @@ def load_projection(conn: sa.Connection, projection_id: str) -> Projection:
     return Projection.from_bytes(projection_id, row.mean, row.components, row.dims)
 
 
-def make_codec(engine: sa.Engine, index: IndexInfo) -> Codec:
-    """The codec of ``index``'s storage variant, with its PCA projection read from the catalog when it has one."""
+def make_codec(engine: sa.Engine, index: IndexInfo, conn: sa.Connection | None = None) -> Codec:
+    """The codec of ``index``'s storage variant, with its PCA projection read from the catalog when it has one.
+
+    ``conn``: read it there (a caller inside a write transaction: on SQLite a second connection would wait
+    for that transaction's own lock)."""
     spec = index.spec
     projection = None
     if spec.reduction == "pca" and spec.projection:
-        with engine.connect() as conn:
+        if conn is not None:
             projection = load_projection(conn, spec.projection)
+        else:
+            with engine.connect() as own:
+                projection = load_projection(own, spec.projection)
     return Codec(spec, index.dims, projection)
 
 
@@ -224,7 +230,7 @@ class SqliteVectorStore(CatalogReads):
             self._written[index.id] = count_vectors(conn, index.id)
         else:
             self._written[index.id] += len(rows)
-        self.maintainer.written(self.ann(index), self._written[index.id])
+        self.maintainer.written(self.ann(index, conn), self._written[index.id])
         return len(rows)
 
     def delete_chunks(self, conn: sa.Connection, chunk_ids: Sequence[int]) -> int:
@@ -265,12 +271,13 @@ class SqliteVectorStore(CatalogReads):
                 hint="an older catalog may lack the FTS index: open it with this embedops to upgrade it",
             ) from exc
 
-    def ann(self, index: IndexInfo) -> AnnIndex:
+    def ann(self, index: IndexInfo, conn: sa.Connection | None = None) -> AnnIndex:
+        """The index's ANN object (loaded lazily); ``conn``: the caller's open transaction, if any."""
         with self._ann_lock:
             ann = self._ann.get(index.id)
             if ann is None:
                 ann = self._ann[index.id] = AnnIndex(index.id, index.dims, self.ann_dir, expansion_search=self.ef_search,
-                                                     codec=make_codec(self.engine, index))
+                                                     codec=make_codec(self.engine, index, conn))
             return ann
 
     def refresh(self, index: IndexInfo) -> AnnIndex:
