@@ -20,7 +20,7 @@ from tests.conftest import write_corpus
 from tests.test_workspace import check_invariant_2
 
 # Each trial kills a backfill and a cutover; EMBEDOPS_MIGRATE_TRIALS raises it (docs/benchmarks.md).
-TRIALS = int(os.environ.get("EMBEDOPS_MIGRATE_TRIALS", "20"))
+TRIALS = int(os.environ.get("EMBEDOPS_MIGRATE_TRIALS", "8"))  # make test: 8 per backend
 
 
 def cli(ws_dir: Path, *args: str) -> list[str]:
