@@ -167,6 +167,6 @@ def test_a_version_9_catalog_gets_the_adoption_table_on_upgrade(tmp_path: Path) 
     assert ensure_schema(engine) == schema.SCHEMA_VERSION >= 10
     with engine.connect() as conn:
         assert sa.inspect(conn).has_table("adopted_embeddings")
-        assert [r["details"]["schema_version"] for r in read_ledger(conn, kind_prefix="catalog.upgrade")] == list(
+        assert [r["details"]["schema_version"] for r in read_ledger(conn, kind_prefix="catalog.upgrade")][::-1] == list(
             range(10, schema.SCHEMA_VERSION + 1))
     engine.dispose()

@@ -42,6 +42,7 @@ from embedops.sources.base import Document, Source
 from embedops.sync.fill import fill_index, measure_gap
 from embedops.sync.plan import CatalogDoc, CatalogRows, SyncPlan, mass_delete, plan_sync
 from embedops.sync.curation import chunk_tagger, curate_plan
+from embedops.sync.quarantine import ReleasePlan
 from embedops.sync.run import SyncCounts, SyncRunner, Tagger, Target
 from embedops.thresholds.registry import ThresholdRegistry
 from embedops.vectors.base import IndexInfo
@@ -633,6 +634,26 @@ class Workspace:
         summary = {**plan.summary(), "documents": document_outcomes(plan, ids)}
         return SyncResult(False, counts, [summary], seconds=time.perf_counter() - started)
 
+    def release(self, document: str, *, source: str | None = None, plan_only: bool = False) -> ReleasePlan:
+        """Embed a quarantined document anyway (``embedops quarantine release``): a one-document sync that
+        marks it released, with a ``curate.release`` ledger row in the same transaction as its vectors."""
+        from embedops.sync.quarantine import plan_release
+
+        with read_tx(self.engine) as conn:
+            planned = plan_release(conn, document, source)
+        if plan_only:
+            return planned
+        with self.lock("sync", wait=PUSH_LOCK_WAIT_S):
+            with read_tx(self.engine) as conn:  # decided again under the lock: a sync may have changed it
+                planned = plan_release(conn, document, source)
+            targets = self._kept_targets(create=True)
+            tagger = chunk_tagger(self.settings.curation or CurateSettings())
+            SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size,
+                       tagger=tagger).run(planned.source_id, planned.plan)
+            for t in targets:
+                self.store.flush(t.index)
+        return planned
+
     def _curate(self, plan: SyncPlan, source_id: int, *, unchecked: bool = True) -> Tagger | None:
         """Decide the plan's documents when [curate] is on (sync/curation.py); the chunks' language tagger."""
         settings = self.settings.curation
@@ -798,7 +819,7 @@ class Workspace:
             counts = queries.catalog_counts(conn)
             indexes = queries.indexes(conn)
         out = {"workspace": str(self.root), "embedder": self.settings.embedder, "chunker": self.settings.chunker,
-               **counts}
+               "curate": self.settings.curation is not None, **counts}
         if self.store.capabilities.ann_file:  # derived graphs: their size, tombstones and compaction
             out["ann"] = [self.store.ann_status(ix) for ix in indexes]  # type: ignore[attr-defined]
         return out

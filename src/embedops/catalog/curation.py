@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import sqlalchemy as sa
 
@@ -20,7 +20,9 @@ from embedops.catalog import schema
 from embedops.curate.curator import Decision, StoredCuration
 from embedops.sources.base import Document
 
-KEPT, QUARANTINED, RELEASED = "kept", "quarantined", "released"
+KEPT: Final = "kept"
+QUARANTINED: Final = "quarantined"
+RELEASED: Final = "released"
 Status = Literal["kept", "quarantined", "released"]
 _IN_BATCH = 900  # SQLite's bound-parameter limit
 

@@ -69,6 +69,8 @@ class SyncPlan:
     decisions: dict[str, Decision] = field(default_factory=dict)
     rechecked: list[tuple[int, Document]] = field(default_factory=list)
     relinked: list[tuple[int, Decision]] = field(default_factory=list)
+    # Quarantined documents embedded anyway (`embedops quarantine release`): their rows say "released".
+    released: set[str] = field(default_factory=set)
 
     @property
     def changed(self) -> list[tuple[int | None, Document]]:
@@ -88,7 +90,7 @@ class SyncPlan:
         """Documents this plan quarantines, by reason."""
         out: dict[str, int] = {}
         for decision in self.decisions.values():
-            if decision.reason is not None:
+            if not decision.kept and decision.reason is not None:
                 out[decision.reason] = out.get(decision.reason, 0) + 1
         return dict(sorted(out.items()))
 

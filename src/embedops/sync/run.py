@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from embedops.catalog import schema
-from embedops.catalog.curation import decision_row, forget, write_decisions
+from embedops.catalog.curation import QUARANTINED, RELEASED, decision_row, forget, write_decisions
 from embedops.catalog.ledger import write_ledger
 from embedops.chunking.base import Chunk, Chunker
 from embedops.curate.curator import Decision
@@ -104,6 +104,7 @@ class SyncRunner:
         self.tagger = tagger
         self.decisions: Mapping[str, Decision] = {}
         self.rechecked: set[str] = set()
+        self.released: set[str] = set()
         self.store = store
         self.targets = list(targets)
         self.batch_size = batch_size
@@ -118,6 +119,7 @@ class SyncRunner:
         chunked_before = self._chunked()
         counts = SyncCounts(unchanged=plan.unchanged, skipped=list(plan.skipped))
         self.decisions, self.rechecked = plan.decisions, {doc.external_id for _, doc in plan.rechecked}
+        self.released = plan.released
         try:
             for prepared, embedded in self.executor.stream(self.models, self._jobs(plan.changed),
                                                            expected=-(-len(plan.changed) // self.batch_size)):
@@ -128,6 +130,7 @@ class SyncRunner:
                              added=counts.added, updated=counts.updated, embedded=counts.embedded)
             raise
         counts.deleted = self._delete(plan.deleted, plan.source)
+        counts.rechecked += len(plan.relinked)  # their rows are rewritten by _finish
         chunked = {key: dict(now - chunked_before[key]) for key, now in self._chunked().items()}
         self._finish(source_id, plan, counts, time.perf_counter() - started, chunked)
         return counts
@@ -230,11 +233,15 @@ class SyncRunner:
             decision = self.decisions.get(doc.external_id)
             if decision is None:
                 undecided.append(doc_id)
+            elif doc.external_id in self.released:
+                rows.append(decision_row(doc_id, source_id, decision, RELEASED))
+                write_ledger(conn, "curate.release", source_id=source_id, document=doc.external_id,
+                             reason=decision.reason, canonical=decision.canonical_id)
             else:
                 rows.append(decision_row(doc_id, source_id, decision))
         forget(conn, undecided)
         write_decisions(conn, rows)
-        return sum(1 for r in rows if r["status"] == "quarantined")
+        return sum(1 for r in rows if r["status"] == QUARANTINED)
 
     def _write_chunks(self, conn: sa.Connection, doc_ids: list[int], prepared: _Prepared) -> int:
         written = 0
@@ -301,7 +308,7 @@ class SyncRunner:
                 skipped_count=len(counts.skipped),
                 seconds=round(seconds, 3),
                 **({"quarantined": counts.quarantined, "by_reason": plan.quarantined(),
-                    "rechecked": counts.rechecked + len(plan.relinked)} if plan.curated else {}),
+                    "rechecked": counts.rechecked} if plan.curated else {}),
                 # e.g. {"auto@1#...": {"code": 40, "prose": 12, "fallback:unparsable": 1}}
                 **({"chunked": chunked} if chunked else {}),
             )

@@ -1,0 +1,302 @@
+"""Curation wired into sync: decisions written with their documents, quarantine commands, language tags.
+
+Every test builds its corpus here (no shared data); the database tests run on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from embedops.catalog import schema
+from embedops.cli import app
+from embedops.config import load_settings
+from embedops.curate import CurateSettings
+from embedops.errors import ConfigError, NotFound
+from embedops.search.engine import Filters
+from embedops.sources.base import Document
+from embedops.sync.quarantine import NotQuarantined
+from embedops.workspace import Workspace
+from tests.test_workspace import check_invariant_2
+
+EN = ("Photosynthesis turns light, water and carbon dioxide into sugar and oxygen inside the chloroplasts of plant"
+      " cells, and almost every food chain on land starts with it.")
+DE = ("Die Photosynthese wandelt Licht, Wasser und Kohlendioxid in den Chloroplasten der Pflanzenzellen in Zucker"
+      " und Sauerstoff um, und fast jede Nahrungskette an Land beginnt damit.")
+ES = ("Las mareas suben y bajan dos veces al día porque la gravedad de la Luna atrae los océanos hacia ella y forma"
+      " dos abultamientos de agua en lados opuestos de la Tierra.")
+NEAR = EN.replace("sugar", "glucose")
+
+
+def write(folder: Path, files: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+
+
+@pytest.fixture
+def curated(tmp_path: Path, database: str | None) -> Any:
+    folder = tmp_path / "docs"
+    write(folder, {"a.md": EN, "b.md": EN, "c.md": "Too short.", "d.md": DE, "e.md": NEAR, "f.md": ES})
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=database, curate=True)
+    ws.add_source("docs", folder)
+    yield ws, folder
+    ws.close()
+
+
+def decisions(ws: Workspace) -> dict[str, tuple[str, str | None, str | None]]:
+    """external id → (status, reason, canonical) of every live document with a decision."""
+    d, cu = schema.documents, schema.curation
+    with ws.engine.connect() as conn:
+        rows = conn.execute(sa.select(d.c.external_id, cu.c.status, cu.c.reason, cu.c.canonical)
+                            .join(cu, cu.c.document_id == d.c.id).where(d.c.deleted_at.is_(None))).all()
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+def chunked(ws: Workspace) -> set[str]:
+    """Live documents that have chunks."""
+    d, c = schema.documents, schema.chunks
+    with ws.engine.connect() as conn:
+        return set(conn.execute(sa.select(d.c.external_id).join(c, c.c.document_id == d.c.id)
+                                .where(d.c.deleted_at.is_(None))).scalars())
+
+
+def check_counts(ws: Workspace) -> dict[str, Any]:
+    """The status invariant: live + quarantined + deleted = seen, and the per-reason counts sum up."""
+    status = ws.status()
+    assert status["documents"] + status["quarantined_documents"] + status["deleted_documents"] == status["seen_documents"]
+    assert sum(status["quarantined_by_reason"].values()) == status["quarantined_documents"]
+    assert sum(status["documents_by_language"].values()) == status["documents"] - status["unchecked_documents"]
+    assert sum(s["documents"] for s in status["sources"]) == status["documents"]
+    return status
+
+
+def test_only_kept_documents_are_chunked_and_embedded(curated: Any) -> None:
+    ws, _ = curated
+    result = ws.sync()
+    assert result.counts.added == 6 and result.counts.quarantined == 3
+    assert decisions(ws) == {
+        "a.md": ("kept", None, None), "b.md": ("quarantined", "duplicate", "a.md"), "c.md": ("quarantined", "too_short", None),
+        "d.md": ("kept", None, None), "e.md": ("quarantined", "near_duplicate", "a.md"), "f.md": ("kept", None, None),
+    }
+    assert chunked(ws) == {"a.md", "d.md", "f.md"}  # nothing of a quarantined document reaches the embedder
+    status = check_counts(ws)
+    assert (status["documents"], status["quarantined_documents"], status["seen_documents"]) == (3, 3, 6)
+    assert status["quarantined_by_reason"] == {"duplicate": 1, "near_duplicate": 1, "too_short": 1}
+    assert status["documents_by_language"] == {"de": 1, "en": 1, "es": 1}
+    assert status["indexes"][0]["vectors"] == status["chunks"]
+    check_invariant_2(ws)
+    again = ws.sync()
+    assert again.counts.embedded == 0 and again.counts.quarantined == 0 and again.counts.rechecked == 0
+
+
+def test_language_tags_filter_search_and_tag_chunks(curated: Any) -> None:
+    ws, _ = curated
+    ws.sync()
+    hits = ws.search("Pflanzenzellen Zucker", k=5, filters=Filters(metadata={"lang": "de"}))
+    assert [h.document_id for h in hits] == ["d.md"]
+    assert {h.document_id for h in ws.search("photosynthesis", k=5, filters=Filters(metadata={"lang": "en"}))} == {"a.md"}
+    assert ws.filter_notes(Filters(metadata={"lang": "fr"})) == []  # the key exists: no "no document has it" note
+    c = schema.chunks
+    with ws.engine.connect() as conn:
+        tags = [m.get("lang") for m in conn.execute(sa.select(c.c.metadata)).scalars()]
+    assert tags and set(tags) <= {"en", "de", "es"}
+
+
+def test_deleting_a_canonical_document_re_elects_its_copy(curated: Any) -> None:
+    ws, folder = curated
+    ws.sync()
+    (folder / "a.md").unlink()
+    result = ws.sync()
+    assert result.counts.deleted == 1 and result.counts.rechecked == 2 and result.counts.embedded == 0
+    assert decisions(ws)["b.md"] == ("kept", None, None)  # the oldest copy (ties: smallest id) takes over
+    assert decisions(ws)["e.md"][1:] == ("near_duplicate", "b.md")
+    assert chunked(ws) == {"b.md", "d.md", "f.md"}
+    check_invariant_2(ws)
+    status = check_counts(ws)
+    assert (status["documents"], status["quarantined_documents"], status["deleted_documents"]) == (3, 2, 1)
+
+
+def test_an_update_that_becomes_a_copy_loses_its_vectors(curated: Any) -> None:
+    ws, folder = curated
+    ws.sync()
+    (folder / "f.md").write_text(EN, encoding="utf-8")
+    result = ws.sync()
+    assert result.counts.updated == 1 and result.counts.quarantined == 1
+    assert decisions(ws)["f.md"] == ("quarantined", "duplicate", "a.md")
+    assert "f.md" not in chunked(ws)
+    check_invariant_2(ws)
+    check_counts(ws)
+
+
+def test_sync_plan_says_what_would_be_quarantined_and_writes_nothing(curated: Any) -> None:
+    ws, _ = curated
+    plan = ws.sync(plan_only=True)
+    assert plan.sources[0]["quarantined"] == {"duplicate": 1, "near_duplicate": 1, "too_short": 1}
+    assert plan.counts.quarantined == 3 and decisions(ws) == {}
+    embedded = ws.sync().counts.embedded
+    assert plan.chunks_to_embed == embedded  # the estimate leaves the quarantined documents out
+
+
+def test_release_embeds_a_document_and_curation_leaves_it_alone(curated: Any) -> None:
+    ws, folder = curated
+    ws.sync()
+    planned = ws.release("c.md", plan_only=True)
+    assert planned.entry.reason == "too_short" and "c.md" not in chunked(ws)
+    ws.release("c.md")
+    assert "c.md" in chunked(ws) and decisions(ws)["c.md"] == ("released", "too_short", None)
+    check_invariant_2(ws)
+    ledger = ws.history(kind="curate.release")
+    assert [r["details"]["document"] for r in ledger] == ["c.md"]
+    with pytest.raises(NotQuarantined):
+        ws.release("c.md")
+    with pytest.raises(NotQuarantined):
+        ws.release("a.md")
+    with pytest.raises(NotFound):
+        ws.release("nope.md")
+    ws.release("b.md")  # a released copy is not re-checked when its canonical document goes
+    (folder / "a.md").unlink()
+    ws.sync()
+    assert decisions(ws)["b.md"][0] == "released" and "b.md" in chunked(ws)
+    status = check_counts(ws)
+    assert status["released_documents"] == 2
+    (folder / "c.md").write_text("Still short.", encoding="utf-8")  # changed content: checked again
+    ws.sync()
+    assert decisions(ws)["c.md"] == ("quarantined", "too_short", None) and "c.md" not in chunked(ws)
+    check_invariant_2(ws)
+
+
+def test_pushed_documents_are_curated(tmp_path: Path, database: str | None) -> None:
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=database, curate=True)
+    ws.add_source("events", kind="push")
+    result = ws.upsert_documents("events", [Document("1", EN), Document("2", EN), Document("3", "hi")])
+    assert result.sources[0]["documents"] == {"1": "added", "2": "quarantined", "3": "quarantined"}
+    assert chunked(ws) == {"1"}
+    ws.delete_documents("events", ["1"])
+    assert decisions(ws)["2"] == ("kept", None, None) and chunked(ws) == {"2"}
+    check_invariant_2(ws)
+    check_counts(ws)
+    ws.close()
+
+
+def test_curation_off_embeds_everything_and_turning_it_on_checks_what_is_there(tmp_path: Path, database: str | None) -> None:
+    folder = tmp_path / "docs"
+    write(folder, {"a.md": EN, "b.md": EN, "c.md": DE})
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=database)
+    assert ws.settings.curation is None
+    ws.add_source("docs", folder)
+    first = ws.sync()
+    assert first.counts.quarantined == 0 and chunked(ws) == {"a.md", "b.md", "c.md"} and decisions(ws) == {}
+    assert ws.status()["unchecked_documents"] == 3
+    ws.settings.curate = CurateSettings()
+    ws.settings.save()
+    ws.reload_settings()
+    on = ws.sync()
+    assert on.counts.rechecked == 3 and on.counts.quarantined == 1 and on.counts.embedded == 0  # vectors from the cache
+    assert decisions(ws)["b.md"] == ("quarantined", "duplicate", "a.md") and chunked(ws) == {"a.md", "c.md"}
+    check_invariant_2(ws)
+    status = check_counts(ws)
+    assert status["unchecked_documents"] == 0
+    ws.settings.curate = CurateSettings(enabled=False)
+    ws.settings.save()
+    ws.reload_settings()
+    (folder / "b.md").write_text(EN + " Changed.", encoding="utf-8")  # changed while off: embedded, decision dropped
+    ws.sync()
+    assert "b.md" in chunked(ws) and "b.md" not in decisions(ws)
+    check_counts(ws)
+    ws.close()
+
+
+def test_a_failed_batch_writes_no_decision_and_the_next_sync_completes(curated: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws, _ = curated
+    ws.settings.batch_size = 2
+    calls = {"n": 0}
+    original = ws.store.write
+
+    def failing_write(*args: Any, **kwargs: Any) -> int:  # the second batch's transaction fails mid-way
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ws.store, "write", failing_write)
+    with pytest.raises(RuntimeError):
+        ws.sync()
+    d = schema.documents
+    with ws.engine.connect() as conn:
+        stored = set(conn.execute(sa.select(d.c.external_id)).scalars())
+    assert set(decisions(ws)) == stored  # every stored document has its decision; the failed batch left neither
+    monkeypatch.undo()
+    ws.sync()
+    assert set(decisions(ws)) == {"a.md", "b.md", "c.md", "d.md", "e.md", "f.md"}
+    assert chunked(ws) == {"a.md", "d.md", "f.md"}
+    check_invariant_2(ws)
+    check_counts(ws)
+
+
+def test_curate_table_is_read_validated_and_written(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", curate=True)
+    ws.close()
+    config = tmp_path / "ws" / "embedops.toml"
+    assert "[curate]\nenabled = true" in config.read_text()
+    text = config.read_text().replace("enabled = true", "enabled = true\nmin_words = 20\nallowed_languages = [\"en\"]")
+    config.write_text(text)
+    settings = load_settings(tmp_path / "ws")
+    assert settings.curation is not None and settings.curation.min_words == 20
+    settings.save()
+    assert load_settings(tmp_path / "ws").curate == settings.curate  # kept through a rewrite of the file
+    config.write_text(text.replace("min_words = 20", "min_words = -1"))
+    with pytest.raises(ConfigError, match=r"\[curate\] min_words"):
+        load_settings(tmp_path / "ws")
+    config.write_text(text.replace("min_words = 20", "enabled = false"))
+    with pytest.raises(ConfigError):  # a key given twice is invalid TOML
+        load_settings(tmp_path / "ws")
+    config.write_text(text.replace("enabled = true", "enabled = false"))
+    assert load_settings(tmp_path / "ws").curation is None
+    config.write_text("\n".join(line for line in text.splitlines()
+                                if not line.startswith(("[curate]", "enabled", "min_words", "allowed_languages"))))
+    assert load_settings(tmp_path / "ws").curate is None  # no table: off, as before curation existed
+
+
+def run(*args: str) -> tuple[int, Any]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def test_quarantine_commands(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    write(folder, {"a.md": EN, "b.md": EN, "c.md": "Too short.", "e.md": NEAR})
+    ws = str(tmp_path / "ws")
+    code, init = run("init", ws, "--embedder", "hashing", "--json")
+    assert code == 0 and init["curate"] is True  # `embedops init` curates new workspaces
+    assert run("source", "add", "docs", str(folder), "--workspace", ws, "--json")[0] == 0
+    code, synced = run("sync", "--workspace", ws, "--json")
+    assert code == 0 and synced["quarantined"] == 3
+    code, listed = run("quarantine", "list", "--workspace", ws, "--json")
+    assert code == 0 and sorted(e["document"] for e in listed) == ["b.md", "c.md", "e.md"]
+    code, near = run("quarantine", "list", "--reason", "near_duplicate", "--workspace", ws, "--json")
+    assert [e["document"] for e in near] == ["e.md"]
+    assert run("quarantine", "list", "--reason", "nonsense", "--workspace", ws, "--json")[0] != 0
+    code, shown = run("quarantine", "show", "e.md", "--workspace", ws, "--json")
+    assert code == 0 and shown["canonical"] == "a.md" and shown["reason"] == "near_duplicate"
+    finding = shown["findings"][0]
+    assert finding["value"] >= finding["limit"] == 0.5 and "a.md" in finding["detail"]
+    code, missing = run("quarantine", "show", "zz.md", "--workspace", ws, "--json")
+    assert code == NotFound.exit_code and missing["error"] == "NotFound"
+    code, planned = run("quarantine", "release", "c.md", "--plan", "--workspace", ws, "--json")
+    assert code == 0 and planned["plan"] is True and planned["reason"] == "too_short"
+    assert run("quarantine", "list", "--workspace", ws, "--json")[1][1]["document"] == "c.md"  # --plan changed nothing
+    code, released = run("quarantine", "release", "c.md", "--workspace", ws, "--json")
+    assert code == 0 and released["plan"] is False
+    code, listed = run("quarantine", "list", "--workspace", ws, "--json")
+    assert sorted(e["document"] for e in listed) == ["b.md", "e.md"]
+    code, status = run("status", "--workspace", ws, "--json")
+    assert status["quarantined_by_reason"] == {"duplicate": 1, "near_duplicate": 1}
+    assert status["documents"] + status["quarantined_documents"] + status["deleted_documents"] == status["seen_documents"] == 4
+    code, _ = run("init", str(tmp_path / "off"), "--embedder", "hashing", "--no-curate", "--json")
+    assert code == 0 and load_settings(tmp_path / "off").curation is None
