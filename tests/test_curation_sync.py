@@ -300,3 +300,49 @@ def test_quarantine_commands(tmp_path: Path) -> None:
     assert status["documents"] + status["quarantined_documents"] + status["deleted_documents"] == status["seen_documents"] == 4
     code, _ = run("init", str(tmp_path / "off"), "--embedder", "hashing", "--no-curate", "--json")
     assert code == 0 and load_settings(tmp_path / "off").curation is None
+
+
+def test_new_shingling_parameters_recompute_the_stored_signatures(curated: Any) -> None:
+    ws, _ = curated
+    ws.sync()
+    assert ws.sync().counts.rechecked == 0  # a no-op sync decides nothing again
+    assert ws.settings.curate is not None
+    ws.settings.curate.num_perm = 64
+    result = ws.sync()
+    assert result.counts.rechecked == 5 and result.counts.embedded == 0  # the 3 kept and the 2 copies of a.md
+    cu = schema.curation
+    with ws.engine.connect() as conn:
+        sizes = set(conn.execute(sa.select(sa.func.length(cu.c.signature)).where(cu.c.status == "kept")).scalars())
+    assert sizes == {12 + 4 * 64}
+    assert decisions(ws)["e.md"][1:] == ("near_duplicate", "a.md")
+    assert ws.sync().counts.rechecked == 0
+
+
+def test_doc_lang_segments_an_eval_run_by_the_judged_documents_language(curated: Any) -> None:
+    from embedops.evaluate.runner import run_evalset
+    from embedops.evaluate.store import import_evalset
+
+    ws, folder = curated
+    ws.sync()
+    lines = [{"id": "q1", "query": "plants make sugar from light", "relevant_ids": ["a.md"]},
+             {"id": "q2", "query": "Zucker aus Licht", "relevant_ids": ["d.md"]},
+             {"id": "q3", "query": "why tides", "relevant_ids": ["f.md"]},
+             {"id": "q4", "query": "light and water", "relevant_ids": ["a.md"]}]
+    path = folder.parent / "queries.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    import_evalset(ws, "langs", path, source="docs")
+    run = run_evalset(ws, "langs", segment_by="doc.lang")
+    assert {k: int(v["n"]) for k, v in run.segments.items()} == {"de": 1, "en": 2, "es": 1}
+
+
+def test_quarantine_output_prints_document_text_literally(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    write(folder, {"a.md": EN, "b\x1b[2J.md": EN})
+    ws = str(tmp_path / "ws")
+    runner = CliRunner()
+    assert runner.invoke(app, ["init", ws, "--embedder", "hashing"]).exit_code == 0
+    runner.invoke(app, ["source", "add", "docs", str(folder), "-w", ws])
+    runner.invoke(app, ["sync", "-w", ws])
+    for args in (["quarantine", "list"], ["quarantine", "show", "b\x1b[2J.md"]):
+        result = runner.invoke(app, [*args, "-w", ws])
+        assert result.exit_code == 0 and "\x1b" not in result.stdout and "\\x1b[2J" in result.stdout, result.stdout

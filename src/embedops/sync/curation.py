@@ -25,11 +25,14 @@ from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 
+from embedops.catalog import schema
 from embedops.catalog.curation import KEPT, SourceCuration, StoredDocument, stored_documents, unchecked_documents
 from embedops.catalog.db import read_tx
 from embedops.curate.curator import CurationDocument, Curator
 from embedops.curate.language import detect_languages
-from embedops.curate.settings import CurateSettings
+from embedops.curate.settings import NEAR_DUPLICATE, CurateSettings
+from embedops.curate.signature import Signature, SignatureSpec
+from embedops.errors import SignatureMismatch
 from embedops.sources.base import Document
 from embedops.sync.plan import SyncPlan
 
@@ -48,10 +51,11 @@ def curate_plan(engine: sa.Engine, source_id: int, plan: SyncPlan, settings: Cur
 
     New documents are first seen ``now`` (one sync's newcomers tie, and ties go to the smallest id)."""
     with read_tx(engine) as conn:
-        state = SourceCuration(conn, source_id)
         never = unchecked_documents(conn, source_id) if unchecked else []
-    if not (plan.changed or plan.deleted or never):
-        return plan
+        # A no-op sync reads no stored signature, except one: whether shingle_size or num_perm changed.
+        if not (plan.changed or plan.deleted or never or _signatures_changed(conn, source_id, settings)):
+            return plan
+        state = SourceCuration(conn, source_id)
     loaded: dict[str, StoredDocument] = {}
 
     def load(ids: Sequence[str]) -> list[CurationDocument]:
@@ -77,6 +81,23 @@ def curate_plan(engine: sa.Engine, source_id: int, plan: SyncPlan, settings: Cur
             plan.relinked.append((stored.row_id, decision))
     return plan
 
+
+
+def _signatures_changed(conn: sa.Connection, source_id: int, settings: CurateSettings) -> bool:
+    """Whether the source's stored signatures were made with other shingling parameters (then every
+    kept document is re-checked: ``Curator.stale``). One row is read: a sync stores one spec."""
+    if not settings.checks(NEAR_DUPLICATE):
+        return False
+    cu = schema.curation
+    stored = conn.execute(sa.select(cu.c.signature).where(cu.c.source_id == source_id, cu.c.status == KEPT,
+                                                          cu.c.signature.is_not(None)).limit(1)).scalar()
+    if stored is None:
+        return False
+    try:
+        Signature.from_bytes(stored, SignatureSpec(settings.shingle_size, settings.num_perm))
+    except SignatureMismatch:
+        return True
+    return False
 
 
 def chunk_tagger(settings: CurateSettings) -> Callable[[Sequence[str]], list[str]]:
