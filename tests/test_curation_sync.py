@@ -346,3 +346,74 @@ def test_quarantine_output_prints_document_text_literally(tmp_path: Path) -> Non
     for args in (["quarantine", "list"], ["quarantine", "show", "b\x1b[2J.md"]):
         result = runner.invoke(app, [*args, "-w", ws])
         assert result.exit_code == 0 and "\x1b" not in result.stdout and "\\x1b[2J" in result.stdout, result.stdout
+
+
+def test_a_curated_sync_survives_kill_9_between_batches(tmp_path: Path, database: str | None) -> None:
+    """Invariant 4 with curation: kill -9 after a random batch commit, sync again: every document has a
+    decision, each distinct text is kept exactly once, nothing quarantined has a vector, counts add up."""
+    import os
+    import random
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import sentence, write_corpus
+    from tests.test_crash import batches_since, run_and_kill
+
+    folder = tmp_path / "docs"
+    write_corpus(folder, 60, seed=3)
+    rng = random.Random(5)
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=database, curate=True)
+    ws.settings.batch_size = 4  # many commit boundaries to land between
+    ws.settings.save()
+    ws.add_source("docs", folder)
+    ws.close()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "embedops.cli", "sync", "--workspace", str(tmp_path / "ws"), "--json"]
+
+    def mutate() -> None:  # copies of live files, deleted originals (re-elections), stubs, edits
+        files = sorted(p for p in folder.rglob("*.md"))
+        for path in rng.sample(files, k=12):
+            (folder / f"copy{rng.randrange(10**9)}.md").write_text(path.read_text(), encoding="utf-8")
+        for path in rng.sample(files, k=6):
+            path.unlink()
+        for _ in range(3):
+            (folder / f"stub{rng.randrange(10**9)}.md").write_text("Short.", encoding="utf-8")
+        for path in rng.sample(sorted(folder.rglob("*.md")), k=4):
+            path.write_text(path.read_text() + f"\nEdited {rng.randrange(10**9)} " + sentence(rng) + "\n", encoding="utf-8")
+
+    def after_a_batch(proc: subprocess.Popen[bytes], mark: int) -> None:
+        wanted = rng.randint(1, 4)
+        while proc.poll() is None and batches_since(watcher, mark) < wanted:
+            time.sleep(0.005)
+
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    killed = 0
+    with Workspace.open(tmp_path / "ws") as watcher:
+        for trial in range(3):
+            mutate()
+            killed += run_and_kill(watcher, cmd, env, after_a_batch)
+            with Workspace.open(tmp_path / "ws") as ws:
+                ws.sync()
+                check_invariant_2(ws)
+                status = check_counts(ws)
+                assert status["unchecked_documents"] == 0, f"trial {trial}"
+                decided = decisions(ws)
+                kept = {ext for ext, (state, _, _) in decided.items() if state == "kept"}
+                assert chunked(ws) == kept, f"trial {trial}: quarantined documents with chunks, or kept ones without"
+                by_text: dict[str, list[str]] = {}
+                for path in folder.rglob("*.md"):
+                    if path.read_text() != "Short.":
+                        by_text.setdefault(path.read_text(), []).append(path.relative_to(folder).as_posix())
+                for ids in by_text.values():  # at most one kept copy per distinct text, the others link to it
+                    mine = set(ids) & kept
+                    assert len(mine) <= 1, (trial, ids)
+                    if mine:
+                        canonical = next(iter(mine))
+                        assert all(decided[i] == ("quarantined", "duplicate", canonical) for i in ids if i != canonical)
+                for ext, (state, reason, canonical) in decided.items():  # a copy links to a live, kept document
+                    assert (canonical in kept) == (reason in ("duplicate", "near_duplicate")), (trial, ext, reason)
+                    assert (state == "kept") == (reason is None), (trial, ext, state)
+                again = ws.sync()
+                assert again.counts.embedded == again.counts.quarantined == again.counts.rechecked == 0
+    assert killed >= 2, f"only {killed} of 3 syncs were killed before they ended"
