@@ -417,3 +417,21 @@ def test_a_curated_sync_survives_kill_9_between_batches(tmp_path: Path, database
                 again = ws.sync()
                 assert again.counts.embedded == again.counts.quarantined == again.counts.rechecked == 0
     assert killed >= 2, f"only {killed} of 3 syncs were killed before they ended"
+
+
+def test_http_pushes_are_curated_and_metrics_count_the_quarantine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from embedops.server import ServerConfig, create_app
+
+    with Workspace.init(tmp_path / "ws", embedder="hashing", curate=True) as ws:
+        ws.add_source("events", kind="push")
+    monkeypatch.setenv("EMBEDOPS_TOKEN", "tok")
+    auth = {"Authorization": "Bearer tok"}
+    with TestClient(create_app(tmp_path / "ws", ServerConfig())) as client:
+        first = client.put("/sources/events/documents/a", json={"text": EN}, headers=auth)
+        copy = client.put("/sources/events/documents/b", json={"text": EN}, headers=auth)
+        assert (first.json()["result"], copy.json()["result"]) == ("added", "quarantined")
+        status = client.get("/status").json()
+        assert status["quarantined_by_reason"] == {"duplicate": 1} and status["documents"] == 1
+        assert 'embedops_quarantined_documents{reason="duplicate"} 1' in client.get("/metrics").text
