@@ -57,18 +57,20 @@ def curate_plan(engine: sa.Engine, source_id: int, plan: SyncPlan, settings: Cur
             return plan
         state = SourceCuration(conn, source_id)
     loaded: dict[str, StoredDocument] = {}
+    changed = {doc.external_id: curation_document(doc, state.first_seen.get(doc.external_id, now))
+               for _, doc in plan.changed}
 
     def load(ids: Sequence[str]) -> list[CurationDocument]:
+        """Documents to decide again: a changed one as the source has it now, the others as stored."""
         with read_tx(engine) as conn:
-            found = stored_documents(conn, source_id, ids)
+            found = stored_documents(conn, source_id, [i for i in ids if i not in changed])
         loaded.update({s.document.external_id: s for s in found})
-        return [curation_document(s.document, state.first_seen.get(s.document.external_id, s.ingested_at))
-                for s in found]
+        return [changed[i] for i in ids if i in changed] + [
+            curation_document(s.document, state.first_seen.get(s.document.external_id, s.ingested_at)) for s in found]
 
-    changed_ids = {doc.external_id for _, doc in plan.changed}
-    changed = [curation_document(doc, state.first_seen.get(doc.external_id, now)) for _, doc in plan.changed]
-    changed += load([ext for ext in never if ext not in changed_ids])
-    outcome = Curator(settings, state).plan(changed, [ext for _, ext in plan.deleted], load)
+    changed_ids = set(changed)
+    todo = [*changed.values(), *load([ext for ext in never if ext not in changed_ids])]
+    outcome = Curator(settings, state).plan(todo, [ext for _, ext in plan.deleted], load)
     plan.decisions = dict(outcome.decisions)
     for ext, decision in outcome.decisions.items():
         if ext in changed_ids:
