@@ -435,3 +435,43 @@ def test_http_pushes_are_curated_and_metrics_count_the_quarantine(tmp_path: Path
         status = client.get("/status").json()
         assert status["quarantined_by_reason"] == {"duplicate": 1} and status["documents"] == 1
         assert 'embedops_quarantined_documents{reason="duplicate"} 1' in client.get("/metrics").text
+
+
+GERMAN = [
+    "Die Photosynthese wandelt Licht, Wasser und Kohlendioxid in den Chloroplasten der Pflanzenzellen in Zucker um.",
+    "Im Herbst verlieren viele Laubbäume ihre Blätter, weil die Tage kürzer werden und das Wasser im Boden gefriert.",
+    "Bienen sammeln Nektar und Pollen von Blüten und tragen dabei zur Bestäubung zahlreicher Nutzpflanzen bei.",
+    "Der Rhein entspringt in den Schweizer Alpen und fließt durch mehrere Länder, bevor er in die Nordsee mündet.",
+    "Gletscher speichern einen großen Teil des Süßwassers der Erde und schmelzen in warmen Sommern immer schneller.",
+    "Moose wachsen an schattigen, feuchten Orten und können lange Trockenzeiten in einer Art Starre überstehen.",
+    "Viele Zugvögel fliegen im Winter nach Süden und orientieren sich dabei am Magnetfeld und an den Sternen.",
+    "Eichen können mehrere hundert Jahre alt werden und bieten unzähligen Insekten und Vögeln einen Lebensraum.",
+    "Im Wattenmeer leben Würmer, Muscheln und Krebse, die bei Ebbe von vielen hungrigen Vögeln gesucht werden.",
+    "Pilze zersetzen abgestorbenes Holz und Laub und geben die Nährstoffe so an den Boden des Waldes zurück.",
+]
+ENGLISH = [
+    "The tides rise and fall twice a day because the Moon's gravity pulls the oceans into two bulges.",
+    "Volcanoes form where molten rock from deep inside the Earth finds a way up through cracks in the crust.",
+    "Coral reefs are built by tiny animals that take calcium from seawater to grow hard skeletons around them.",
+    "Earthquakes happen when stress that has built up along a fault is released in a sudden slip of the rocks.",
+    "Rainbows appear when sunlight is bent and reflected inside raindrops, splitting white light into colours.",
+    "Deserts can be cold as well as hot; what makes a desert is how little rain falls there over a year.",
+]
+
+
+def test_chunks_past_the_measured_start_of_a_document_get_their_own_tag(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    text = "\n\n".join(GERMAN) + "\n\n" + "\n\n".join(ENGLISH) + "\n"
+    write(folder, {"mixed.md": text})
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", curate=True)
+    ws.settings.chunker_params = {"max_tokens": 40, "tokenizer": "regex"}
+    ws.add_source("docs", folder)
+    ws.sync()
+    c = schema.chunks
+    with ws.engine.connect() as conn:
+        rows = conn.execute(sa.select(c.c.start, c.c.metadata).order_by(c.c.ordinal)).all()
+    tags = [(start >= 1000, meta["lang"]) for start, meta in rows]
+    assert len(rows) > 3 and decisions(ws)["mixed.md"][0] == "kept"
+    assert {tag for early, tag in tags if not early} == {"de"}  # the document's tag, measured on its start
+    assert tags[-1] == (True, "en")  # detected on its own
+    ws.close()

@@ -27,6 +27,7 @@ from embedops.catalog.curation import QUARANTINED, RELEASED, decision_row, forge
 from embedops.catalog.ledger import write_ledger
 from embedops.chunking.base import Chunk, Chunker
 from embedops.curate.curator import Decision
+from embedops.curate.language import SAMPLE_CHARS
 from embedops.embedding.base import Embedder
 from embedops.errors import ProviderRefused, ProviderUnavailable
 from embedops.execute.base import EmbedJob, Executor, JobResult, Model
@@ -39,7 +40,7 @@ from embedops.vectors.base import IndexInfo, VectorRow, VectorStore
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
-# Language tags for chunk texts (Curator.languages): chunks of a document of several chunks are tagged each.
+# Language tags for chunk texts (Curator.languages), for chunks past the part of a document its own tag was measured on.
 Tagger = Callable[[Sequence[str]], list[str]]
 
 
@@ -160,13 +161,16 @@ class SyncRunner:
         return decision is not None and not decision.kept
 
     def _tagged(self, doc: Document, chunks: list[Chunk]) -> list[Chunk]:
-        """Chunks with their ``lang`` tag: the document's, or each chunk's own when the document has several."""
+        """Chunks with their ``lang`` tag. The document's tag was measured on its first
+        ``SAMPLE_CHARS`` characters: a chunk starting there inherits it, a later one is detected itself."""
         decision = self.decisions.get(doc.external_id)
         if decision is None or not chunks:
             return chunks
-        tags = [decision.language] if len(chunks) == 1 or self.tagger is None else self.tagger([c.text for c in chunks])
-        if len(tags) == 1:
-            tags = tags * len(chunks)
+        later = [i for i, c in enumerate(chunks) if c.start >= SAMPLE_CHARS] if self.tagger is not None else []
+        tags = [decision.language] * len(chunks)
+        for i, tag in zip(later, self.tagger([chunks[i].text for i in later]) if self.tagger and later else [],
+                          strict=True):
+            tags[i] = tag
         return [dataclasses.replace(c, metadata={**c.metadata, "lang": tag}) for c, tag in zip(chunks, tags, strict=True)]
 
     def _jobs(self, changed: list[tuple[int | None, Document]]) -> Iterator[tuple[_Prepared, EmbedJob]]:
