@@ -475,3 +475,17 @@ def test_chunks_past_the_measured_start_of_a_document_get_their_own_tag(tmp_path
     assert {tag for early, tag in tags if not early} == {"de"}  # the document's tag, measured on its start
     assert tags[-1] == (True, "en")  # detected on its own
     ws.close()
+
+
+def test_turning_near_duplicates_on_checks_the_kept_documents_again(curated: Any) -> None:
+    ws, _ = curated
+    assert ws.settings.curate is not None
+    ws.settings.curate.rules = [r for r in ws.settings.curate.rules if r != "near_duplicate"]
+    ws.sync()
+    assert decisions(ws)["e.md"] == ("kept", None, None)  # no near-duplicate rule: the edited copy is kept
+    ws.settings.curate.rules.append("near_duplicate")
+    result = ws.sync()
+    assert result.counts.quarantined == 1 and decisions(ws)["e.md"] == ("quarantined", "near_duplicate", "a.md")
+    assert "e.md" not in chunked(ws)
+    check_invariant_2(ws)
+    assert ws.sync().counts.rechecked == 0

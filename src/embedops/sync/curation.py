@@ -84,15 +84,17 @@ def curate_plan(engine: sa.Engine, source_id: int, plan: SyncPlan, settings: Cur
     return plan
 
 
-
 def _signatures_changed(conn: sa.Connection, source_id: int, settings: CurateSettings) -> bool:
-    """Whether the source's stored signatures were made with other shingling parameters (then every
-    kept document is re-checked: ``Curator.stale``). One row is read: a sync stores one spec."""
+    """Whether the source's stored signatures were made with other shingling parameters, or are missing
+    (near_duplicate was not among the rules): then the kept documents are re-checked (``Curator.stale``).
+    At most two rows are read: a sync stores one spec."""
     if not settings.checks(NEAR_DUPLICATE):
         return False
     cu = schema.curation
-    stored = conn.execute(sa.select(cu.c.signature).where(cu.c.source_id == source_id, cu.c.status == KEPT,
-                                                          cu.c.signature.is_not(None)).limit(1)).scalar()
+    kept = sa.select(cu.c.signature).where(cu.c.source_id == source_id, cu.c.status == KEPT)
+    if conn.execute(kept.where(cu.c.signature.is_(None)).limit(1)).first() is not None:
+        return True
+    stored = conn.execute(kept.where(cu.c.signature.is_not(None)).limit(1)).scalar()
     if stored is None:
         return False
     try:
