@@ -46,12 +46,12 @@ def test_catalog_from_a_newer_embedops_is_refused(tmp_path: Path) -> None:
         ensure_schema(engine)
 
 
-def test_v5_catalog_gains_chunk_metadata(tmp_path: Path, database: str | None) -> None:
-    engine = create_engine(database_url(database or "v5.db", tmp_path))
+def test_v8_catalog_gains_chunk_metadata(tmp_path: Path, database: str | None) -> None:
+    engine = create_engine(database_url(database or "v8.db", tmp_path))
     with engine.begin() as conn:
         schema.metadata.create_all(conn)
-        conn.exec_driver_sql("ALTER TABLE chunks DROP COLUMN metadata")  # the table as version 5 made it
-        conn.execute(sa.insert(schema.meta).values(key="schema_version", value="5"))
+        conn.exec_driver_sql("ALTER TABLE chunks DROP COLUMN metadata")  # the table as version 8 made it
+        conn.execute(sa.insert(schema.meta).values(key="schema_version", value="8"))
         conn.execute(sa.insert(schema.sources).values(id=1, name="s", kind="folder", config={}, created_at=1.0))
         conn.execute(sa.insert(schema.documents).values(
             id=1, source_id=1, external_id="a.py", content_hash="h", text="x = 1", metadata={}, ingested_at=1.0))
@@ -59,10 +59,10 @@ def test_v5_catalog_gains_chunk_metadata(tmp_path: Path, database: str | None) -
         conn.exec_driver_sql(
             "INSERT INTO chunks (id, document_id, chunker_key, ordinal, text, start, \"end\", content_hash)"
             " VALUES (1, 1, 'whole@1#x', 0, 'x = 1', 0, 5, 'c')")
-    assert ensure_schema(engine) == schema.SCHEMA_VERSION >= 6
+    assert ensure_schema(engine) == schema.SCHEMA_VERSION >= 9
     with engine.begin() as conn:
         assert conn.execute(sa.select(schema.chunks.c.metadata)).scalar_one() is None  # written before: unknown
         conn.execute(sa.update(schema.chunks).values(metadata={"kind": "module"}))
         assert conn.execute(sa.select(schema.chunks.c.metadata)).scalar_one() == {"kind": "module"}
         upgrades = [r["details"]["schema_version"] for r in read_ledger(conn, kind_prefix="catalog.upgrade")]
-        assert sorted(upgrades) == list(range(6, schema.SCHEMA_VERSION + 1))  # every step since 5, once each
+        assert sorted(upgrades) == list(range(9, schema.SCHEMA_VERSION + 1))
