@@ -174,11 +174,13 @@ def test_release_embeds_a_document_and_curation_leaves_it_alone(curated: Any) ->
 def test_pushed_documents_are_curated(tmp_path: Path, database: str | None) -> None:
     ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=database, curate=True)
     ws.add_source("events", kind="push")
-    result = ws.upsert_documents("events", [Document("1", EN), Document("2", EN), Document("3", "hi")])
-    assert result.sources[0]["documents"] == {"1": "added", "2": "quarantined", "3": "quarantined"}
-    assert chunked(ws) == {"1"}
+    result = ws.upsert_documents("events", [Document("1", EN), Document("2", EN), Document("3", "hi"),
+                                            Document("4", ES, {"lang": "it"})])
+    assert result.sources[0]["documents"] == {"1": "added", "2": "quarantined", "3": "quarantined", "4": "added"}
+    assert ws.status()["documents_by_language"] == {"en": 1, "it": 1}  # a declared lang is taken as it is
+    assert chunked(ws) == {"1", "4"}
     ws.delete_documents("events", ["1"])
-    assert decisions(ws)["2"] == ("kept", None, None) and chunked(ws) == {"2"}
+    assert decisions(ws)["2"] == ("kept", None, None) and chunked(ws) == {"2", "4"}
     check_invariant_2(ws)
     check_counts(ws)
     ws.close()
@@ -295,9 +297,22 @@ def test_quarantine_commands(tmp_path: Path) -> None:
     assert code == 0 and released["plan"] is False
     code, listed = run("quarantine", "list", "--workspace", ws, "--json")
     assert sorted(e["document"] for e in listed) == ["b.md", "e.md"]
+    code, everything = run("quarantine", "list", "--released", "--workspace", ws, "--json")
+    assert {e["document"]: e["status"] for e in everything}["c.md"] == "released"
     code, status = run("status", "--workspace", ws, "--json")
     assert status["quarantined_by_reason"] == {"duplicate": 1, "near_duplicate": 1}
     assert status["documents"] + status["quarantined_documents"] + status["deleted_documents"] == status["seen_documents"] == 4
+    other = tmp_path / "other"
+    write(other, {"c.md": "Also short."})  # the same id in a second source: --source tells them apart
+    assert run("source", "add", "other", str(other), "--workspace", ws, "--json")[0] == 0
+    assert run("sync", "--workspace", ws, "--json")[0] == 0
+    code, ambiguous = run("quarantine", "show", "c.md", "--workspace", ws, "--json")
+    assert code == 1 and "--source" in ambiguous["hint"]
+    code, shown = run("quarantine", "show", "c.md", "--source", "other", "--workspace", ws, "--json")
+    assert code == 0 and (shown["source"], shown["status"]) == ("other", "quarantined")
+    code, only = run("quarantine", "list", "--source", "other", "--workspace", ws, "--json")
+    assert [(e["source"], e["document"]) for e in only] == [("other", "c.md")]
+    assert run("quarantine", "release", "c.md", "--source", "other", "--workspace", ws, "--json")[0] == 0
     code, _ = run("init", str(tmp_path / "off"), "--embedder", "hashing", "--no-curate", "--json")
     assert code == 0 and load_settings(tmp_path / "off").curation is None
 
