@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from embedops.monitor.freshness import FreshnessReport
     from embedops.sync.watch import WatchState
     from embedops.adopt import AdoptResult
+    from embedops.catalog.curation import QuarantineEntry
+    from embedops.sync.quarantine import ReleasePlan
 
 
 @dataclass
@@ -43,6 +45,7 @@ class InitResult:
     database: str
     embedder: str
     chunker: str
+    curate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -86,14 +89,17 @@ class MigrationPlanResult:
 def init(
     workspace: Path, *, embedder: str = "minilm-l6", chunker: str = DEFAULT_CHUNKER, database: str | None = None,
     database_env: str | None = None, base_url: str | None = None, api_key_env: str | None = None,
+    curate: bool = True,
 ) -> InitResult:
     """Create the workspace; a password in ``database`` is used now and never written (see ``database_env``).
 
-    ``embedder="openai:MODEL"`` writes an ``[embedders.NAME]`` section; ``embedder`` is then that NAME."""
+    ``embedder="openai:MODEL"`` writes an ``[embedders.NAME]`` section; ``embedder`` is then that NAME.
+    ``curate`` (on by default here): new workspaces curate documents before embedding them ([curate])."""
     ws = Workspace.init(workspace, embedder=embedder, chunker=chunker, database=database, database_env=database_env,
-                        base_url=base_url, api_key_env=api_key_env)
+                        base_url=base_url, api_key_env=api_key_env, curate=curate)
     with ws:
-        return InitResult(str(ws.root), str(ws.settings.path), ws.settings.database, ws.settings.embedder, chunker)
+        return InitResult(str(ws.root), str(ws.settings.path), ws.settings.database, ws.settings.embedder, chunker,
+                          curate)
 
 
 def source_list(workspace: Path | None) -> list[dict[str, Any]]:
@@ -236,6 +242,32 @@ def watch(
 def status(workspace: Path | None) -> dict[str, Any]:
     with Workspace.open(workspace) as ws:
         return ws.status()
+
+
+def quarantine_list(workspace: Path | None, *, reason: str | None = None, source: str | None = None,
+                    released: bool = False) -> list[QuarantineEntry]:
+    """Documents curation held back (with ``released``: also those released since), oldest decision first."""
+    from embedops.catalog.db import read_tx
+    from embedops.sync.quarantine import list_quarantine
+
+    with Workspace.open(workspace) as ws, read_tx(ws.engine) as conn:
+        return list_quarantine(conn, reason=reason, source=source, released=released)
+
+
+def quarantine_show(workspace: Path | None, *, document: str, source: str | None = None) -> QuarantineEntry:
+    """One document's curation decision: status, reason, every finding (value, limit) and its canonical document."""
+    from embedops.catalog.db import read_tx
+    from embedops.sync.quarantine import find_entry
+
+    with Workspace.open(workspace) as ws, read_tx(ws.engine) as conn:
+        return find_entry(conn, document, source)
+
+
+def quarantine_release(workspace: Path | None, *, document: str, source: str | None = None,
+                       plan: bool = False) -> ReleasePlan:
+    """Embed a quarantined document anyway; it is not checked again until its content changes."""
+    with Workspace.open(workspace) as ws:
+        return ws.release(document, source=source, plan_only=plan)
 
 
 def history(workspace: Path | None, *, kind: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:

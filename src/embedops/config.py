@@ -18,6 +18,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from embedops.catalog.secrets import strip_password
+from embedops.curate.settings import CurateSettings
 from embedops.embedding.providers import EmbedderConfig, parse_embedder_config, section_for_model
 from embedops.errors import ConfigError, WorkspaceNotFound
 from embedops.monitor.settings import MonitorSettings, optional_duration
@@ -72,6 +73,14 @@ class Settings:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     # Named embedders ([embedders.NAME]): HTTP providers, used wherever an embedder name is.
     embedders: dict[str, EmbedderConfig] = field(default_factory=dict)
+    # [curate]; None: no table, which means off (a workspace made before curation existed keeps
+    # embedding every document). `embedops init` writes `enabled = true`.
+    curate: CurateSettings | None = None
+
+    @property
+    def curation(self) -> CurateSettings | None:
+        """The curation settings when curation is on, else None."""
+        return self.curate if self.curate is not None and self.curate.enabled else None
 
     @property
     def path(self) -> Path:
@@ -120,6 +129,9 @@ class Settings:
             doc["sources"] = {name: s.to_toml() for name, s in self.sources.items()}
         if self.monitor.to_toml():
             doc["monitor"] = self.monitor.to_toml()
+        if self.curate is not None:
+            doc["curate"] = {"enabled": self.curate.enabled,
+                             **{k: v for k, v in self.curate.to_toml().items() if k != "enabled"}}
         return doc
 
     def save(self) -> None:
@@ -192,6 +204,15 @@ def _embedder_sections(data: dict[str, Any], root: Path) -> dict[str, EmbedderCo
     return {name: parse_embedder_config(name, raw, root) for name, raw in sections.items()}
 
 
+def _curate_table(data: dict[str, Any], path: Path) -> CurateSettings | None:
+    raw = data.get("curate")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: [curate] must be a table", hint="see docs/curation.md for its settings")
+    return CurateSettings.from_toml(dict(raw))
+
+
 def load_settings(root: Path) -> Settings:
     path = root / CONFIG_NAME
     data = _read_toml(path)
@@ -199,6 +220,7 @@ def load_settings(root: Path) -> Settings:
     settings = Settings(root=root, **table.model_dump())
     settings.monitor = MonitorSettings.from_toml(dict(data.get("monitor", {})))
     settings.embedders = _embedder_sections(data, root)
+    settings.curate = _curate_table(data, path)
     for name, raw in data.get("sources", {}).items():
         raw = dict(raw)
         try:

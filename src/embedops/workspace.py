@@ -28,6 +28,7 @@ from embedops.catalog.secrets import strip_password
 from embedops.catalog.ledger import actor, read_ledger, write_ledger
 from embedops.catalog.lock import WriteLock
 from embedops.chunking.base import Chunker
+from embedops.curate.settings import CurateSettings
 from embedops.config import CONFIG_NAME, DEFAULT_CHUNKER, Settings, SourceConfig, find_workspace, init_settings, load_settings
 from embedops.names import checked_name
 from embedops.embedding.base import Embedder, TokenSource
@@ -40,7 +41,9 @@ from embedops.search.params import refuse_nul
 from embedops.sources.base import Document, Source
 from embedops.sync.fill import fill_index, measure_gap
 from embedops.sync.plan import CatalogDoc, CatalogRows, SyncPlan, mass_delete, plan_sync
-from embedops.sync.run import SyncCounts, SyncRunner, Target
+from embedops.sync.curation import chunk_tagger, curate_plan
+from embedops.sync.quarantine import ReleasePlan
+from embedops.sync.run import SyncCounts, SyncRunner, Tagger, Target
 from embedops.thresholds.registry import ThresholdRegistry
 from embedops.vectors.base import IndexInfo
 from embedops.vectors import make_store
@@ -71,6 +74,8 @@ class SyncResult:
             "deleted": c.deleted,
             "unchanged": c.unchanged,
             "embedded": c.embedded,
+            "quarantined": c.quarantined,
+            "rechecked": c.rechecked,
             "skipped": [s.to_dict() for s in c.skipped],
             "sources": self.sources,
             "indexes": self.indexes,
@@ -116,6 +121,7 @@ class Workspace:
         database_env: str | None = None,
         base_url: str | None = None,
         api_key_env: str | None = None,
+        curate: bool = False,
     ) -> Workspace:
         """Create ``root``'s embedops.toml and catalog. A failure leaves nothing behind.
 
@@ -124,7 +130,9 @@ class Workspace:
         holding the catalog URL (password included), read at every open.
         ``embedder="openai:MODEL"`` (with ``base_url``, ``api_key_env``) adds an
         ``[embedders.NAME]`` section; a name already configured in an existing
-        embedops.toml (holding only such sections) is used."""
+        embedops.toml (holding only such sections) is used. ``curate``: write ``[curate] enabled``
+        (`embedops init` passes true: new workspaces curate their corpus before it is embedded;
+        the library's default stays false, so code that creates workspaces keeps its behaviour)."""
         from embedops.chunking.registry import chunker_names
         from embedops.embedding.registry import check_embedder
 
@@ -139,12 +147,13 @@ class Workspace:
             settings.database, had_password = strip_password(database)
             settings.database_secret = database if had_password else None
         settings.database_env = database_env
+        settings.curate = CurateSettings(enabled=curate)
         with _created(root) as created:
             ws = cls(settings, create=True)
             created.append(ws)
             settings.save()
             with ws.engine.begin() as conn:
-                write_ledger(conn, "workspace.init", embedder=settings.embedder, chunker=chunker)
+                write_ledger(conn, "workspace.init", embedder=settings.embedder, chunker=chunker, curate=curate)
         return ws
 
     @classmethod
@@ -519,13 +528,15 @@ class Workspace:
                 per_source[-1]["mass_delete"] = dict(refused.details)  # a copy: the error carries this result
                 failed.append((cfg.name, refused))
                 continue
+            tagger = self._curate(plan, source_id)
+            per_source[-1] = plan.summary()
             if plan_only:
                 total.merge(_plan_counts(plan))
                 to_embed += self._estimate_embeds(plan, targets)
                 continue
             bar = progress(f"sync {cfg.name}", len(plan.changed) + len(plan.deleted)) if progress else None
             runner = SyncRunner(self.engine, self.store, targets, batch_size=batch_size, progress=bar,
-                                executor=executor, models=models)
+                                executor=executor, models=models, tagger=tagger)
             total.merge(runner.run(source_id, plan))
         result = SyncResult(plan_only, total, per_source, chunks_to_embed=to_embed if plan_only else None)
         if not plan_only and len(failed) < len(configs):  # with nothing read, no drift reference to pin either
@@ -616,10 +627,40 @@ class Workspace:
         else:
             with self.lock("sync", wait=PUSH_LOCK_WAIT_S):  # a push waits for a running sync, within reason
                 targets = self._kept_targets(create=True)
-                runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size)
+                tagger = self._curate(plan, source_id, unchecked=False)
+                runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size,
+                                    tagger=tagger)
                 counts = runner.run(source_id, plan)
         summary = {**plan.summary(), "documents": document_outcomes(plan, ids)}
         return SyncResult(False, counts, [summary], seconds=time.perf_counter() - started)
+
+    def release(self, document: str, *, source: str | None = None, plan_only: bool = False) -> ReleasePlan:
+        """Embed a quarantined document anyway (``embedops quarantine release``): a one-document sync that
+        marks it released, with a ``curate.release`` ledger row in the same transaction as its vectors."""
+        from embedops.sync.quarantine import plan_release
+
+        with read_tx(self.engine) as conn:
+            planned = plan_release(conn, document, source)
+        if plan_only:
+            return planned
+        with self.lock("sync", wait=PUSH_LOCK_WAIT_S):
+            with read_tx(self.engine) as conn:  # decided again under the lock: a sync may have changed it
+                planned = plan_release(conn, document, source)
+            targets = self._kept_targets(create=True)
+            tagger = chunk_tagger(self.settings.curation or CurateSettings())
+            SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size,
+                       tagger=tagger).run(planned.source_id, planned.plan)
+            for t in targets:
+                self.store.flush(t.index)
+        return planned
+
+    def _curate(self, plan: SyncPlan, source_id: int, *, unchecked: bool = True) -> Tagger | None:
+        """Decide the plan's documents when [curate] is on (sync/curation.py); the chunks' language tagger."""
+        settings = self.settings.curation
+        if settings is None:
+            return None
+        curate_plan(self.engine, source_id, plan, settings, now=time.time(), unchecked=unchecked)
+        return chunk_tagger(settings)
 
     def _verify_models(self, targets: list[Target], since: float) -> None:
         """Before a sync writes, each index's model must still make its vectors (monitor/fingerprint.py)."""
@@ -657,7 +698,8 @@ class Workspace:
         n = 0
         with self.engine.connect() as conn:
             for t in targets:
-                hashes = {c.content_hash for _, doc in plan.changed for c in t.chunker.chunk(doc.text, doc.metadata)}
+                hashes = {c.content_hash for _, doc in plan.changed for c in t.chunker.chunk(doc.text, doc.metadata)
+                          if doc.external_id not in plan.decisions or plan.decisions[doc.external_id].kept}
                 n += len(self.store.missing_embeddings(conn, t.index.space_key, list(hashes)))
         return n
 
@@ -777,7 +819,7 @@ class Workspace:
             counts = queries.catalog_counts(conn)
             indexes = queries.indexes(conn)
         out = {"workspace": str(self.root), "embedder": self.settings.embedder, "chunker": self.settings.chunker,
-               **counts}
+               "curate": self.settings.curation is not None, **counts}
         if self.store.capabilities.ann_file:  # derived graphs: their size, tombstones and compaction
             out["ann"] = [self.store.ann_status(ix) for ix in indexes]  # type: ignore[attr-defined]
         return out
@@ -822,5 +864,6 @@ def _created(root: Path) -> Iterator[list[Workspace]]:
 def _plan_counts(plan: SyncPlan) -> SyncCounts:
     return SyncCounts(
         added=len(plan.added), updated=len(plan.updated), deleted=len(plan.deleted),
-        unchanged=plan.unchanged, skipped=list(plan.skipped),
+        unchanged=plan.unchanged, skipped=list(plan.skipped), quarantined=sum(plan.quarantined().values()),
+        rechecked=len(plan.rechecked) + len(plan.relinked),
     )

@@ -104,6 +104,16 @@ def _upgrade_to_10(conn: sa.Connection) -> None:
 UPGRADES[10] = _upgrade_to_10
 
 
+def _upgrade_to_11(conn: sa.Connection) -> None:
+    """Version 11: curation decisions (keep / quarantine / release, language tag) per live document.
+
+    Self-contained (one new table): it can take another number if a merge makes 11 taken."""
+    schema.metadata.create_all(conn, tables=[schema.curation])
+
+
+UPGRADES[11] = _upgrade_to_11
+
+
 RESTORE_HINT = (
     "restore it from a backup: `embedops restore BACKUP` (backups are made with `embedops backup FILE`);"
     " the catalog holds the history and cannot be rebuilt from the sources"

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from embedops.catalog import schema
+from embedops.catalog.curation import curation_counts, language_of, not_quarantined
 from embedops.sources.base import Document
 from embedops.vectors.base import IndexInfo
 
@@ -20,6 +21,8 @@ from embedops.vectors.base import IndexInfo
 EMBEDDING_KINDS = ("sync.batch", "migrate.backfill", "index.fill")
 THROUGHPUT_ROWS = 200
 _IN_BATCH = 900  # SQLite's bound-parameter limit
+# The filter key of a document's language tag (curation), also the chunk metadata key of a chunk's.
+LANGUAGE_KEY = "lang"
 
 
 def indexes(conn: sa.Connection, status: str | None = None) -> list[IndexInfo]:
@@ -81,7 +84,8 @@ def recorded_throughput(conn: sa.Connection, space_keys: Sequence[str]) -> tuple
 def catalog_counts(conn: sa.Connection) -> dict[str, Any]:
     """What `embedops status` shows of the catalog: sources, documents, chunks, indexes, aliases, spaces."""
     s, d, c, v, sp = schema.sources, schema.documents, schema.chunks, schema.vectors, schema.spaces
-    live = d.c.deleted_at.is_(None)
+    # Live: not deleted and not held back by curation; every document seen is live, quarantined or deleted.
+    live = sa.and_(d.c.deleted_at.is_(None), not_quarantined())
     per_source: dict[int, int] = dict(conn.execute(sa.select(d.c.source_id, sa.func.count()).where(live).group_by(d.c.source_id)).all())
     sources = [
         {"name": r.name, "kind": r.kind, "path": r.config.get("path"), "documents": per_source.get(r.id, 0),
@@ -103,6 +107,8 @@ def catalog_counts(conn: sa.Connection) -> dict[str, Any]:
         "sources": sources,
         "documents": conn.execute(sa.select(sa.func.count()).where(live)).scalar_one(),
         "deleted_documents": conn.execute(sa.select(sa.func.count()).where(d.c.deleted_at.is_not(None))).scalar_one(),
+        "seen_documents": conn.execute(sa.select(sa.func.count()).select_from(d)).scalar_one(),
+        **curation_counts(conn),
         "chunks": conn.execute(sa.select(sa.func.count()).select_from(c)).scalar_one(),
         "indexes": index_rows,
         "aliases": dict(conn.execute(sa.select(schema.aliases.c.name, schema.aliases.c.index_id)).all()),
@@ -114,9 +120,18 @@ def metadata_equals(metadata: Mapping[str, Any]) -> list[sa.ColumnElement[bool]]
     """Conditions on ``documents.metadata``: each key's value equals the given one, compared as text.
 
     Text, because values arrive as text from the CLI and HTTP filters (``--where page=3``
-    must match the number 3); search filters and document lookups share this one rule."""
+    must match the number 3); search filters and document lookups share this one rule. ``lang``
+    is the document's language tag from curation when it has one (``--where lang=de``)."""
+    return [_equals(key, value) for key, value in metadata.items()]
+
+
+def _equals(key: str, value: Any) -> sa.ColumnElement[bool]:
     d = schema.documents
-    return [d.c.metadata[key].as_string() == str(value) for key, value in metadata.items()]
+    tag: sa.ColumnElement[str] = d.c.metadata[key].as_string()
+    if key == LANGUAGE_KEY:  # the curation tag (schema 11), else a ``lang`` the source gave
+        tag = sa.func.coalesce(language_of(), tag)
+    same: sa.ColumnElement[bool] = tag == str(value)
+    return same
 
 
 def documents_by_id(conn: sa.Connection, source: str, external_ids: Sequence[str]) -> list[Document]:
@@ -149,6 +164,10 @@ def source_exists(conn: sa.Connection, name: str) -> bool:
 def absent_metadata_keys(conn: sa.Connection, keys: list[str]) -> list[str]:
     """The keys (top-level metadata keys, checked by the caller's filter rules) no live document has."""
     d = schema.documents
+
+    def has(key: str) -> sa.ColumnElement[bool]:
+        value = d.c.metadata[key].as_string()
+        return sa.func.coalesce(language_of(), value).is_not(None) if key == LANGUAGE_KEY else value.is_not(None)
+
     return [key for key in keys if conn.execute(
-        sa.select(d.c.id).where(d.c.deleted_at.is_(None), d.c.metadata[key].as_string().is_not(None)).limit(1)
-    ).first() is None]
+        sa.select(d.c.id).where(d.c.deleted_at.is_(None), has(key)).limit(1)).first() is None]

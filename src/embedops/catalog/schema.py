@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8, 9, 10)  # 4: thresholds, 5: monitoring tables (bottom of this file),
+SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8, 9, 10, 11)  # 4: thresholds, 5: monitoring tables (bottom of this file),
 # 6: gate evidence, 7: writer locks, 8: storage variants (indexes.storage, projections), 9: chunks.metadata,
-# 10: adopted embeddings
+# 10: adopted embeddings, 11: curation (one self-contained table, see the end of this file)
 
 metadata = sa.MetaData()
 
@@ -411,3 +411,31 @@ adopted_embeddings = sa.Table(
     sa.Column("origin", sa.Text, nullable=False),  # the table or file the vector was read from (no credentials)
     sa.Column("adopted_at", sa.Float, nullable=False),
 )
+
+
+# -- curation (schema version 11) -------------------------------------------------------
+# The curator's decision for each live document of a workspace with [curate] enabled
+# (embedops/curate, written by sync in the same transaction as the document). ``status``:
+# kept (chunked and embedded), quarantined (no chunks, no vectors), released (quarantined,
+# then embedded by `embedops quarantine release`; not re-checked until its content changes).
+# A live document without a row has not been checked (synced while curation was off).
+# ``canonical`` is the external id, in the same source, of the kept document a duplicate
+# copies (the source may not have stored it yet: no foreign key). ``signature``: MinHash
+# bytes of a kept document (curate/signature.py). ``language``: ISO 639-1 or "unknown".
+curation = sa.Table(
+    "curation",
+    metadata,
+    sa.Column("document_id", sa.Integer, sa.ForeignKey("documents.id"), primary_key=True),
+    sa.Column("source_id", sa.Integer, sa.ForeignKey("sources.id"), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("first_seen", sa.Float, nullable=False),
+    sa.Column("content_hash", sa.String(32), nullable=False),
+    sa.Column("signature", sa.LargeBinary),
+    sa.Column("canonical", sa.Text),
+    sa.Column("similarity", sa.Float),
+    sa.Column("reason", sa.String(32)),
+    sa.Column("findings", sa.JSON, nullable=False),
+    sa.Column("language", sa.String(16), nullable=False),
+    sa.Column("decided_at", sa.Float, nullable=False),
+)
+sa.Index("ix_curation_source", curation.c.source_id, curation.c.status)

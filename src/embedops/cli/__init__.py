@@ -4,7 +4,7 @@ One module per command group; each registers its commands on the shared ``app``.
 """
 
 
-from embedops.cli import capacity, core, evaluate, migrate, monitor, thresholds  # noqa: F401  (registers the commands)
+from embedops.cli import capacity, core, curate, evaluate, migrate, monitor, thresholds  # noqa: F401  (registers the commands)
 from embedops.cli.common import app
 
 

@@ -47,6 +47,7 @@ def init(
     database_env: Annotated[Optional[str], typer.Option(help="Name of an environment variable holding the catalog URL with its password, read at every open.")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="openai:<model>: the endpoint (POST {base-url}/embeddings); default https://api.openai.com/v1.")] = None,
     api_key_env: Annotated[Optional[str], typer.Option(help="openai:<model>: NAME of the env var holding the API key (the key is never written); default OPENAI_API_KEY for api.openai.com.")] = None,
+    curate: Annotated[bool, typer.Option("--curate/--no-curate", help="Curate documents before they are embedded: duplicates, near-duplicates and low-quality text are quarantined, every document gets a language tag ([curate] enabled; on by default).")] = True,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
@@ -54,10 +55,11 @@ def init(
     init leaves nothing behind)."""
     with handle_errors(as_json):
         result = commands.init(workspace or path, embedder=embedder, chunker=chunker, database=database,
-                               database_env=database_env, base_url=base_url, api_key_env=api_key_env)
+                               database_env=database_env, base_url=base_url, api_key_env=api_key_env, curate=curate)
     if as_json:
         return emit_json(result.to_dict())
-    out.print(f"created {result.config} (embedder {result.embedder}, chunker {result.chunker})")
+    out.print(f"created {result.config} (embedder {result.embedder}, chunker {result.chunker},"
+              f" curation {'on' if result.curate else 'off'})")
 
 
 @source_app.command("add")
@@ -196,6 +198,14 @@ def _print_sync(data: dict[str, Any], plan: bool) -> None:
         + (f"{data['chunks_to_embed']} chunks to embed" if plan else f"embedded {data['embedded']} chunks")
         + f" ({data['seconds']:.2f}s)"
     )
+    reasons: dict[str, int] = {}
+    for src in data["sources"]:
+        for reason, n in (src.get("quarantined") or {}).items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    if reasons:
+        shown = ", ".join(f"{r} {n}" for r, n in reasons.items())
+        out.print(f"{'would quarantine' if plan else 'quarantined'} {sum(reasons.values())} ({shown}):"
+                  " see `embedops quarantine list`")
     for s in data["skipped"][:20]:
         err.print(styled("skipped", "yellow", f" {s['id']}: {s['reason']}"), highlight=False)
     if len(data["skipped"]) > 20:
@@ -298,7 +308,14 @@ def status(as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
     if as_json:
         return emit_json(data)
     out.print(styled("workspace", "bold", f" {data['workspace']}  embedder {data['embedder']}  chunker {data['chunker']}"))
-    out.print(f"documents {data['documents']} (deleted {data['deleted_documents']}), chunks {data['chunks']}")
+    out.print(f"documents {data['documents']} (quarantined {data['quarantined_documents']}, deleted"
+              f" {data['deleted_documents']}; seen {data['seen_documents']}), chunks {data['chunks']}")
+    if data["quarantined_by_reason"]:
+        out.print("quarantined by reason: " + ", ".join(f"{r} {n}" for r, n in data["quarantined_by_reason"].items()))
+    if data["documents_by_language"]:
+        out.print("documents by language: " + ", ".join(f"{k} {n}" for k, n in data["documents_by_language"].items()))
+    if data["unchecked_documents"] and data.get("curate"):
+        out.print(f"{data['unchecked_documents']} documents not checked by curation yet: the next sync checks them")
     t = Table(title="sources")
     for col in ("name", "kind", "path", "documents"):
         t.add_column(col)

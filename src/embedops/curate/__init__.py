@@ -5,25 +5,13 @@ Pure where it can be: the rules (:mod:`.rules`) and signatures
 in-memory index of the canonical documents, built once from the stored state
 it reads through the :class:`CurationState` protocol.
 
-Intended integration into sync (not built yet; the quarantine table, the
-``embedops quarantine list|show|release`` commands and the status counts come
-with it):
-
-1. The catalog implements :class:`CurationState`: one row per kept document
-   (first seen, content hash, signature bytes) and per duplicate (its
-   canonical id); quality-quarantined documents are not returned.
-2. ``sync/plan`` computes the changed and deleted documents as it does now;
-   one ``Curator(settings.curate, catalog_state)`` per sync then makes
-   ``plan = curator.plan(changed, deleted, load=catalog_documents)``: a
-   decision per document, including the re-checks that the changes caused
-   (duplicates of a deleted or changed canonical document are re-elected).
-3. ``sync/run`` writes each :class:`Decision` with its document, in the same
-   transaction: ``decision.stored()`` as the curation row, the findings in the
-   quarantine table; only kept documents are chunked and embedded, and the
-   vectors of a document that became quarantined are deleted like a
-   deletion's. If the transaction fails, drop the curator (its index is ahead
-   of the database) and build a new one.
-4. Chunks get their language tags from ``curator.languages(chunk_texts)``.
+In a workspace (``[curate] enabled = true``) sync drives it: ``sync/curation.py``
+runs one ``Curator`` per source per sync over the changed and deleted documents,
+with the catalog's stored decisions (``catalog/curation.py``, schema 11) as its
+:class:`CurationState`; ``sync/run.py`` writes each :class:`Decision` in the
+transaction of its document and chunks only the kept ones; chunks get their
+``lang`` tags from the same detector; ``sync/quarantine.py`` lists, shows and
+releases quarantined documents. See docs/curation.md.
 """
 
 from __future__ import annotations

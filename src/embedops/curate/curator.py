@@ -168,7 +168,7 @@ class Curator:
         index = self.index
         orphans = index.forget(doc.doc_id)
         base = _Base(doc, self._language(doc), content_hash(doc.text), tuple(orphans))
-        exact = index.exact(base.content_hash) if self.settings.enabled(DUPLICATE) else None
+        exact = index.exact(base.content_hash) if self.settings.checks(DUPLICATE) else None
         if exact is not None and exact.rank < doc.rank:
             index.add_member(doc.doc_id, doc.rank, exact.doc_id)
             return base.quarantine(Finding(DUPLICATE, f"same text as {exact.doc_id}", 1.0, 1.0), match=exact)
@@ -179,7 +179,7 @@ class Curator:
 
     def _near(self, doc: CurationDocument, base: _Base, exact: Match | None) -> Decision:
         index = self.index
-        near_on = self.settings.enabled(NEAR_DUPLICATE)
+        near_on = self.settings.checks(NEAR_DUPLICATE)
         sig = signature(doc.text, self.spec) if near_on else None
         matches = index.near(sig) if sig is not None else []
         older = [m for m in matches if m.rank < doc.rank]
@@ -301,7 +301,7 @@ def _load(state: CurationState, spec: SignatureSpec, settings: CurateSettings) -
     index = DedupIndex(spec, settings.jaccard_threshold)
     rows = list(state.curated_documents())
     stale: list[str] = []
-    need_signature = settings.enabled(NEAR_DUPLICATE)
+    need_signature = settings.checks(NEAR_DUPLICATE)
     for row in sorted((r for r in rows if r.canonical_id is None), key=lambda r: (r.first_seen, r.doc_id)):
         try:
             sig = Signature.from_bytes(row.signature, spec) if row.signature is not None else None

@@ -207,7 +207,7 @@ TEXT_RULES: dict[str, Callable[[str, CurateSettings], Finding | None]] = {
 
 def quality_findings(text: str, settings: CurateSettings, language: str = "unknown") -> list[Finding]:
     """Every enabled quality rule that ``text`` breaks, in reporting order."""
-    findings = [f for name, rule in TEXT_RULES.items() if settings.enabled(name) and (f := rule(text, settings))]
-    if settings.enabled(LANGUAGE) and (found := language_finding(language, settings)):
+    findings = [f for name, rule in TEXT_RULES.items() if settings.checks(name) and (f := rule(text, settings))]
+    if settings.checks(LANGUAGE) and (found := language_finding(language, settings)):
         findings.append(found)
     return findings

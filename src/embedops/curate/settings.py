@@ -55,8 +55,14 @@ _FLOAT_RANGES: dict[str, tuple[float, float]] = {
 
 @dataclass
 class CurateSettings:
-    """Curation rules and thresholds (``[curate]`` in ``embedops.toml``)."""
+    """Curation rules and thresholds (``[curate]`` in ``embedops.toml``).
 
+    ``enabled = false`` turns curation off: sync embeds every document, unchecked and
+    untagged. An ``embedops.toml`` without the table is the same as ``enabled = false``
+    (workspaces made before curation existed); ``embedops init`` writes ``enabled = true``.
+    """
+
+    enabled: bool = True
     rules: list[str] = field(default_factory=lambda: list(RULE_NAMES))
     min_words: int = 5
     max_words: int = 200_000
@@ -87,10 +93,13 @@ class CurateSettings:
         default = CurateSettings()
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)}
 
-    def enabled(self, rule: str) -> bool:
+    def checks(self, rule: str) -> bool:
+        """Whether ``rule`` (a reason code) runs."""
         return rule in self.rules
 
     def validate(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"[curate] enabled must be true or false (got {self.enabled!r})")
         _names("rules", self.rules, RULE_NAMES)
         for name, (low, high) in _INT_RANGES.items():
             _int_between(name, getattr(self, name), low, high)

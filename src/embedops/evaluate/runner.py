@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 
+from embedops.catalog.curation import language_of
 from embedops.catalog import schema
 from embedops.catalog.db import read_tx
 from embedops.errors import ConfigError, NotFound
@@ -324,9 +325,10 @@ def _judged_doc_metadata(ws: Workspace, data: EvalSetData, qids: Mapping[str, An
     meta: dict[str, dict[str, Any]] = {}
     with read_tx(ws.engine) as conn:
         for i in range(0, len(wanted), 900):
-            q = sa.select(d.c.external_id, d.c.metadata).where(
+            q = sa.select(d.c.external_id, d.c.metadata, language_of()).where(
                 d.c.source_id == data.info.source_id, d.c.external_id.in_(wanted[i : i + 900]))
-            meta.update({ext: dict(m or {}) for ext, m in conn.execute(q)})
+            # ``doc.lang``: the document's language tag from curation, when it has one.
+            meta.update({ext: {**(m or {}), **({"lang": lang} if lang else {})} for ext, m, lang in conn.execute(q)})
     return {qid: meta.get(doc, {}) for qid, doc in best.items()}
 
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import sqlalchemy as sa
 
+from embedops.catalog.curation import not_quarantined
 from embedops.catalog import queries, schema
 from embedops.catalog.ledger import write_ledger
 from embedops.chunking.base import Chunker
@@ -241,7 +242,7 @@ class Migrator:
     def _facts(self, source: IndexInfo, to: str, tokens: TokenSource, chunker: Chunker, probe: bool) -> PlanFacts:
         d = schema.documents
         with self.engine.connect() as conn:
-            n_docs = conn.execute(sa.select(sa.func.count()).where(d.c.deleted_at.is_(None))).scalar_one()
+            n_docs = conn.execute(sa.select(sa.func.count()).where(d.c.deleted_at.is_(None), not_quarantined())).scalar_one()
             from_vectors = self.host.store.count(conn, source.id)
             texts, total, how = self._target_texts(conn, source, chunker, n_docs)
             missing = self.host.store.missing_embeddings(conn, tokens.ref.key, list(texts))
@@ -288,7 +289,7 @@ class Migrator:
             rows = conn.execute(sa.select(c.c.content_hash, c.c.text).join(d, d.c.id == c.c.document_id).where(
                 d.c.deleted_at.is_(None), c.c.chunker_key == chunker.ref.key)).all()
             return {h: t for h, t in rows}, len(rows), "exact"
-        ids = conn.execute(sa.select(d.c.id).where(d.c.deleted_at.is_(None))).scalars().all()
+        ids = conn.execute(sa.select(d.c.id).where(d.c.deleted_at.is_(None), not_quarantined())).scalars().all()
         picked = sorted(random.Random(0).sample(list(ids), min(PLAN_SAMPLE_DOCS, len(ids))))
         docs = conn.execute(sa.select(d.c.text, d.c.metadata).where(d.c.id.in_(picked))).all()
         chunks = [ch for text, meta in docs for ch in chunker.chunk(text, meta or {})]

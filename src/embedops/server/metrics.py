@@ -94,6 +94,8 @@ def workspace_lines(status: dict[str, Any], migration: dict[str, Any] | None) ->
     out += family("embedops_source_documents", "gauge", "Live documents per source.",
                   [("", {"source": s["name"], "kind": s["kind"]}, s["documents"]) for s in status["sources"]])
     out += family("embedops_deleted_documents", "gauge", "Tombstoned documents.", [("", {}, status["deleted_documents"])])
+    out += family("embedops_quarantined_documents", "gauge", "Live documents held back by curation, by reason.",
+                  [("", {"reason": r}, n) for r, n in status["quarantined_by_reason"].items()])
     return out
 
 

@@ -126,7 +126,8 @@ class DocumentIn(BaseModel):
 class DocumentResult(BaseModel):
     source: str
     id: str
-    result: Literal["added", "updated", "unchanged", "deleted"]
+    # quarantined: stored, not embedded: curation held it back (`embedops quarantine show`).
+    result: Literal["added", "updated", "unchanged", "deleted", "quarantined"]
     embedded: int = Field(description="chunks embedded by the write this document went into (0: content already embedded)")
     documents: int = Field(description="documents in that write: pushes queued together are written together")
     seconds: float = Field(description="duration of that write")

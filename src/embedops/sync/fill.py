@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from embedops.catalog import schema
+from embedops.catalog.curation import language_of, not_quarantined
 from embedops.catalog.ledger import write_ledger
 from embedops.execute.base import EmbedJob, Embedded, Executor, Model
 from embedops.execute.local import LocalExecutor
@@ -38,10 +39,10 @@ class Gap:
 
 
 def _unchunked(index: IndexInfo) -> tuple[sa.ColumnElement[bool], ...]:
-    """Live documents that this index's chunker has not chunked."""
+    """Live documents that this index's chunker has not chunked (a quarantined one is not to be chunked)."""
     d, c = schema.documents, schema.chunks
     has = sa.select(c.c.id).where(c.c.document_id == d.c.id, c.c.chunker_key == index.chunker_key).exists()
-    return d.c.deleted_at.is_(None), ~has
+    return d.c.deleted_at.is_(None), ~has, not_quarantined()
 
 
 def _unvectored(index: IndexInfo) -> tuple[sa.ColumnElement[bool], ...]:
@@ -51,10 +52,11 @@ def _unvectored(index: IndexInfo) -> tuple[sa.ColumnElement[bool], ...]:
     return d.c.deleted_at.is_(None), c.c.chunker_key == index.chunker_key, ~has
 
 
-def _live_docs_without_chunks(target: Target) -> sa.Select[int, str, dict[str, Any]]:
+def _live_docs_without_chunks(target: Target) -> sa.Select[int, str, dict[str, Any], str | None]:
     d = schema.documents
     # The metadata goes to the chunker: the code chunker reads a document's language from its path.
-    return sa.select(d.c.id, d.c.text, d.c.metadata).where(*_unchunked(target.index)).order_by(d.c.id)
+    # The language tag (curation) goes on the chunks as ``lang``.
+    return sa.select(d.c.id, d.c.text, d.c.metadata, language_of()).where(*_unchunked(target.index)).order_by(d.c.id)
 
 
 def _chunks_without_vectors(target: Target) -> sa.Select[int, str, str, str, int]:
@@ -176,16 +178,19 @@ def _still_missing(conn: sa.Connection, target: Target, chunk_ids: list[int]) ->
     return set(conn.execute(sa.select(c.c.id).where(c.c.id.in_(chunk_ids), ~has)).scalars())
 
 
-def _chunk_docs(engine: sa.Engine, target: Target, docs: Sequence[sa.Row[int, str, dict[str, Any]]], kind: str) -> None:
+def _chunk_docs(engine: sa.Engine, target: Target, docs: Sequence[sa.Row[int, str, dict[str, Any], str | None]],
+                kind: str) -> None:
     key = target.chunker.ref.key
-    chunked = {doc_id: target.chunker.chunk(text, metadata) for doc_id, text, metadata in docs}
+    chunked = {doc_id: target.chunker.chunk(text, metadata) for doc_id, text, metadata, _ in docs}
+    tags = {doc_id: {"lang": lang} for doc_id, _, _, lang in docs if lang is not None}
     with engine.begin() as conn:
         # A concurrent sync may have chunked (or deleted) some of these documents meanwhile.
         todo = _live_docs_without_chunks(target).where(schema.documents.c.id.in_(list(chunked)))
         still = {r[0] for r in conn.execute(todo)}
         rows = [
             {"document_id": doc_id, "chunker_key": key, "ordinal": ch.ordinal, "text": ch.text,
-             "start": ch.start, "end": ch.end, "content_hash": ch.content_hash, "metadata": dict(ch.metadata)}
+             "start": ch.start, "end": ch.end, "content_hash": ch.content_hash,
+             "metadata": {**ch.metadata, **tags.get(doc_id, {})}}
             for doc_id, chunks in chunked.items() if doc_id in still
             for ch in chunks
         ]

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from embedops.curate.curator import Decision
 from embedops.errors import MassDelete
 from embedops.sources.base import Document, Skipped, SourceItem, Unchanged
 
@@ -61,18 +62,40 @@ class SyncPlan:
     resigned: list[tuple[int, str | None]] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     unchanged: int = 0
+    # Set by curation (sync/curation.py), when [curate] is on: the decision per external id of every
+    # document decided (the changed ones and those re-checked because of them), the unchanged documents
+    # whose decision flips between keep and quarantine (re-chunked, or emptied, like an update), and
+    # those whose decision changes only in what it links to (a row to rewrite, nothing to embed).
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    rechecked: list[tuple[int, Document]] = field(default_factory=list)
+    relinked: list[tuple[int, Decision]] = field(default_factory=list)
+    # Quarantined documents embedded anyway (`embedops quarantine release`): their rows say "released".
+    released: set[str] = field(default_factory=set)
 
     @property
     def changed(self) -> list[tuple[int | None, Document]]:
         """Every document whose content must be (re)chunked, with its row id when it has one."""
-        return [(None, d) for d in self.added] + list(self.updated)
+        out: list[tuple[int | None, Document]] = [(None, d) for d in self.added]
+        return out + list(self.updated) + list(self.rechecked)
 
     @property
     def is_noop(self) -> bool:
-        return not (self.added or self.updated or self.deleted or self.resigned)
+        return not (self.added or self.updated or self.deleted or self.resigned or self.rechecked or self.relinked)
+
+    @property
+    def curated(self) -> bool:
+        return bool(self.decisions)
+
+    def quarantined(self) -> dict[str, int]:
+        """Documents this plan quarantines, by reason."""
+        out: dict[str, int] = {}
+        for decision in self.decisions.values():
+            if not decision.kept and decision.reason is not None:
+                out[decision.reason] = out.get(decision.reason, 0) + 1
+        return dict(sorted(out.items()))
 
     def summary(self) -> dict[str, Any]:
-        return {
+        out = {
             "source": self.source,
             "added": len(self.added),
             "updated": len(self.updated),
@@ -80,6 +103,9 @@ class SyncPlan:
             "unchanged": self.unchanged,
             "skipped": [s.to_dict() for s in self.skipped],
         }
+        if self.curated:
+            out.update(quarantined=self.quarantined(), rechecked=len(self.rechecked) + len(self.relinked))
+        return out
 
 
 def plan_sync(source: str, items: Iterable[SourceItem], catalog: Mapping[str, CatalogDoc]) -> SyncPlan:

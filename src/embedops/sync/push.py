@@ -76,12 +76,15 @@ def plan_delete(
 
 
 def document_outcomes(plan: SyncPlan, external_ids: Sequence[str]) -> dict[str, str]:
-    """What the plan does to each pushed id: added, updated, unchanged, deleted or skipped."""
+    """What the plan does to each pushed id: added, updated, unchanged, deleted, skipped, or quarantined
+    (stored, not embedded: curation held it back)."""
     out = dict.fromkeys(external_ids, "unchanged")
     out.update({s.external_id: "skipped" for s in plan.skipped})  # first: a duplicate's first copy is still used
     out.update({doc.external_id: "added" for doc in plan.added})
     out.update({doc.external_id: "updated" for _, doc in plan.updated})
     out.update({ext: "deleted" for _, ext in plan.deleted})
+    # Curation (when on): a pushed document held back is stored but not embedded.
+    out.update({ext: "quarantined" for ext, decision in plan.decisions.items() if ext in out and not decision.kept})
     return out
 
 

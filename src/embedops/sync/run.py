@@ -3,13 +3,16 @@
 Each batch commits its documents, chunks, embeddings, vector rows and ledger
 row together, so a process killed at any point leaves the catalog at a batch
 boundary; the next sync's diff sees the committed batches as unchanged and
-does the rest (invariant 4). Embedding runs on an executor (``execute/``): in a
+does the rest (invariant 4). With curation on, each document's decision
+(``plan.decisions``) is written in its batch too: a quarantined document gets
+no chunks, so nothing of it is embedded. Embedding runs on an executor (``execute/``): in a
 worker thread while the next batch is chunked (the default), or on a Ray actor
 pool; either way this process commits every batch, in order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -20,8 +23,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from embedops.catalog import schema
+from embedops.catalog.curation import QUARANTINED, RELEASED, decision_row, forget, write_decisions
 from embedops.catalog.ledger import write_ledger
 from embedops.chunking.base import Chunk, Chunker
+from embedops.curate.curator import Decision
+from embedops.curate.language import SAMPLE_CHARS
 from embedops.embedding.base import Embedder
 from embedops.errors import ProviderRefused, ProviderUnavailable
 from embedops.execute.base import EmbedJob, Executor, JobResult, Model
@@ -34,6 +40,8 @@ from embedops.vectors.base import IndexInfo, VectorRow, VectorStore
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
+# Language tags for chunk texts (Curator.languages), for chunks past the part of a document its own tag was measured on.
+Tagger = Callable[[Sequence[str]], list[str]]
 
 
 @dataclass(frozen=True)
@@ -54,9 +62,13 @@ class SyncCounts:
     embedded: int = 0
     vectors_written: int = 0
     skipped: list[Skipped] = field(default_factory=list)
+    # Curation: documents quarantined by this sync, and unchanged ones decided again because of its changes.
+    quarantined: int = 0
+    rechecked: int = 0
 
     def merge(self, other: SyncCounts) -> None:
-        for name in ("added", "updated", "deleted", "unchanged", "embedded", "vectors_written"):
+        for name in ("added", "updated", "deleted", "unchanged", "embedded", "vectors_written", "quarantined",
+                     "rechecked"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.skipped.extend(other.skipped)
 
@@ -87,8 +99,13 @@ class SyncRunner:
         progress: Progress | None = None,
         executor: Executor | None = None,
         models: Mapping[str, Model] | None = None,
+        tagger: Tagger | None = None,
     ) -> None:
         self.engine = engine
+        self.tagger = tagger
+        self.decisions: Mapping[str, Decision] = {}
+        self.rechecked: set[str] = set()
+        self.released: set[str] = set()
         self.store = store
         self.targets = list(targets)
         self.batch_size = batch_size
@@ -102,6 +119,8 @@ class SyncRunner:
         started = time.perf_counter()  # the duration goes into the sync.source row (monitor metrics)
         chunked_before = self._chunked()
         counts = SyncCounts(unchanged=plan.unchanged, skipped=list(plan.skipped))
+        self.decisions, self.rechecked = plan.decisions, {doc.external_id for _, doc in plan.rechecked}
+        self.released = plan.released
         try:
             for prepared, embedded in self.executor.stream(self.models, self._jobs(plan.changed),
                                                            expected=-(-len(plan.changed) // self.batch_size)):
@@ -112,6 +131,7 @@ class SyncRunner:
                              added=counts.added, updated=counts.updated, embedded=counts.embedded)
             raise
         counts.deleted = self._delete(plan.deleted, plan.source)
+        counts.rechecked += len(plan.relinked)  # their rows are rewritten by _finish
         chunked = {key: dict(now - chunked_before[key]) for key, now in self._chunked().items()}
         self._finish(source_id, plan, counts, time.perf_counter() - started, chunked)
         return counts
@@ -124,8 +144,10 @@ class SyncRunner:
     # -- stages ----------------------------------------------------------------
     def _prepare(self, docs: list[tuple[int | None, Document]]) -> _Prepared:
         prepared = _Prepared(docs=docs, chunks={}, to_embed={})
+        held = [self._quarantined(doc) for _, doc in docs]  # quarantined: no chunks, so nothing is embedded
         for key, chunker in self.chunkers.items():
-            prepared.chunks[key] = [chunker.chunk(doc.text, doc.metadata) for _, doc in docs]
+            prepared.chunks[key] = [[] if no else self._tagged(doc, chunker.chunk(doc.text, doc.metadata))
+                                    for (_, doc), no in zip(docs, held, strict=True)]
         with self.engine.connect() as conn:
             for target in self.targets:
                 texts = {c.content_hash: c.text for per_doc in prepared.chunks[target.chunker.ref.key] for c in per_doc}
@@ -133,6 +155,23 @@ class SyncRunner:
                 bucket = prepared.to_embed.setdefault(target.index.space_key, {})
                 bucket.update({h: texts[h] for h in missing})
         return prepared
+
+    def _quarantined(self, doc: Document) -> bool:
+        decision = self.decisions.get(doc.external_id)
+        return decision is not None and not decision.kept
+
+    def _tagged(self, doc: Document, chunks: list[Chunk]) -> list[Chunk]:
+        """Chunks with their ``lang`` tag. The document's tag was measured on its first
+        ``SAMPLE_CHARS`` characters: a chunk starting there inherits it, a later one is detected itself."""
+        decision = self.decisions.get(doc.external_id)
+        if decision is None or not chunks:
+            return chunks
+        later = [i for i, c in enumerate(chunks) if c.start >= SAMPLE_CHARS] if self.tagger is not None else []
+        tags = [decision.language] * len(chunks)
+        for i, tag in zip(later, self.tagger([chunks[i].text for i in later]) if self.tagger and later else [],
+                          strict=True):
+            tags[i] = tag
+        return [dataclasses.replace(c, metadata={**c.metadata, "lang": tag}) for c, tag in zip(chunks, tags, strict=True)]
 
     def _jobs(self, changed: list[tuple[int | None, Document]]) -> Iterator[tuple[_Prepared, EmbedJob]]:
         """Batches chunked and looked up, pulled by the executor as it has room for them."""
@@ -169,8 +208,11 @@ class SyncRunner:
             if old_chunks:
                 _delete_chunks(conn, self.store, [r[0] for r in old_chunks if r[0] is not None])
             counts.vectors_written = self._write_chunks(conn, doc_ids, prepared)
+            counts.quarantined = self._write_decisions(conn, source_id, doc_ids, prepared.docs)
             counts.added = sum(1 for r in prepared.docs if r[0] is None)
-            counts.updated = len(prepared.docs) - counts.added
+            counts.rechecked = sum(1 for _, doc in prepared.docs if doc.external_id in self.rechecked)
+            counts.updated = len(prepared.docs) - counts.added - counts.rechecked
+            curated = {"quarantined": counts.quarantined, "rechecked": counts.rechecked} if self.decisions else {}
             write_ledger(
                 conn,
                 "sync.batch",
@@ -181,9 +223,29 @@ class SyncRunner:
                 embedded=counts.embedded,
                 vectors=counts.vectors_written,
                 embed=timing,
+                **curated,
             )
         self.progress(len(prepared.docs) + len(prepared.skipped))
         return counts
+
+    def _write_decisions(self, conn: sa.Connection, source_id: int, doc_ids: list[int],
+                         docs: list[tuple[int | None, Document]]) -> int:
+        """Store each document's decision with it; a document changed without one (curation off) loses the
+        decision made on its old text. Returns the documents quarantined."""
+        rows, undecided = [], []
+        for doc_id, (_, doc) in zip(doc_ids, docs, strict=True):
+            decision = self.decisions.get(doc.external_id)
+            if decision is None:
+                undecided.append(doc_id)
+            elif doc.external_id in self.released:
+                rows.append(decision_row(doc_id, source_id, decision, RELEASED))
+                write_ledger(conn, "curate.release", source_id=source_id, document=doc.external_id,
+                             reason=decision.reason, canonical=decision.canonical_id)
+            else:
+                rows.append(decision_row(doc_id, source_id, decision))
+        forget(conn, undecided)
+        write_decisions(conn, rows)
+        return sum(1 for r in rows if r["status"] == QUARANTINED)
 
     def _write_chunks(self, conn: sa.Connection, doc_ids: list[int], prepared: _Prepared) -> int:
         written = 0
@@ -210,6 +272,7 @@ class SyncRunner:
         ids = [d[0] for d in deleted]
         with self.engine.begin() as conn:
             _delete_chunks(conn, self.store, ids)
+            forget(conn, ids)
             d = schema.documents
             now = time.time()
             for i in range(0, len(ids), 900):
@@ -226,6 +289,8 @@ class SyncRunner:
     ) -> None:  # fmt: skip
         with self.engine.begin() as conn:
             d = schema.documents
+            if plan.relinked:  # decisions that changed only in what they link to: no chunk moves
+                write_decisions(conn, [decision_row(row_id, source_id, dec) for row_id, dec in plan.relinked])
             if plan.resigned:
                 # One executemany: a source that starts signing its records re-signs every document once.
                 stmt = sa.update(d).where(d.c.id == sa.bindparam("doc_id")).values(signature=sa.bindparam("new_signature"))
@@ -246,6 +311,8 @@ class SyncRunner:
                 skipped=[s.to_dict() for s in counts.skipped[:200]],
                 skipped_count=len(counts.skipped),
                 seconds=round(seconds, 3),
+                **({"quarantined": counts.quarantined, "by_reason": plan.quarantined(),
+                    "rechecked": counts.rechecked} if plan.curated else {}),
                 # e.g. {"auto@1#...": {"code": 40, "prose": 12, "fallback:unparsable": 1}}
                 **({"chunked": chunked} if chunked else {}),
             )
