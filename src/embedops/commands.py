@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from embedops.catalog.db import read_tx
 from embedops.migrate.gate import GateConfig
 from embedops.vectors.storage import StorageOptions
 from embedops.search.engine import Filters, SearchResult
@@ -18,6 +19,7 @@ from embedops.workspace import ProgressFactory, SyncResult, Workspace
 if TYPE_CHECKING:
     from embedops.capacity.analysis import CapacityReport
     from embedops.catalog.backup import BackupResult
+    from embedops.embedding.spend import SpendReport
     from embedops.evaluate.runner import EvalComparison, EvalRun
     from embedops.evaluate.store import EvalSetInfo, ImportResult
     from embedops.migrate.gate import Preview
@@ -144,10 +146,24 @@ def source_add(
 
 def sync(
     workspace: Path | None, *, source: str | None = None, plan: bool = False, progress: ProgressFactory | None = None,
-    allow_mass_delete: bool = False,
+    allow_mass_delete: bool = False, max_cost: float | None = None,
 ) -> SyncResult:
     with Workspace.open(workspace) as ws:
-        return ws.sync(source=source, plan_only=plan, progress=progress, allow_mass_delete=allow_mass_delete)
+        return ws.sync(source=source, plan_only=plan, progress=progress, allow_mass_delete=allow_mass_delete,
+                       max_cost=max_cost)
+
+
+def spend(workspace: Path | None, *, since: float | None = None, by: str = "space") -> SpendReport:
+    """What embedding cost: tokens, requests, cost, cache hits and what the cache saved, grouped ``by`` space, job,
+    day, source or kind, over the spend rows since ``since`` (epoch seconds; None: all)."""
+    from embedops.embedding.spend import SpendReport, group_by, report
+
+    group = group_by(by)
+    with Workspace.open(workspace) as ws:
+        limits = ws.budget_limits()
+        with read_tx(ws.engine) as conn:
+            rows, total = report(conn, since=since, by=group)
+        return SpendReport(since, group, rows, total, limits.monthly_usd, limits.month_spent)
 
 
 def search(
@@ -255,12 +271,13 @@ def migrate_start(
 
 def migrate_backfill(
     workspace: Path | None, *, batch: int | None = None, max_rate: float | None = None, alias: str | None = None,
-    plan: bool = False, progress: ProgressFactory | None = None,
+    plan: bool = False, progress: ProgressFactory | None = None, max_cost: float | None = None,
 ) -> BackfillResult:
     from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
-        return migrator(ws, alias).backfill(batch=batch, max_rate=max_rate, progress=progress, plan_only=plan)
+        return migrator(ws, alias).backfill(batch=batch, max_rate=max_rate, progress=progress, plan_only=plan,
+                                            max_cost=max_cost)
 
 
 def migrate_status(workspace: Path | None, *, alias: str | None = None) -> MigrationStatus:

@@ -47,6 +47,39 @@ class SourceConfig:
 
 
 @dataclass
+class BudgetSettings:
+    """``[budget]``: the workspace's monthly spend limit, and prices of embedders without an [embedders.NAME] price."""
+
+    monthly_usd: float | None = None
+    # USD per million tokens by embedder name (in-process models cost 0 unless priced here).
+    prices: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_toml(cls, raw: dict[str, Any]) -> BudgetSettings:
+        unknown = sorted(set(raw) - {"monthly_usd", "prices"})
+        if unknown:
+            raise ConfigError(f"unknown setting(s) [budget] {', '.join(unknown)}", hint="valid settings: monthly_usd, prices")
+        monthly = raw.get("monthly_usd")
+        if monthly is not None and not _non_negative(monthly):
+            raise ConfigError(f"[budget] monthly_usd must be a number >= 0 (got {monthly!r})", hint="e.g. monthly_usd = 50")
+        prices = raw.get("prices", {})
+        if not isinstance(prices, dict) or not all(_non_negative(v) for v in prices.values()):
+            raise ConfigError("[budget] prices must map embedder names to USD per million tokens (numbers >= 0)",
+                              hint='e.g. [budget.prices] then minilm-l6 = 0.01')
+        return cls(None if monthly is None else float(monthly), {str(k): float(v) for k, v in prices.items()})
+
+    def to_toml(self) -> dict[str, Any]:
+        out: dict[str, Any] = {} if self.monthly_usd is None else {"monthly_usd": self.monthly_usd}
+        if self.prices:
+            out["prices"] = dict(self.prices)
+        return out
+
+
+def _non_negative(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass
 class Settings:
     root: Path
     database: str = DEFAULT_DATABASE
@@ -68,6 +101,13 @@ class Settings:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     # Named embedders ([embedders.NAME]): HTTP providers, used wherever an embedder name is.
     embedders: dict[str, EmbedderConfig] = field(default_factory=dict)
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
+
+    def price(self, embedder: str) -> float | None:
+        """USD per million tokens of ``embedder`` (embedding/spend.py's ``price_of``)."""
+        from embedops.embedding.spend import price_of
+
+        return price_of(embedder, self.embedders, self.budget.prices)
 
     @property
     def path(self) -> Path:
@@ -116,6 +156,8 @@ class Settings:
             doc["sources"] = {name: s.to_toml() for name, s in self.sources.items()}
         if self.monitor.to_toml():
             doc["monitor"] = self.monitor.to_toml()
+        if self.budget.to_toml():
+            doc["budget"] = self.budget.to_toml()
         return doc
 
     def save(self) -> None:
@@ -195,6 +237,7 @@ def load_settings(root: Path) -> Settings:
     settings = Settings(root=root, **table.model_dump())
     settings.monitor = MonitorSettings.from_toml(dict(data.get("monitor", {})))
     settings.embedders = _embedder_sections(data, root)
+    settings.budget = BudgetSettings.from_toml(dict(data.get("budget", {})))
     for name, raw in data.get("sources", {}).items():
         raw = dict(raw)
         try:

@@ -32,7 +32,9 @@ from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace,
 from embedops.embedding.base import Embedder, TokenSource
 from embedops.monitor.references import pin_corpus_references
 from embedops.monitor.settings import source_slos
-from embedops.errors import ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
+from embedops.embedding.spend import Guard, Job, Limits, check_prices, check_start, cost_of, count_tokens, month_start, \
+    spent_since_day
+from embedops.errors import BudgetExceeded, ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
 from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.sources.base import Document, Source
 from embedops.sync.fill import fill_index, measure_gap
@@ -58,6 +60,10 @@ class SyncResult:
     chunks_to_embed: int | None = None
     indexes: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    estimated_tokens: int | None = None
+    estimated_cost: float | None = None  # None: an embedder has no price configured
+    job: str | None = None  # the spend rows' job id (`embedops spend --by job`)
+    spend: dict[str, Any] | None = None  # what this sync's embedding cost (Spend.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         c = self.counts
@@ -75,6 +81,11 @@ class SyncResult:
         }
         if self.plan_only:
             out["chunks_to_embed"] = self.chunks_to_embed
+            out["estimated_tokens"] = self.estimated_tokens
+            out["estimated_cost"] = self.estimated_cost
+        else:
+            out["job"] = self.job
+            out["spend"] = self.spend
         return out
 
 
@@ -319,7 +330,7 @@ class Workspace:
         chunker = self.make_chunker(ch.name, ch.params, embedder)
         if chunker.ref.key != index.chunker_key:
             raise SpaceMismatch(f"chunker {ch.name} now has ref {chunker.ref.key}, index {index.id} uses {index.chunker_key}")
-        return Target(index, chunker, embedder)
+        return Target(index, chunker, embedder, self.settings.price(index.embedder))
 
     def configured_target(self) -> tuple[Embedder, Chunker]:
         embedder = self.embedder(self.settings.embedder)
@@ -385,14 +396,20 @@ class Workspace:
             embedder, chunker = self.configured_target()
             if not create:
                 ghost = IndexInfo("(new)", embedder.ref.key, chunker.ref.key, "planned", embedder.ref.dims, self.settings.embedder)
-                return [Target(ghost, chunker, embedder)]
+                return [Target(ghost, chunker, embedder, self.settings.price(self.settings.embedder))]
             with self.engine.begin() as conn:
                 index = self.create_index(conn, self.settings.embedder, embedder, chunker)
                 self.set_alias(conn, self.settings.alias, index.id)
-            return [Target(index, chunker, embedder)]
+            return [Target(index, chunker, embedder, self.settings.price(self.settings.embedder))]
         serving = next((ix for ix in active if ix.id == alias), active[0])
         self._check_config(serving, active)
         return [self.target(ix) for ix in active]
+
+    def _kept_embedders(self) -> set[str]:
+        """Names of the embedders a sync would use, without loading any (the first sync: the configured one)."""
+        with self.engine.connect() as conn:
+            names = {ix.embedder for ix in self.indexes(conn, "active")}
+        return names or {self.settings.embedder}
 
     def _check_config(self, serving: IndexInfo, active: list[IndexInfo]) -> None:
         """The configured embedder/chunker must be one the catalog keeps current: never re-embed in place."""
@@ -422,8 +439,13 @@ class Workspace:
         plan_only: bool = False,
         progress: ProgressFactory | None = None,
         allow_mass_delete: bool = False,
+        max_cost: float | None = None,
     ) -> SyncResult:
         """Bring every kept index in line with the sources (or compute the plan only).
+
+        ``max_cost`` (USD) caps this run: it stops once its spend reaches it, raising
+        :class:`BudgetExceeded` with what was committed kept (the next sync resumes). A
+        ``[budget] monthly_usd`` refuses a sync whose estimate exceeds what the month has left.
 
         One sync at a time per workspace (the ``sync`` lock; :class:`Busy` otherwise). A
         source that cannot be read (missing folder or file), or whose sync would delete more
@@ -432,25 +454,38 @@ class Workspace:
         ``failed`` and their ``result``.
         """
         configs = self._selected_sources(source)
+        limits = self.budget_limits(max_cost)
         if plan_only:
-            return self._sync(configs, True, progress, allow_mass_delete)
+            return self._sync(configs, True, progress, allow_mass_delete, limits)
         with self.lock("sync"):
-            return self._sync(configs, False, progress, allow_mass_delete)
+            return self._sync(configs, False, progress, allow_mass_delete, limits)
+
+    def budget_limits(self, max_cost: float | None = None) -> Limits:
+        """A job's limits: ``max_cost`` and what ``[budget] monthly_usd`` has left this (UTC) month."""
+        if max_cost is not None and not max_cost >= 0:
+            raise ConfigError(f"--max-cost must be a number of USD >= 0 (got {max_cost})", hint="e.g. --max-cost 5")
+        monthly = self.settings.budget.monthly_usd
+        spent = 0.0
+        if monthly is not None:
+            with read_tx(self.engine) as conn:
+                spent = spent_since_day(conn, month_start(time.time()))
+        return Limits(max_cost, monthly, spent)
 
     def lock(self, name: str, *, wait: float = 0.0) -> WriteLock:
         """The workspace's writer lock ``name`` ("sync", "migration:ALIAS"), held by a ``with`` block."""
         return WriteLock(self.engine, name, command=actor(), wait=wait)
 
     def _sync(self, configs: list[SourceConfig], plan_only: bool, progress: ProgressFactory | None,
-              allow_mass_delete: bool) -> SyncResult:
+              allow_mass_delete: bool, limits: Limits) -> SyncResult:
         started = time.perf_counter()
         verified_from = time.time()
+        check_prices(limits, {name: self.settings.price(name) for name in self._kept_embedders()}, "embedops sync")
         targets = self._kept_targets(create=not plan_only)
         self._verify_models(targets, verified_from)
         total = SyncCounts()
         per_source: list[dict[str, Any]] = []
         failed: list[tuple[str, SourceError]] = []
-        to_embed = 0
+        planned: list[tuple[SourceConfig, SyncPlan, int]] = []
         for cfg in configs:
             try:
                 plan, source_id = self._plan(cfg)
@@ -463,16 +498,18 @@ class Workspace:
                 per_source[-1]["mass_delete"] = refused.details
                 failed.append((cfg.name, refused))
                 continue
-            if plan_only:
+            planned.append((cfg, plan, source_id))
+        result = SyncResult(plan_only, total, per_source)
+        if plan_only or limits.month_left is not None:  # a monthly budget refuses by the estimate
+            result.chunks_to_embed, result.estimated_tokens, result.estimated_cost = \
+                self._estimate([p for _, p, _ in planned], targets)
+        if plan_only:
+            for _, plan, _ in planned:
                 total.merge(_plan_counts(plan))
-                to_embed += self._estimate_embeds(plan, targets)
-                continue
-            bar = progress(f"sync {cfg.name}", len(plan.changed) + len(plan.deleted)) if progress else None
-            runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size, progress=bar)
-            total.merge(runner.run(source_id, plan))
-        result = SyncResult(plan_only, total, per_source, chunks_to_embed=to_embed if plan_only else None)
+        else:
+            self._run_plans(planned, targets, limits, result, progress)
         if not plan_only and len(failed) < len(configs):  # with nothing read, no drift reference to pin either
-            result.indexes = self._complete(targets, total, progress)
+            result.indexes = self._complete(targets, total, progress, Job("sync", result.job) if result.job else None)
             for listener in self.after_sync:
                 listener(self.engine, [t.index for t in targets])
         result.seconds = time.perf_counter() - started
@@ -480,6 +517,34 @@ class Workspace:
         if failed:
             self._sources_failed(failed, result, selected=len(configs))
         return result
+
+    def _run_plans(self, planned: list[tuple[SourceConfig, SyncPlan, int]], targets: list[Target], limits: Limits,
+                   result: SyncResult, progress: ProgressFactory | None) -> None:
+        """Run each source's plan under one job (its spend rows) and one guard (the job's cap)."""
+        if result.estimated_cost is not None:
+            check_start(limits, result.estimated_cost, "embedops sync")
+        guard = Guard(limits, "embedops sync") if limits.cap is not None else None
+        job = Job.new("sync")
+        result.job = job.id
+        try:
+            for cfg, plan, source_id in planned:
+                bar = progress(f"sync {cfg.name}", len(plan.changed) + len(plan.deleted)) if progress else None
+                runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size,
+                                    progress=bar, job=job, guard=guard)
+                result.counts.merge(runner.run(source_id, plan))
+        except BudgetExceeded as exc:
+            result.counts.merge(SyncCounts(**{k: int(exc.details.get(k, 0)) for k in ("added", "updated", "embedded")}))
+            result.spend = self.job_spend(job.id)
+            exc.details["result"] = result.to_dict()
+            raise
+        result.spend = self.job_spend(job.id)
+
+    def job_spend(self, job: str) -> dict[str, Any]:
+        """What job ``job`` spent so far (the sums of its spend rows)."""
+        from embedops.embedding.spend import report
+
+        with read_tx(self.engine) as conn:
+            return report(conn, since=None, by="job", job=job)[1]
 
     def _warn_unconfigured(self) -> None:
         """A source deleted from embedops.toml keeps serving its documents until `source remove`: say so."""
@@ -593,15 +658,23 @@ class Workspace:
             known = CatalogRows(conn.execute(q).cursor.fetchall())
         return plan_sync(cfg.name, self.open_source(cfg).scan(known.signatures()), known), source_id
 
-    def _estimate_embeds(self, plan: SyncPlan, targets: list[Target]) -> int:
-        n = 0
+    def _estimate(self, plans: list[SyncPlan], targets: list[Target]) -> tuple[int, int, float | None]:
+        """Chunks the plans would embed (their hashes new to each kept space), their tokens, and what they would
+        cost (None when an embedder has no price)."""
+        chunks = tokens = 0
+        cost: float | None = 0.0
         with self.engine.connect() as conn:
             for t in targets:
-                hashes = {c.content_hash for _, doc in plan.changed for c in t.chunker.chunk(doc.text, doc.metadata)}
-                n += len(self.store.missing_embeddings(conn, t.index.space_key, list(hashes)))
-        return n
+                texts = {c.content_hash: c.text for plan in plans for _, doc in plan.changed
+                         for c in t.chunker.chunk(doc.text, doc.metadata)}
+                missing = self.store.missing_embeddings(conn, t.index.space_key, list(texts))
+                n = count_tokens(t.embedder, (texts[h] for h in missing))
+                chunks, tokens = chunks + len(missing), tokens + n
+                cost = None if cost is None or t.price is None else cost + cost_of(n, t.price)
+        return chunks, tokens, None if cost is None else round(cost, 8)
 
-    def _complete(self, targets: list[Target], total: SyncCounts, progress: ProgressFactory | None) -> list[dict[str, Any]]:
+    def _complete(self, targets: list[Target], total: SyncCounts, progress: ProgressFactory | None,
+                  job: Job | None = None) -> list[dict[str, Any]]:
         """Repair a served index that lags the catalog (e.g. after a forced cutover), then persist ANN files.
 
         A shadow index is only kept current for what changes (dual-write); filling the rest is
@@ -617,7 +690,7 @@ class Workspace:
                     gap = measure_gap(conn, t)
             if gap is not None and gap.total:
                 bar = progress(f"fill {t.index.id}", gap.missing_vectors) if progress else None
-                done = fill_index(self.engine, self.store, t, batch_size=self.settings.batch_size, progress=bar)
+                done = fill_index(self.engine, self.store, t, batch_size=self.settings.batch_size, progress=bar, job=job)
                 total.embedded += done["embedded"]
             out.append({"id": t.index.id, **self.store.flush(t.index)})
         return out

@@ -85,6 +85,14 @@ def _upgrade_to_8(conn: sa.Connection) -> None:
 UPGRADES[8] = _upgrade_to_8
 
 
+def _upgrade_to_9(conn: sa.Connection) -> None:
+    """Version 9: spend (tokens, requests, cost and cache savings of every embedding job)."""
+    schema.metadata.create_all(conn, tables=[schema.spend])
+
+
+UPGRADES[9] = _upgrade_to_9
+
+
 RESTORE_HINT = (
     "restore it from a backup: `embedops restore BACKUP` (backups are made with `embedops backup FILE`);"
     " the catalog holds the history and cannot be rebuilt from the sources"

@@ -23,7 +23,7 @@ from embedops.cli.common import (
     progress_bars,
     styled,
 )
-from embedops.errors import SourceError
+from embedops.errors import BudgetExceeded, SourceError
 from embedops.search.params import parse_time, parse_where
 
 source_app = typer.Typer(no_args_is_help=True, help="Manage sources.")
@@ -139,6 +139,7 @@ def sync(
     source: Annotated[Optional[str], typer.Option(help="Sync only this source.")] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Dry run: print what would change, change nothing.")] = False,
     allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete", help="Delete more than max_delete_share of a source (an emptied source is refused by default).")] = False,
+    max_cost: Annotated[Optional[float], typer.Option(help="Stop once this run has spent this many USD (exit 4; run it again to resume).", min=0)] = None,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
@@ -146,8 +147,8 @@ def sync(
     with handle_errors(as_json):
         try:
             result = commands.sync(workspace, source=source, plan=plan, progress=progress_bars(not as_json),
-                                   allow_mass_delete=allow_mass_delete)
-        except SourceError as exc:
+                                   allow_mass_delete=allow_mass_delete, max_cost=max_cost)
+        except (SourceError, BudgetExceeded) as exc:
             if not as_json and "result" in exc.details:  # the sources that could be read were synced
                 _print_sync(exc.details["result"], plan)
             raise
@@ -164,6 +165,14 @@ def _print_sync(data: dict[str, Any], plan: bool) -> None:
         + (f"{data['chunks_to_embed']} chunks to embed" if plan else f"embedded {data['embedded']} chunks")
         + f" ({data['seconds']:.2f}s)"
     )
+    if plan:
+        cost = data["estimated_cost"]
+        out.print(f"estimated {data['estimated_tokens']:,} tokens, "
+                  + ("cost unknown (an embedder has no price)" if cost is None else f"${cost:.6g}"))
+    elif data.get("spend"):
+        spent = data["spend"]
+        out.print(f"spent {spent['tokens']:,} tokens in {spent['requests']} requests, ${spent['cost']:.6g}; the cache"
+                  f" saved {spent['cache_hits']} chunks (${spent['cache_saved_cost']:.6g})")
     for s in data["skipped"][:20]:
         err.print(styled("skipped", "yellow", f" {s['id']}: {s['reason']}"), highlight=False)
     if len(data["skipped"]) > 20:
@@ -271,3 +280,35 @@ def history(
     for r in rows:
         t.add_row(str(r["id"]), r["at"][:19].replace("T", " "), r["kind"], brief(r["details"]))
     out.print(t)
+
+
+@app.command()
+def spend(
+    since: Annotated[Optional[str], typer.Option(help="Only spend in this past window, e.g. 30d, 12h (default: all).")] = None,
+    by: Annotated[str, typer.Option(help="Group by space, job, day, source or kind.")] = "space",
+    as_json: JsonOpt = False,
+    workspace: WsOpt = None,
+) -> None:
+    """What embedding cost: tokens, requests, cost, cache hits and the money the cache saved."""
+    import time
+
+    from embedops.monitor.settings import parse_duration
+
+    with handle_errors(as_json):
+        start = time.time() - parse_duration(since, what="--since") if since else None
+        data = commands.spend(workspace, since=start, by=by).to_dict()
+    if as_json:
+        return emit_json(data)
+    keys = {"space": ["embedder", "space_key"], "job": ["job", "kind"], "day": ["day"], "source": ["source"],
+            "kind": ["kind"]}[data["by"]]
+    t = Table(title=f"spend by {data['by']}" + (f" since {data['since']}" if data["since"] else ""))
+    for col in [*keys, "requests", "tokens", "estimated", "cost $", "cache hits", "saved $"]:
+        t.add_column(col)
+    for r in [*data["rows"], {**{k: "total" if i == 0 else "" for i, k in enumerate(keys)}, **data["total"]}]:
+        t.add_row(*[str(r[k] or "—") for k in keys], f"{r['requests']:,}", f"{r['tokens']:,}",
+                  f"{r['estimated_tokens']:,}", f"{r['cost']:.6g}", f"{r['cache_hits']:,}", f"{r['cache_saved_cost']:.6g}")
+    out.print(t)
+    budget = data["budget"]
+    if budget["monthly_usd"] is not None:
+        out.print(f"monthly budget ${budget['monthly_usd']:.6g}: ${budget['month_spent']:.6g} spent this month,"
+                  f" ${budget['month_left']:.6g} left")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.catalog.ledger import write_ledger
+from embedops.embedding.spend import Guard, Job, Line, Spend, cache_saving, record
 from embedops.errors import InputsRejected
 from embedops.sync.run import Target, _insert_returning_ids, embed_texts
 from embedops.vectors.base import IndexInfo, VectorRow, VectorStore
@@ -97,9 +99,15 @@ def fill_index(
     progress: Progress | None = None,
     ledger_kind: str = "index.fill",
     pause: Callable[[int], None] | None = None,
+    job: Job | None = None,
+    guard: Guard | None = None,
 ) -> dict[str, int]:
-    """Chunk what is unchunked and embed what lacks a vector, one transaction per batch."""
+    """Chunk what is unchunked and embed what lacks a vector, one transaction per batch.
+
+    Each batch's spend is recorded with its ledger row under ``job``; ``guard`` stops the fill (raising
+    :class:`BudgetExceeded` after a ``{ledger_kind}_stopped`` ledger row) once the spend reaches its cap."""
     progress = progress or (lambda n: None)
+    job = job or Job.new(ledger_kind.rsplit(".", 1)[-1])
     done = {"chunked_docs": 0, "embedded": 0, "vectors": 0}
     # Cursors (ids only grow) guarantee progress even for a document that yields no chunk.
     after_doc = 0
@@ -120,9 +128,13 @@ def fill_index(
             missing = store.missing_embeddings(conn, target.index.space_key, [r[1] for r in rows])
         if not rows:
             break
+        if guard is not None and guard.reached():
+            _stopped(engine, target, guard, ledger_kind, job, done)
         texts = {r[1]: r[2] for r in rows if r[1] in missing}
+        spend = cache_saving(target.embedder, list({r[1]: r[2] for r in rows if r[1] not in missing}.values()),
+                             target.price)
         started = time.perf_counter()
-        vectors, rejected = _embed_or_report(target, texts)
+        vectors, rejected = _embed_or_report(target, texts, spend)
         timing = {target.index.space_key: [sum(map(len, texts.values())), round(time.perf_counter() - started, 4)]}
         with engine.begin() as conn:
             store.put_embeddings(conn, target.index.space_key, vectors)
@@ -132,8 +144,11 @@ def fill_index(
                      for r in rows if r[0] in still and r[1] not in rejected]
             written = store.write(conn, target.index, vrows)
             extra = {"rejected": [{"chunk": r[0], "reason": rejected[r[1]]} for r in rows if r[1] in rejected][:100]}
-            write_ledger(conn, ledger_kind, index=target.index.id, vectors=written, embedded=len(vectors),
-                         embed=timing if texts else {}, **(extra if rejected else {}))
+            ledger_id = write_ledger(conn, ledger_kind, index=target.index.id, vectors=written, embedded=len(vectors),
+                                     embed=timing if texts else {}, job=job.id, **(extra if rejected else {}))
+            record(conn, ledger_id, job, [Line(target.index.space_key, target.index.embedder, spend)])
+        if guard is not None:
+            guard.add(spend.cost)
         after_chunk = int(rows[-1][0])
         done["embedded"] += len(vectors)
         done["vectors"] += written
@@ -143,7 +158,20 @@ def fill_index(
     return done
 
 
-def _embed_or_report(target: Target, texts: dict[str, str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _stopped(engine: sa.Engine, target: Target, guard: Guard, kind: str, job: Job, done: dict[str, int]) -> NoReturn:
+    """The cap is reached: say so in the ledger (what was committed stays) and stop."""
+    with engine.connect() as conn:
+        left = measure_gap(conn, target.index).missing_vectors
+    error = guard.stopped(f"{left} chunks of index {target.index.id} still lack a vector", index=target.index.id,
+                          remaining_chunks=left)
+    with engine.begin() as conn:
+        write_ledger(conn, f"{kind}_stopped", index=target.index.id, reason="budget", error=error.message,
+                     hint=error.hint, spent=error.details["spent"], cap=guard.cap, remaining_chunks=left,
+                     embedded=done["embedded"], job=job.id)
+    raise error
+
+
+def _embed_or_report(target: Target, texts: dict[str, str], spend: Spend) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Vectors by content hash, and the hashes the provider refused with its reason.
 
     A refused chunk gets no vector (the gap stays, and the ledger row says why),
@@ -152,7 +180,7 @@ def _embed_or_report(target: Target, texts: dict[str, str]) -> tuple[dict[str, n
         return {}, {}
     hashes = list(texts)
     try:
-        vecs = embed_texts(target.embedder, [texts[h] for h in hashes])
+        vecs = embed_texts(target.embedder, [texts[h] for h in hashes], target.price, spend)
     except InputsRejected as exc:
         return {hashes[i]: v for i, v in exc.vectors.items()}, {hashes[i]: why for i, why in exc.rejected.items()}
     return dict(zip(hashes, vecs, strict=True)), {}

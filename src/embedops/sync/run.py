@@ -23,7 +23,10 @@ from embedops.catalog import schema
 from embedops.catalog.ledger import write_ledger
 from embedops.chunking.base import Chunk, Chunker
 from embedops.embedding.base import Embedder
-from embedops.errors import EmbeddingError, InputsRejected, ProviderRefused, ProviderUnavailable, Transient
+from embedops.embedding.spend import Guard, Job, Line, Spend, cache_saving, cost_of, count_tokens, embed_metered, record
+from embedops.errors import (
+    BudgetExceeded, EmbeddingError, InputsRejected, ProviderRefused, ProviderUnavailable, Transient,
+)
 from embedops.sources.base import Document, Skipped
 from embedops.sync.plan import SyncPlan
 from embedops.vectors.base import IndexInfo, VectorRow, VectorStore
@@ -41,6 +44,7 @@ class Target:
     index: IndexInfo
     chunker: Chunker
     embedder: Embedder
+    price: float | None = 0.0  # USD per million tokens (None: an HTTP embedder with no price configured)
 
 
 @dataclass
@@ -68,13 +72,17 @@ class _Prepared:
     to_embed: dict[str, dict[str, str]]  # space key → content hash → text
     skipped: list[Skipped] = field(default_factory=list)
     timing: dict[str, list[float]] = field(default_factory=dict)  # space key → [characters, seconds] embedded
+    spend: dict[str, Spend] = field(default_factory=dict)  # space key → what embedding it cost, cache savings
+    estimate: float = 0.0  # estimated cost of ``to_embed`` (a budget counts it while the batch is in flight)
 
 
-def embed_texts(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
-    """Embed with retries on transient provider errors."""
+def embed_texts(embedder: Embedder, texts: Sequence[str], price: float | None = 0.0,
+                spend: Spend | None = None) -> np.ndarray:
+    """Embed with retries on transient provider errors; what every attempt cost is added to ``spend``."""
+    into = spend if spend is not None else Spend()
     for attempt in range(EMBED_RETRIES):
         try:
-            return embedder.embed(texts)
+            return embed_metered(embedder, texts, price, into)
         except Transient:
             if attempt == EMBED_RETRIES - 1:
                 raise
@@ -91,6 +99,8 @@ class SyncRunner:
         *,
         batch_size: int = 256,
         progress: Progress | None = None,
+        job: Job | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -98,18 +108,28 @@ class SyncRunner:
         self.batch_size = batch_size
         self.progress = progress or (lambda n: None)
         self.chunkers = {t.chunker.ref.key: t.chunker for t in self.targets}
-        self.embedders = {t.index.space_key: t.embedder for t in self.targets}
+        self.by_space = {t.index.space_key: t for t in self.targets}
+        self.embedders = {space: t.embedder for space, t in self.by_space.items()}
+        self.job = job or Job.new("sync")
+        self.guard = guard
+        self._source: str | None = None
 
     # -- entry point ---------------------------------------------------------
     def run(self, source_id: int, plan: SyncPlan) -> SyncCounts:
         started = time.perf_counter()  # the duration goes into the sync.source row (monitor metrics)
         counts = SyncCounts(unchanged=plan.unchanged, skipped=list(plan.skipped))
+        self._source = plan.source
         try:
             self._run_batches(source_id, plan.changed, counts)
-        except (ProviderUnavailable, ProviderRefused) as exc:
+        except (ProviderUnavailable, ProviderRefused, BudgetExceeded) as exc:
+            kind = "sync.budget_stopped" if isinstance(exc, BudgetExceeded) else "sync.provider_failed"
             with self.engine.begin() as conn:  # the batches before are committed; say why the rest is not
-                write_ledger(conn, "sync.provider_failed", source=plan.source, error=exc.message, hint=exc.hint,
-                             added=counts.added, updated=counts.updated, embedded=counts.embedded)
+                write_ledger(conn, kind, source=plan.source, error=exc.message, hint=exc.hint, added=counts.added,
+                             updated=counts.updated, embedded=counts.embedded, job=self.job.id,
+                             **({k: exc.details[k] for k in ("spent", "cap", "remaining_documents")}
+                                if isinstance(exc, BudgetExceeded) else {}))
+            if isinstance(exc, BudgetExceeded):  # the caller reports what was synced before the stop
+                exc.details.update(added=counts.added, updated=counts.updated, embedded=counts.embedded)
             raise
         counts.deleted = self._delete(plan.deleted, plan.source)
         self._finish(source_id, plan, counts, time.perf_counter() - started)
@@ -118,7 +138,11 @@ class SyncRunner:
     def _run_batches(self, source_id: int, changed: list[tuple[int | None, Document]], counts: SyncCounts) -> None:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool:
             pending: tuple[_Prepared, Future[dict[str, dict[str, np.ndarray]]]] | None = None
+            stopped_at: int | None = None
             for start in range(0, len(changed), self.batch_size):
+                if self.guard is not None and self.guard.reached(pending[0].estimate if pending else 0.0):
+                    stopped_at = start  # the batch in flight still commits: what was paid for is kept
+                    break
                 prepared = self._prepare(changed[start : start + self.batch_size])
                 future = pool.submit(self._embed, prepared)
                 if pending is not None:
@@ -126,6 +150,10 @@ class SyncRunner:
                 pending = (prepared, future)
             if pending is not None:
                 counts.merge(self._commit(source_id, *pending))
+        if stopped_at is not None and self.guard is not None:
+            left = len(changed) - stopped_at
+            raise self.guard.stopped(f"{left} changed documents of source {self._source!r} are not synced yet",
+                                     remaining_documents=left, source=self._source)
 
     # -- stages ----------------------------------------------------------------
     def _prepare(self, docs: list[tuple[int | None, Document]]) -> _Prepared:
@@ -135,9 +163,14 @@ class SyncRunner:
         with self.engine.connect() as conn:
             for target in self.targets:
                 texts = {c.content_hash: c.text for per_doc in prepared.chunks[target.chunker.ref.key] for c in per_doc}
-                missing = self.store.missing_embeddings(conn, target.index.space_key, list(texts))
+                missing = set(self.store.missing_embeddings(conn, target.index.space_key, list(texts)))
                 bucket = prepared.to_embed.setdefault(target.index.space_key, {})
                 bucket.update({h: texts[h] for h in missing})
+                spend = prepared.spend.setdefault(target.index.space_key, Spend())
+                spend.add(cache_saving(target.embedder, [t for h, t in texts.items() if h not in missing], target.price))
+        if self.guard is not None:  # only a budget needs the estimate: it costs one tokenizer pass
+            prepared.estimate = sum(cost_of(count_tokens(self.by_space[space].embedder, texts.values()),
+                                            self.by_space[space].price) for space, texts in prepared.to_embed.items())
         return prepared
 
     def _embed(self, prepared: _Prepared) -> dict[str, dict[str, np.ndarray]]:
@@ -148,8 +181,10 @@ class SyncRunner:
                 continue
             hashes = list(texts)
             started = time.perf_counter()
+            target = self.by_space[space]
             try:
-                vecs = embed_texts(self.embedders[space], [texts[h] for h in hashes])
+                vecs = embed_texts(target.embedder, [texts[h] for h in hashes], target.price,
+                                   prepared.spend.setdefault(space, Spend()))
             except InputsRejected as exc:  # the provider named the inputs it refused; the rest are embedded
                 out[space] = {hashes[i]: v for i, v in exc.vectors.items()}
                 self._drop_docs_with(prepared, {hashes[i]: why for i, why in exc.rejected.items()})
@@ -171,9 +206,10 @@ class SyncRunner:
         log.warning("embedding batch failed (%s); retrying one chunk at a time", first)
         result: dict[str, np.ndarray] = {}
         bad: dict[str, str] = {}
+        target = self.by_space[space]
         for h, text in texts.items():
             try:
-                result[h] = embed_texts(self.embedders[space], [text])[0]
+                result[h] = embed_texts(target.embedder, [text], target.price, prepared.spend.setdefault(space, Spend()))[0]
             except EmbeddingError as exc:
                 bad[h] = str(exc).splitlines()[0]
         if bad:
@@ -207,7 +243,7 @@ class SyncRunner:
             counts.vectors_written = self._write_chunks(conn, doc_ids, prepared)
             counts.added = sum(1 for r in prepared.docs if r[0] is None)
             counts.updated = len(prepared.docs) - counts.added
-            write_ledger(
+            ledger_id = write_ledger(
                 conn,
                 "sync.batch",
                 source_id=source_id,
@@ -217,7 +253,13 @@ class SyncRunner:
                 embedded=counts.embedded,
                 vectors=counts.vectors_written,
                 embed=prepared.timing,
+                job=self.job.id,
             )
+            lines = [Line(space, self.by_space[space].index.embedder, spend, self._source)
+                     for space, spend in prepared.spend.items()]
+            record(conn, ledger_id, self.job, lines)
+        if self.guard is not None:
+            self.guard.add(sum(spend.cost for spend in prepared.spend.values()))
         self.progress(len(prepared.docs) + len(prepared.skipped))
         return counts
 
