@@ -533,7 +533,9 @@ class Workspace:
                                     progress=bar, job=job, guard=guard)
                 result.counts.merge(runner.run(source_id, plan))
         except BudgetExceeded as exc:
-            result.counts.merge(SyncCounts(**{k: int(exc.details.get(k, 0)) for k in ("added", "updated", "embedded")}))
+            d = exc.details
+            result.counts.merge(SyncCounts(added=int(d.get("added", 0)), updated=int(d.get("updated", 0)),
+                                           embedded=int(d.get("embedded", 0))))
             result.spend = self.job_spend(job.id)
             exc.details["result"] = result.to_dict()
             raise
