@@ -32,8 +32,9 @@ from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace,
 from embedops.embedding.base import Embedder, TokenSource
 from embedops.monitor.references import pin_corpus_references
 from embedops.monitor.settings import source_slos
-from embedops.embedding.spend import Guard, Job, Limits, check_prices, check_start, cost_of, count_tokens, month_start, \
-    spent_since_day
+from embedops.embedding.spend import Guard, Job, Limits, Line, Spend, check_prices, check_start, cost_of, count_tokens, \
+    month_start, spent_since_day
+from embedops.embedding.spend import record as record_spend
 from embedops.errors import BudgetExceeded, ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
 from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.sources.base import Document, Source
@@ -297,7 +298,8 @@ class Workspace:
         if self.settings.monitor.verify_model:  # once per process and space: a silent model change is refused
             from embedops.embedding.verify import verify_model
 
-            verify_model(self.engine, index, embedder, self.settings.monitor.fingerprint_min_cosine)
+            verify_model(self.engine, index, embedder, self.settings.monitor.fingerprint_min_cosine,
+                         price=self.settings.price(index.embedder), on_spend=self._check_spent(index))
         return embedder
 
     def token_source(self, name: str) -> TokenSource:
@@ -346,8 +348,9 @@ class Workspace:
 
         sp, ch, ix = schema.spaces, schema.chunkers, schema.indexes
         key = embedder.ref.key
+        spend = Spend()
         if conn.execute(sa.select(sp.c.key).where(sp.c.key == key)).scalar() is None:
-            fp = take_fingerprint(embedder)
+            fp = take_fingerprint(embedder, self.settings.price(embedder_name), spend)
             remember_fingerprint(self.engine, key, embedder)
             conn.execute(sa.insert(sp).values(
                 key=key, embedder=embedder_name, ref=embedder.ref.to_dict(), dims=embedder.ref.dims,
@@ -359,8 +362,9 @@ class Workspace:
         index_id = f"ix{n}-{_slug(embedder_name if storage == 'f32' else f'{embedder_name}-{storage}')}"
         conn.execute(sa.insert(ix).values(id=index_id, space_key=key, chunker_key=ref.key, status="active",
                                           created_at=time.time(), storage=storage))
-        write_ledger(conn, "index.create", index=index_id, space=key, chunker=ref.key, embedder=embedder_name,
-                     storage=storage)
+        ledger_id = write_ledger(conn, "index.create", index=index_id, space=key, chunker=ref.key,
+                                 embedder=embedder_name, storage=storage)
+        record_spend(conn, ledger_id, Job.new("fingerprint"), [Line(key, embedder_name, spend)])  # the sentinels
         info = IndexInfo(index_id, key, ref.key, "active", embedder.ref.dims, embedder_name, storage)
         self.store.ensure_index(conn, info)
         return info
@@ -639,7 +643,19 @@ class Workspace:
 
         for t in targets:
             if t.index.status != "planned":
-                verify_model(self.engine, t.index, t.embedder, self.settings.monitor.fingerprint_min_cosine, since=since)
+                verify_model(self.engine, t.index, t.embedder, self.settings.monitor.fingerprint_min_cosine, since=since,
+                             price=t.price, on_spend=self._check_spent(t.index))
+
+    def _check_spent(self, index: IndexInfo) -> Callable[[Spend], None]:
+        """Records what a sentinel check of ``index``'s model cost: a ``model.verify`` ledger row and its spend row."""
+        def record_check(spend: Spend) -> None:
+            if spend.empty:
+                return
+            with self.engine.begin() as conn:
+                ledger_id = write_ledger(conn, "model.verify", index=index.id, space=index.space_key)
+                record_spend(conn, ledger_id, Job.new("fingerprint"), [Line(index.space_key, index.embedder, spend)])
+
+        return record_check
 
     def _selected_sources(self, source: str | None) -> list[SourceConfig]:
         if source is None:
