@@ -30,12 +30,15 @@ from embedops.catalog.lock import WriteLock
 from embedops.chunking.base import Chunker
 from embedops.config import CONFIG_NAME, Settings, SourceConfig, find_workspace, init_settings, load_settings
 from embedops.embedding.base import Embedder, TokenSource
+from embedops.embedding.query import QueryEmbeddings
 from embedops.monitor.references import pin_corpus_references
 from embedops.monitor.settings import source_slos
 from embedops.embedding.spend import Guard, Job, Limits, Line, Spend, check_prices, check_start, cost_of, count_tokens, \
     month_start, spent_since_day
 from embedops.embedding.spend import record as record_spend
-from embedops.errors import BudgetExceeded, ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
+from embedops.errors import (
+    BudgetExceeded, ConfigChanged, ConfigError, EmbedopsError, NotFound, SourceError, SpaceMismatch,
+)
 from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.sources.base import Document, Source
 from embedops.sync.fill import fill_index, measure_gap
@@ -50,6 +53,8 @@ log = logging.getLogger("embedops")
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 # How long a push (upsert/delete by id) waits for the sync lock before answering Busy.
 PUSH_LOCK_WAIT_S = 30.0
+# How often the query path writes what embedding queries cost (and at close).
+QUERY_SPEND_FLUSH_S = 60.0
 SyncListener = Callable[[sa.Engine, Sequence[IndexInfo]], None]
 
 
@@ -104,7 +109,8 @@ class Workspace:
         self.root = settings.root
         self.engine = open_catalog(database_url(settings.database_value, settings.root), create=create)
         self.store = make_store(self.engine, settings.state_dir, settings.ann_ef_search)
-        self.searcher = Searcher(self.store, self.embedder_for)
+        self.searcher = Searcher(self.store, self.embedder_for, QueryEmbeddings(price_of=self.settings.price))
+        self._query_spend_flushed = time.monotonic()
         self.searcher.max_lag = source_slos(settings.monitor, settings.sources)
         self._embedders: dict[str, Embedder] = {}
         # Called with (engine, indexes kept current) after every sync that read a source. The default
@@ -162,7 +168,31 @@ class Workspace:
         return cls(load_settings(where))
 
     def close(self) -> None:
+        self.flush_query_spend()
         self.engine.dispose()
+
+    def flush_query_spend(self) -> int:
+        """Write the query path's spend since the last flush: one ``query.spend`` ledger row and its spend rows.
+
+        Called by the query path once a minute and when the workspace closes. A catalog that refuses the
+        write (busy, read-only) keeps the spend for the next flush; queries never fail for it."""
+        self._query_spend_flushed = time.monotonic()
+        drained = self.searcher.queries.drain()
+        if not drained:
+            return 0
+        try:
+            with self.engine.begin() as conn:
+                ledger_id = write_ledger(conn, "query.spend", spaces={s: spend.to_dict() for s, (_, spend) in drained.items()})
+                return record_spend(conn, ledger_id, Job.new("query"),
+                                    [Line(space, name, spend) for space, (name, spend) in drained.items()])
+        except (sa.exc.SQLAlchemyError, EmbedopsError) as exc:
+            self.searcher.queries.restore(drained)
+            log.warning("could not record the query path's spend yet (%s); it is kept for the next flush", exc)
+            return 0
+
+    def _queries_done(self) -> None:
+        if time.monotonic() - self._query_spend_flushed >= QUERY_SPEND_FLUSH_S:
+            self.flush_query_spend()
 
     def __enter__(self) -> Workspace:
         return self
@@ -651,9 +681,12 @@ class Workspace:
         def record_check(spend: Spend) -> None:
             if spend.empty:
                 return
-            with self.engine.begin() as conn:
-                ledger_id = write_ledger(conn, "model.verify", index=index.id, space=index.space_key)
-                record_spend(conn, ledger_id, Job.new("fingerprint"), [Line(index.space_key, index.embedder, spend)])
+            try:  # also on the query path (a process's first query): a catalog refusing writes must not fail it
+                with self.engine.begin() as conn:
+                    ledger_id = write_ledger(conn, "model.verify", index=index.id, space=index.space_key)
+                    record_spend(conn, ledger_id, Job.new("fingerprint"), [Line(index.space_key, index.embedder, spend)])
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning("could not record the cost of the model check of index %s: %s", index.id, exc)
 
         return record_check
 
@@ -733,6 +766,13 @@ class Workspace:
         result's score per half-life of its document's age. With ``[monitor]
         query_log`` on, the query is logged (monitor/serving.py).
         """
+        try:
+            return self._search(query, vector, k, alias, index, filters, mode, fresh_only, recency_half_life)
+        finally:
+            self._queries_done()
+
+    def _search(self, query: str | None, vector: np.ndarray | None, k: int, alias: str | None, index: str | None,
+                filters: Filters | None, mode: str, fresh_only: bool, recency_half_life: float | None) -> list[SearchResult]:
         from embedops.search.modes import search_mode
 
         if fresh_only or recency_half_life is not None or self.settings.monitor.query_log:
@@ -767,10 +807,13 @@ class Workspace:
         """Many queries against one index: resolved once, embedded in one batch (or given ``vectors``)."""
         from embedops.search.modes import search_batch
 
-        return search_batch(
-            self.searcher, queries, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters,
-            mode=mode, vectors=vectors,
-        )
+        try:
+            return search_batch(
+                self.searcher, queries, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters,
+                mode=mode, vectors=vectors,
+            )
+        finally:
+            self._queries_done()
 
     # -- thresholds -------------------------------------------------------------
     @property
