@@ -218,3 +218,58 @@ def test_spend_command_groups_and_exits_4_when_a_budget_stops_a_sync(tmp_path: P
     assert runner.invoke(app, ["spend", "--by", "week", *w]).exit_code == 1
     table = runner.invoke(app, ["spend", "--by", "source", *w])
     assert table.exit_code == 0 and "docs" in table.stdout and "total" in table.stdout
+
+
+# -- the query path --------------------------------------------------------------------------------
+def test_queries_go_through_a_bounded_cache_and_their_spend_is_flushed_with_a_ledger_row(ws: Workspace) -> None:
+    priced(ws)
+    ws.sync()
+    ws.searcher.queries.capacity = 2
+    for q in ("cell membrane", "cell membrane", "galaxy orbit", "star dust", "cell membrane"):
+        assert ws.search(q, k=3)
+    [(key, stats)] = ws.searcher.queries.snapshot().items()
+    assert key == ws.searcher.resolve("prod").space_key
+    # The 2nd "cell membrane" is a hit; the 5th was evicted by two newer queries (capacity 2) and embedded again.
+    assert (stats.texts, stats.cache_hits, stats.calls, stats.errors) == (5, 1, 4, 0)
+    assert stats.spend.tokens > 0 and stats.spend.cost == pytest.approx(stats.spend.tokens * PRICE / 1e6)
+    assert sum(stats.latency) == 4 and stats.latency_sum > 0
+    assert ws.flush_query_spend() == 1
+    [row] = [r for r in spend_rows(ws) if r["kind"] == "query"]
+    assert row["tokens"] == stats.spend.tokens and row["cache_hits"] == 1 and row["cache_saved_tokens"] > 0
+    with ws.engine.connect() as conn:
+        assert read_ledger(conn, kind_prefix="query.spend")[0]["id"] == row["ledger_id"]
+    assert ws.flush_query_spend() == 0  # nothing new: no row, no ledger entry
+
+
+def test_eval_queries_are_eval_spend_and_remembered(ws: Workspace, tmp_path: Path) -> None:
+    from embedops.search.modes import embed_queries_remembered
+
+    priced(ws)
+    ws.sync()
+    index = ws.searcher.resolve("prod")
+    embed_queries_remembered(ws.searcher, index, ["cell membrane", "galaxy orbit"])
+    embed_queries_remembered(ws.searcher, index, ["cell membrane", "galaxy orbit", "star dust"])
+    rows = [r for r in spend_rows(ws) if r["kind"] == "eval"]
+    assert len(rows) == 2 and rows[1]["cache_hits"] == 2  # the second run embedded only the new query
+    assert rows[1]["tokens"] == ws.embedder("hashing").count_tokens("star dust")
+
+
+def test_metrics_show_query_latency_errors_and_spend(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from embedops.server import ServerConfig, create_app
+
+    with Workspace.init(tmp_path / "ws", embedder="hashing") as ws:
+        priced(ws)
+        ws.add_source("docs", corpus)
+        ws.sync()
+    monkeypatch.setenv("EMBEDOPS_TOKEN", "t")
+    with TestClient(create_app(tmp_path / "ws", ServerConfig())) as client:
+        assert client.get("/search", params={"query": "cell membrane"}).status_code == 200
+        assert client.get("/search", params={"query": "cell membrane"}).status_code == 200
+        text = client.get("/metrics").text
+    assert 'embedops_query_embed_seconds_count{embedder="hashing"' in text
+    assert 'embedops_query_cache_hits_total{embedder="hashing"' in text and "embedops_query_embed_errors_total" in text
+    hits = next(line for line in text.splitlines() if line.startswith("embedops_query_cache_hits_total"))
+    assert hits.endswith(" 1.0")
+    assert 'embedops_spend_usd_total{kind="sync"' in text and "embedops_query_cost_usd_total" in text
