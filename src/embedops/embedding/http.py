@@ -34,7 +34,12 @@ import numpy as np
 from embedops.chunking.tokens import count_regex_tokens
 from embedops.embedding.providers import EmbedderConfig, declared_ref
 from embedops.embedding.ratelimit import RateLimiter, RetryPolicy, parse_retry_after
-from embedops.errors import EmbeddingError, InputsRejected, ProviderRefused, ProviderUnavailable
+from embedops.errors import (
+    EmbeddingError,
+    InputsRejected,
+    ProviderRefused,
+    ProviderUnavailable,
+)
 
 # Connections that cannot be opened are retried by httpx's transport before our own backoff sees them.
 CONNECT_RETRIES = 2
