@@ -273,3 +273,19 @@ def test_metrics_show_query_latency_errors_and_spend(tmp_path: Path, corpus: Pat
     hits = next(line for line in text.splitlines() if line.startswith("embedops_query_cache_hits_total"))
     assert hits.endswith(" 1.0")
     assert 'embedops_spend_usd_total{kind="sync"' in text and "embedops_query_cost_usd_total" in text
+
+
+def test_eval_queries_over_the_cap_are_refused_before_anything_is_embedded(ws: Workspace) -> None:
+    from embedops.search.modes import embed_queries_remembered
+
+    priced(ws)
+    ws.sync()
+    index = ws.searcher.resolve("prod")
+    queries = ["cell membrane", "galaxy orbit", "star dust"]
+    cost = sum(ws.embedder("hashing").count_tokens(q) for q in queries) * PRICE / 1e6
+    with pytest.raises(BudgetExceeded, match="more than its cap"):
+        embed_queries_remembered(ws.searcher, index, queries, limits=Limits(max_cost=cost / 2))
+    assert [r for r in spend_rows(ws) if r["kind"] == "eval"] == []
+    embed_queries_remembered(ws.searcher, index, queries, limits=Limits(max_cost=cost * 1.01))
+    [row] = [r for r in spend_rows(ws) if r["kind"] == "eval"]
+    assert row["cost"] == pytest.approx(cost)

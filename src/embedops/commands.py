@@ -469,13 +469,16 @@ def eval_run(
     mode: str = "vector",
     segment_by: str | None = None,
     run_out: Path | None = None,
+    max_cost: float | None = None,
 ) -> EvalRun:
-    """Score eval set ``name`` on a target; the summary is appended to the ledger (``eval.run``)."""
+    """Score eval set ``name`` on a target; the summary is appended to the ledger (``eval.run``). ``max_cost`` (USD)
+    refuses a run whose query embedding would cost more (so does ``[budget] monthly_usd``)."""
     from embedops.evaluate.runner import run_evalset
     from embedops.evaluate.store import record_run
 
     with Workspace.open(workspace) as ws:
-        run = run_evalset(ws, name, alias=alias, index=index, k=k, mode=mode, segment_by=segment_by)
+        run = run_evalset(ws, name, alias=alias, index=index, k=k, mode=mode, segment_by=segment_by,
+                          limits=ws.budget_limits(max_cost))
         if run_out is not None:
             run.write_trec(run_out)
         summary = run.to_dict(dropped_limit=0)

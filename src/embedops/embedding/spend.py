@@ -217,6 +217,16 @@ def check_start(limits: Limits, estimate: float, command: str) -> None:
             estimate=round(estimate, 8), **limits.to_dict())
 
 
+def check_whole(limits: Limits, estimate: float, command: str) -> None:
+    """For a job that cannot stop half-way (an eval run's queries): refuse it when its estimate exceeds the cap."""
+    check_start(limits, estimate, command)
+    if limits.cap is not None and estimate > limits.cap:
+        raise BudgetExceeded(
+            f"{command} would cost about ${estimate:.6g}, more than its cap of ${limits.cap:.6g}; nothing was embedded",
+            hint="raise --max-cost (queries embedded once are kept in the catalog: a re-run does not pay for them"
+                 " again)", estimate=round(estimate, 8), **limits.to_dict())
+
+
 class Guard:
     """Stops a running job once its spend reaches the cap: checked before each batch starts, so a job
     spends at most the cap plus one batch (the one started just under it)."""
