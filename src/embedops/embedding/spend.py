@@ -251,8 +251,8 @@ class Guard:
         which = "--max-cost" if self.limits.max_cost is not None and self.cap == self.limits.max_cost \
             else "[budget] monthly_usd"
         return BudgetExceeded(
-            f"{self.command} stopped: it spent ${self.spent:.6g}, reaching its cap of ${self.cap:.6g} ({which});"
-            f" {what}",
+            f"{self.command} stopped at its cap of ${self.cap:.6g} ({which}): it spent ${self.spent:.6g}, and its next"
+            f" batch would have started at or over the cap; {what}",
             hint=f"everything embedded so far is committed; raise {which} and run `{self.command}` again: it"
                  " resumes where it stopped (`embedops spend` shows what was spent)",
             spent=round(self.spent, 8), reason="budget", **self.limits.to_dict(), **details)
