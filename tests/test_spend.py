@@ -100,10 +100,13 @@ def test_sync_records_its_tokens_and_cost_with_each_batch_and_the_cache_saves_th
     priced(ws)
     plan = ws.sync(plan_only=True)
     result = ws.sync()
-    rows = spend_rows(ws)
+    rows = [r for r in spend_rows(ws) if r["kind"] == "sync"]
     with ws.engine.connect() as conn:
         batches = {r["id"]: r for r in read_ledger(conn, kind_prefix="sync.batch")}
+        [created] = read_ledger(conn, kind_prefix="index.create")
     assert {r["ledger_id"] for r in rows} <= set(batches) and {r["job"] for r in rows} == {result.job}
+    [sentinels] = [r for r in spend_rows(ws) if r["kind"] == "fingerprint"]  # the new index's fingerprint
+    assert sentinels["ledger_id"] == created["id"] and sentinels["tokens"] > 0
     tokens = chunk_tokens(ws)
     assert sum(r["tokens"] for r in rows) == tokens == plan.estimated_tokens  # type: ignore[misc]
     assert all(r["estimated_tokens"] == r["tokens"] and r["requests"] == 0 for r in rows)  # counted, not reported
@@ -133,27 +136,34 @@ def test_max_cost_stops_the_sync_cleanly_and_the_next_sync_resumes_without_embed
     with ws.engine.connect() as conn:
         ledger = read_ledger(conn, kind_prefix="sync.")
     assert ledger[0]["kind"] == "sync.budget_stopped" and ledger[0]["details"]["remaining_documents"] > 0
-    first = sum(float(r["cost"]) for r in spend_rows(ws))  # type: ignore[arg-type]
-    batch = max(float(r["cost"]) for r in spend_rows(ws))  # type: ignore[arg-type]
-    assert cap <= first <= cap + 2 * batch and stop["spent"] == pytest.approx(first)  # the cap plus the batch in flight
+    synced = [float(r["cost"]) for r in spend_rows(ws) if r["kind"] == "sync"]  # type: ignore[arg-type]
+    first, batch = sum(synced), max(synced)
+    assert cap <= first <= cap + batch and stop["spent"] == pytest.approx(first)  # the cap plus the batch in flight
     assert 0 < stop["result"]["added"] < 30
     check_invariant_2(ws)  # committed batches are whole
     done = ws.sync(max_cost=estimate * 2)
     assert done.counts.added == 30 - stop["result"]["added"]
     check_invariant_2(ws)
-    total = sum(int(r["tokens"]) for r in spend_rows(ws))  # type: ignore[arg-type]
+    total = sum(int(r["tokens"]) for r in spend_rows(ws) if r["kind"] == "sync")  # type: ignore[arg-type]
     assert total == chunk_tokens(ws)  # no chunk was embedded twice
 
 
 def test_the_monthly_budget_refuses_a_sync_it_cannot_pay_for_and_changes_nothing(ws: Workspace) -> None:
-    priced(ws, monthly=0.0001)
+    priced(ws, monthly=0.01)  # the new index's sentinels cost ~0.0085 of it
+    ws.settings.monitor.verify_model = False  # no sentinel check before each sync: only syncs spend from here
     with pytest.raises(BudgetExceeded, match="monthly budget") as caught:
         ws.sync()
-    assert "--max-cost 0.0001" in (caught.value.hint or "")
-    assert ws.status()["documents"] == 0 and spend_rows(ws) == []
+    left = caught.value.details["month_left"]
+    assert 0 < left <= 0.01 and f"--max-cost {left:.6g}" in (caught.value.hint or "")
+    assert ws.status()["documents"] == 0 and [r for r in spend_rows(ws) if r["kind"] == "sync"] == []
+    left = ws.budget_limits().month_left  # less the sentinels of the index that sync created
+    assert left is not None and 0 < left < 0.01
+    with pytest.raises(BudgetExceeded, match="monthly budget"):
+        ws.sync(max_cost=left * 2)  # a cap above what is left does not make the sync affordable
     with pytest.raises(BudgetExceeded, match="stopped"):  # what is left, spent on purpose
-        ws.sync(max_cost=0.0001)
+        ws.sync(max_cost=left)
     assert 0 < ws.status()["documents"] < 30
+    priced(ws, monthly=ws.budget_limits().month_spent)  # the month's budget is spent
     with pytest.raises(BudgetExceeded, match=r"\$0 left"):
         ws.sync(max_cost=1.0)
 
@@ -188,8 +198,8 @@ def test_backfill_stops_at_its_cap_and_resumes(ws: Workspace) -> None:
     done = m.backfill(max_cost=plan.estimated_cost * 2)
     assert done.remaining == 0
     check_invariant_2(ws)
-    kinds = {r["kind"] for r in spend_rows(ws)}
-    assert kinds == {"sync", "backfill"}
+    kinds = {r["kind"] for r in spend_rows(ws)}  # the gate measured at the end embeds its queries (eval)
+    assert {"sync", "backfill"} <= kinds <= {"sync", "backfill", "fingerprint", "eval"}
 
 
 # -- the command -----------------------------------------------------------------------------------
@@ -210,11 +220,14 @@ def test_spend_command_groups_and_exits_4_when_a_budget_stops_a_sync(tmp_path: P
     assert json.loads(stopped.stdout)["error"] == "BudgetExceeded"
     assert runner.invoke(app, ["sync", *w]).exit_code == 0
     by_job = json.loads(runner.invoke(app, ["spend", "--by", "job", "--json", *w]).stdout)
-    assert len(by_job["rows"]) == 2 and by_job["total"]["tokens"] == plan["estimated_tokens"]
-    assert by_job["total"]["cost"] == pytest.approx(plan["estimated_cost"])
+    syncs = [r for r in by_job["rows"] if r["kind"] == "sync"]
+    assert len(syncs) == 2 and sum(r["tokens"] for r in syncs) == plan["estimated_tokens"]  # nothing embedded twice
+    assert sum(r["cost"] for r in syncs) == pytest.approx(plan["estimated_cost"])
+    by_kind = {r["kind"]: r for r in json.loads(runner.invoke(app, ["spend", "--by", "kind", "--json", *w]).stdout)["rows"]}
+    assert by_kind["sync"]["tokens"] == plan["estimated_tokens"] and by_kind["fingerprint"]["tokens"] > 0
     for by in ("space", "day", "source", "kind"):
         data = json.loads(runner.invoke(app, ["spend", "--by", by, "--since", "1d", "--json", *w]).stdout)
-        assert sum(r["tokens"] for r in data["rows"]) == plan["estimated_tokens"], by
+        assert sum(r["tokens"] for r in data["rows"]) == by_job["total"]["tokens"], by
     assert runner.invoke(app, ["spend", "--by", "week", *w]).exit_code == 1
     table = runner.invoke(app, ["spend", "--by", "source", *w])
     assert table.exit_code == 0 and "docs" in table.stdout and "total" in table.stdout

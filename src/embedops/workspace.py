@@ -33,12 +33,12 @@ from embedops.embedding.base import Embedder, TokenSource
 from embedops.embedding.query import QueryEmbeddings
 from embedops.monitor.references import pin_corpus_references
 from embedops.monitor.settings import source_slos
-from embedops.embedding.spend import Guard, Job, Limits, Line, Spend, check_prices, check_start, cost_of, count_tokens, \
-    month_start, spent_since_day
-from embedops.embedding.spend import record as record_spend
-from embedops.errors import (
-    BudgetExceeded, ConfigChanged, ConfigError, EmbedopsError, NotFound, SourceError, SpaceMismatch,
+from embedops.embedding.spend import (
+    Guard, Job, Limits, Line, Spend, check_prices, check_recorder, check_start, cost_of, count_tokens, job_totals,
+    limits_for,
 )
+from embedops.embedding.spend import record as record_spend
+from embedops.errors import BudgetExceeded, ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
 from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.sources.base import Document, Source
 from embedops.sync.fill import fill_index, measure_gap
@@ -177,18 +177,7 @@ class Workspace:
         Called by the query path once a minute and when the workspace closes. A catalog that refuses the
         write (busy, read-only) keeps the spend for the next flush; queries never fail for it."""
         self._query_spend_flushed = time.monotonic()
-        drained = self.searcher.queries.drain()
-        if not drained:
-            return 0
-        try:
-            with self.engine.begin() as conn:
-                ledger_id = write_ledger(conn, "query.spend", spaces={s: spend.to_dict() for s, (_, spend) in drained.items()})
-                return record_spend(conn, ledger_id, Job.new("query"),
-                                    [Line(space, name, spend) for space, (name, spend) in drained.items()])
-        except (sa.exc.SQLAlchemyError, EmbedopsError) as exc:
-            self.searcher.queries.restore(drained)
-            log.warning("could not record the query path's spend yet (%s); it is kept for the next flush", exc)
-            return 0
+        return self.searcher.queries.flush(self.engine)
 
     def _queries_done(self) -> None:
         if time.monotonic() - self._query_spend_flushed >= QUERY_SPEND_FLUSH_S:
@@ -329,7 +318,7 @@ class Workspace:
             from embedops.embedding.verify import verify_model
 
             verify_model(self.engine, index, embedder, self.settings.monitor.fingerprint_min_cosine,
-                         price=self.settings.price(index.embedder), on_spend=self._check_spent(index))
+                         price=self.settings.price(index.embedder), on_spend=check_recorder(self.engine, index.id, index.space_key, index.embedder))
         return embedder
 
     def token_source(self, name: str) -> TokenSource:
@@ -496,14 +485,7 @@ class Workspace:
 
     def budget_limits(self, max_cost: float | None = None) -> Limits:
         """A job's limits: ``max_cost`` and what ``[budget] monthly_usd`` has left this (UTC) month."""
-        if max_cost is not None and not max_cost >= 0:
-            raise ConfigError(f"--max-cost must be a number of USD >= 0 (got {max_cost})", hint="e.g. --max-cost 5")
-        monthly = self.settings.budget.monthly_usd
-        spent = 0.0
-        if monthly is not None:
-            with read_tx(self.engine) as conn:
-                spent = spent_since_day(conn, month_start(time.time()))
-        return Limits(max_cost, monthly, spent)
+        return limits_for(self.engine, self.settings.budget.monthly_usd, max_cost)
 
     def lock(self, name: str, *, wait: float = 0.0) -> WriteLock:
         """The workspace's writer lock ``name`` ("sync", "migration:ALIAS"), held by a ``with`` block."""
@@ -570,17 +552,10 @@ class Workspace:
             d = exc.details
             result.counts.merge(SyncCounts(added=int(d.get("added", 0)), updated=int(d.get("updated", 0)),
                                            embedded=int(d.get("embedded", 0))))
-            result.spend = self.job_spend(job.id)
+            result.spend = job_totals(self.engine, job.id)
             exc.details["result"] = result.to_dict()
             raise
-        result.spend = self.job_spend(job.id)
-
-    def job_spend(self, job: str) -> dict[str, Any]:
-        """What job ``job`` spent so far (the sums of its spend rows)."""
-        from embedops.embedding.spend import report
-
-        with read_tx(self.engine) as conn:
-            return report(conn, since=None, by="job", job=job)[1]
+        result.spend = job_totals(self.engine, job.id)
 
     def _warn_unconfigured(self) -> None:
         """A source deleted from embedops.toml keeps serving its documents until `source remove`: say so."""
@@ -674,21 +649,7 @@ class Workspace:
         for t in targets:
             if t.index.status != "planned":
                 verify_model(self.engine, t.index, t.embedder, self.settings.monitor.fingerprint_min_cosine, since=since,
-                             price=t.price, on_spend=self._check_spent(t.index))
-
-    def _check_spent(self, index: IndexInfo) -> Callable[[Spend], None]:
-        """Records what a sentinel check of ``index``'s model cost: a ``model.verify`` ledger row and its spend row."""
-        def record_check(spend: Spend) -> None:
-            if spend.empty:
-                return
-            try:  # also on the query path (a process's first query): a catalog refusing writes must not fail it
-                with self.engine.begin() as conn:
-                    ledger_id = write_ledger(conn, "model.verify", index=index.id, space=index.space_key)
-                    record_spend(conn, ledger_id, Job.new("fingerprint"), [Line(index.space_key, index.embedder, spend)])
-            except sa.exc.SQLAlchemyError as exc:
-                log.warning("could not record the cost of the model check of index %s: %s", index.id, exc)
-
-        return record_check
+                             price=t.price, on_spend=check_recorder(self.engine, t.index.id, t.index.space_key, t.index.embedder))
 
     def _selected_sources(self, source: str | None) -> list[SourceConfig]:
         if source is None:

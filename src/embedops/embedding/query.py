@@ -20,6 +20,7 @@ workspace flushes it (:meth:`drain`) as ``query`` spend rows with a ledger row.
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -27,10 +28,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import sqlalchemy as sa
 
+from embedops.catalog.ledger import write_ledger
 from embedops.embedding.base import Embedder
-from embedops.embedding.spend import Spend, cache_saving, embed_metered
+from embedops.embedding.spend import (
+    Job,
+    Line,
+    Spend,
+    cache_saving,
+    embed_metered,
+    record,
+)
 
+log = logging.getLogger(__name__)
 QUERY_CACHE_SIZE = 1024
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -129,6 +140,24 @@ class QueryEmbeddings:
         with self._lock:
             pending, self._pending = self._pending, {}
             return {space: (self._stats[space].embedder, spend) for space, spend in pending.items() if not spend.empty}
+
+    def flush(self, engine: sa.Engine) -> int:
+        """Write the spend since the last flush: one ``query.spend`` ledger row and its spend rows (``query`` job).
+
+        A catalog that refuses the write (busy, read-only) keeps the spend for the next flush: a query never fails
+        for it. Returns the rows written."""
+        drained = self.drain()
+        if not drained:
+            return 0
+        try:
+            with engine.begin() as conn:
+                ledger_id = write_ledger(conn, "query.spend", spaces={s: spend.to_dict() for s, (_, spend) in drained.items()})
+                return record(conn, ledger_id, Job.new("query"),
+                              [Line(space, name, spend) for space, (name, spend) in drained.items()])
+        except sa.exc.SQLAlchemyError as exc:
+            self.restore(drained)
+            log.warning("could not record the query path's spend yet (%s); it is kept for the next flush", exc)
+            return 0
 
     def restore(self, drained: dict[str, tuple[str, Spend]]) -> None:
         """Put back spend that could not be written (the catalog was busy): the next drain carries it."""

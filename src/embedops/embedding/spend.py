@@ -14,9 +14,10 @@ whether to start at all (:func:`check_start`) is pure.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlalchemy as sa
 
 from embedops.catalog import schema
+from embedops.catalog.db import read_tx
+from embedops.catalog.ledger import write_ledger
 from embedops.errors import BudgetExceeded, ConfigError, EmbeddingError
 
 if TYPE_CHECKING:
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from embedops.embedding.base import Embedder, TokenSource
     from embedops.embedding.providers import EmbedderConfig
 
+log = logging.getLogger(__name__)
 GroupBy = Literal["space", "job", "day", "source", "kind"]
 GROUPS: tuple[GroupBy, ...] = ("space", "job", "day", "source", "kind")
 
@@ -153,6 +157,28 @@ def record(conn: sa.Connection, ledger_id: int, job: Job, lines: Iterable[Line])
     return len(rows)
 
 
+def job_totals(engine: sa.Engine, job: str) -> dict[str, Any]:
+    """What job ``job`` spent so far (the sums of its spend rows, as a row of ``embedops spend``)."""
+    with read_tx(engine) as conn:
+        return report(conn, since=None, by="job", job=job)[1]
+
+
+def check_recorder(engine: sa.Engine, index_id: str, space_key: str, embedder: str) -> Callable[[Spend], None]:
+    """A callback recording what a sentinel check of an index's model cost: a ``model.verify`` ledger row and its
+    spend row. It also runs on the query path (a process's first query): a catalog refusing the write is logged."""
+    def record_check(spend: Spend) -> None:
+        if spend.empty:
+            return
+        try:
+            with engine.begin() as conn:
+                ledger_id = write_ledger(conn, "model.verify", index=index_id, space=space_key)
+                record(conn, ledger_id, Job.new("fingerprint"), [Line(space_key, embedder, spend)])
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("could not record the cost of the model check of index %s: %s", index_id, exc)
+
+    return record_check
+
+
 def month_start(now: float) -> str:
     """The first UTC day of ``now``'s month: monthly budgets reset there."""
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-01")
@@ -164,6 +190,17 @@ def spent_since_day(conn: sa.Connection, day: str) -> float:
 
 
 # -- budgets ------------------------------------------------------------------------------------
+def limits_for(engine: sa.Engine, monthly_usd: float | None, max_cost: float | None = None) -> Limits:
+    """A job's limits: ``max_cost`` and what ``monthly_usd`` has left this (UTC) month."""
+    if max_cost is not None and not max_cost >= 0:
+        raise ConfigError(f"--max-cost must be a number of USD >= 0 (got {max_cost})", hint="e.g. --max-cost 5")
+    spent = 0.0
+    if monthly_usd is not None:
+        with read_tx(engine) as conn:
+            spent = spent_since_day(conn, month_start(time.time()))
+    return Limits(max_cost, monthly_usd, spent)
+
+
 @dataclass(frozen=True)
 class Limits:
     """A job's limits: its own ``--max-cost``, and what the workspace's monthly budget has left."""
