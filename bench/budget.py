@@ -32,8 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO_ROOT, Check, Report, fmt_s, log  # noqa: E402
-from http_embedder import DEFAULT_DATA, subset, vector_integrity  # noqa: E402
+from common import REPO_ROOT, Check, Report, fmt_s, log
+from http_embedder import DEFAULT_DATA, subset, vector_integrity
 
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "src"))
