@@ -302,3 +302,15 @@ def test_eval_queries_over_the_cap_are_refused_before_anything_is_embedded(ws: W
     embed_queries_remembered(ws.searcher, index, queries, limits=Limits(max_cost=cost * 1.01))
     [row] = [r for r in spend_rows(ws) if r["kind"] == "eval"]
     assert row["cost"] == pytest.approx(cost)
+
+
+def test_a_spent_cap_still_lets_through_what_costs_nothing(ws: Workspace) -> None:
+    priced(ws)
+    ws.sync()
+    docs = Path(ws.settings.sources["docs"].path)
+    (docs / "copy.md").write_text(min(docs.rglob("*.md")).read_text())  # every chunk is in the cache
+    assert ws.sync(max_cost=0.0).counts.added == 1
+    (docs / "new.md").write_text("# New\n\nA text about lighthouses and their keepers, never seen before.\n")
+    with pytest.raises(BudgetExceeded, match="stopped"):
+        ws.sync(max_cost=0.0)
+    assert ws.status()["documents"] == 31

@@ -128,9 +128,9 @@ def fill_index(
             missing = store.missing_embeddings(conn, target.index.space_key, [r[1] for r in rows])
         if not rows:
             break
-        if guard is not None and guard.reached():
-            _stopped(engine, target, guard, ledger_kind, job, done)
         texts = {r[1]: r[2] for r in rows if r[1] in missing}
+        if texts and guard is not None and guard.reached():  # a batch of cached vectors costs nothing: it proceeds
+            _stopped(engine, target, guard, ledger_kind, job, done)
         spend = cache_saving(target.embedder, list({r[1]: r[2] for r in rows if r[1] not in missing}.values()),
                              target.price)
         started = time.perf_counter()

@@ -140,10 +140,12 @@ class SyncRunner:
             pending: tuple[_Prepared, Future[dict[str, dict[str, np.ndarray]]]] | None = None
             stopped_at: int | None = None
             for start in range(0, len(changed), self.batch_size):
-                if self.guard is not None and self.guard.reached(pending[0].estimate if pending else 0.0):
+                prepared = self._prepare(changed[start : start + self.batch_size])
+                # A batch with nothing to pay for (cached chunks, tombstones revived) always proceeds.
+                if self.guard is not None and prepared.estimate > 0 and \
+                        self.guard.reached(pending[0].estimate if pending else 0.0):
                     stopped_at = start  # the batch in flight still commits: what was paid for is kept
                     break
-                prepared = self._prepare(changed[start : start + self.batch_size])
                 future = pool.submit(self._embed, prepared)
                 if pending is not None:
                     counts.merge(self._commit(source_id, *pending))
