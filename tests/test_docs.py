@@ -38,8 +38,12 @@ def test_every_command_and_option_is_in_the_cli_reference() -> None:
 
 def test_every_setting_is_in_the_configuration_docs() -> None:
     reference = (DOCS / "configuration.md").read_text()
-    for name in [*EmbedopsTable.model_fields, "monitor"]:  # every key [embedops] accepts, and [monitor]
+    for name in [*EmbedopsTable.model_fields, "monitor", "budget"]:  # every key [embedops] accepts, [monitor], [budget]
         assert f"`{name}`" in reference, f"setting {name} is not documented"
+    from embedops.config import BudgetSettings
+
+    for key in BudgetSettings.__dataclass_fields__:
+        assert f"| `{key}` |" in reference, f"[budget] {key} is not in the table of docs/configuration.md"
 
 
 def test_every_curate_setting_and_reason_is_in_the_curation_docs() -> None:

@@ -192,7 +192,7 @@ def test_migrate_plan_prices_the_move_to_an_http_model(tmp_path: Path, fault_pro
         ws.sync()
         plan = migrator(ws).plan("inf")
         assert plan.facts.tokens_to_embed > 0
-        assert plan.estimated_cost == round(plan.facts.tokens_to_embed / 1_000_000 * 1000.0, 4)
+        assert plan.estimated_cost == round(plan.facts.tokens_to_embed / 1_000_000 * 1000.0, 8)
 
 
 # -- configuration and init (no network) ----------------------------------------------------------

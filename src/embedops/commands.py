@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from embedops.config import DEFAULT_CHUNKER
 from embedops.execute import ExecutorOptions
+from embedops.catalog.db import read_tx
 from embedops.migrate.gate import GateConfig
 from embedops.vectors.storage import StorageOptions
 from embedops.search.engine import Filters, SearchResult
@@ -20,6 +21,7 @@ from embedops.workspace import ProgressFactory, SyncResult, Workspace
 if TYPE_CHECKING:
     from embedops.capacity.analysis import CapacityReport
     from embedops.catalog.backup import BackupResult
+    from embedops.embedding.spend import SpendReport
     from embedops.evaluate.runner import EvalComparison, EvalRun
     from embedops.evaluate.store import EvalSetInfo, ImportResult
     from embedops.migrate.gate import Preview
@@ -156,11 +158,25 @@ def source_add(
 def sync(
     workspace: Path | None, *, source: str | None = None, plan: bool = False, progress: ProgressFactory | None = None,
     allow_mass_delete: bool = False, full: bool = False, executor: ExecutorOptions | None = None,
+    max_cost: float | None = None,
 ) -> SyncResult:
     """Bring the kept indexes in line with the sources; ``full`` reads every record again (no signatures)."""
     with Workspace.open(workspace) as ws:
         return ws.sync(source=source, plan_only=plan, progress=progress, allow_mass_delete=allow_mass_delete,
-                       full=full, executor=executor)
+                       full=full, executor=executor, max_cost=max_cost)
+
+
+def spend(workspace: Path | None, *, since: float | None = None, by: str = "space") -> SpendReport:
+    """What embedding cost: tokens, requests, cost, cache hits and what the cache saved, grouped ``by`` space, job,
+    day, source or kind, over the spend rows since ``since`` (epoch seconds; None: all)."""
+    from embedops.embedding.spend import SpendReport, group_by, report
+
+    group = group_by(by)
+    with Workspace.open(workspace) as ws:
+        limits = ws.budget_limits()
+        with read_tx(ws.engine) as conn:
+            rows, total = report(conn, since=since, by=group)
+        return SpendReport(since, group, rows, total, limits.monthly_usd, limits.month_spent)
 
 
 def search(
@@ -335,12 +351,13 @@ def migrate_start(
 def migrate_backfill(
     workspace: Path | None, *, batch: int | None = None, max_rate: float | None = None, alias: str | None = None,
     plan: bool = False, progress: ProgressFactory | None = None, executor: ExecutorOptions | None = None,
+    max_cost: float | None = None,
 ) -> BackfillResult:
     from embedops.compose import migrator
 
     with Workspace.open(workspace) as ws:
         return migrator(ws, alias).backfill(batch=batch, max_rate=max_rate, progress=progress, plan_only=plan,
-                                            executor=executor)
+                                            executor=executor, max_cost=max_cost)
 
 
 def migrate_status(workspace: Path | None, *, alias: str | None = None) -> MigrationStatus:
@@ -532,13 +549,16 @@ def eval_run(
     mode: str = "vector",
     segment_by: str | None = None,
     run_out: Path | None = None,
+    max_cost: float | None = None,
 ) -> EvalRun:
-    """Score eval set ``name`` on a target; the summary is appended to the ledger (``eval.run``)."""
+    """Score eval set ``name`` on a target; the summary is appended to the ledger (``eval.run``). ``max_cost`` (USD)
+    refuses a run whose query embedding would cost more (so does ``[budget] monthly_usd``)."""
     from embedops.evaluate.runner import run_evalset
     from embedops.evaluate.store import record_run
 
     with Workspace.open(workspace) as ws:
-        run = run_evalset(ws, name, alias=alias, index=index, k=k, mode=mode, segment_by=segment_by)
+        run = run_evalset(ws, name, alias=alias, index=index, k=k, mode=mode, segment_by=segment_by,
+                          limits=ws.budget_limits(max_cost))
         if run_out is not None:
             run.write_trec(run_out)
         summary = run.to_dict(dropped_limit=0)

@@ -52,6 +52,39 @@ class SourceConfig:
 
 
 @dataclass
+class BudgetSettings:
+    """``[budget]``: the workspace's monthly spend limit, and prices of embedders without an [embedders.NAME] price."""
+
+    monthly_usd: float | None = None
+    # USD per million tokens by embedder name (in-process models cost 0 unless priced here).
+    prices: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_toml(cls, raw: dict[str, Any]) -> BudgetSettings:
+        unknown = sorted(set(raw) - {"monthly_usd", "prices"})
+        if unknown:
+            raise ConfigError(f"unknown setting(s) [budget] {', '.join(unknown)}", hint="valid settings: monthly_usd, prices")
+        monthly = raw.get("monthly_usd")
+        if monthly is not None and not _non_negative(monthly):
+            raise ConfigError(f"[budget] monthly_usd must be a number >= 0 (got {monthly!r})", hint="e.g. monthly_usd = 50")
+        prices = raw.get("prices", {})
+        if not isinstance(prices, dict) or not all(_non_negative(v) for v in prices.values()):
+            raise ConfigError("[budget] prices must map embedder names to USD per million tokens (numbers >= 0)",
+                              hint='e.g. [budget.prices] then minilm-l6 = 0.01')
+        return cls(None if monthly is None else float(monthly), {str(k): float(v) for k, v in prices.items()})
+
+    def to_toml(self) -> dict[str, Any]:
+        out: dict[str, Any] = {} if self.monthly_usd is None else {"monthly_usd": self.monthly_usd}
+        if self.prices:
+            out["prices"] = dict(self.prices)
+        return out
+
+
+def _non_negative(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass
 class Settings:
     root: Path
     database: str = DEFAULT_DATABASE
@@ -76,11 +109,18 @@ class Settings:
     # [curate]; None: no table, which means off (a workspace made before curation existed keeps
     # embedding every document). `embedops init` writes `enabled = true`.
     curate: CurateSettings | None = None
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
 
     @property
     def curation(self) -> CurateSettings | None:
         """The curation settings when curation is on, else None."""
         return self.curate if self.curate is not None and self.curate.enabled else None
+
+    def price(self, embedder: str) -> float | None:
+        """USD per million tokens of ``embedder`` (embedding/spend.py's ``price_of``)."""
+        from embedops.embedding.spend import price_of
+
+        return price_of(embedder, self.embedders, self.budget.prices)
 
     @property
     def path(self) -> Path:
@@ -132,6 +172,8 @@ class Settings:
         if self.curate is not None:
             doc["curate"] = {"enabled": self.curate.enabled,
                              **{k: v for k, v in self.curate.to_toml().items() if k != "enabled"}}
+        if self.budget.to_toml():
+            doc["budget"] = self.budget.to_toml()
         return doc
 
     def save(self) -> None:
@@ -221,6 +263,7 @@ def load_settings(root: Path) -> Settings:
     settings.monitor = MonitorSettings.from_toml(dict(data.get("monitor", {})))
     settings.embedders = _embedder_sections(data, root)
     settings.curate = _curate_table(data, path)
+    settings.budget = BudgetSettings.from_toml(dict(data.get("budget", {})))
     for name, raw in data.get("sources", {}).items():
         raw = dict(raw)
         try:

@@ -119,6 +119,8 @@ class ChunkingError(Terminal):
 
 class EmbeddingError(EmbedopsError):
     http_status = 502
+    # What the failed call was still billed for (embedding/http.py's ``Usage``), when a provider billed any.
+    usage: Any = None
 
 
 class EmbedderNotFound(EmbeddingError, Terminal):
@@ -225,3 +227,11 @@ class SignatureMismatch(CurationError, Terminal):
     """A stored near-duplicate signature was made with other shingling parameters."""
 
     http_status = 409
+
+
+class BudgetExceeded(Terminal):
+    """A budget (``--max-cost``, ``[budget] monthly_usd``) refused a job up front, or stopped it once its spend
+    reached the cap. What was embedded before the stop is committed; the job resumes where it stopped."""
+
+    http_status = 402
+    exit_code = 4

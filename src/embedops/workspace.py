@@ -32,9 +32,15 @@ from embedops.curate.settings import CurateSettings
 from embedops.config import CONFIG_NAME, DEFAULT_CHUNKER, Settings, SourceConfig, find_workspace, init_settings, load_settings
 from embedops.names import checked_name
 from embedops.embedding.base import Embedder, TokenSource
+from embedops.embedding.query import QueryEmbeddings
 from embedops.monitor.references import pin_corpus_references
 from embedops.monitor.settings import source_slos
-from embedops.errors import ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
+from embedops.embedding.spend import (
+    Guard, Job, Limits, Line, Spend, check_prices, check_recorder, check_start, cost_of, count_tokens, job_totals,
+    limits_for,
+)
+from embedops.embedding.spend import record as record_spend
+from embedops.errors import BudgetExceeded, ConfigChanged, ConfigError, NotFound, SourceError, SpaceMismatch
 from embedops.execute import Executor, ExecutorOptions, Model, make_executor
 from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.search.params import refuse_nul
@@ -53,7 +59,19 @@ log = logging.getLogger("embedops")
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 # How long a push (upsert/delete by id) waits for the sync lock before answering Busy.
 PUSH_LOCK_WAIT_S = 30.0
+# How often the query path writes what embedding queries cost (and at close).
+QUERY_SPEND_FLUSH_S = 60.0
 SyncListener = Callable[[sa.Engine, Sequence[IndexInfo]], None]
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """One source's plan, ready to run: its config, plan, catalog id and chunk language tagger."""
+
+    cfg: SourceConfig
+    plan: SyncPlan
+    source_id: int
+    tagger: Tagger | None
 
 
 @dataclass
@@ -64,6 +82,10 @@ class SyncResult:
     chunks_to_embed: int | None = None
     indexes: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    estimated_tokens: int | None = None
+    estimated_cost: float | None = None  # None: an embedder has no price configured
+    job: str | None = None  # the spend rows' job id (`embedops spend --by job`)
+    spend: dict[str, Any] | None = None  # what this sync's embedding cost (Spend.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         c = self.counts
@@ -83,6 +105,11 @@ class SyncResult:
         }
         if self.plan_only:
             out["chunks_to_embed"] = self.chunks_to_embed
+            out["estimated_tokens"] = self.estimated_tokens
+            out["estimated_cost"] = self.estimated_cost
+        else:
+            out["job"] = self.job
+            out["spend"] = self.spend
         return out
 
 
@@ -100,7 +127,8 @@ class Workspace:
         self.root = settings.root
         self.engine = open_catalog(database_url(settings.database_value, settings.root), create=create)
         self.store = make_store(self.engine, settings.state_dir, settings.ann_ef_search)
-        self.searcher = Searcher(self.store, self.embedder_for)
+        self.searcher = Searcher(self.store, self.embedder_for, QueryEmbeddings(price_of=self.settings.price))
+        self._query_spend_flushed = time.monotonic()
         self.searcher.max_lag = source_slos(settings.monitor, settings.sources)
         self._embedders: dict[str, Embedder] = {}
         # Called with (engine, indexes kept current) after every sync that read a source. The default
@@ -162,7 +190,20 @@ class Workspace:
         return cls(load_settings(where))
 
     def close(self) -> None:
+        self.flush_query_spend()
         self.engine.dispose()
+
+    def flush_query_spend(self) -> int:
+        """Write the query path's spend since the last flush: one ``query.spend`` ledger row and its spend rows.
+
+        Called by the query path once a minute and when the workspace closes. A catalog that refuses the
+        write (busy, read-only) keeps the spend for the next flush; queries never fail for it."""
+        self._query_spend_flushed = time.monotonic()
+        return self.searcher.queries.flush(self.engine)
+
+    def _queries_done(self) -> None:
+        if time.monotonic() - self._query_spend_flushed >= QUERY_SPEND_FLUSH_S:
+            self.flush_query_spend()
 
     def __enter__(self) -> Workspace:
         return self
@@ -300,7 +341,8 @@ class Workspace:
         if self.settings.monitor.verify_model:  # once per process and space: a silent model change is refused
             from embedops.embedding.verify import verify_model
 
-            verify_model(self.engine, index, embedder, self.settings.monitor.fingerprint_min_cosine)
+            verify_model(self.engine, index, embedder, self.settings.monitor.fingerprint_min_cosine,
+                         price=self.settings.price(index.embedder), on_spend=check_recorder(self.engine, index.id, index.space_key, index.embedder))
         return embedder
 
     def token_source(self, name: str) -> TokenSource:
@@ -338,7 +380,7 @@ class Workspace:
         chunker = self.make_chunker(ch.name, ch.params, embedder, version=ch.version)
         if chunker.ref.key != index.chunker_key:
             raise SpaceMismatch(f"chunker {ch.name} now has ref {chunker.ref.key}, index {index.id} uses {index.chunker_key}")
-        return Target(index, chunker, embedder)
+        return Target(index, chunker, embedder, self.settings.price(index.embedder))
 
     def executor_models(self, targets: Sequence[Target]) -> dict[str, Model]:
         """Each target's model as a remote worker loads it: registry name, and the space's stored
@@ -349,7 +391,7 @@ class Workspace:
             stored = dict(conn.execute(sa.select(sp.c.key, sp.c.fingerprint).where(sp.c.key.in_(keys))).all())
         check = self.settings.monitor.verify_model
         return {t.index.space_key: Model.of(t.embedder, t.index.embedder, stored.get(t.index.space_key) if check else None,
-                                            self.settings.monitor.fingerprint_min_cosine) for t in targets}
+                                            self.settings.monitor.fingerprint_min_cosine, t.price) for t in targets}
 
     def configured_target(self) -> tuple[Embedder, Chunker]:
         embedder = self.embedder(self.settings.embedder)
@@ -365,8 +407,9 @@ class Workspace:
 
         sp, ch, ix = schema.spaces, schema.chunkers, schema.indexes
         key = embedder.ref.key
+        spend = Spend()
         if conn.execute(sa.select(sp.c.key).where(sp.c.key == key)).scalar() is None:
-            fp = take_fingerprint(embedder)
+            fp = take_fingerprint(embedder, self.settings.price(embedder_name), spend)
             remember_fingerprint(self.engine, key, embedder)
             conn.execute(sa.insert(sp).values(
                 key=key, embedder=embedder_name, ref=embedder.ref.to_dict(), dims=embedder.ref.dims,
@@ -378,8 +421,9 @@ class Workspace:
         index_id = f"ix{n}-{_slug(embedder_name if storage == 'f32' else f'{embedder_name}-{storage}')}"
         conn.execute(sa.insert(ix).values(id=index_id, space_key=key, chunker_key=ref.key, status="active",
                                           created_at=time.time(), storage=storage))
-        write_ledger(conn, "index.create", index=index_id, space=key, chunker=ref.key, embedder=embedder_name,
-                     storage=storage)
+        ledger_id = write_ledger(conn, "index.create", index=index_id, space=key, chunker=ref.key,
+                                 embedder=embedder_name, storage=storage)
+        record_spend(conn, ledger_id, Job.new("fingerprint"), [Line(key, embedder_name, spend)])  # the sentinels
         info = IndexInfo(index_id, key, ref.key, "active", embedder.ref.dims, embedder_name, storage)
         self.store.ensure_index(conn, info)
         return info
@@ -420,14 +464,20 @@ class Workspace:
             embedder, chunker = self.configured_target()
             if not create:
                 ghost = IndexInfo("(new)", embedder.ref.key, chunker.ref.key, "planned", embedder.ref.dims, self.settings.embedder)
-                return [Target(ghost, chunker, embedder)]
+                return [Target(ghost, chunker, embedder, self.settings.price(self.settings.embedder))]
             with self.engine.begin() as conn:
                 index = self.create_index(conn, self.settings.embedder, embedder, chunker)
                 self.set_alias(conn, self.settings.alias, index.id)
-            return [Target(index, chunker, embedder)]
+            return [Target(index, chunker, embedder, self.settings.price(self.settings.embedder))]
         serving = next((ix for ix in active if ix.id == alias), active[0])
         self._check_config(serving, active)
         return [self.target(ix) for ix in active]
+
+    def _kept_embedders(self) -> set[str]:
+        """Names of the embedders a sync would use, without loading any (the first sync: the configured one)."""
+        with self.engine.connect() as conn:
+            names = {ix.embedder for ix in self.indexes(conn, "active")}
+        return names or {self.settings.embedder}
 
     def _check_config(self, serving: IndexInfo, active: list[IndexInfo]) -> None:
         """The configured embedder/chunker must be one the catalog keeps current: never re-embed in place."""
@@ -469,6 +519,7 @@ class Workspace:
         allow_mass_delete: bool = False,
         full: bool = False,
         executor: ExecutorOptions | None = None,
+        max_cost: float | None = None,
     ) -> SyncResult:
         """Bring every kept index in line with the sources (or compute the plan only).
 
@@ -476,7 +527,9 @@ class Workspace:
         (a table's ``updated_at``, a file's mtime); content hashes still decide what is re-embedded.
         ``executor`` says where the embedding runs (default: in this process; see
         :class:`~embedops.execute.ExecutorOptions` for a Ray cluster); the catalog is
-        written from this process either way.
+        written from this process either way. ``max_cost`` (USD) caps this run: it stops once its spend
+        reaches it, raising :class:`BudgetExceeded` with what was committed kept (the next sync resumes). A
+        ``[budget] monthly_usd`` refuses a sync whose estimate exceeds what the month has left.
 
         One sync at a time per workspace (the ``sync`` lock; :class:`Busy` otherwise). A
         source that cannot be read (missing folder or file), or whose sync would delete more
@@ -486,36 +539,41 @@ class Workspace:
         """
         configs = self._selected_sources(source)
         options = executor or ExecutorOptions()
+        limits = self.budget_limits(max_cost)
         if plan_only:
-            return self._sync(configs, True, progress, allow_mass_delete, full, options)
+            return self._sync(configs, True, progress, allow_mass_delete, full, options, limits)
         with self.lock("sync"):
-            return self._sync(configs, False, progress, allow_mass_delete, full, options)
+            return self._sync(configs, False, progress, allow_mass_delete, full, options, limits)
+
+    def budget_limits(self, max_cost: float | None = None) -> Limits:
+        """A job's limits: ``max_cost`` and what ``[budget] monthly_usd`` has left this (UTC) month."""
+        return limits_for(self.engine, self.settings.budget.monthly_usd, max_cost)
 
     def lock(self, name: str, *, wait: float = 0.0) -> WriteLock:
         """The workspace's writer lock ``name`` ("sync", "migration:ALIAS"), held by a ``with`` block."""
         return WriteLock(self.engine, name, command=actor(), wait=wait)
 
     def _sync(self, configs: list[SourceConfig], plan_only: bool, progress: ProgressFactory | None,
-              allow_mass_delete: bool, full: bool, options: ExecutorOptions) -> SyncResult:
+              allow_mass_delete: bool, full: bool, options: ExecutorOptions, limits: Limits) -> SyncResult:
         started = time.perf_counter()
         verified_from = time.time()
+        check_prices(limits, {name: self.settings.price(name) for name in self._kept_embedders()}, "embedops sync")
         targets = self._kept_targets(create=not plan_only)
         self._verify_models(targets, verified_from)
         executor = make_executor(options)
         try:
             return self._sync_sources(configs, plan_only, progress, allow_mass_delete, full, targets, executor,
-                                      options.batch_size or self.settings.batch_size, started)
+                                      options.batch_size or self.settings.batch_size, started, limits)
         finally:
             executor.close()
 
     def _sync_sources(self, configs: list[SourceConfig], plan_only: bool, progress: ProgressFactory | None,
                       allow_mass_delete: bool, full: bool, targets: list[Target], executor: Executor,
-                      batch_size: int, started: float) -> SyncResult:
-        models = self.executor_models(targets) if executor.kind != "local" else None
+                      batch_size: int, started: float, limits: Limits) -> SyncResult:
         total = SyncCounts()
         per_source: list[dict[str, Any]] = []
         failed: list[tuple[str, SourceError]] = []
-        to_embed = 0
+        planned: list[_Planned] = []
         for cfg in configs:
             try:
                 plan, source_id = self._plan(cfg, full)
@@ -530,17 +588,19 @@ class Workspace:
                 continue
             tagger = self._curate(plan, source_id)
             per_source[-1] = plan.summary()
-            if plan_only:
-                total.merge(_plan_counts(plan))
-                to_embed += self._estimate_embeds(plan, targets)
-                continue
-            bar = progress(f"sync {cfg.name}", len(plan.changed) + len(plan.deleted)) if progress else None
-            runner = SyncRunner(self.engine, self.store, targets, batch_size=batch_size, progress=bar,
-                                executor=executor, models=models, tagger=tagger)
-            total.merge(runner.run(source_id, plan))
-        result = SyncResult(plan_only, total, per_source, chunks_to_embed=to_embed if plan_only else None)
+            planned.append(_Planned(cfg, plan, source_id, tagger))
+        result = SyncResult(plan_only, total, per_source)
+        if plan_only or limits.month_left is not None:  # a monthly budget refuses by the estimate
+            result.chunks_to_embed, result.estimated_tokens, result.estimated_cost = \
+                self._estimate([p.plan for p in planned], targets)
+        if plan_only:
+            for p in planned:
+                total.merge(_plan_counts(p.plan))
+        else:
+            self._run_plans(planned, targets, limits, result, progress, executor, batch_size)
         if not plan_only and len(failed) < len(configs):  # with nothing read, no drift reference to pin either
-            result.indexes = self._complete(targets, total, progress, executor, batch_size)
+            result.indexes = self._complete(targets, total, progress, executor, batch_size,
+                                            Job("sync", result.job) if result.job else None)
             for listener in self.after_sync:
                 listener(self.engine, [t.index for t in targets])
         result.seconds = time.perf_counter() - started
@@ -548,6 +608,30 @@ class Workspace:
         if failed:
             self._sources_failed(failed, result, selected=len(configs))
         return result
+
+    def _run_plans(self, planned: list[_Planned], targets: list[Target], limits: Limits, result: SyncResult,
+                   progress: ProgressFactory | None, executor: Executor, batch_size: int) -> None:
+        """Run each source's plan under one job (its spend rows) and one guard (the job's cap)."""
+        if result.estimated_cost is not None:
+            check_start(limits, result.estimated_cost, "embedops sync")
+        guard = Guard(limits, "embedops sync") if limits.cap is not None else None
+        job = Job.new("sync")
+        result.job = job.id
+        models = self.executor_models(targets) if executor.kind != "local" else None
+        try:
+            for p in planned:
+                bar = progress(f"sync {p.cfg.name}", len(p.plan.changed) + len(p.plan.deleted)) if progress else None
+                runner = SyncRunner(self.engine, self.store, targets, batch_size=batch_size, progress=bar,
+                                    executor=executor, models=models, tagger=p.tagger, job=job, guard=guard)
+                result.counts.merge(runner.run(p.source_id, p.plan))
+        except BudgetExceeded as exc:
+            d = exc.details
+            result.counts.merge(SyncCounts(added=int(d.get("added", 0)), updated=int(d.get("updated", 0)),
+                                           embedded=int(d.get("embedded", 0))))
+            result.spend = job_totals(self.engine, job.id)
+            exc.details["result"] = result.to_dict()
+            raise
+        result.spend = job_totals(self.engine, job.id)
 
     def _warn_unconfigured(self) -> None:
         """A source deleted from embedops.toml keeps serving its documents until `source remove`: say so."""
@@ -670,7 +754,8 @@ class Workspace:
 
         for t in targets:
             if t.index.status != "planned":
-                verify_model(self.engine, t.index, t.embedder, self.settings.monitor.fingerprint_min_cosine, since=since)
+                verify_model(self.engine, t.index, t.embedder, self.settings.monitor.fingerprint_min_cosine, since=since,
+                             price=t.price, on_spend=check_recorder(self.engine, t.index.id, t.index.space_key, t.index.embedder))
 
     def _selected_sources(self, source: str | None) -> list[SourceConfig]:
         if source is None:
@@ -694,17 +779,24 @@ class Workspace:
             signatures = dict.fromkeys(signatures)
         return plan_sync(cfg.name, self.open_source(cfg).scan(signatures), known), source_id
 
-    def _estimate_embeds(self, plan: SyncPlan, targets: list[Target]) -> int:
-        n = 0
+    def _estimate(self, plans: list[SyncPlan], targets: list[Target]) -> tuple[int, int, float | None]:
+        """Chunks the plans would embed (their hashes new to each kept space; quarantined documents embed
+        nothing), their tokens, and what they would cost (None when an embedder has no price)."""
+        chunks = tokens = 0
+        cost: float | None = 0.0
         with self.engine.connect() as conn:
             for t in targets:
-                hashes = {c.content_hash for _, doc in plan.changed for c in t.chunker.chunk(doc.text, doc.metadata)
-                          if doc.external_id not in plan.decisions or plan.decisions[doc.external_id].kept}
-                n += len(self.store.missing_embeddings(conn, t.index.space_key, list(hashes)))
-        return n
+                texts = {c.content_hash: c.text for plan in plans for _, doc in plan.changed
+                         if doc.external_id not in plan.decisions or plan.decisions[doc.external_id].kept
+                         for c in t.chunker.chunk(doc.text, doc.metadata)}
+                missing = self.store.missing_embeddings(conn, t.index.space_key, list(texts))
+                n = count_tokens(t.embedder, (texts[h] for h in missing))
+                chunks, tokens = chunks + len(missing), tokens + n
+                cost = None if cost is None or t.price is None else cost + cost_of(n, t.price)
+        return chunks, tokens, None if cost is None else round(cost, 8)
 
     def _complete(self, targets: list[Target], total: SyncCounts, progress: ProgressFactory | None,
-                  executor: Executor, batch_size: int) -> list[dict[str, Any]]:
+                  executor: Executor, batch_size: int, job: Job | None = None) -> list[dict[str, Any]]:
         """Repair a served index that lags the catalog (e.g. after a forced cutover), then persist ANN files.
 
         A shadow index is only kept current for what changes (dual-write); filling the rest is
@@ -722,7 +814,7 @@ class Workspace:
                 bar = progress(f"fill {t.index.id}", gap.missing_vectors) if progress else None
                 models = self.executor_models([t]) if executor.kind != "local" else None
                 done = fill_index(self.engine, self.store, t, batch_size=batch_size, progress=bar, executor=executor,
-                                  models=models)
+                                  models=models, job=job)
                 total.embedded += done["embedded"]
             out.append({"id": t.index.id, **self.store.flush(t.index)})
         return out
@@ -747,6 +839,13 @@ class Workspace:
         result's score per half-life of its document's age. With ``[monitor]
         query_log`` on, the query is logged (monitor/serving.py).
         """
+        try:
+            return self._search(query, vector, k, alias, index, filters, mode, fresh_only, recency_half_life)
+        finally:
+            self._queries_done()
+
+    def _search(self, query: str | None, vector: np.ndarray | None, k: int, alias: str | None, index: str | None,
+                filters: Filters | None, mode: str, fresh_only: bool, recency_half_life: float | None) -> list[SearchResult]:
         from embedops.search.modes import search_mode
 
         self._check_search([query or ""], alias, index, filters)
@@ -783,10 +882,13 @@ class Workspace:
         from embedops.search.modes import search_batch
 
         self._check_search(queries, alias, index, filters)
-        return search_batch(
-            self.searcher, queries, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters,
-            mode=mode, vectors=vectors,
-        )
+        try:
+            return search_batch(
+                self.searcher, queries, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters,
+                mode=mode, vectors=vectors,
+            )
+        finally:
+            self._queries_done()
 
     def _check_search(self, texts: Sequence[str], alias: str | None, index: str | None, filters: Filters | None) -> None:
         """Refuse what no search can mean: a NUL, a filter on a source that does not exist (not 0 results)."""

@@ -114,6 +114,14 @@ def _upgrade_to_11(conn: sa.Connection) -> None:
 UPGRADES[11] = _upgrade_to_11
 
 
+def _upgrade_to_12(conn: sa.Connection) -> None:
+    """Version 12: spend (tokens, requests, cost and cache savings of every embedding job)."""
+    schema.metadata.create_all(conn, tables=[schema.spend])
+
+
+UPGRADES[12] = _upgrade_to_12
+
+
 RESTORE_HINT = (
     "restore it from a backup: `embedops restore BACKUP` (backups are made with `embedops backup FILE`);"
     " the catalog holds the history and cannot be rebuilt from the sources"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8, 9, 10, 11)  # 4: thresholds, 5: monitoring tables (bottom of this file),
+SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8, 9, 10, 11, 12)  # 4: thresholds, 5: monitoring tables (bottom of this file),
 # 6: gate evidence, 7: writer locks, 8: storage variants (indexes.storage, projections), 9: chunks.metadata,
-# 10: adopted embeddings, 11: curation (one self-contained table, see the end of this file)
+# 10: adopted embeddings, 11: curation (one self-contained table, see the end of this file), 12: spend
 
 metadata = sa.MetaData()
 
@@ -439,3 +439,33 @@ curation = sa.Table(
     sa.Column("decided_at", sa.Float, nullable=False),
 )
 sa.Index("ix_curation_source", curation.c.source_id, curation.c.status)
+
+# -- spend (schema version 12) ------------------------------------------------------
+# What embedding cost, one row per (committed piece of a job, space): written in the
+# same transaction as the ledger row it names, so a killed job's spend is exactly that
+# of what it committed. ``estimated_tokens`` is the part of ``tokens`` the provider did
+# not report (counted with the model's tokenizer, or estimated). Not a foreign key to
+# the ledger: the ledger is append-only and never joined for writes.
+spend = sa.Table(
+    "spend",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ledger_id", sa.Integer, nullable=False),
+    sa.Column("job", sa.String(32), nullable=False),  # one sync / backfill / eval run / query flush
+    sa.Column("kind", sa.String(32), nullable=False),  # sync | backfill | fill | eval | query | fingerprint
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("day", sa.String(10), nullable=False),  # UTC YYYY-MM-DD, for --by day and the monthly budget
+    sa.Column("space_key", sa.String(300), nullable=False),
+    sa.Column("embedder", sa.String(500), nullable=False),
+    sa.Column("source", sa.String(200)),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("tokens", sa.Integer, nullable=False),
+    sa.Column("estimated_tokens", sa.Integer, nullable=False),
+    sa.Column("cost", sa.Float, nullable=False),
+    sa.Column("cache_hits", sa.Integer, nullable=False),
+    sa.Column("cache_saved_tokens", sa.Integer, nullable=False),
+    sa.Column("cache_saved_cost", sa.Float, nullable=False),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_spend_at", spend.c.at)
+sa.Index("ix_spend_job", spend.c.job)

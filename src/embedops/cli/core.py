@@ -31,7 +31,7 @@ from embedops.cli.common import (
     styled,
 )
 from embedops.config import DEFAULT_CHUNKER
-from embedops.errors import SourceError
+from embedops.errors import BudgetExceeded, SourceError
 from embedops.search.params import parse_time, parse_where
 
 source_app = typer.Typer(no_args_is_help=True, help="Manage sources.")
@@ -171,6 +171,7 @@ def sync(
     actors: ActorsOpt = None,
     gpus_per_actor: GpusPerActorOpt = 0.0,
     batch_size: BatchSizeOpt = None,
+    max_cost: Annotated[Optional[float], typer.Option(help="Stop once this run has spent this many USD (exit 4; run it again to resume).", min=0)] = None,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
@@ -180,8 +181,8 @@ def sync(
         try:
             result = commands.sync(workspace, source=source, plan=plan, progress=progress_bars(not as_json),
                                    allow_mass_delete=allow_mass_delete, full=full,
-                                   executor=options)
-        except SourceError as exc:
+                                   executor=options, max_cost=max_cost)
+        except (SourceError, BudgetExceeded) as exc:
             if not as_json and "result" in exc.details:  # the sources that could be read were synced
                 _print_sync(exc.details["result"], plan)
             raise
@@ -206,6 +207,14 @@ def _print_sync(data: dict[str, Any], plan: bool) -> None:
         shown = ", ".join(f"{r} {n}" for r, n in reasons.items())
         out.print(f"{'would quarantine' if plan else 'quarantined'} {sum(reasons.values())} ({shown}):"
                   " see `embedops quarantine list`")
+    if plan:
+        cost = data["estimated_cost"]
+        out.print(f"estimated {data['estimated_tokens']:,} tokens, "
+                  + ("cost unknown (an embedder has no price)" if cost is None else f"${cost:.6g}"))
+    elif data.get("spend"):
+        spent = data["spend"]
+        out.print(f"spent {spent['tokens']:,} tokens in {spent['requests']} requests, ${spent['cost']:.6g}; the cache"
+                  f" saved {spent['cache_hits']} chunks (${spent['cache_saved_cost']:.6g})")
     for s in data["skipped"][:20]:
         err.print(styled("skipped", "yellow", f" {s['id']}: {s['reason']}"), highlight=False)
     if len(data["skipped"]) > 20:
@@ -414,3 +423,35 @@ def _print_adopt(data: dict[str, Any]) -> None:
     out.print(f"adopted {data['adopted']} vectors into {data['source']} ({measured}); already present"
               f" {data['present']}; left to embed: {left}; the sync embedded {sync.get('embedded', 0)} chunks"
               f" ({data['seconds']:.2f}s)")
+
+
+@app.command()
+def spend(
+    since: Annotated[Optional[str], typer.Option(help="Only spend in this past window, e.g. 30d, 12h (default: all).")] = None,
+    by: Annotated[str, typer.Option(help="Group by space, job, day, source or kind.")] = "space",
+    as_json: JsonOpt = False,
+    workspace: WsOpt = None,
+) -> None:
+    """What embedding cost: tokens, requests, cost, cache hits and the money the cache saved."""
+    import time
+
+    from embedops.monitor.settings import parse_duration
+
+    with handle_errors(as_json):
+        start = time.time() - parse_duration(since, what="--since") if since else None
+        data = commands.spend(workspace, since=start, by=by).to_dict()
+    if as_json:
+        return emit_json(data)
+    keys = {"space": ["embedder", "space_key"], "job": ["job", "kind"], "day": ["day"], "source": ["source"],
+            "kind": ["kind"]}[data["by"]]
+    t = Table(title=f"spend by {data['by']}" + (f" since {data['since']}" if data["since"] else ""))
+    for col in [*keys, "requests", "tokens", "estimated", "cost $", "cache hits", "saved $"]:
+        t.add_column(col)
+    for r in [*data["rows"], {**{k: "total" if i == 0 else "" for i, k in enumerate(keys)}, **data["total"]}]:
+        t.add_row(*[str(r[k] or "—") for k in keys], f"{r['requests']:,}", f"{r['tokens']:,}",
+                  f"{r['estimated_tokens']:,}", f"{r['cost']:.6g}", f"{r['cache_hits']:,}", f"{r['cache_saved_cost']:.6g}")
+    out.print(t)
+    budget = data["budget"]
+    if budget["monthly_usd"] is not None:
+        out.print(f"monthly budget ${budget['monthly_usd']:.6g}: ${budget['month_spent']:.6g} spent this month,"
+                  f" ${budget['month_left']:.6g} left")

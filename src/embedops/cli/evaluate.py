@@ -88,13 +88,14 @@ def eval_run(
     mode: ModeOpt = "vector",
     segment_by: Annotated[Optional[str], typer.Option(help="language | source | metadata.KEY | doc.KEY")] = None,
     run_out: Annotated[Optional[Path], typer.Option(help="Write the run in TREC format (qid Q0 docid rank score tag).")] = None,
+    max_cost: Annotated[Optional[float], typer.Option(help="Refuse (exit 4) if embedding the queries would cost more than this many USD.", min=0)] = None,
     as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
     """Score an eval set: metrics, per-segment metrics (worst marked), what was dropped."""
     with handle_errors(as_json):
         run = commands.eval_run(workspace, name=name, alias=alias, index=index, k=k, mode=mode,
-                                segment_by=segment_by, run_out=run_out)
+                                segment_by=segment_by, run_out=run_out, max_cost=max_cost)
     if as_json:
         return emit_json(run.to_dict())
     t = Table(title=f"{run.evalset.label} on {run.target.label}: {run.queries} queries ({run.seconds:.1f}s)")

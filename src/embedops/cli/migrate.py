@@ -131,13 +131,15 @@ def migrate_backfill(
     max_rate: Annotated[Optional[float], typer.Option(help="Throttle: at most this many documents per second.")] = None,
     executor: ExecutorOpt = "local", address: AddressOpt = None, actors: ActorsOpt = None,
     gpus_per_actor: GpusPerActorOpt = 0.0, batch_size: BatchSizeOpt = None,
+    max_cost: Annotated[Optional[float], typer.Option(help="Stop once this run has spent this many USD (exit 4; run it again to resume).", min=0)] = None,
     alias: AliasOpt = None, plan: PlanOpt = False, as_json: JsonOpt = False, workspace: WsOpt = None,
 ) -> None:
     """Fill the shadow index from the catalog (resumable, Ctrl-C safe); when complete, measure the gate."""
     with handle_errors(as_json):
         options = executor_options(executor, address, actors, gpus_per_actor, batch_size)
         result = commands.migrate_backfill(workspace, batch=batch, max_rate=max_rate, alias=alias, plan=plan,
-                                           progress=progress_bars(not as_json), executor=options)
+                                           progress=progress_bars(not as_json), executor=options,
+                                          max_cost=max_cost)
     data = result.to_dict()
     if as_json:
         return emit_json(data)

@@ -17,11 +17,15 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from embedops.embedding.base import Embedder
 from embedops.errors import EmbeddingError
+
+if TYPE_CHECKING:
+    from embedops.embedding.spend import Spend
 
 #: Bump when SENTINELS change: fingerprints of different versions are not comparable.
 SENTINELS_VERSION = 1
@@ -109,9 +113,12 @@ def vectors_digest(vectors: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def take_fingerprint(embedder: Embedder) -> Fingerprint:
-    """Embed :data:`SENTINELS` with ``embedder`` and fingerprint the result."""
-    vectors = np.asarray(embedder.embed(list(SENTINELS)), dtype=np.float32)
+def take_fingerprint(embedder: Embedder, price: float | None = 0.0, spend: Spend | None = None) -> Fingerprint:
+    """Embed :data:`SENTINELS` with ``embedder`` and fingerprint the result; what that cost is added to ``spend``."""
+    from embedops.embedding.spend import Spend, embed_metered
+
+    vectors = np.asarray(embed_metered(embedder, list(SENTINELS), price, spend if spend is not None else Spend()),
+                         dtype=np.float32)
     if vectors.shape != (len(SENTINELS), embedder.ref.dims):
         raise EmbeddingError(
             f"embedder {embedder.ref.key} returned shape {vectors.shape} for {len(SENTINELS)} sentinels, "

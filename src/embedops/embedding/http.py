@@ -34,7 +34,12 @@ import numpy as np
 from embedops.chunking.tokens import count_regex_tokens
 from embedops.embedding.providers import EmbedderConfig, declared_ref
 from embedops.embedding.ratelimit import RateLimiter, RetryPolicy, parse_retry_after
-from embedops.errors import InputsRejected, ProviderRefused, ProviderUnavailable
+from embedops.errors import (
+    EmbeddingError,
+    InputsRejected,
+    ProviderRefused,
+    ProviderUnavailable,
+)
 
 # Connections that cannot be opened are retried by httpx's transport before our own backoff sees them.
 CONNECT_RETRIES = 2
@@ -208,8 +213,16 @@ class OpenAIEmbedder:
             return self._usage.copy()
 
     def embed_with_usage(self, texts: Sequence[str]) -> tuple[np.ndarray, Usage]:
-        texts = list(texts)
+        """``embed``, with this call's share of the usage; an :class:`EmbeddingError` it raises carries that
+        share as ``usage`` (refused inputs and failed retries were still billed)."""
         meter = _Meter(self._usage, self._lock)
+        try:
+            return self._embed_metered(list(texts), meter)
+        except EmbeddingError as exc:
+            exc.usage = meter.call
+            raise
+
+    def _embed_metered(self, texts: list[str], meter: _Meter) -> tuple[np.ndarray, Usage]:
         meter.count(calls=1, inputs=len(texts))
         out = np.empty((len(texts), self.ref.dims), dtype=np.float32)
         rejected = {i: "empty input: nothing to embed" for i, t in enumerate(texts) if not t.strip()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -19,6 +20,7 @@ from embedops.catalog import schema
 from embedops.catalog.db import read_tx
 from embedops.embedding.base import Embedder
 from embedops.embedding.fingerprint import Fingerprint, FingerprintCheck, compare_fingerprints, from_bytes, take_fingerprint
+from embedops.embedding.spend import Spend
 from embedops.errors import NotFound, SpaceMismatch
 from embedops.vectors.base import IndexInfo
 
@@ -59,12 +61,14 @@ def stored_fingerprint(conn: sa.Connection, space_key: str) -> Fingerprint:
 
 
 def verify_model(
-    engine: sa.Engine, index: IndexInfo, embedder: Embedder, min_cosine: float, *, since: float | None = None
+    engine: sa.Engine, index: IndexInfo, embedder: Embedder, min_cosine: float, *, since: float | None = None,
+    price: float | None = 0.0, on_spend: Callable[[Spend], None] | None = None,
 ) -> FingerprintCheck:
     """Compare ``embedder``'s sentinel vectors with ``index``'s stored fingerprint; raise :class:`ModelChanged`.
 
     The outcome is cached per process, catalog and space; ``since`` (epoch
     seconds) forces a new comparison unless the cached one is at least that recent.
+    ``on_spend`` gets what embedding the sentinels cost (at ``price``), when they were embedded.
     """
     key = (str(engine.url), index.space_key)
     with _LOCK:
@@ -74,9 +78,12 @@ def verify_model(
     else:
         with read_tx(engine) as conn:
             stored = stored_fingerprint(conn, index.space_key)
-        check = compare_fingerprints(stored, take_fingerprint(embedder), min_cosine)
+        spend = Spend()
+        check = compare_fingerprints(stored, take_fingerprint(embedder, price, spend), min_cosine)
         with _LOCK:
             _VERIFIED[key] = (embedder, time.time(), check)
+        if on_spend is not None:
+            on_spend(spend)
     if not check.same:
         raise model_changed(index, check)
     return check

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from embedops.catalog.curation import language_of
 from embedops.catalog import schema
 from embedops.catalog.db import read_tx
+from embedops.embedding.spend import Limits
 from embedops.errors import ConfigError, NotFound
 from embedops.evaluate.compare import Comparison, compare_runs, segment_metrics, worst_segment
 from embedops.evaluate.metrics import DEFAULT_METRICS, Qrels, Run, evaluate
@@ -188,8 +189,11 @@ def run_evalset(
     segment_by: str | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     hybrid: HybridParams = DEFAULT_HYBRID,
+    limits: Limits | None = None,
 ) -> EvalRun:
     """Score eval set ``evalset`` (``NAME`` or ``NAME@VERSION``) on a target.
+
+    ``limits`` (``--max-cost``, the monthly budget) refuse a run whose query embedding would cost more.
 
     The target is ``index``, else ``alias``, else the alias the set is bound to,
     else the workspace's default alias. Invalid input (bad lines, unknown
@@ -211,7 +215,8 @@ def run_evalset(
             hint="run `embedops sync` first" if not known else "the judgments must name the source's external ids",
         )
     target = resolve_target(ws, alias or data.info.alias, index=index, mode=mode)
-    run = retrieve_documents(ws, target, texts, k, filters=_source_filter(ws, data.info.source), hybrid=hybrid)
+    run = retrieve_documents(ws, target, texts, k, filters=_source_filter(ws, data.info.source), hybrid=hybrid,
+                             limits=limits)
     evaluation = evaluate(qrels, run, (k,), metrics)
     result = EvalRun(data.info, target, k, evaluation.means, evaluation.per_query, run, texts, dropped)
     if segment_by is not None:
@@ -253,12 +258,13 @@ def _source_filter(ws: Workspace, source: str) -> Filters | None:
 
 def retrieve_documents(
     ws: Workspace, target: Target, queries: Mapping[str, str], k: int, *, filters: Filters | None = None,
-    hybrid: HybridParams = DEFAULT_HYBRID,
+    hybrid: HybridParams = DEFAULT_HYBRID, limits: Limits | None = None,
 ) -> Run:
     """Top ``k`` documents per query; a document scores its best chunk's score."""
     qids = list(queries)
     texts = [queries[q] for q in qids]
-    vectors = embed_queries_remembered(ws.searcher, target.index, texts) if target.mode != "bm25" else None
+    vectors = embed_queries_remembered(ws.searcher, target.index, texts, limits=limits) \
+        if target.mode != "bm25" else None
     depth = k * CHUNKS_PER_DOC
     results = _search(ws, target, texts, vectors, depth, filters, hybrid)
     run = {qid: _collapse(r, k) for qid, r in zip(qids, results, strict=True)}

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 import numpy as np
 
 from embedops.embedding.base import Embedder
+from embedops.embedding.spend import Spend, embed_metered
 from embedops.errors import EmbeddingError, InputsRejected, ProviderRefused, ProviderUnavailable, Transient
 
 if TYPE_CHECKING:
@@ -57,10 +58,12 @@ class Model:
     embedder: Embedder
     fingerprint: bytes | None = None
     min_cosine: float = 0.999
+    price: float | None = 0.0  # USD per million tokens (None: an HTTP embedder with no price configured)
 
     @classmethod
-    def of(cls, embedder: Embedder, name: str, fingerprint: bytes | None = None, min_cosine: float = 0.999) -> Model:
-        return cls(embedder.ref.key, name, embedder, fingerprint, min_cosine)
+    def of(cls, embedder: Embedder, name: str, fingerprint: bytes | None = None, min_cosine: float = 0.999,
+           price: float | None = 0.0) -> Model:
+        return cls(embedder.ref.key, name, embedder, fingerprint, min_cosine, price)
 
     def verify(self, embedder: Embedder) -> FingerprintCheck | None:
         """Compare ``embedder`` (a worker's copy) with this space's stored fingerprint; None without one."""
@@ -80,6 +83,7 @@ class Embedded:
     failed: dict[str, str] = field(default_factory=dict)  # content hash → reason
     characters: int = 0
     seconds: float = 0.0
+    spend: Spend | None = None  # what the calls cost (None: not metered where they ran, e.g. a Ray worker)
 
     def timing(self) -> list[float]:
         """``[characters, seconds]`` as the ledger records it (``migrate plan`` estimates from it)."""
@@ -89,11 +93,13 @@ class Embedded:
 JobResult = dict[str, Embedded]  # space key → its part done
 
 
-def embed_texts(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
-    """Embed with retries on transient provider errors."""
+def embed_texts(embedder: Embedder, texts: Sequence[str], price: float | None = 0.0,
+                spend: Spend | None = None) -> np.ndarray:
+    """Embed with retries on transient provider errors; what every attempt cost is added to ``spend``."""
+    into = spend if spend is not None else Spend()
     for attempt in range(EMBED_RETRIES):
         try:
-            return embedder.embed(texts)
+            return embed_metered(embedder, texts, price, into)
         except Transient:
             if attempt == EMBED_RETRIES - 1:
                 raise
@@ -101,7 +107,7 @@ def embed_texts(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
     raise AssertionError("unreachable")
 
 
-def embed_batch(embedder: Embedder, texts: Mapping[str, str]) -> Embedded:
+def embed_batch(embedder: Embedder, texts: Mapping[str, str], price: float | None = 0.0) -> Embedded:
     """Embed ``texts`` (content hash → text) in one call; if the provider refuses the batch, one at a time.
 
     Texts refused on their own (or named by the provider as refused) are reported
@@ -110,37 +116,39 @@ def embed_batch(embedder: Embedder, texts: Mapping[str, str]) -> Embedded:
     Ray worker, so both executors make the same calls with the same texts.
     """
     if not texts:
-        return Embedded()
+        return Embedded(spend=Spend())
     hashes = list(texts)
+    spend = Spend()
     started = time.perf_counter()
     try:
-        vecs = embed_texts(embedder, [texts[h] for h in hashes])
+        vecs = embed_texts(embedder, [texts[h] for h in hashes], price, spend)
     except InputsRejected as exc:  # the provider named the inputs it refused; the rest are embedded
         return Embedded({hashes[i]: v for i, v in exc.vectors.items()},
-                        {hashes[i]: why for i, why in exc.rejected.items()})
+                        {hashes[i]: why for i, why in exc.rejected.items()}, spend=spend)
     except (ProviderUnavailable, ProviderRefused):
         raise  # every other text would fail the same way: stop; committed batches stay (resumable)
     except EmbeddingError as exc:
-        return _embed_one_by_one(embedder, texts, exc)
+        return _embed_one_by_one(embedder, texts, exc, price, spend)
     return Embedded(dict(zip(hashes, vecs, strict=True)), {}, sum(map(len, texts.values())),
-                    time.perf_counter() - started)
+                    time.perf_counter() - started, spend)
 
 
-def _embed_one_by_one(embedder: Embedder, texts: Mapping[str, str], first: EmbeddingError) -> Embedded:
+def _embed_one_by_one(embedder: Embedder, texts: Mapping[str, str], first: EmbeddingError, price: float | None,
+                      spend: Spend) -> Embedded:
     """Isolate the record(s) the provider rejects; the rest of the batch proceeds."""
     log.warning("embedding batch failed (%s); retrying one chunk at a time", first)
-    done = Embedded()
+    done = Embedded(spend=spend)
     for h, text in texts.items():
         try:
-            done.vectors[h] = embed_texts(embedder, [text])[0]
+            done.vectors[h] = embed_texts(embedder, [text], price, spend)[0]
         except EmbeddingError as exc:
             done.failed[h] = str(exc).splitlines()[0]
     return done
 
 
-def embed_job(embedders: Mapping[str, Embedder], job: EmbedJob) -> JobResult:
-    """Every space's part of ``job``, with that space's embedder."""
-    return {space: embed_batch(embedders[space], texts) for space, texts in job.items()}
+def embed_job(models: Mapping[str, Model], job: EmbedJob) -> JobResult:
+    """Every space's part of ``job``, with that space's model (and its price, for the spend)."""
+    return {space: embed_batch(models[space].embedder, texts, models[space].price) for space, texts in job.items()}
 
 
 class Executor(Protocol):

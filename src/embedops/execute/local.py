@@ -22,11 +22,10 @@ class LocalExecutor:
     def stream(
         self, models: Mapping[str, Model], jobs: Iterable[tuple[T, EmbedJob]], *, expected: int | None = None
     ) -> Iterator[tuple[T, JobResult]]:
-        embedders = {space: m.embedder for space, m in models.items()}
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool:
             pending: tuple[T, Future[JobResult]] | None = None
             for item, job in jobs:
-                future = pool.submit(embed_job, embedders, job)
+                future = pool.submit(embed_job, models, job)
                 if pending is not None:
                     yield pending[0], pending[1].result()
                 pending = (item, future)

@@ -73,7 +73,7 @@ def make_plan(facts: PlanFacts, gate: dict[str, Any]) -> MigrationPlan:
     seconds = facts.seconds_to_embed if facts.chunks_to_embed else 0.0
     cost = None
     if facts.price_per_1k_tokens is not None:
-        cost = round(facts.tokens_to_embed / 1000 * facts.price_per_1k_tokens, 4)
+        cost = round(facts.tokens_to_embed / 1000 * facts.price_per_1k_tokens, 8)
     before = vector_bytes(facts.from_vectors, facts.from_dims)
     new = vector_bytes(facts.chunks_total, facts.to_dims)
     return MigrationPlan(

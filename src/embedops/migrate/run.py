@@ -33,6 +33,7 @@ from embedops.chunking.base import Chunker
 from embedops.config import Settings
 from embedops.embedding.base import Embedder, TokenSource
 from embedops.embedding.deferred import DeferredEmbedder
+from embedops.embedding.spend import Guard, Job, Limits, check_prices, check_start
 from embedops.errors import ConfigError, GateFailed, InputsRejected, MigrationStateError, NoMigration
 from embedops.execute import ExecutorOptions, Model, make_executor
 from embedops.migrate.gate import (
@@ -88,6 +89,8 @@ class MigrationHost(Protocol):
     def adopt_index_config(self, index: IndexInfo) -> None: ...
 
     def lock(self, name: str, *, wait: float = 0.0) -> AbstractContextManager[object]: ...
+
+    def budget_limits(self, max_cost: float | None = None) -> Limits: ...
 
 
 @dataclass(frozen=True)
@@ -272,9 +275,9 @@ class Migrator:
         )
 
     def _price(self, to: str) -> float | None:
-        """Price per 1,000 tokens of embedder ``to``: its ``[embedders.NAME]`` section's, when it has one."""
-        section = self.host.settings.embedders.get(to)
-        price = section.price_per_million_tokens if section is not None else None
+        """Price per 1,000 tokens of embedder ``to`` (``Settings.price``: in-process models cost 0 unless priced in
+        ``[budget.prices]``; None for an HTTP embedder without ``price_per_million_tokens``)."""
+        price = self.host.settings.price(to)
         return None if price is None else price / 1000.0
 
     def _target_texts(self, conn: sa.Connection, source: IndexInfo, chunker: Chunker,
@@ -359,33 +362,45 @@ class Migrator:
     def backfill(
         self, *, batch: int | None = None, max_rate: float | None = None,
         progress: ProgressFactory | None = None, plan_only: bool = False, executor: ExecutorOptions | None = None,
+        max_cost: float | None = None,
     ) -> BackfillResult:
         """Fill the shadow index; once it is complete, measure the gate and keep the evidence.
 
         ``executor`` says where the embedding runs (default: this process); its
-        ``batch_size`` is the same setting as ``batch``."""
+        ``batch_size`` is the same setting as ``batch``. ``max_cost`` (USD) stops the backfill once its
+        spend reaches it (:class:`BudgetExceeded`; the next backfill resumes); ``[budget] monthly_usd``
+        refuses one whose estimate exceeds what the month has left."""
         mig = self.require("open", "rolled_back", "cut_over")
         shadow = self.index(mig.to_index)
         with self.engine.connect() as conn:
             gap = measure_gap(conn, shadow)
+        estimate = _remaining_cost(mig, gap.missing_vectors)
         if plan_only:
-            return BackfillResult(mig.id, mig.to_index, True, gap.unchunked_docs, gap.missing_vectors)
+            return BackfillResult(mig.id, mig.to_index, True, gap.unchunked_docs, gap.missing_vectors,
+                                  estimated_cost=estimate)
+        limits = self.host.budget_limits(max_cost)
+        check_prices(limits, {shadow.embedder: self.host.settings.price(shadow.embedder)}, "embedops migrate backfill")
+        if estimate is not None:
+            check_start(limits, estimate, "embedops migrate backfill")
+        guard = Guard(limits, "embedops migrate backfill") if limits.cap is not None else None
         options = executor or ExecutorOptions()
         with self._locked():
             return self._backfill(mig, shadow, gap.unchunked_docs, gap.missing_vectors,
-                                  batch or options.batch_size, max_rate, progress, options)
+                                  batch or options.batch_size, max_rate, progress, options, guard)
 
     def _backfill(self, mig: Migration, shadow: IndexInfo, unchunked: int, missing: int, batch: int | None,
-                  max_rate: float | None, progress: ProgressFactory | None, options: ExecutorOptions) -> BackfillResult:
+                  max_rate: float | None, progress: ProgressFactory | None, options: ExecutorOptions,
+                  guard: Guard | None = None) -> BackfillResult:
         target = self._target(shadow, self.index(mig.from_index))
         bar = progress(f"backfill {mig.to_index}", missing or unchunked) if progress else None
         started = time.perf_counter()
+        job = Job.new("backfill")
         executor = make_executor(options)
         try:
             models = self.host.executor_models([target]) if executor.kind != "local" else None
             done = fill_index(self.engine, self.host.store, target, batch_size=batch or self.host.settings.batch_size,
                               progress=bar, ledger_kind="migrate.backfill", pause=_throttle(max_rate),
-                              executor=executor, models=models)
+                              executor=executor, models=models, job=job, guard=guard)
         finally:
             executor.close()
         seconds = time.perf_counter() - started
@@ -649,6 +664,14 @@ def _throttle(max_rate: float | None) -> Callable[[int], None] | None:
             time.sleep(ahead)
 
     return pause
+
+
+def _remaining_cost(mig: Migration, missing: int) -> float | None:
+    """The plan's cost estimate, scaled to the chunks still missing (None: the target has no price)."""
+    cost, planned = mig.plan.get("estimated_cost"), mig.plan.get("chunks_to_embed") or 0
+    if cost is None:
+        return None
+    return round(float(cost) * min(1.0, missing / planned), 8) if planned else 0.0
 
 
 def _backfill_rate(conn: sa.Connection, index_id: str) -> float | None:

@@ -74,10 +74,13 @@ class BackfillResult:
     remaining: int = 0
     ann: dict[str, Any] = field(default_factory=dict)
     gate: GateResult | None = None  # measured when the backfill completed the shadow
+    estimated_cost: float | None = None  # --plan: the migration plan's estimate, scaled to what is missing
 
     def to_dict(self) -> dict[str, Any]:
         out = {"migration": self.migration, "index": self.index, "plan": self.plan,
                "unchunked_documents": self.unchunked_documents, "missing_vectors": self.missing_vectors}
+        if self.plan:
+            out["estimated_cost"] = self.estimated_cost
         if not self.plan:
             out.update({"chunked_docs": self.chunked_docs, "embedded": self.embedded, "vectors": self.vectors,
                         "seconds": self.seconds, "remaining": self.remaining, "ann": self.ann,

@@ -88,4 +88,5 @@ def deferred_target(host: MigrationHost, index: IndexInfo) -> Target:
     chunker = host.make_chunker(row.name, row.params, tokens)
     if chunker.ref.key != index.chunker_key:
         return host.target(index)  # let the workspace explain the mismatch
-    return Target(index, chunker, DeferredEmbedder(tokens, lambda: host.target(index).embedder))
+    return Target(index, chunker, DeferredEmbedder(tokens, lambda: host.target(index).embedder),
+                  host.settings.price(index.embedder))

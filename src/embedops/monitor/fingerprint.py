@@ -34,6 +34,8 @@ from embedops.catalog.db import read_tx
 from embedops.catalog.ledger import write_ledger
 from embedops.embedding.base import Embedder
 from embedops.embedding.fingerprint import compare_fingerprints, take_fingerprint
+from embedops.embedding.spend import Job, Line, Spend, embed_metered
+from embedops.embedding.spend import record as record_spend
 from embedops.embedding.verify import (  # noqa: F401  (re-exported: the check's public names)
     ModelChanged, forget_verifications, model_changed, remember_check, stored_fingerprint, verify_model,
 )
@@ -70,25 +72,31 @@ def check_models(ws: Workspace, *, record: bool = True, fresh: bool = False) -> 
     """
     with read_tx(ws.engine) as conn:
         indexes = ws.indexes(conn, "active")
-    out = [check_model(ws, ix, fresh=fresh) for ix in indexes]
+    spends = {ix.id: Spend() for ix in indexes}
+    out = [check_model(ws, ix, fresh=fresh, spend=spends[ix.id]) for ix in indexes]
     if record:
         with ws.engine.begin() as conn:
-            write_ledger(conn, "monitor.fingerprint", indexes=[c.to_dict() for c in out])
+            ledger_id = write_ledger(conn, "monitor.fingerprint", indexes=[c.to_dict() for c in out])
+            record_spend(conn, ledger_id, Job.new("fingerprint"),
+                         [Line(ix.space_key, ix.embedder, spends[ix.id]) for ix in indexes])
     return out
 
 
-def check_model(ws: Workspace, index: IndexInfo, *, fresh: bool = False) -> ModelCheck:
+def check_model(ws: Workspace, index: IndexInfo, *, fresh: bool = False, spend: Spend | None = None) -> ModelCheck:
+    """Sentinels and probe of ``index``'s live model; what embedding them cost is added to ``spend``."""
     settings = ws.settings.monitor
+    spend = spend if spend is not None else Spend()
+    price = ws.settings.price(index.embedder)
     embedder = fresh_embedder(index.embedder, ws) if fresh else ws.embedder(index.embedder)
     if embedder.ref.key != index.space_key:
         why = f"embedder {index.embedder!r} now declares space {embedder.ref.key}"
         return ModelCheck(index.id, index.embedder, index.space_key, False, -1.0, -1.0, {}, why)
     with read_tx(ws.engine) as conn:
         stored = stored_fingerprint(conn, index.space_key)
-    sentinels = compare_fingerprints(stored, take_fingerprint(embedder), settings.fingerprint_min_cosine)
+    sentinels = compare_fingerprints(stored, take_fingerprint(embedder, price, spend), settings.fingerprint_min_cosine)
     if not fresh:
         remember_check(ws.engine, index.space_key, embedder, sentinels)
-    probe = check_probe(ws, index, embedder)
+    probe = check_probe(ws, index, embedder, price, spend)
     reasons = [sentinels.reason] if not sentinels.same else []
     if probe and probe["min_cosine"] < settings.fingerprint_min_cosine:
         reasons.append(f"lowest probe cosine {probe['min_cosine']:.6f} < {settings.fingerprint_min_cosine}")
@@ -107,13 +115,14 @@ def fresh_embedder(name: str, ws: Workspace) -> Embedder:
     return build_embedder(name, ws.settings.embedders)
 
 
-def check_probe(ws: Workspace, index: IndexInfo, embedder: Embedder) -> dict[str, Any]:
+def check_probe(ws: Workspace, index: IndexInfo, embedder: Embedder, price: float | None = 0.0,
+                spend: Spend | None = None) -> dict[str, Any]:
     """Re-embed the index's probe chunks: cosine to their stored vectors and neighbour agreement."""
     hashes, texts, stored = ensure_probe(ws, index)
     if not texts:
         return {}
     k = ws.settings.monitor.probe_k
-    live = np.asarray(embedder.embed(texts), dtype=np.float32)
+    live = np.asarray(embed_metered(embedder, texts, price, spend if spend is not None else Spend()), dtype=np.float32)
     cosines = _row_cosines(stored, live)
     agreement = []
     for old, new in zip(stored, live, strict=True):

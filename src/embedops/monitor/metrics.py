@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from embedops.catalog import schema
@@ -26,6 +31,7 @@ from embedops.catalog.db import read_tx
 from embedops.monitor.freshness import stale_counts
 
 if TYPE_CHECKING:
+    from embedops.embedding.query import QueryStats
     from embedops.workspace import Workspace
 
 PREFIX = "embedops"
@@ -67,6 +73,8 @@ class CatalogCollector(Collector):
             yield from _checks(conn)
             yield from _canaries(conn)
             yield from _errors(conn)
+            yield from _spend(conn)
+        yield from _queries(self.ws.searcher.queries.snapshot())
         if self.state is not None:
             runs = CounterMetricFamily(f"{PREFIX}_monitor_runs", "Check runs by this monitor process.")
             runs.add_metric([], self.state.runs)
@@ -231,3 +239,49 @@ def _errors(conn: sa.Connection) -> Iterator[Metric]:
     now = _gauge("scrape_timestamp_seconds", "When these figures were read.")
     now.add_metric([], time.time())
     yield now
+
+
+def _spend(conn: sa.Connection) -> Iterator[Metric]:
+    """What the catalog's spend rows add up to, by job kind and space (every process's jobs, flushed ones)."""
+    sp = schema.spend
+    rows = conn.execute(sa.select(sp.c.kind, sp.c.space_key, sa.func.sum(sp.c.cost), sa.func.sum(sp.c.tokens),
+                                  sa.func.sum(sp.c.requests), sa.func.sum(sp.c.cache_saved_cost))
+                        .group_by(sp.c.kind, sp.c.space_key)).all()
+    names = (("spend_usd", "Embedding cost recorded in the catalog, USD."),
+             ("spend_tokens", "Embedding tokens recorded in the catalog."),
+             ("spend_requests", "Provider requests recorded in the catalog."),
+             ("spend_cache_saved_usd", "What the content-hash cache saved, USD."))
+    for i, (name, doc) in enumerate(names):
+        family = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["kind", "space"])
+        for row in rows:
+            family.add_metric([row[0], row[1]], float(row[2 + i] or 0))
+        yield family
+
+
+def _queries(stats: dict[str, QueryStats]) -> Iterator[Metric]:
+    """This process's query embedding: latency, errors, cache hits and spend, by space."""
+    from embedops.embedding.query import BUCKETS
+
+    labels = ["space", "embedder"]
+    latency = HistogramMetricFamily(f"{PREFIX}_query_embed_seconds", "Query embedding latency (cache misses).",
+                                    labels=labels)
+    counters = {name: CounterMetricFamily(f"{PREFIX}_query_{name}", doc, labels=labels) for name, doc in (
+        ("texts", "Query texts embedded or read from the query cache."),
+        ("cache_hits", "Query texts answered from the in-memory query cache."),
+        ("embed_errors", "Query embedding calls that failed."),
+        ("requests", "Provider requests made for queries."),
+        ("tokens", "Tokens of embedded queries."),
+        ("cost_usd", "What embedding queries cost, USD."))}
+    for space, s in sorted(stats.items()):
+        cumulative, buckets = 0, []
+        for bound, n in zip(BUCKETS, s.latency, strict=False):
+            cumulative += n
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", cumulative + s.latency[-1]))
+        latency.add_metric([space, s.embedder], buckets, s.latency_sum)
+        values = {"texts": s.texts, "cache_hits": s.cache_hits, "embed_errors": s.errors,
+                  "requests": s.spend.requests, "tokens": s.spend.tokens, "cost_usd": s.spend.cost}
+        for name, family in counters.items():
+            family.add_metric([space, s.embedder], values[name])
+    yield latency
+    yield from counters.values()

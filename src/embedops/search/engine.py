@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from embedops.catalog import schema
 from embedops.catalog.db import read_tx
 from embedops.catalog.queries import metadata_equals
+from embedops.embedding.base import Embedder
+from embedops.embedding.query import QueryEmbeddings
 from embedops.errors import NotFound, SearchError, SpaceMismatch
 from embedops.monitor.staleness import is_stale
 from embedops.vectors.base import IndexInfo, VectorStore
@@ -67,9 +69,12 @@ def _iso(ts: float | None) -> str | None:
 class Searcher:
     """Resolves aliases and answers queries; safe to share between threads."""
 
-    def __init__(self, store: VectorStore, embedder_for: Callable[[IndexInfo], Any]) -> None:
+    def __init__(self, store: VectorStore, embedder_for: Callable[[IndexInfo], Any],
+                 queries: QueryEmbeddings | None = None) -> None:
         self.store = store
         self.embedder_for = embedder_for
+        # The query path's cache and counters (latency, errors, spend), shared by every search mode.
+        self.queries = queries or QueryEmbeddings()
         self._lock = threading.Lock()
         # Freshness SLO per source name, seconds (None: no SLO); set by the workspace.
         self.max_lag: Mapping[str, float | None] = {}
@@ -108,7 +113,13 @@ class Searcher:
         return embedder
 
     def embed_query(self, index: IndexInfo, text: str) -> np.ndarray:
-        return np.asarray(self.query_embedder(index).embed([text])[0], dtype=np.float32)
+        vectors: np.ndarray = self.embed_queries(index, [text])
+        return np.asarray(vectors[0], dtype=np.float32)
+
+    def embed_queries(self, index: IndexInfo, texts: list[str]) -> np.ndarray:
+        """``texts`` embedded with the index's own embedder, through the query cache."""
+        embedder: Embedder = self.query_embedder(index)
+        return self.queries.embed(index.space_key, index.embedder, embedder, texts)
 
     def search(
         self,

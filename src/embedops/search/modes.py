@@ -21,6 +21,10 @@ from typing import Literal, cast, get_args
 import numpy as np
 
 from embedops.catalog.db import read_tx
+from embedops.catalog.ledger import write_ledger
+from embedops.embedding.spend import (
+    Job, Limits, Line, cache_saving, check_prices, check_whole, cost_of, count_tokens, embed_metered, record,
+)
 from embedops.errors import SearchError
 from embedops.hashing import content_hash
 from embedops.search.engine import Filters, Searcher, SearchResult
@@ -79,18 +83,20 @@ def fts_query(text: str) -> str | None:
 
 def embed_queries(searcher: Searcher, index: IndexInfo, texts: Sequence[str]) -> np.ndarray:
     """All query texts embedded in one call with the index's own embedder (invariant 1)."""
-    embedder = searcher.query_embedder(index)
     if not texts:
         return np.empty((0, index.dims), dtype=np.float32)
-    return np.asarray(embedder.embed(list(texts)), dtype=np.float32)
+    return searcher.embed_queries(index, list(texts))
 
 
-def embed_queries_remembered(searcher: Searcher, index: IndexInfo, texts: Sequence[str]) -> np.ndarray:
+def embed_queries_remembered(searcher: Searcher, index: IndexInfo, texts: Sequence[str], *,
+                             job: Job | None = None, limits: Limits | None = None,
+                             command: str = "embedops eval run") -> np.ndarray:
     """:func:`embed_queries` for queries asked again and again (an eval set, a migration gate).
 
     Their vectors join the catalog's content-addressed embeddings of the index's
     space, like chunk texts, so a re-run reads them back and needs no model:
     the same text in the same space is the same vector (invariant 1 holds by the key).
+    ``limits`` refuse (:class:`BudgetExceeded`) queries whose embedding would cost more than they allow.
     """
     if not texts:
         return np.empty((0, index.dims), dtype=np.float32)
@@ -101,9 +107,18 @@ def embed_queries_remembered(searcher: Searcher, index: IndexInfo, texts: Sequen
     text_of = dict(zip(hashes, texts, strict=True))
     missing = [h for h in text_of if h not in known]
     if missing:
-        fresh = embed_queries(searcher, index, [text_of[h] for h in missing])
+        # Outside the query cache: this spend is the job's (``eval`` unless named), written with its ledger row.
+        job = job or Job.new("eval")
+        embedder, price = searcher.query_embedder(index), searcher.queries.price_of(index.embedder)
+        if limits is not None:
+            check_prices(limits, {index.embedder: price}, command)
+            check_whole(limits, cost_of(count_tokens(embedder, (text_of[h] for h in missing)), price), command)
+        spend = cache_saving(embedder, [text_of[h] for h in text_of if h in known], price)
+        fresh = np.asarray(embed_metered(embedder, [text_of[h] for h in missing], price, spend), dtype=np.float32)
         with store.engine.begin() as conn:
             store.put_embeddings(conn, index.space_key, dict(zip(missing, fresh, strict=True)))
+            ledger_id = write_ledger(conn, "queries.embed", index=index.id, queries=len(missing), job=job.id)
+            record(conn, ledger_id, job, [Line(index.space_key, index.embedder, spend)])
         known.update(zip(missing, fresh, strict=True))
     return np.stack([np.asarray(known[h], dtype=np.float32) for h in hashes])
 

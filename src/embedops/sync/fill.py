@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.catalog.curation import language_of, not_quarantined
 from embedops.catalog.ledger import write_ledger
+from embedops.embedding.spend import Guard, Job, Line, Spend, cache_saving, cost_of, count_tokens, record
 from embedops.execute.base import EmbedJob, Embedded, Executor, Model
 from embedops.execute.local import LocalExecutor
-from embedops.sync.run import Target, _insert_returning_ids, target_models
+from embedops.sync.run import Target, _insert_returning_ids, _metered, target_models
 from embedops.vectors.base import IndexInfo, VectorRow, VectorStore
 
 Progress = Callable[[int], None]
@@ -104,9 +105,15 @@ def fill_index(
     pause: Callable[[int], None] | None = None,
     executor: Executor | None = None,
     models: Mapping[str, Model] | None = None,
+    job: Job | None = None,
+    guard: Guard | None = None,
 ) -> dict[str, int]:
-    """Chunk what is unchunked and embed what lacks a vector, one transaction per batch."""
+    """Chunk what is unchunked and embed what lacks a vector, one transaction per batch.
+
+    Each batch's spend is recorded with its ledger row under ``job``; ``guard`` stops the fill (raising
+    :class:`BudgetExceeded` after a ``{ledger_kind}_stopped`` ledger row) once the spend reaches its cap."""
     progress = progress or (lambda n: None)
+    job = job or Job.new(ledger_kind.rsplit(".", 1)[-1])
     done = {"chunked_docs": 0, "embedded": 0, "vectors": 0}
     # Cursors (ids only grow) guarantee progress even for a document that yields no chunk.
     after_doc = 0
@@ -123,13 +130,35 @@ def fill_index(
         expected = -(-measure_gap(conn, target).missing_vectors // batch_size)
     executor = executor or LocalExecutor()
     models = models if models is not None else target_models([target])
-    for rows, embedded in executor.stream(models, _unvectored_batches(engine, store, target, batch_size), expected=expected):
-        part = embedded.get(target.index.space_key, Embedded())
-        done["vectors"] += _commit_vectors(engine, store, target, rows, part, ledger_kind)
+    space = target.index.space_key
+    in_flight: dict[int, float] = {}  # batches handed to the executor → their estimated cost (a budget counts them)
+    stopped: list[bool] = []
+
+    def batches() -> Iterator[tuple[_Rows, EmbedJob]]:
+        for rows, work in _unvectored_batches(engine, store, target, batch_size):
+            texts = work[space]
+            # A batch of cached vectors costs nothing: it proceeds whatever the budget.
+            if texts and guard is not None and guard.reached(sum(in_flight.values())):
+                stopped.append(True)
+                return
+            in_flight[id(rows)] = cost_of(count_tokens(target.embedder, texts.values()), target.price) if guard else 0.0
+            yield rows, work
+
+    for rows, embedded in executor.stream(models, batches(), expected=expected):
+        in_flight.pop(id(rows), None)
+        part = embedded.get(space, Embedded())
+        spend = _metered(part, target, {space: {r[1]: r[2] for r in rows}})
+        spend.add(cache_saving(target.embedder, list({r[1]: r[2] for r in rows if r[1] not in part.vectors
+                                                      and r[1] not in part.failed}.values()), target.price))
+        done["vectors"] += _commit_vectors(engine, store, target, rows, part, ledger_kind, job, spend)
         done["embedded"] += len(part.vectors)
+        if guard is not None:
+            guard.add(spend.cost)
         progress(len(rows))
         if pause:
             pause(len({r[4] for r in rows}))  # throttles count documents
+    if stopped and guard is not None:
+        _stopped(engine, target, guard, ledger_kind, job, done)
     return done
 
 
@@ -152,7 +181,7 @@ def _unvectored_batches(engine: sa.Engine, store: VectorStore, target: Target, b
 
 
 def _commit_vectors(engine: sa.Engine, store: VectorStore, target: Target, rows: _Rows, done: Embedded,
-                    kind: str) -> int:
+                    kind: str, job: Job, spend: Spend) -> int:
     """Store one batch's new embeddings and vector rows with its ledger row; the vectors written.
 
     A chunk the provider refused gets no vector: the gap stays (the gate sees it), the
@@ -167,9 +196,24 @@ def _commit_vectors(engine: sa.Engine, store: VectorStore, target: Target, rows:
                  for r in rows if r[0] in still and r[1] not in rejected]
         written = store.write(conn, target.index, vrows)
         extra = {"rejected": [{"chunk": r[0], "reason": rejected[r[1]]} for r in rows if r[1] in rejected][:100]}
-        write_ledger(conn, kind, index=target.index.id, vectors=written, embedded=len(done.vectors),
-                     embed={space: done.timing()} if done.characters else {}, **(extra if rejected else {}))
+        ledger_id = write_ledger(conn, kind, index=target.index.id, vectors=written, embedded=len(done.vectors),
+                                 embed={space: done.timing()} if done.characters else {}, job=job.id,
+                                 **(extra if rejected else {}))
+        record(conn, ledger_id, job, [Line(space, target.index.embedder, spend)])
     return written
+
+
+def _stopped(engine: sa.Engine, target: Target, guard: Guard, kind: str, job: Job, done: dict[str, int]) -> NoReturn:
+    """The cap is reached: say so in the ledger (what was committed stays) and stop."""
+    with engine.connect() as conn:
+        left = measure_gap(conn, target.index).missing_vectors
+    error = guard.stopped(f"{left} chunks of index {target.index.id} still lack a vector", index=target.index.id,
+                          remaining_chunks=left)
+    with engine.begin() as conn:
+        write_ledger(conn, f"{kind}_stopped", index=target.index.id, reason="budget", error=error.message,
+                     hint=error.hint, spent=error.details["spent"], cap=guard.cap, remaining_chunks=left,
+                     embedded=done["embedded"], job=job.id)
+    raise error
 
 
 def _still_missing(conn: sa.Connection, target: Target, chunk_ids: list[int]) -> set[int]:

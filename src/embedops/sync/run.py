@@ -29,8 +29,9 @@ from embedops.chunking.base import Chunk, Chunker
 from embedops.curate.curator import Decision
 from embedops.curate.language import SAMPLE_CHARS
 from embedops.embedding.base import Embedder
-from embedops.errors import ProviderRefused, ProviderUnavailable
-from embedops.execute.base import EmbedJob, Executor, JobResult, Model
+from embedops.embedding.spend import Guard, Job, Line, Spend, cache_saving, cost_of, count_tokens, record
+from embedops.errors import BudgetExceeded, ProviderRefused, ProviderUnavailable
+from embedops.execute.base import EmbedJob, Embedded, Executor, JobResult, Model
 from embedops.execute.base import embed_texts as embed_texts  # re-exported: older imports of it from here
 from embedops.execute.local import LocalExecutor
 from embedops.sources.base import Document, Skipped
@@ -51,6 +52,7 @@ class Target:
     index: IndexInfo
     chunker: Chunker
     embedder: Embedder
+    price: float | None = 0.0  # USD per million tokens (None: an HTTP embedder with no price configured)
 
 
 @dataclass
@@ -81,11 +83,23 @@ class _Prepared:
     chunks: dict[str, list[list[Chunk]]]  # chunker key → per-doc chunk lists
     to_embed: dict[str, dict[str, str]]  # space key → content hash → text
     skipped: list[Skipped] = field(default_factory=list)
+    spend: dict[str, Spend] = field(default_factory=dict)  # space key → what embedding it cost, cache savings
+    estimate: float = 0.0  # estimated cost of ``to_embed`` (a budget counts it while the batch is in flight)
 
 
 def target_models(targets: Sequence[Target]) -> dict[str, Model]:
-    """Each target's space and loaded embedder, for in-process execution."""
-    return {t.index.space_key: Model.of(t.embedder, t.index.embedder) for t in targets}
+    """Each target's space and loaded embedder (with its price), for in-process execution."""
+    return {t.index.space_key: Model.of(t.embedder, t.index.embedder, price=t.price) for t in targets}
+
+
+def _metered(done: Embedded, target: Target, to_embed: Mapping[str, Mapping[str, str]]) -> Spend:
+    """What a space's part of a batch cost: as the executor metered it, or (work done where it was not metered,
+    a Ray worker) the texts it was given counted with the model's tokenizer, marked as estimated."""
+    if done.spend is not None:
+        return done.spend
+    texts = [t for h, t in to_embed.get(target.index.space_key, {}).items() if h in done.vectors or h in done.failed]
+    n = count_tokens(target.embedder, texts)
+    return Spend(tokens=n, estimated_tokens=n, cost=cost_of(n, target.price))
 
 
 class SyncRunner:
@@ -100,6 +114,8 @@ class SyncRunner:
         executor: Executor | None = None,
         models: Mapping[str, Model] | None = None,
         tagger: Tagger | None = None,
+        job: Job | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.engine = engine
         self.tagger = tagger
@@ -113,6 +129,12 @@ class SyncRunner:
         self.chunkers = {t.chunker.ref.key: t.chunker for t in self.targets}
         self.executor: Executor = executor or LocalExecutor()
         self.models = dict(models) if models is not None else target_models(self.targets)
+        self.by_space = {t.index.space_key: t for t in self.targets}
+        self.job = job or Job.new("sync")
+        self.guard = guard
+        self._source: str | None = None
+        self._in_flight: dict[int, float] = {}  # id of a batch handed to the executor → its estimated cost
+        self._stopped_at: int | None = None  # where a budget stopped handing out batches
 
     # -- entry point ---------------------------------------------------------
     def run(self, source_id: int, plan: SyncPlan) -> SyncCounts:
@@ -121,14 +143,24 @@ class SyncRunner:
         counts = SyncCounts(unchanged=plan.unchanged, skipped=list(plan.skipped))
         self.decisions, self.rechecked = plan.decisions, {doc.external_id for _, doc in plan.rechecked}
         self.released = plan.released
+        self._source = plan.source
         try:
             for prepared, embedded in self.executor.stream(self.models, self._jobs(plan.changed),
                                                            expected=-(-len(plan.changed) // self.batch_size)):
                 counts.merge(self._commit(source_id, prepared, embedded))
-        except (ProviderUnavailable, ProviderRefused) as exc:
+            if self._stopped_at is not None and self.guard is not None:
+                left = len(plan.changed) - self._stopped_at
+                raise self.guard.stopped(f"{left} changed documents of source {self._source!r} are not synced yet",
+                                         remaining_documents=left, source=self._source)
+        except (ProviderUnavailable, ProviderRefused, BudgetExceeded) as exc:
+            kind = "sync.budget_stopped" if isinstance(exc, BudgetExceeded) else "sync.provider_failed"
             with self.engine.begin() as conn:  # the batches before are committed; say why the rest is not
-                write_ledger(conn, "sync.provider_failed", source=plan.source, error=exc.message, hint=exc.hint,
-                             added=counts.added, updated=counts.updated, embedded=counts.embedded)
+                write_ledger(conn, kind, source=plan.source, error=exc.message, hint=exc.hint, added=counts.added,
+                             updated=counts.updated, embedded=counts.embedded, job=self.job.id,
+                             **({k: exc.details[k] for k in ("spent", "cap", "remaining_documents")}
+                                if isinstance(exc, BudgetExceeded) else {}))
+            if isinstance(exc, BudgetExceeded):  # the caller reports what was synced before the stop
+                exc.details.update(added=counts.added, updated=counts.updated, embedded=counts.embedded)
             raise
         counts.deleted = self._delete(plan.deleted, plan.source)
         counts.rechecked += len(plan.relinked)  # their rows are rewritten by _finish
@@ -151,9 +183,14 @@ class SyncRunner:
         with self.engine.connect() as conn:
             for target in self.targets:
                 texts = {c.content_hash: c.text for per_doc in prepared.chunks[target.chunker.ref.key] for c in per_doc}
-                missing = self.store.missing_embeddings(conn, target.index.space_key, list(texts))
+                missing = set(self.store.missing_embeddings(conn, target.index.space_key, list(texts)))
                 bucket = prepared.to_embed.setdefault(target.index.space_key, {})
                 bucket.update({h: texts[h] for h in missing})
+                spend = prepared.spend.setdefault(target.index.space_key, Spend())
+                spend.add(cache_saving(target.embedder, [t for h, t in texts.items() if h not in missing], target.price))
+        if self.guard is not None:  # only a budget needs the estimate: it costs one tokenizer pass
+            prepared.estimate = sum(cost_of(count_tokens(self.by_space[space].embedder, texts.values()),
+                                            self.by_space[space].price) for space, texts in prepared.to_embed.items())
         return prepared
 
     def _quarantined(self, doc: Document) -> bool:
@@ -174,9 +211,17 @@ class SyncRunner:
         return [dataclasses.replace(c, metadata={**c.metadata, "lang": tag}) for c, tag in zip(chunks, tags, strict=True)]
 
     def _jobs(self, changed: list[tuple[int | None, Document]]) -> Iterator[tuple[_Prepared, EmbedJob]]:
-        """Batches chunked and looked up, pulled by the executor as it has room for them."""
+        """Batches chunked and looked up, pulled by the executor as it has room for them.
+
+        With a budget, a batch that costs something is not handed out once the spend committed plus the
+        estimates of the batches in flight reach the cap: those still commit (what was paid for is kept)."""
+        self._stopped_at = None
         for start in range(0, len(changed), self.batch_size):
             prepared = self._prepare(changed[start : start + self.batch_size])
+            if self.guard is not None and prepared.estimate > 0 and self.guard.reached(sum(self._in_flight.values())):
+                self._stopped_at = start
+                return
+            self._in_flight[id(prepared)] = prepared.estimate
             yield prepared, prepared.to_embed
 
     def _drop_docs_with(self, prepared: _Prepared, bad: dict[str, str]) -> None:
@@ -200,6 +245,9 @@ class SyncRunner:
         counts.embedded = sum(len(done.vectors) for done in embedded.values())
         # Recorded in the batch's ledger row: `migrate plan` estimates times from what jobs measured.
         timing = {space: done.timing() for space, done in embedded.items() if done.characters}  # batch calls only
+        self._in_flight.pop(id(prepared), None)
+        for space, done in embedded.items():
+            prepared.spend.setdefault(space, Spend()).add(_metered(done, self.by_space[space], prepared.to_embed))
         with self.engine.begin() as conn:
             for space, done in embedded.items():
                 self.store.put_embeddings(conn, space, done.vectors)
@@ -213,7 +261,7 @@ class SyncRunner:
             counts.rechecked = sum(1 for _, doc in prepared.docs if doc.external_id in self.rechecked)
             counts.updated = len(prepared.docs) - counts.added - counts.rechecked
             curated = {"quarantined": counts.quarantined, "rechecked": counts.rechecked} if self.decisions else {}
-            write_ledger(
+            ledger_id = write_ledger(
                 conn,
                 "sync.batch",
                 source_id=source_id,
@@ -223,8 +271,14 @@ class SyncRunner:
                 embedded=counts.embedded,
                 vectors=counts.vectors_written,
                 embed=timing,
+                job=self.job.id,
                 **curated,
             )
+            lines = [Line(space, self.by_space[space].index.embedder, spend, self._source)
+                     for space, spend in prepared.spend.items()]
+            record(conn, ledger_id, self.job, lines)
+        if self.guard is not None:
+            self.guard.add(sum(spend.cost for spend in prepared.spend.values()))
         self.progress(len(prepared.docs) + len(prepared.skipped))
         return counts
 

@@ -1,0 +1,63 @@
+"""Spend through a real provider: tokens as infinity's ``usage`` reports them, budgets that stop and resume.
+
+The provider is a real infinity server behind ``FaultProxy`` (tests/http_doubles.py,
+the test double of the network), which sums the ``usage`` of every answer the
+client received. SQLite only: the provider path is what is under test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from embedops.catalog import schema
+from embedops.catalog.ledger import read_ledger
+from embedops.embedding.fingerprint import SENTINELS
+from embedops.errors import BudgetExceeded
+from embedops.monitor.fingerprint import check_models
+from embedops.workspace import Workspace
+from tests.http_doubles import FaultProxy
+from tests.test_http_sync import http_workspace
+from tests.test_workspace import check_invariant_2
+
+PRICE = 0.02  # USD per million tokens: what a small hosted model costs
+
+
+def totals(ws: Workspace) -> dict[str, int]:
+    s = schema.spend
+    with ws.engine.connect() as conn:
+        row = conn.execute(sa.select(sa.func.sum(s.c.requests), sa.func.sum(s.c.tokens),
+                                     sa.func.sum(s.c.estimated_tokens))).one()
+    return {"requests": int(row[0] or 0), "tokens": int(row[1] or 0), "estimated": int(row[2] or 0)}
+
+
+def test_spend_equals_the_providers_usage_and_a_cap_stops_and_resumes_without_embedding_twice(
+    tmp_path: Path, fault_proxy: FaultProxy
+) -> None:
+    # dimensions given: no probe request outside a job; every request the server answers is in the spend.
+    with http_workspace(tmp_path, fault_proxy.url, docs=40, dimensions=384, price_per_million_tokens=PRICE) as ws:
+        ws.settings.batch_size = 5
+        plan = ws.sync(plan_only=True)
+        assert plan.estimated_cost is not None and plan.estimated_tokens
+        cap = plan.estimated_cost / 2
+        with pytest.raises(BudgetExceeded) as caught:
+            ws.sync(max_cost=cap)
+        first = caught.value.details["spent"]
+        with ws.engine.connect() as conn:
+            batch_costs = [float(c) for c in conn.execute(sa.select(schema.spend.c.cost).where(
+                schema.spend.c.kind == "sync")).scalars()]
+            stopped = read_ledger(conn, kind_prefix="sync.budget_stopped")
+        assert cap <= first <= cap + 2 * max(batch_costs)  # the cap, plus at most the batch in flight
+        assert stopped and stopped[0]["details"]["remaining_documents"] > 0
+        done = ws.sync(max_cost=plan.estimated_cost * 2)
+        assert done.counts.added + caught.value.details["result"]["added"] == 40
+        check_invariant_2(ws)
+        spent = totals(ws)
+        assert spent["requests"] == fault_proxy.stats.delivered_ok  # every answered request is in the spend
+        assert spent["tokens"] == fault_proxy.stats.delivered_tokens and spent["estimated"] == 0
+        sent = [t for body in fault_proxy.stats.bodies for t in body["input"] if t not in SENTINELS]
+        assert len(sent) == len(set(sent)) == plan.chunks_to_embed  # no chunk was embedded twice
+        check_models(ws)  # the monitor's check is spend too, with its ledger row
+        assert totals(ws)["tokens"] == fault_proxy.stats.delivered_tokens
