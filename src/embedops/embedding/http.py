@@ -190,6 +190,10 @@ class OpenAIEmbedder:
         """
         return self.embed_with_usage(texts)[0]
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """A symmetric model: queries are embedded like documents."""
+        return self.embed(texts)
+
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` with the configured tokenizer (special tokens included), else an estimate."""
         return self._count(text)

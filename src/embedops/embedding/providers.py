@@ -149,7 +149,7 @@ def check_embedder_name(name: str) -> None:
         raise ConfigError(
             f"[embedders.{name}]: {name!r} cannot name a configured embedder",
             hint="use letters, digits, '.', '_' or '-', and none of the built-in names (minilm-l6, minilm-l3,"
-                 " minilm-l6-int8, hashing)",
+                 " minilm-l6-int8, wordllama-256, e5-small-multilingual, use-multilingual, hashing)",
         )
 
 

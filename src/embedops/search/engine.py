@@ -103,7 +103,7 @@ class Searcher:
         return embedder
 
     def embed_query(self, index: IndexInfo, text: str) -> np.ndarray:
-        return np.asarray(self.query_embedder(index).embed([text])[0], dtype=np.float32)
+        return np.asarray(self.query_embedder(index).embed_queries([text])[0], dtype=np.float32)
 
     def search(
         self,

@@ -21,12 +21,13 @@ from typing import Literal, cast, get_args
 import numpy as np
 
 from embedops.catalog.db import read_tx
+from embedops.embedding.base import query_hash
 from embedops.errors import SearchError
 from embedops.hashing import content_hash
 from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.vectors.base import IndexInfo
 from embedops.vectors.fts import quoted
-from embedops.vectors.sqlite import stored_embeddings
+from embedops.vectors.sqlite import space_ref, stored_embeddings
 
 SearchMode = Literal["vector", "bm25", "hybrid"]
 MODES: tuple[str, ...] = get_args(SearchMode)
@@ -78,11 +79,11 @@ def fts_query(text: str) -> str | None:
 
 
 def embed_queries(searcher: Searcher, index: IndexInfo, texts: Sequence[str]) -> np.ndarray:
-    """All query texts embedded in one call with the index's own embedder (invariant 1)."""
+    """All query texts embedded in one call with the index's own embedder, query side (invariant 1)."""
     embedder = searcher.query_embedder(index)
     if not texts:
         return np.empty((0, index.dims), dtype=np.float32)
-    return np.asarray(embedder.embed(list(texts)), dtype=np.float32)
+    return np.asarray(embedder.embed_queries(list(texts)), dtype=np.float32)
 
 
 def embed_queries_remembered(searcher: Searcher, index: IndexInfo, texts: Sequence[str]) -> np.ndarray:
@@ -91,12 +92,14 @@ def embed_queries_remembered(searcher: Searcher, index: IndexInfo, texts: Sequen
     Their vectors join the catalog's content-addressed embeddings of the index's
     space, like chunk texts, so a re-run reads them back and needs no model:
     the same text in the same space is the same vector (invariant 1 holds by the key).
+    An asymmetric space keys them apart from chunks (:func:`query_hash`).
     """
     if not texts:
         return np.empty((0, index.dims), dtype=np.float32)
-    hashes = [content_hash(t) for t in texts]
     store = searcher.store
     with read_tx(store.engine) as conn:
+        ref = space_ref(conn, index.space_key)
+        hashes = [query_hash(ref, t) if ref is not None else content_hash(t) for t in texts]
         known = stored_embeddings(conn, index.space_key, hashes)
     text_of = dict(zip(hashes, texts, strict=True))
     missing = [h for h in text_of if h not in known]
