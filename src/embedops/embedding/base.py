@@ -13,17 +13,18 @@ if TYPE_CHECKING:
 TokenCounter = Callable[[str], int]
 
 
-def query_hash(ref: EmbedderRef, text: str) -> str:
+def query_hash(ref: EmbedderRef | None, text: str) -> str:
     """The key of ``text``'s query vector among a space's content-addressed embeddings.
 
     In a symmetric space a query's vector is its text's vector: the text's
     :func:`~embedops.hashing.content_hash`, shared with chunks. An asymmetric
     space gives a query another vector than the same text as a document, so
-    its query vectors get keys of their own.
+    its query vectors get keys of their own. ``ref`` ``None`` (a space the catalog does not hold yet):
+    the text's hash, since no vector of it can be stored.
     """
     from embedops.hashing import content_hash
 
-    return content_hash("\x00query\x00" + text) if ref.asymmetric else content_hash(text)
+    return content_hash("\x00query\x00" + text) if ref is not None and ref.asymmetric else content_hash(text)
 
 
 class TokenSource(Protocol):

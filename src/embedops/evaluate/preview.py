@@ -116,11 +116,10 @@ def _new_side(engine: sa.Engine, embedder: Embedder, chunker: Chunker,
 def _embed_queries(engine: sa.Engine, embedder: Callable[[], Embedder], space_key: str, texts: list[str]) -> np.ndarray:
     """Query vectors from the catalog's content-addressed cache where present (read only), else embedded."""
     from embedops.embedding.base import query_hash
-    from embedops.hashing import content_hash
 
     with read_tx(engine) as conn:
         ref = space_ref(conn, space_key)
-        hashes = [query_hash(ref, t) if ref is not None else content_hash(t) for t in texts]
+        hashes = [query_hash(ref, t) for t in texts]
         known = stored_embeddings(conn, space_key, hashes)
     todo = [i for i, h in enumerate(hashes) if h not in known]
     if todo:

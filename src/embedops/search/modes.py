@@ -23,7 +23,6 @@ import numpy as np
 from embedops.catalog.db import read_tx
 from embedops.embedding.base import query_hash
 from embedops.errors import SearchError
-from embedops.hashing import content_hash
 from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.vectors.base import IndexInfo
 from embedops.vectors.fts import quoted
@@ -99,7 +98,7 @@ def embed_queries_remembered(searcher: Searcher, index: IndexInfo, texts: Sequen
     store = searcher.store
     with read_tx(store.engine) as conn:
         ref = space_ref(conn, index.space_key)
-        hashes = [query_hash(ref, t) if ref is not None else content_hash(t) for t in texts]
+        hashes = [query_hash(ref, t) for t in texts]
         known = stored_embeddings(conn, index.space_key, hashes)
     text_of = dict(zip(hashes, texts, strict=True))
     missing = [h for h in text_of if h not in known]
