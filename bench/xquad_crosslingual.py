@@ -20,8 +20,10 @@ corpora, BM25, hybrid, the mixed set segmented by detected language).
 
 ``--queries N`` keeps N questions per language (the same ids in every language,
 seeded); ``--paragraphs N`` keeps N paragraphs per language in the migration's
-corpus (and their questions). Throughput on the 2-core machine: e5 ~35 questions/s
-and ~5 paragraphs/s, minilm-l6 ~40 paragraphs/s, USE ~300 texts/s.
+corpus (and their questions). Throughput measured on the shared 2-core machine (load
+average ~10), XQuAD paragraphs (~155 e5 tokens) / questions per second: e5 0.8 / 10,
+minilm-l6 2.6 / 15, USE 7 / 120; hence the flags (docs/benchmarks.md gives the figures
+of ``--queries 300 --paragraphs 60``).
 
 Run: ``.venv/bin/python bench/xquad_crosslingual.py [--data ../shared/data/xquad] [--part models --part migration]``
 """

@@ -191,8 +191,8 @@ class OpenAIEmbedder:
         return self.embed_with_usage(texts)[0]
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """A symmetric model: queries are embedded like documents."""
-        return self.embed(texts)
+        """Query vectors: each text after ``query_prompt`` (if set); else as :meth:`embed`."""
+        return self.embed_with_usage(texts, query=True)[0]
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` with the configured tokenizer (special tokens included), else an estimate."""
@@ -211,8 +211,10 @@ class OpenAIEmbedder:
         with self._lock:
             return self._usage.copy()
 
-    def embed_with_usage(self, texts: Sequence[str]) -> tuple[np.ndarray, Usage]:
-        texts = list(texts)
+    def embed_with_usage(self, texts: Sequence[str], *, query: bool = False) -> tuple[np.ndarray, Usage]:
+        """Vectors and this call's usage; documents after ``document_prompt``, queries (``query``) after ``query_prompt``."""
+        prompt = self.ref.query_prompt if query else self.ref.document_prompt
+        texts = [prompt + t if t.strip() else t for t in texts] if prompt else list(texts)
         meter = _Meter(self._usage, self._lock)
         meter.count(calls=1, inputs=len(texts))
         out = np.empty((len(texts), self.ref.dims), dtype=np.float32)
