@@ -136,6 +136,15 @@ def test_search_and_eval_embed_queries_with_the_query_side(tmp_path: Path) -> No
     assert query_hash(space, twin) != content_hash(twin)
     assert np.allclose(stored[content_hash(twin)], model.embed([twin])[0], atol=1e-5)  # still the passage vector
     assert np.allclose(stored[query_hash(space, twin)], model.embed_queries([twin])[0], atol=1e-5)
+    # The integrations ask with the query side too, and embed documents with the passage side.
+    from embedops.integrations.binding import AliasBinding
+    from embedops.integrations.langchain import EmbedopsEmbeddings
+    from embedops.integrations.llama_index import EmbedopsEmbedding
+
+    binding = AliasBinding(ws)
+    assert np.allclose(EmbedopsEmbeddings(binding).embed_query(twin), model.embed_queries([twin])[0], atol=1e-5)
+    assert np.allclose(EmbedopsEmbeddings(binding).embed_documents([twin])[0], model.embed([twin])[0], atol=1e-5)
+    assert np.allclose(EmbedopsEmbedding(binding).get_query_embedding(twin), model.embed_queries([twin])[0], atol=1e-5)
     ws.close()
 
 
