@@ -69,7 +69,8 @@ def test_multilingual_models_declare_their_space_languages_and_prompts() -> None
     assert (e5.dims, e5.max_tokens, e5.query_prompt, e5.document_prompt) == (384, 512, "query: ", "passage: ")
     assert e5.asymmetric and not use.asymmetric and use.dims == 512
     assert {"en", "de", "es", "zh", "sw"} <= set(e5.languages or ()) and len(e5.languages or ()) >= 90
-    assert set(use.languages or ()) == set(["ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th", "tr", "zh"])
+    assert set(use.languages or ()) == {"ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th", "tr",
+                                        "zh"}
     assert [describe_embedder(n).languages for n in ("minilm-l6", "minilm-l3", "minilm-l6-int8", "wordllama-256")] \
         == [("en",)] * 4
     assert describe_embedder("hashing").extra["languages"] == "any" and describe_embedder("hashing").languages is None
