@@ -163,7 +163,8 @@ def test_out_of_range_hashing_parameters() -> None:
 
 
 def test_embedder_names() -> None:
-    assert embedder_names() == ["minilm-l6", "minilm-l3", "minilm-l6-int8", "wordllama-256", "hashing"]
+    assert embedder_names() == ["minilm-l6", "minilm-l3", "minilm-l6-int8", "wordllama-256", "e5-small-multilingual",
+                                "use-multilingual", "hashing"]
 
 
 # --- generic paths -----------------------------------------------------------------------

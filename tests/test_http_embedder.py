@@ -21,6 +21,7 @@ from embedops.embedding.providers import declared_ref, parse_embedder_config
 from embedops.embedding.ratelimit import RateLimiter, RetryPolicy, parse_retry_after
 from embedops.embedding.registry import describe_embedder, load_embedder
 from embedops.errors import ConfigError, InputsRejected, ProviderRefused, ProviderUnavailable
+from embedops.refs import EmbedderRef
 from tests.http_doubles import SERVED_MODEL, FaultProxy, InfinityServer
 
 # What the proxy injected → the retry cause the embedder counts for it.
@@ -153,6 +154,29 @@ def test_infinity_agrees_with_the_local_model(infinity: InfinityServer) -> None:
         assert remote.count_tokens(SENTINELS[4]) == load_embedder("minilm-l6").count_tokens(SENTINELS[4])
     finally:
         remote.close()
+
+
+def test_prompts_are_part_of_an_http_space() -> None:
+    def ref(**over: Any) -> EmbedderRef:
+        raw = {"kind": "openai", "model": "e5", "base_url": "http://127.0.0.1:7997", "dimensions": 384, **over}
+        return describe_embedder("e5", {"e5": parse_embedder_config("e5", raw)})
+
+    base, prompted = ref(), ref(query_prompt="query: ", document_prompt="passage: ")
+    assert not base.asymmetric and prompted.asymmetric and prompted.key != base.key
+    assert ref(query_prompt="query: ", document_prompt="document: ").key != prompted.key
+    with pytest.raises(ConfigError, match="query_prompt must be a string"):
+        ref(query_prompt=3)
+
+
+def test_queries_and_documents_are_sent_after_their_prompts(fault_proxy: FaultProxy) -> None:
+    remote = embedder(fault_proxy.url, query_prompt="query: ", document_prompt="passage: ")
+    try:
+        docs, queries = remote.embed(["a cell divides", "orbit of a planet"]), remote.embed_queries(["cell"])
+    finally:
+        remote.close()
+    sent = [t for b in fault_proxy.stats.bodies for t in b["input"]]
+    assert sorted(sent) == ["passage: a cell divides", "passage: orbit of a planet", "query: cell"]
+    assert docs.shape == (2, 384) and queries.shape == (1, 384)
 
 
 def test_requests_carry_the_protocol_fields_and_respect_batch_limits(fault_proxy: FaultProxy) -> None:

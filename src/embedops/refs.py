@@ -39,9 +39,23 @@ class ChunkerRef:
         return self.key
 
 
+#: Fields of an :class:`EmbedderRef` that join its key only when set, so spaces declared before they
+#: existed keep their keys (and their vectors).
+_KEYED_WHEN_SET = ("query_prompt", "document_prompt")
+
+
 @dataclass(frozen=True)
 class EmbedderRef:
-    """What defines a vector space (fingerprint excluded: it is measured, not declared)."""
+    """What defines a vector space (fingerprint excluded: it is measured, not declared).
+
+    ``query_prompt``/``document_prompt``: the texts an asymmetric model puts before a query and
+    before a document (e5: ``"query: "``/``"passage: "``). They are part of the space: the same
+    weights with another prompt make other vectors, so a prompt change is a migration. Both
+    empty: a symmetric model, queries and documents embedded alike.
+
+    >>> EmbedderRef("p", "m", "r", 8).key == EmbedderRef("p", "m", "r", 8, query_prompt="query: ").key
+    False
+    """
 
     provider: str
     model: str
@@ -51,11 +65,24 @@ class EmbedderRef:
     normalized: bool = True
     max_tokens: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    query_prompt: str = ""
+    document_prompt: str = ""
+
+    @property
+    def asymmetric(self) -> bool:
+        """Whether queries and documents are embedded differently (query side vs document side)."""
+        return self.query_prompt != self.document_prompt
+
+    @property
+    def languages(self) -> tuple[str, ...] | None:
+        """ISO 639-1 codes the model was trained for, from its metadata; ``None``: any or unknown."""
+        declared = self.extra.get("languages")
+        return tuple(declared) if isinstance(declared, (list, tuple)) else None
 
     @property
     def key(self) -> str:
         """The space id stored on every vector, e.g. ``onnx:paraphrase-MiniLM-L3-v2@1a2b3c#5d6e``."""
-        decl = {k: v for k, v in asdict(self).items() if k != "extra"}
+        decl = {k: v for k, v in asdict(self).items() if k != "extra" and (k not in _KEYED_WHEN_SET or v)}
         return f"{self.provider}:{self.model}@{self.revision}#{params_hash(decl)}"
 
     def to_dict(self) -> dict[str, Any]:

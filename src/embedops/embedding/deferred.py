@@ -36,5 +36,10 @@ class DeferredEmbedder:
             self._model = self._load()
         return self._model.embed(texts)
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        if self._model is None:
+            self._model = self._load()
+        return self._model.embed_queries(texts)
+
     def count_tokens(self, text: str) -> int:
         return self._tokens.count_tokens(text)

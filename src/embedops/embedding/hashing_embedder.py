@@ -173,6 +173,10 @@ class HashingEmbedder:
             out[lo : lo + step] = self._embed_batch(texts[lo : lo + step])
         return out
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """A symmetric model: queries are embedded like documents."""
+        return self.embed(texts)
+
     def count_tokens(self, text: str) -> int:
         """Number of lowercased regex words (``\\w+``) in ``text``, as ``embed`` sees them."""
         return len(_WORD.findall(text.lower()))
@@ -244,5 +248,6 @@ def hashing_ref(dims: int, seed: int, *, name: str | None = None) -> EmbedderRef
         metric="cosine",
         normalized=True,
         max_tokens=None,
-        extra={"name": name or f"hashing:dims={dims},seed={seed}", "seed": seed},
+        # Words and character trigrams of any script: no language is favoured (nor understood).
+        extra={"name": name or f"hashing:dims={dims},seed={seed}", "seed": seed, "languages": "any"},
     )

@@ -195,6 +195,10 @@ class OpenAIEmbedder:
         """
         return self.embed_with_usage(texts)[0]
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors: each text after ``query_prompt`` (if set); else as :meth:`embed`."""
+        return self.embed_with_usage(texts, query=True)[0]
+
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` with the configured tokenizer (special tokens included), else an estimate."""
         return self._count(text)
@@ -212,9 +216,12 @@ class OpenAIEmbedder:
         with self._lock:
             return self._usage.copy()
 
-    def embed_with_usage(self, texts: Sequence[str]) -> tuple[np.ndarray, Usage]:
-        """``embed``, with this call's share of the usage; an :class:`EmbeddingError` it raises carries that
-        share as ``usage`` (refused inputs and failed retries were still billed)."""
+    def embed_with_usage(self, texts: Sequence[str], *, query: bool = False) -> tuple[np.ndarray, Usage]:
+        """``embed`` (documents after ``document_prompt``; queries, with ``query``, after ``query_prompt``), with
+        this call's share of the usage; an :class:`EmbeddingError` it raises carries that share as ``usage``
+        (refused inputs and failed retries were still billed)."""
+        prompt = self.ref.query_prompt if query else self.ref.document_prompt
+        texts = [prompt + t if t.strip() else t for t in texts] if prompt else list(texts)
         meter = _Meter(self._usage, self._lock)
         try:
             return self._embed_metered(list(texts), meter)

@@ -224,6 +224,10 @@ class OnnxEmbedder:
             out[rows] = vectors
         return out
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """A symmetric model: queries are embedded like documents."""
+        return self.embed(texts)
+
     def count_tokens(self, text: str) -> int:
         """Model tokens in ``text``, special tokens included, without truncation."""
         if len(text) > _COUNT_CACHE_TEXT_MAX:

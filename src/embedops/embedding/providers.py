@@ -57,6 +57,9 @@ class OpenAIConfig:
     timeout: float = 60.0
     max_retries: int = 6
     tokenizer: str | None = None
+    # Put before each query / each document (an asymmetric model behind the server: e5, bge, nomic).
+    query_prompt: str | None = None
+    document_prompt: str | None = None
     kind: Literal["openai"] = "openai"
     # Where a relative tokenizer path is read from (the workspace); not written back.
     base_dir: str | None = dataclasses.field(default=None, compare=False, repr=False)
@@ -137,6 +140,9 @@ def _check_values(where: str, data: dict[str, Any]) -> None:
         check_base_url(where, data["base_url"])
     if data.get("api_key_env") is not None:
         check_key_env(where, data["api_key_env"])
+    for key in ("query_prompt", "document_prompt"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ConfigError(f"{where}: {key} must be a string (got {data[key]!r})", hint=f'e.g. {key} = "query: "')
     if data.get("tokenizer") is not None and not isinstance(data["tokenizer"], str):
         raise ConfigError(f"{where}: tokenizer must be {BERT_UNCASED!r} or a path to a tokenizer.json")
 
@@ -149,7 +155,7 @@ def check_embedder_name(name: str) -> None:
         raise ConfigError(
             f"[embedders.{name}]: {name!r} cannot name a configured embedder",
             hint="use letters, digits, '.', '_' or '-', and none of the built-in names (minilm-l6, minilm-l3,"
-                 " minilm-l6-int8, hashing)",
+                 " minilm-l6-int8, wordllama-256, e5-small-multilingual, use-multilingual, hashing)",
         )
 
 
@@ -178,7 +184,7 @@ def space_host(base_url: str) -> str:
 
 
 def declared_ref(config: EmbedderConfig, dims: int) -> EmbedderRef:
-    """The space of an HTTP embedder: provider kind, model, host (as revision) and dimensions."""
+    """The space of an HTTP embedder: provider kind, model, host (as revision), dimensions and prompts."""
     return EmbedderRef(
         provider=config.kind,
         model=config.model,
@@ -188,6 +194,8 @@ def declared_ref(config: EmbedderConfig, dims: int) -> EmbedderRef:
         normalized=True,
         max_tokens=None,
         extra={"name": config.name, "host": config.host, "kind": config.kind},
+        query_prompt=config.query_prompt or "",
+        document_prompt=config.document_prompt or "",
     )
 
 

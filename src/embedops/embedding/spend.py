@@ -100,17 +100,19 @@ def usage_spend(usage: Any, price: float | None) -> Spend:
                  cost=cost_of(tokens, price))
 
 
-def embed_metered(embedder: Embedder, texts: Sequence[str], price: float | None, into: Spend) -> np.ndarray:
-    """``embedder.embed(texts)``, adding what it cost to ``into`` (also when it raises: a refused or failed
-    call was billed for what the provider did). In-process models make no request; their tokens are counted."""
+def embed_metered(embedder: Embedder, texts: Sequence[str], price: float | None, into: Spend, *,
+                  query: bool = False) -> np.ndarray:
+    """``embedder.embed(texts)`` (``query``: ``embed_queries``, the query side of an asymmetric model), adding what
+    it cost to ``into`` (also when it raises: a refused or failed call was billed for what the provider did).
+    In-process models make no request; their tokens are counted."""
     with_usage = getattr(embedder, "embed_with_usage", None)
     if with_usage is None:
-        vectors = embedder.embed(texts)
+        vectors = embedder.embed_queries(texts) if query else embedder.embed(texts)
         n = count_tokens(embedder, texts)
         into.add(Spend(tokens=n, estimated_tokens=n, cost=cost_of(n, price)))
         return vectors
     try:
-        vectors, usage = with_usage(texts)
+        vectors, usage = with_usage(texts, query=True) if query else with_usage(texts)
     except EmbeddingError as exc:
         if exc.usage is not None:
             into.add(usage_spend(exc.usage, price))

@@ -50,5 +50,9 @@ class WordLlamaEmbedder:
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         return np.asarray(vecs / np.where(norms > 0, norms, 1.0), dtype=np.float32)
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """A symmetric model: queries are embedded like documents."""
+        return self.embed(texts)
+
     def count_tokens(self, text: str) -> int:
         return len(self._model.tokenizer.encode(text, add_special_tokens=False).ids)

@@ -29,7 +29,7 @@ from embedops.evaluate.runner import CHUNKS_PER_DOC
 from embedops.evaluate.store import EvalSetData, load_evalset
 from embedops.migrate.gate import BoundEvalSet, EvalEvidence, GateConfig, SegmentEvidence
 from embedops.vectors.base import IndexInfo
-from embedops.vectors.sqlite import stored_embeddings
+from embedops.vectors.sqlite import space_ref, stored_embeddings
 
 N_BOOT = 10_000
 
@@ -115,14 +115,15 @@ def _new_side(engine: sa.Engine, embedder: Embedder, chunker: Chunker,
 
 def _embed_queries(engine: sa.Engine, embedder: Callable[[], Embedder], space_key: str, texts: list[str]) -> np.ndarray:
     """Query vectors from the catalog's content-addressed cache where present (read only), else embedded."""
-    from embedops.hashing import content_hash
+    from embedops.embedding.base import query_hash
 
-    hashes = [content_hash(t) for t in texts]
     with read_tx(engine) as conn:
+        ref = space_ref(conn, space_key)
+        hashes = [query_hash(ref, t) for t in texts]
         known = stored_embeddings(conn, space_key, hashes)
     todo = [i for i, h in enumerate(hashes) if h not in known]
     if todo:
-        fresh = np.asarray(embedder().embed([texts[i] for i in todo]), np.float32)
+        fresh = np.asarray(embedder().embed_queries([texts[i] for i in todo]), np.float32)
         known.update((hashes[i], vec) for i, vec in zip(todo, fresh, strict=True))
     return _unit_rows(np.stack([known[h] for h in hashes]))
 

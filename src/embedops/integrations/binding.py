@@ -153,10 +153,16 @@ class AliasBinding:
         return embedder
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """``texts`` embedded with the alias's own model, one float32 row each."""
+        """``texts`` embedded as documents with the alias's own model, one float32 row each."""
         if not texts:
             return np.empty((0, 0), dtype=np.float32)
         return np.asarray(self.embedder().embed(list(texts)), dtype=np.float32)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """``texts`` embedded as queries (the query side of an asymmetric model), one float32 row each."""
+        if not texts:
+            return np.empty((0, 0), dtype=np.float32)
+        return np.asarray(self.embedder().embed_queries(list(texts)), dtype=np.float32)
 
     def search(self, query: str | None = None, *, vector: Sequence[float] | np.ndarray | None = None, k: int = 4,
                filters: Filters | None = None, mode: str = "vector") -> list[Hit]:

@@ -55,7 +55,7 @@ class EmbedopsEmbeddings(Embeddings):
         return [[float(x) for x in row] for row in self._binding.embed(texts)]
 
     def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
+        return [float(x) for x in self._binding.embed_queries([text])[0]]
 
 
 def parse_filter(filter: Mapping[str, Any] | None) -> Filters | None:

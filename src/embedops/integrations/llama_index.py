@@ -72,7 +72,7 @@ class EmbedopsEmbedding(BaseEmbedding):
         return self._binding.embedder().ref.key
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        return self._get_text_embeddings([query])[0]
+        return [float(x) for x in self._binding.embed_queries([query])[0]]
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
         return self._get_query_embedding(query)

@@ -146,6 +146,23 @@ def _coverage(ws: Workspace, fresh: bool) -> Outcome:
     return report.status, summary + (f": {report.reason}" if report.reason else ""), report.to_dict()
 
 
+def _languages(ws: Workspace, fresh: bool) -> Outcome:
+    from embedops.monitor.languages import check_languages
+
+    reports = check_languages(ws)
+    details = {"indexes": [r.to_dict() for r in reports]}
+    judged = [r for r in reports if r.status != "skip"]
+    if not judged:
+        return "skip", "; ".join(f"{r.index}: {r.reason}" for r in reports) or "no index yet", details
+    parts = []
+    for r in judged:
+        langs = ", ".join(f"{lang} {share:.0%}" for lang, share in r.outside.items())
+        trained = ", ".join(r.trained) if isinstance(r.trained, list) and len(r.trained) <= 5 else f"{len(r.trained or [])} languages"
+        parts.append(f"{r.index} ({r.embedder}, trained for {trained}): {r.outside_share:.0%} of {r.sampled} sampled chunks"
+                     f" in other languages" + (f" ({langs})" if langs else ""))
+    return ("warn" if any(r.status == "warn" for r in judged) else "ok"), "; ".join(parts), details
+
+
 CHECKS: dict[str, CheckSpec] = {
     spec.name: spec
     for spec in (
@@ -183,6 +200,14 @@ CHECKS: dict[str, CheckSpec] = {
             " real traffic.",
             "add queries like the listed clusters to an eval set and `embedops eval import` it",
             _coverage,
+        ),
+        CheckSpec(
+            "languages",
+            "more than language_max_share of a sample of the index's chunks is in languages its embedder was not"
+            " trained for (the model's metadata lists them): those documents are embedded poorly and found rarely.",
+            "`embedops migrate plan --to e5-small-multilingual` (or use-multilingual), then `embedops eval run NAME"
+            " --segment-by language` to see the gain per language",
+            _languages,
         ),
     )
 }

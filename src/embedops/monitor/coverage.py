@@ -93,7 +93,7 @@ def check_coverage(ws: Workspace, *, alias: str | None = None, now: float | None
     if len(logged) < MIN_QUERIES:
         base.reason = f"{len(logged)} logged queries in the window; at least {MIN_QUERIES} are needed"
         return base
-    eval_vectors = _unit(np.asarray(ws.embedder_for(index).embed(texts), dtype=np.float32))
+    eval_vectors = _unit(np.asarray(ws.embedder_for(index).embed_queries(texts), dtype=np.float32))
     return _report(base, _unit(logged.vectors), logged.texts, eval_vectors, max(i.created_at for i in bound), ws, now)
 
 

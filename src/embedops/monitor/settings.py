@@ -18,7 +18,7 @@ from typing import Any
 
 from embedops.errors import ConfigError
 
-CHECK_NAMES: tuple[str, ...] = ("freshness", "fingerprint", "drift", "canary", "coverage")
+CHECK_NAMES: tuple[str, ...] = ("freshness", "fingerprint", "drift", "canary", "coverage", "languages")
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -79,6 +79,9 @@ class MonitorSettings:
     coverage_min_similarity: float = 0.6
     coverage_max_uncovered: float = 0.5
     coverage_max_age: str = "180d"
+    # corpus languages vs the embedder's
+    language_sample: int = 300
+    language_max_share: float = 0.05
     # the monitor loop
     every: str = "5m"
 
@@ -123,8 +126,10 @@ class MonitorSettings:
         _between("coverage_min_similarity", self.coverage_min_similarity, -1.0, 1.0)
         _between("coverage_max_uncovered", self.coverage_max_uncovered, 0.0, 1.0)
         _between("canary_max_drop", self.canary_max_drop, 0.0, 1.0)
+        _between("language_max_share", self.language_max_share, 0.0, 1.0)
         _between("drift_min_mmd", self.drift_min_mmd, 0.0, 4.0)
-        for name in ("probe_size", "probe_k", "drift_sample", "drift_min_samples", "drift_permutations", "canary_k"):
+        for name in ("probe_size", "probe_k", "drift_sample", "drift_min_samples", "drift_permutations", "canary_k",
+                     "language_sample"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"[monitor] {name} must be a positive integer (got {value!r})")

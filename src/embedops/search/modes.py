@@ -25,12 +25,12 @@ from embedops.catalog.ledger import write_ledger
 from embedops.embedding.spend import (
     Job, Limits, Line, cache_saving, check_prices, check_whole, cost_of, count_tokens, embed_metered, record,
 )
+from embedops.embedding.base import query_hash
 from embedops.errors import SearchError
-from embedops.hashing import content_hash
 from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.vectors.base import IndexInfo
 from embedops.vectors.fts import quoted
-from embedops.vectors.sqlite import stored_embeddings
+from embedops.vectors.sqlite import space_ref, stored_embeddings
 
 SearchMode = Literal["vector", "bm25", "hybrid"]
 MODES: tuple[str, ...] = get_args(SearchMode)
@@ -82,7 +82,7 @@ def fts_query(text: str) -> str | None:
 
 
 def embed_queries(searcher: Searcher, index: IndexInfo, texts: Sequence[str]) -> np.ndarray:
-    """All query texts embedded in one call with the index's own embedder (invariant 1)."""
+    """All query texts embedded in one call with the index's own embedder, query side (invariant 1)."""
     if not texts:
         return np.empty((0, index.dims), dtype=np.float32)
     return searcher.embed_queries(index, list(texts))
@@ -97,12 +97,14 @@ def embed_queries_remembered(searcher: Searcher, index: IndexInfo, texts: Sequen
     space, like chunk texts, so a re-run reads them back and needs no model:
     the same text in the same space is the same vector (invariant 1 holds by the key).
     ``limits`` refuse (:class:`BudgetExceeded`) queries whose embedding would cost more than they allow.
+    An asymmetric space keys them apart from chunks (:func:`query_hash`).
     """
     if not texts:
         return np.empty((0, index.dims), dtype=np.float32)
-    hashes = [content_hash(t) for t in texts]
     store = searcher.store
     with read_tx(store.engine) as conn:
+        ref = space_ref(conn, index.space_key)
+        hashes = [query_hash(ref, t) for t in texts]
         known = stored_embeddings(conn, index.space_key, hashes)
     text_of = dict(zip(hashes, texts, strict=True))
     missing = [h for h in text_of if h not in known]
@@ -114,7 +116,8 @@ def embed_queries_remembered(searcher: Searcher, index: IndexInfo, texts: Sequen
             check_prices(limits, {index.embedder: price}, command)
             check_whole(limits, cost_of(count_tokens(embedder, (text_of[h] for h in missing)), price), command)
         spend = cache_saving(embedder, [text_of[h] for h in text_of if h in known], price)
-        fresh = np.asarray(embed_metered(embedder, [text_of[h] for h in missing], price, spend), dtype=np.float32)
+        fresh = np.asarray(embed_metered(embedder, [text_of[h] for h in missing], price, spend, query=True),
+                           dtype=np.float32)
         with store.engine.begin() as conn:
             store.put_embeddings(conn, index.space_key, dict(zip(missing, fresh, strict=True)))
             ledger_id = write_ledger(conn, "queries.embed", index=index.id, queries=len(missing), job=job.id)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.errors import SearchError, SpaceMismatch
+from embedops.refs import EmbedderRef
 from embedops.vectors.ann import AnnIndex, compaction_due, read_vectors, top_k_exact
 from embedops.vectors.maintain import AnnMaintainer
 from embedops.vectors.base import Capabilities, Hit, IndexInfo, VectorRow
@@ -88,6 +89,12 @@ def delete_chunk_vectors(conn: sa.Connection, chunk_ids: Sequence[int]) -> int:
         assert result.rowcount == len(gone)
         deleted += len(gone)
     return deleted
+
+
+def space_ref(conn: sa.Connection, space_key: str) -> EmbedderRef | None:
+    """The declared identity the catalog registered ``space_key`` with (``None``: not registered)."""
+    data = conn.execute(sa.select(schema.spaces.c.ref).where(schema.spaces.c.key == space_key)).scalar()
+    return EmbedderRef.from_dict(dict(data)) if data is not None else None
 
 
 def stored_embeddings(conn: sa.Connection, space_key: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
