@@ -169,7 +169,9 @@ def check_recorder(engine: sa.Engine, index_id: str, space_key: str, embedder: s
     """A callback recording what a sentinel check of an index's model cost: a ``model.verify`` ledger row and its
     spend row. It also runs on the query path (a process's first query): a catalog refusing the write is logged."""
     def record_check(spend: Spend) -> None:
-        if spend.empty:
+        # An in-process model's check makes no request and costs nothing: no row (a plan, a first search
+        # in a process, must not write to the ledger for it).
+        if spend.empty or (not spend.requests and not spend.cost):
             return
         try:
             with engine.begin() as conn:
