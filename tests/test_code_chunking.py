@@ -501,7 +501,9 @@ def chunk_rows(ws: Workspace, chunker_key: str) -> list[tuple[str, str, dict[str
 def test_new_workspaces_chunk_with_auto_and_store_chunk_metadata(tmp_path: Path, database: str | None) -> None:
     write_repo(tmp_path / "repo")
     (tmp_path / "repo/src/broken.py").write_text("def f(:\n ))) ]] {{{\n" * 20, encoding="utf-8")
-    result = commands.init(tmp_path / "ws", embedder="hashing", database=database)
+    # Curation off: it would quarantine the deliberately broken file and the repetitive guide (what this
+    # test checks is how every file is chunked).
+    result = commands.init(tmp_path / "ws", embedder="hashing", database=database, curate=False)
     assert result.chunker == "auto" and 'chunker = "auto"' in (tmp_path / "ws/embedops.toml").read_text()
     with Workspace.open(tmp_path / "ws") as ws:
         ws.add_source("repo", tmp_path / "repo")
