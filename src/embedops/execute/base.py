@@ -32,6 +32,7 @@ from embedops.errors import EmbeddingError, InputsRejected, ProviderRefused, Pro
 
 if TYPE_CHECKING:
     from embedops.embedding.fingerprint import FingerprintCheck
+    from embedops.embedding.providers import EmbedderConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,11 @@ EmbedJob = Mapping[str, Mapping[str, str]]  # space key → content hash → tex
 class Model:
     """One space's model: the loaded embedder (in-process work) and how a remote worker gets the same one.
 
-    A worker loads ``name`` from the registry and, when ``fingerprint`` is set,
-    embeds the sentinel texts and compares them with it before any work: a node
-    with another model version under the same name is refused, never mixed in.
+    A worker loads ``name`` from the registry, or builds it from ``config`` (an
+    ``[embedders.NAME]`` section: an HTTP provider, which the worker's registry
+    does not know) and, when ``fingerprint`` is set, embeds the sentinel texts and
+    compares them with it before any work: a node with another model version
+    under the same name is refused, never mixed in.
     """
 
     space_key: str
@@ -57,10 +60,12 @@ class Model:
     embedder: Embedder
     fingerprint: bytes | None = None
     min_cosine: float = 0.999
+    config: EmbedderConfig | None = None
 
     @classmethod
-    def of(cls, embedder: Embedder, name: str, fingerprint: bytes | None = None, min_cosine: float = 0.999) -> Model:
-        return cls(embedder.ref.key, name, embedder, fingerprint, min_cosine)
+    def of(cls, embedder: Embedder, name: str, fingerprint: bytes | None = None, min_cosine: float = 0.999,
+           config: EmbedderConfig | None = None) -> Model:
+        return cls(embedder.ref.key, name, embedder, fingerprint, min_cosine, config)
 
     def verify(self, embedder: Embedder) -> FingerprintCheck | None:
         """Compare ``embedder`` (a worker's copy) with this space's stored fingerprint; None without one."""
