@@ -173,8 +173,8 @@ class OpenAIEmbedder:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._policy = RetryPolicy(max_retries=config.max_retries)
-        self._limiter: Limiter = limiter or RateLimiter(config.max_requests_per_minute, config.max_tokens_per_minute,
-                                                        sleep=sleep)
+        self._limiter: Limiter = limiter if limiter is not None else RateLimiter(
+            config.max_requests_per_minute, config.max_tokens_per_minute, sleep=sleep)
         self._client = _client(config, api_key)
         self._lock = threading.Lock()
         self._usage = Usage()
