@@ -153,6 +153,7 @@ class ProxyStats:
     max_in_flight: int = 0
     bodies: list[dict[str, Any]] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each POST /embeddings
 
 
 class FaultProxy:
@@ -238,6 +239,7 @@ class FaultProxy:
             self.stats.requests += 1
             self.stats.bodies.append(payload)
             self.stats.authorizations.append(headers.get("authorization"))
+            self.stats.arrivals.append(time.monotonic())
             fate = faults.draw(self._rng, self.stats.requests - 1)
         if faults.delay_seconds:
             await asyncio.sleep(faults.delay_seconds)

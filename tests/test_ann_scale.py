@@ -159,6 +159,34 @@ def test_the_recall_probe_asks_more_candidates_of_structureless_vectors() -> Non
     assert chosen["flat"] > chosen["clustered"]
 
 
+@pytest.mark.parametrize("key", ["b1", "i8:d32", "f16"])
+def test_a_storage_variants_graph_is_measured_against_exact_search_over_what_it_holds(key: str) -> None:
+    """ef_search brings a graph close to exact search over its own encoded vectors; the precision lost
+    by encoding is rescoring's business. Measured against the float neighbours, a binary graph never
+    reaches the target and would be searched at the largest ef_search."""
+    from embedops.vectors.calibrate import EF_STEPS, RecallProbe
+    from embedops.vectors.storage import Codec, StorageSpec
+
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((20, 64))
+    data = _unit(centres[rng.integers(0, 20, 4000)] + 0.3 * rng.standard_normal((4000, 64)))
+    codec = Codec(StorageSpec.parse(key), 64)
+    hnsw = ann_module.usearch_index()(ndim=codec.ndim, metric=codec.usearch_metric, dtype=codec.usearch_dtype,
+                                      connectivity=8, expansion_add=32)
+    own = RecallProbe(probes=60, encode=codec.encode, scores=codec.scores)
+    for lo in range(0, len(data), 1000):  # as AnnIndex._build reads and adds them
+        keys, encoded = np.arange(lo, lo + 1000, dtype=np.uint64), codec.ann_vectors(data[lo : lo + 1000])
+        hnsw.add(keys, encoded)
+        own.see(keys, codec.compared(encoded))
+    ef = own.ef_for(hnsw, target=0.95)
+    assert ef < EF_STEPS[-1] and own.recall(hnsw, ef) >= 0.95
+    if key == "b1":
+        floats = RecallProbe(probes=60, encode=codec.encode)  # what calibration measured before
+        for lo in range(0, len(data), 1000):
+            floats.see(np.arange(lo, lo + 1000, dtype=np.uint64), data[lo : lo + 1000])
+        assert floats.recall(hnsw, EF_STEPS[-1]) < 0.95
+
+
 def test_a_large_graph_keeps_its_measured_ef_search_across_a_reload(
     corpus_ws: tuple[Workspace, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -201,3 +201,75 @@ def test_a_ray_backfill_survives_a_killed_worker(tmp_path: Path, ray_local: Any)
     check_invariant_2(remote)
     local.close()
     remote.close()
+
+
+# -- HTTP embedders on Ray: one rate limit for the pool ------------------------------------
+def test_a_shared_limiter_holds_one_budget_and_one_pause_for_every_worker(ray_local: Any) -> None:
+    from embedops.execute.raydata import SharedRateLimiter, _SharedLimit
+
+    actor = ray_local.remote(_SharedLimit).options(num_cpus=0).remote(2, None)  # 2 requests a minute
+    slept: list[float] = []
+    one, other = SharedRateLimiter(actor), SharedRateLimiter(actor, sleep=slept.append)
+    try:
+        assert one.acquire() == 0.0 and other.acquire() == 0.0
+        assert ray_local.get(actor.try_acquire.remote(0)) > 25.0  # the pool's budget is spent, whoever asks next
+        pause = ray_local.remote(_SharedLimit).options(num_cpus=0).remote(None, None)
+        SharedRateLimiter(pause).pause(30.0)  # a Retry-After seen by one worker...
+        assert ray_local.get(pause.try_acquire.remote(0)) > 25.0  # ...holds every other back too
+        ray_local.kill(pause)
+        assert not slept
+    finally:
+        ray_local.kill(actor)
+
+
+def test_an_http_embedder_on_ray_keeps_the_sections_rate_limit_for_the_whole_pool(
+    ray_local: Any, fault_proxy: Any
+) -> None:
+    """Two actors, one budget: a limit per worker would let both send a full minute's burst at once."""
+    from embedops.embedding.providers import build, parse_embedder_config
+    from tests.test_http_sync import section
+
+    rpm = 30
+    config = parse_embedder_config("inf", section(fault_proxy.url, max_requests_per_minute=rpm, max_batch_size=1))
+    embedder = build(config)  # the driver's copy: its dimension probe is not part of the run
+    model = Model.of(embedder, "inf", config=config)
+    texts = {f"h{i}": f"document number {i} about rate limits and shared budgets" for i in range(40)}
+    jobs = [(j, {model.space_key: dict(list(texts.items())[j * 5 : j * 5 + 5])}) for j in range(8)]
+    fault_proxy.set()
+    executor = make_executor(ExecutorOptions("ray", actors=2))
+    done = {h: v for _, result in executor.stream({model.space_key: model}, jobs, expected=8)
+            for h, v in result[model.space_key].vectors.items()}
+    arrivals = sorted(fault_proxy.stats.arrivals)
+    assert len(done) == 40 and len(arrivals) == 40  # one request per text (max_batch_size 1), none lost
+    # Token bucket of the pool: at most rpm at once, then rpm per minute (+1 for clock jitter).
+    for i, t in enumerate(arrivals):
+        assert i + 1 <= rpm + (t - arrivals[0]) * rpm / 60 + 1, f"request {i + 1} at {t - arrivals[0]:.1f} s"
+    assert arrivals[-1] - arrivals[0] > (40 - rpm - 1) * 60 / rpm - 1  # the pool waited for its budget
+    expected = embedder.embed(list(texts.values()))
+    got = np.stack([done[h] for h in texts])
+    assert float(np.min(np.sum(got * expected, axis=1))) > 0.9999  # the same model's vectors
+
+
+def test_a_ray_sync_with_an_http_embedder_stores_the_local_syncs_vectors(
+    tmp_path: Path, ray_local: Any, fault_proxy: Any
+) -> None:
+    from tests.test_http_sync import http_workspace
+
+    for name in ("local", "ray"):
+        (tmp_path / name).mkdir()
+    local = http_workspace(tmp_path / "local", fault_proxy.url, docs=10)
+    remote = http_workspace(tmp_path / "ray", fault_proxy.url, docs=10)
+    try:
+        expected = local.sync()
+        result = remote.sync(executor=ExecutorOptions("ray", actors=2, batch_size=4))
+        assert result.counts.added == 10 and result.counts.embedded == expected.counts.embedded > 0
+        mine, theirs = _vectors(remote), _vectors(local)
+        assert sorted(mine) == sorted(theirs)
+        for h, blob in mine.items():  # infinity batches concurrent requests together: equal to float rounding
+            assert float(np.frombuffer(blob, np.float32) @ np.frombuffer(theirs[h], np.float32)) > 0.9999
+        rows, distinct = _vector_rows(remote)
+        assert rows == distinct == _vector_rows(local)[0]
+        check_invariant_2(remote)
+    finally:
+        local.close()
+        remote.close()

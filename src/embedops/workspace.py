@@ -383,15 +383,17 @@ class Workspace:
         return Target(index, chunker, embedder, self.settings.price(index.embedder))
 
     def executor_models(self, targets: Sequence[Target]) -> dict[str, Model]:
-        """Each target's model as a remote worker loads it: registry name, and the space's stored
-        fingerprint (when ``[monitor] verify_model`` is on) for the worker to verify its copy against."""
+        """Each target's model as a remote worker loads it: registry name (with its ``[embedders.NAME]``
+        section, for an HTTP provider), and the space's stored fingerprint (when ``[monitor] verify_model``
+        is on) for the worker to verify its copy against."""
         sp = schema.spaces
         keys = [t.index.space_key for t in targets]
         with read_tx(self.engine) as conn:
             stored = dict(conn.execute(sa.select(sp.c.key, sp.c.fingerprint).where(sp.c.key.in_(keys))).all())
         check = self.settings.monitor.verify_model
         return {t.index.space_key: Model.of(t.embedder, t.index.embedder, stored.get(t.index.space_key) if check else None,
-                                            self.settings.monitor.fingerprint_min_cosine, t.price) for t in targets}
+                                            self.settings.monitor.fingerprint_min_cosine, t.price,
+                                            self.settings.embedders.get(t.index.embedder)) for t in targets}
 
     def configured_target(self) -> tuple[Embedder, Chunker]:
         embedder = self.embedder(self.settings.embedder)

@@ -33,13 +33,8 @@ import numpy as np
 
 from embedops.chunking.tokens import count_regex_tokens
 from embedops.embedding.providers import EmbedderConfig, declared_ref
-from embedops.embedding.ratelimit import RateLimiter, RetryPolicy, parse_retry_after
-from embedops.errors import (
-    EmbeddingError,
-    InputsRejected,
-    ProviderRefused,
-    ProviderUnavailable,
-)
+from embedops.embedding.ratelimit import Limiter, RateLimiter, RetryPolicy, parse_retry_after
+from embedops.errors import EmbeddingError, InputsRejected, ProviderRefused, ProviderUnavailable
 
 # Connections that cannot be opened are retried by httpx's transport before our own backoff sees them.
 CONNECT_RETRIES = 2
@@ -157,7 +152,10 @@ class OpenAIEmbedder:
     ``usage`` is the running total since the embedder was built;
     ``embed_with_usage`` returns one call's share. The API key comes in as an
     argument (read from the environment by the caller) and lives only in the
-    HTTP client's headers.
+    HTTP client's headers. ``limiter`` paces the requests (default: the
+    section's per-minute budgets, for this embedder alone; a Ray worker passes
+    one shared by every worker). ``dims``: the space's dimensions when the
+    caller knows them (a Ray worker), which spares the probe request.
     """
 
     def __init__(
@@ -167,18 +165,21 @@ class OpenAIEmbedder:
         api_key: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        limiter: Limiter | None = None,
+        dims: int | None = None,
     ) -> None:
         self.config = config
         self.tokenizer_name, self._count = _token_counter(config)
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._policy = RetryPolicy(max_retries=config.max_retries)
-        self._limiter = RateLimiter(config.max_requests_per_minute, config.max_tokens_per_minute, sleep=sleep)
+        self._limiter: Limiter = limiter if limiter is not None else RateLimiter(
+            config.max_requests_per_minute, config.max_tokens_per_minute, sleep=sleep)
         self._client = _client(config, api_key)
         self._lock = threading.Lock()
         self._usage = Usage()
         self._pool: ThreadPoolExecutor | None = None
-        self._dims = config.dimensions
+        self._dims = config.dimensions or dims
         if self._dims is None:
             # The provider's default dimension is only known by asking: one tiny request.
             self._dims = int(self._request([_PROBE_TEXT], _Meter(self._usage, self._lock)).shape[1])

@@ -28,6 +28,7 @@ from embedops.refs import EmbedderRef
 
 if TYPE_CHECKING:
     from embedops.embedding.http import OpenAIEmbedder
+    from embedops.embedding.ratelimit import Limiter
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
@@ -213,11 +214,12 @@ def api_key(config: EmbedderConfig) -> str | None:
     return value
 
 
-def build(config: EmbedderConfig) -> OpenAIEmbedder:
-    """The live embedder for a section (imports httpx; a probe request when ``dimensions`` is not set)."""
+def build(config: EmbedderConfig, *, limiter: Limiter | None = None, dims: int | None = None) -> OpenAIEmbedder:
+    """The live embedder for a section (imports httpx; a probe request when neither ``dimensions`` nor
+    ``dims`` is set). ``limiter``: one shared with other workers (a Ray run), else the embedder's own."""
     from embedops.embedding.http import OpenAIEmbedder
 
-    return OpenAIEmbedder(config, api_key=api_key(config))
+    return OpenAIEmbedder(config, api_key=api_key(config), limiter=limiter, dims=dims)
 
 
 def section_for_model(model: str, *, base_url: str | None, api_key_env: str | None) -> EmbedderConfig:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
 
 @dataclass
@@ -67,18 +68,26 @@ class RateLimiter:
 
     def acquire(self, tokens: int = 0) -> float:
         waited = 0.0
-        while True:
-            with self._lock:
-                delay = self._delay(tokens)
-                if delay <= 0:
-                    if self._requests:
-                        self._requests.level -= 1
-                    if self._tokens:
-                        self._tokens.level -= tokens
-                    return waited
+        while (delay := self.try_acquire(tokens)) > 0:
             # Sleep outside the lock; re-check after, since another thread may have taken the budget.
             self._sleep(delay)
             waited += delay
+        return waited
+
+    def try_acquire(self, tokens: int = 0) -> float:
+        """Take one request and ``tokens`` now and return 0.0, or take nothing and return the seconds to wait.
+
+        The non-blocking half of ``acquire``: a limiter shared by processes (a Ray actor) answers
+        this, and each caller sleeps on its own side."""
+        with self._lock:
+            delay = self._delay(tokens)
+            if delay > 0:
+                return delay
+            if self._requests:
+                self._requests.level -= 1
+            if self._tokens:
+                self._tokens.level -= tokens
+            return 0.0
 
     def _delay(self, tokens: int) -> float:
         now = self._now()
@@ -99,6 +108,17 @@ class RateLimiter:
         """No request from any thread for ``seconds`` (the provider said so with ``Retry-After``)."""
         with self._lock:
             self._paused_until = max(self._paused_until, self._now() + seconds)
+
+
+class Limiter(Protocol):
+    """What an HTTP embedder paces its requests with: a :class:`RateLimiter` in this process, or a
+    proxy to one shared by every worker of a Ray run (``execute/raydata.py``)."""
+
+    def acquire(self, tokens: int = 0) -> float: ...
+
+    def settle(self, extra_tokens: int) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True)

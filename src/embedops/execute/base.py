@@ -33,6 +33,7 @@ from embedops.errors import EmbeddingError, InputsRejected, ProviderRefused, Pro
 
 if TYPE_CHECKING:
     from embedops.embedding.fingerprint import FingerprintCheck
+    from embedops.embedding.providers import EmbedderConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,11 @@ EmbedJob = Mapping[str, Mapping[str, str]]  # space key → content hash → tex
 class Model:
     """One space's model: the loaded embedder (in-process work) and how a remote worker gets the same one.
 
-    A worker loads ``name`` from the registry and, when ``fingerprint`` is set,
-    embeds the sentinel texts and compares them with it before any work: a node
-    with another model version under the same name is refused, never mixed in.
+    A worker loads ``name`` from the registry, or builds it from ``config`` (an
+    ``[embedders.NAME]`` section: an HTTP provider, which the worker's registry
+    does not know) and, when ``fingerprint`` is set, embeds the sentinel texts and
+    compares them with it before any work: a node with another model version
+    under the same name is refused, never mixed in.
     """
 
     space_key: str
@@ -59,11 +62,12 @@ class Model:
     fingerprint: bytes | None = None
     min_cosine: float = 0.999
     price: float | None = 0.0  # USD per million tokens (None: an HTTP embedder with no price configured)
+    config: EmbedderConfig | None = None  # an HTTP embedder's section: how a remote worker builds the provider
 
     @classmethod
     def of(cls, embedder: Embedder, name: str, fingerprint: bytes | None = None, min_cosine: float = 0.999,
-           price: float | None = 0.0) -> Model:
-        return cls(embedder.ref.key, name, embedder, fingerprint, min_cosine, price)
+           price: float | None = 0.0, config: EmbedderConfig | None = None) -> Model:
+        return cls(embedder.ref.key, name, embedder, fingerprint, min_cosine, price, config)
 
     def verify(self, embedder: Embedder) -> FingerprintCheck | None:
         """Compare ``embedder`` (a worker's copy) with this space's stored fingerprint; None without one."""

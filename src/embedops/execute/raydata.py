@@ -17,14 +17,22 @@ Ray restarts a killed actor and retries its task (Ray Data's defaults for actor
 pools); a result that arrives twice is ignored (rows are keyed by job, space
 and content hash). A driver that dies leaves what it committed, like any
 interrupted sync: the next run's diff or anti-join finds the rest.
+
+An HTTP embedder (an ``[embedders.NAME]`` section) is built on each worker from
+its section, with the API key read from the worker's environment, and paced by
+one **limit actor** per run: the section's requests and tokens per minute, and
+any ``Retry-After`` pause, hold for the whole pool, not per worker; its
+``max_concurrency`` is divided among the actors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +44,9 @@ from embedops.execute.base import EmbedJob, Embedded, ExecutorKind, JobResult, M
 
 if TYPE_CHECKING:
     import pyarrow as pa  # type: ignore[import-untyped]
+
+    from embedops.embedding.base import Embedder
+    from embedops.embedding.providers import EmbedderConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,31 +65,100 @@ def _import_ray() -> Any:
 
 @dataclass(frozen=True)
 class WorkerModel:
-    """What a Ray worker needs to load and verify one space's model (picklable: no weights)."""
+    """What a Ray worker needs to load and verify one space's model (picklable: no weights, no key).
+
+    For an HTTP embedder: its section, the space's dimensions (no probe request per
+    worker), the run's limit actor and the number of actors sharing ``max_concurrency``.
+    """
 
     space_key: str
     name: str
     fingerprint: bytes | None
     min_cosine: float
+    config: EmbedderConfig | None = None
+    dims: int | None = None
+    limit: Any = None  # the _SharedLimit actor's handle
+    workers: int = 1
 
     @classmethod
-    def of(cls, model: Model) -> WorkerModel:
-        return cls(model.space_key, model.name, model.fingerprint, model.min_cosine)
+    def of(cls, model: Model, limit: Any = None, workers: int = 1) -> WorkerModel:
+        return cls(model.space_key, model.name, model.fingerprint, model.min_cosine, model.config,
+                   model.embedder.ref.dims, limit, workers)
+
+    def load(self) -> Embedder:
+        """The worker's copy: from the registry, or built from the section with the shared limiter."""
+        from embedops.embedding.registry import load_embedder
+
+        if self.config is None:
+            return load_embedder(self.name)
+        from embedops.embedding.providers import build
+
+        config = dataclasses.replace(self.config, max_concurrency=max(1, self.config.max_concurrency // self.workers))
+        return build(config, limiter=None if self.limit is None else SharedRateLimiter(self.limit), dims=self.dims)
+
+
+class _SharedLimit:
+    """Ray actor (0 CPUs, one per HTTP space and run): the one RateLimiter every worker asks.
+
+    It never sleeps: ``try_acquire`` takes the budget or says how long to wait, and the
+    asking thread waits on its own side, so one waiting worker blocks nobody else.
+    """
+
+    def __init__(self, requests_per_minute: int | None, tokens_per_minute: int | None) -> None:
+        from embedops.embedding.ratelimit import RateLimiter
+
+        self.limiter = RateLimiter(requests_per_minute, tokens_per_minute)
+
+    def try_acquire(self, tokens: int) -> float:
+        return self.limiter.try_acquire(tokens)
+
+    def settle(self, extra_tokens: int) -> None:
+        self.limiter.settle(extra_tokens)
+
+    def pause(self, seconds: float) -> None:
+        self.limiter.pause(seconds)
+
+
+class SharedRateLimiter:
+    """A worker's side of a run's limit actor (the ``Limiter`` protocol of the HTTP embedder)."""
+
+    def __init__(self, actor: Any, sleep: Any = time.sleep) -> None:
+        self.actor, self._sleep = actor, sleep
+
+    def acquire(self, tokens: int = 0) -> float:
+        import ray
+
+        waited = 0.0
+        while (delay := float(ray.get(self.actor.try_acquire.remote(tokens)))) > 0:
+            self._sleep(delay)
+            waited += delay
+        return waited
+
+    def settle(self, extra_tokens: int) -> None:
+        self.actor.settle.remote(extra_tokens)  # in order with this worker's later calls (Ray keeps a caller's order)
+
+    def pause(self, seconds: float) -> None:
+        self.actor.pause.remote(seconds)
+
+
+def _start_limits(ray: Any, models: Mapping[str, Model]) -> dict[str, Any]:
+    """One limit actor per HTTP space of the run (space key → handle)."""
+    return {m.space_key: ray.remote(_SharedLimit).options(num_cpus=0).remote(
+                m.config.max_requests_per_minute, m.config.max_tokens_per_minute)
+            for m in models.values() if m.config is not None}
 
 
 class _EmbedWorker:
     """The Ray Data actor: models loaded once per actor; each call embeds the rows of its block."""
 
     def __init__(self, models: list[WorkerModel]) -> None:
-        from embedops.embedding.registry import load_embedder
-
         self.embedders: dict[str, Any] = {}
         # Ray keeps only the text of an error raised in an actor's constructor; raised from a
         # call, the driver gets the error itself (ModelChanged, EmbedderNotFound) and its hint.
         self.refusal: EmbedopsError | None = None
         try:
             for spec in models:
-                embedder = load_embedder(spec.name)
+                embedder = spec.load()
                 _check_worker_model(spec, embedder)
                 self.embedders[spec.space_key] = embedder
         except EmbedopsError as exc:
@@ -289,18 +369,23 @@ class RayExecutor:
         ray = self._ray()
         actors = self.pool_size(ray)
         window = self.window or max(4, 3 * actors)
-        specs = [WorkerModel.of(m) for m in models.values()]
+        limits = _start_limits(ray, models)
+        specs = [WorkerModel.of(m, limits.get(m.space_key), actors) for m in models.values()]
         source = iter(jobs)
         first = True
-        while True:
-            # One Dataset (one actor pool, models loaded once) per segment of `slots` batches;
-            # a right `expected` makes that a single segment.
-            slots = max(window, expected or 0) if first else max(window, 8 * window)
-            first = False
-            run = _Run(ray, specs, actors, self.cpus_per_actor, self.gpus_per_actor, window, slots)
-            yield from run.stream(source)
-            if not run.more:
-                return
+        try:
+            while True:
+                # One Dataset (one actor pool, models loaded once) per segment of `slots` batches;
+                # a right `expected` makes that a single segment.
+                slots = max(window, expected or 0) if first else max(window, 8 * window)
+                first = False
+                run = _Run(ray, specs, actors, self.cpus_per_actor, self.gpus_per_actor, window, slots)
+                yield from run.stream(source)
+                if not run.more:
+                    return
+        finally:
+            for handle in limits.values():
+                ray.kill(handle)
 
 
 class _Run:

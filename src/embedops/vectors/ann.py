@@ -279,13 +279,13 @@ class AnnIndex:
         A large graph also gets its ef_search from its recall on its own vectors (vectors/calibrate.py).
         """
         hnsw = self._new_hnsw(db.count)
-        probe = RecallProbe(encode=self.codec.encode) if db.count >= CALIBRATE_MIN else None
+        probe = RecallProbe(encode=self.codec.encode, scores=self.codec.scores) if db.count >= CALIBRATE_MIN else None
         started = time.perf_counter()
         for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
-            reduced = self.codec.reduce(vecs)  # the variant's dimensions, still float: what exact recall is measured on
-            hnsw.add(keys, self.codec.encode(reduced), threads=0)  # all cores; batches bound the memory beside the graph
-            if probe is not None:
-                probe.see(keys, reduced)
+            encoded = self.codec.ann_vectors(vecs)
+            hnsw.add(keys, encoded, threads=0)  # all cores; batches bound the memory beside the graph
+            if probe is not None:  # exact recall is measured on what the graph holds (calibrate.py says why)
+                probe.see(keys, self.codec.compared(encoded))
         self.calibrated = (probe.ef_for(hnsw), len(hnsw)) if probe is not None and len(hnsw) else None
         self.build_seconds += time.perf_counter() - started
         return hnsw
@@ -338,9 +338,9 @@ class AnnIndex:
         with self._lock, read_snapshot(raw):
             if self._hnsw is None:
                 return
-            probe = RecallProbe(encode=self.codec.encode)
+            probe = RecallProbe(encode=self.codec.encode, scores=self.codec.scores)
             for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
-                probe.see(keys, self.codec.reduce(vecs))
+                probe.see(keys, self.codec.compared(self.codec.ann_vectors(vecs)))
             self.calibrated = (probe.ef_for(self._hnsw), len(self._hnsw))
             self._apply_ef(self._hnsw)
             self._saved_stamp = None  # the measurement is saved with the graph

@@ -7,6 +7,15 @@ it is built, ``PROBES`` of its vectors serve as queries, their exact neighbours 
 found on the same pass over the vectors (one matrix product per block), and the
 smallest ef_search in ``EF_STEPS`` that reaches ``TARGET_RECALL`` is kept with the
 graph. Below ``CALIBRATE_MIN`` vectors the size-based default costs little.
+
+For a storage variant (vectors/storage.py) the exact neighbours are those of the
+vectors as the graph holds them (reduced, encoded, compared by the graph's own
+metric), not of the full-precision ones: ef_search can only bring the graph
+closer to exact search over what it stores; the loss of precision is what
+rescoring (``+rN``) is for, and no ef_search recovers it (a binary graph never
+reaches 0.96 of the float neighbours, and would be searched at the largest ef).
+Ties count: a neighbour as close as the tenth exact one is a hit (binary
+distances are integers, and many neighbours share one).
 """
 
 from __future__ import annotations
@@ -21,21 +30,25 @@ PROBES = 100
 TARGET_RECALL = 0.96  # 0.95 plus the sampling error of 100 probes x 10 neighbours
 EF_STEPS = (64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 _K = 10
+_TIE = 1e-5  # similarities this close to the tenth exact neighbour's are ties (float rounding)
 
 
 class RecallProbe:
     """Probe queries taken from the first block of a build, with their exact top-10 kept up to date."""
 
-    def __init__(self, probes: int = PROBES, encode: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+    def __init__(self, probes: int = PROBES, encode: Callable[[np.ndarray], np.ndarray] | None = None,
+                 scores: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.probes = probes
         self.encode = encode  # float vectors → what the graph stores (a quantized storage variant); None: as they are
+        self.scores = scores  # the graph's distances → the similarity ``see`` computes; None: 1 - cosine distance
         self.keys: np.ndarray | None = None
         self.queries: np.ndarray | None = None
         self._best_s: np.ndarray | None = None
         self._best_k: np.ndarray | None = None
 
     def see(self, keys: np.ndarray, vecs: np.ndarray) -> None:
-        """One block of the graph's vectors (keys, unit vectors), in any order."""
+        """One block of the graph's vectors (keys, unit vectors as the graph compares them: ``Codec.prepare``),
+        in any order."""
         if self.queries is None:
             take = np.linspace(0, len(keys) - 1, min(self.probes, len(keys))).astype(np.int64)
             self.keys, self.queries = keys[take].copy(), np.ascontiguousarray(vecs[take], dtype=np.float32)
@@ -52,13 +65,18 @@ class RecallProbe:
     def recall(self, hnsw: Any, ef: int) -> float:
         """recall@10 of ``hnsw`` at ``ef`` on the probes (their own key left out of the results)."""
         assert self.queries is not None and self.keys is not None and self._best_k is not None
+        assert self._best_s is not None
         hnsw.expansion_search = ef
         queries = self.encode(self.queries) if self.encode is not None else self.queries
         found = hnsw.search(queries, _K + 1, threads=0)
+        keys, dists, counts = np.asarray(found.keys), np.asarray(found.distances), np.asarray(found.counts)
         hits = 0
         for i in range(len(self.queries)):
-            got = {int(k) for k in np.asarray(found.keys[i][: found.counts[i]])} - {int(self.keys[i])}
-            hits += len(got & {int(k) for k in self._best_k[i]})
+            mine = keys[i, : counts[i]] != self.keys[i]
+            got, dist = keys[i, : counts[i]][mine][:_K], dists[i, : counts[i]][mine][:_K]
+            sims = self.scores(dist) if self.scores is not None else 1.0 - dist
+            tie = sims >= self._best_s[i].min() - _TIE
+            hits += int(np.count_nonzero(np.isin(got, self._best_k[i]) | tie))
         return hits / (_K * len(self.queries))
 
     def ef_for(self, hnsw: Any, target: float = TARGET_RECALL) -> int:

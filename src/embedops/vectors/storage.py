@@ -260,6 +260,12 @@ class Codec:
             return _normalized(bits * 2.0 - 1.0)
         return _normalized(encoded.astype(np.float32))
 
+    def compared(self, encoded: np.ndarray) -> np.ndarray:
+        """Encoded rows (``ann_vectors``) as float32 unit rows whose dot products are the graph's similarities."""
+        if self.spec.precision == "f32":
+            return encoded  # already unit rows (reduce re-normalises)
+        return self.decode(encoded)
+
     def prepare(self, x: np.ndarray) -> np.ndarray:
         """What an exact search compares: reduced, encoded and decoded unit rows (``x`` itself for f32)."""
         if self.identity:
