@@ -20,6 +20,7 @@ from embedops.chunking.registry import chunker_from_ref, make_chunker
 from embedops.chunking.structured import StructuredChunker
 from embedops.chunking.tokens import count_regex_tokens, tokenizer_file_counter
 from embedops.errors import ChunkingError
+from embedops.search.engine import Filters
 from embedops.workspace import Workspace
 
 WORDS = "alpha beta gamma delta ledger vector index alias query model".split()
@@ -659,3 +660,32 @@ def test_a_small_definition_at_the_end_of_a_class_keeps_its_own_symbol() -> None
     chunks = CodeChunker(max_tokens=60, min_tokens=20).chunk(text, {"path": "job.py"})
     check_code_chunks(text, chunks, 60)
     assert [c.metadata["symbol"] for c in chunks] == ["Job.run", "Job.again", "Job.done"]
+
+
+@pytest.mark.parametrize("mode", ["vector", "bm25", "hybrid"])
+def test_search_filters_on_chunk_metadata_and_falls_back_to_the_document(
+        tmp_path: Path, database: str | None, mode: str) -> None:
+    write_repo(tmp_path / "repo")
+    (tmp_path / "repo/docs/tagged.md").write_text("# Tagged\n\nThe cart keeps lines for a function.\n", encoding="utf-8")
+    commands.init(tmp_path / "ws", embedder="hashing", database=database, curate=False)
+    with Workspace.open(tmp_path / "ws") as ws:
+        ws.add_source("repo", tmp_path / "repo")
+        ws.sync()
+        every = {h.document_id for h in ws.search("compute alias index model cart store", k=50, mode=mode)}
+        assert {"src/cart.py", "src/store.go"} <= every
+        # Chunk metadata: code chunks carry kind / language / symbol; prose chunks carry none of them.
+        functions = ws.search("compute alias index model cart store", k=50, mode=mode,
+                              filters=Filters(metadata={"kind": "function"}))
+        assert functions and all(h.document_id.startswith("src/") for h in functions)
+        python = ws.search("compute alias index model cart store", k=50, mode=mode,
+                           filters=Filters(metadata={"language": "python"}))
+        assert python and {h.document_id for h in python} == {"src/cart.py"}
+        both = Filters(metadata={"language": "go", "kind": "function"})
+        assert {h.document_id for h in ws.search("compute alias index model store", k=50, mode=mode, filters=both)} <= {"src/store.go"}
+        # A key no chunk has is the document's: the document metadata of a chunk without that key decides.
+        with ws.engine.begin() as conn:
+            d = schema.documents
+            conn.execute(sa.update(d).where(d.c.external_id == "docs/tagged.md").values(metadata={"kind": "function"}))
+        tagged = ws.search("cart lines function", k=50, mode=mode, filters=Filters(metadata={"kind": "function"}))
+        assert "docs/tagged.md" in {h.document_id for h in tagged}
+        assert "docs/guide.md" not in {h.document_id for h in tagged}

@@ -25,7 +25,7 @@ def test_described_without_importing_wordllama_and_marked_matryoshka() -> None:
     out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                     timeout=60, env=CHILD_ENV).stdout)
     assert out == {"dims": 256, "extra": {"name": "wordllama-256", "package": "wordllama",
-                                          "matryoshka_dims": [64, 128, 256]}, "loaded": False}
+                                          "matryoshka_dims": [64, 128, 256], "languages": ["en"]}, "loaded": False}
 
 
 def test_vectors_are_unit_length_deterministic_and_rank_related_text_first() -> None:

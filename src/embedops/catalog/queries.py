@@ -116,20 +116,25 @@ def catalog_counts(conn: sa.Connection) -> dict[str, Any]:
     }
 
 
-def metadata_equals(metadata: Mapping[str, Any]) -> list[sa.ColumnElement[bool]]:
+def metadata_equals(metadata: Mapping[str, Any], *, chunks: bool = False) -> list[sa.ColumnElement[bool]]:
     """Conditions on ``documents.metadata``: each key's value equals the given one, compared as text.
 
     Text, because values arrive as text from the CLI and HTTP filters (``--where page=3``
     must match the number 3); search filters and document lookups share this one rule. ``lang``
-    is the document's language tag from curation when it has one (``--where lang=de``)."""
-    return [_equals(key, value) for key, value in metadata.items()]
+    is the document's language tag from curation when it has one (``--where lang=de``).
+    ``chunks`` (a query joined to ``chunks``): a key the chunk's own metadata has decides for that
+    chunk (``--where kind=function``, ``--where language=python`` on code chunks); the document's
+    metadata decides for the rest."""
+    return [_equals(key, value, chunks) for key, value in metadata.items()]
 
 
-def _equals(key: str, value: Any) -> sa.ColumnElement[bool]:
+def _equals(key: str, value: Any, chunks: bool = False) -> sa.ColumnElement[bool]:
     d = schema.documents
     tag: sa.ColumnElement[str] = d.c.metadata[key].as_string()
     if key == LANGUAGE_KEY:  # the curation tag (schema 11), else a ``lang`` the source gave
         tag = sa.func.coalesce(language_of(), tag)
+    if chunks:
+        tag = sa.func.coalesce(schema.chunks.c.metadata[key].as_string(), tag)
     same: sa.ColumnElement[bool] = tag == str(value)
     return same
 
@@ -162,12 +167,18 @@ def source_exists(conn: sa.Connection, name: str) -> bool:
 
 
 def absent_metadata_keys(conn: sa.Connection, keys: list[str]) -> list[str]:
-    """The keys (top-level metadata keys, checked by the caller's filter rules) no live document has."""
-    d = schema.documents
+    """The keys (top-level metadata keys, checked by the caller's filter rules) no live document and no chunk
+    of one has."""
+    d, c = schema.documents, schema.chunks
 
     def has(key: str) -> sa.ColumnElement[bool]:
         value = d.c.metadata[key].as_string()
         return sa.func.coalesce(language_of(), value).is_not(None) if key == LANGUAGE_KEY else value.is_not(None)
 
+    def in_chunks(key: str) -> bool:
+        q = sa.select(c.c.id).join(d, d.c.id == c.c.document_id).where(
+            d.c.deleted_at.is_(None), c.c.metadata[key].as_string().is_not(None)).limit(1)
+        return conn.execute(q).first() is not None
+
     return [key for key in keys if conn.execute(
-        sa.select(d.c.id).where(d.c.deleted_at.is_(None), has(key)).limit(1)).first() is None]
+        sa.select(d.c.id).where(d.c.deleted_at.is_(None), has(key)).limit(1)).first() is None and not in_chunks(key)]

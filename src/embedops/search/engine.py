@@ -175,7 +175,7 @@ class Searcher:
         )
         if filters.source:
             q = q.where(s.c.name == filters.source)
-        q = q.where(*metadata_equals(filters.metadata))
+        q = q.where(*metadata_equals(filters.metadata, chunks=True))
         if filters.updated_after:
             q = q.where(d.c.source_updated_at >= filters.updated_after.timestamp())
         with read_tx(self.store.engine) as conn:  # a read: never waits for a writer

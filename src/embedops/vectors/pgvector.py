@@ -50,8 +50,9 @@ _FULL_TEXT_SQL = (
 
 
 def _metadata_sql(key: str) -> tuple[str, list[Any]]:
-    """SQL (with ``?``) comparing a document metadata key as text, and its leading params."""
-    return "d.metadata ->> ? = ?", [key]
+    """SQL (with ``?``) comparing a metadata key as text (the chunk's when it has the key, else the document's),
+    and its leading params."""
+    return "COALESCE(c.metadata ->> ?, d.metadata ->> ?) = ?", [key, key]
 
 
 def _ident(index_id: str) -> str:

@@ -31,8 +31,10 @@ FILTER_EXACT_MAX = 5_000  # a filter that leaves fewer vectors than this is sear
 
 
 def _metadata_sql(key: str) -> tuple[str, list[Any]]:
-    """SQL (with ``?``) comparing a document metadata key as text, and its leading params."""
-    return "CAST(json_extract(d.metadata, ?) AS VARCHAR) = ?", ['$."' + key.replace('"', '\\"') + '"']
+    """SQL (with ``?``) comparing a metadata key as text (the chunk's when it has the key, else the document's),
+    and its leading params."""
+    path = '$."' + key.replace('"', '\\"') + '"'
+    return "CAST(COALESCE(json_extract(c.metadata, ?), json_extract(d.metadata, ?)) AS VARCHAR) = ?", [path, path]
 
 
 def check_tags(index: IndexInfo, rows: Sequence[VectorRow]) -> None:
