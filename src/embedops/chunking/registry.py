@@ -75,15 +75,7 @@ def _build_code(
 ) -> Chunker:
     from embedops.chunking.code import CodeChunker
 
-    count_tokens, tokenizer_name = _counter("code", params, count_tokens, tokenizer_name)
-    return CodeChunker(
-        max_tokens=params["max_tokens"],
-        min_tokens=params.get("min_tokens"),
-        overlap_tokens=params["overlap_tokens"],
-        count_tokens=count_tokens,
-        tokenizer_name=tokenizer_name,
-        language=params.get("language"),
-    )
+    return CodeChunker(**_syntax_options("code", params, count_tokens, tokenizer_name), language=params.get("language"))
 
 
 def _build_auto(
@@ -91,14 +83,16 @@ def _build_auto(
 ) -> Chunker:
     from embedops.chunking.auto import AutoChunker
 
-    count_tokens, tokenizer_name = _counter("auto", params, count_tokens, tokenizer_name)
-    return AutoChunker(
-        max_tokens=params["max_tokens"],
-        min_tokens=params.get("min_tokens"),
-        overlap_tokens=params["overlap_tokens"],
-        count_tokens=count_tokens,
-        tokenizer_name=tokenizer_name,
-    )
+    return AutoChunker(**_syntax_options("auto", params, count_tokens, tokenizer_name))
+
+
+def _syntax_options(
+    name: str, params: dict[str, Any], count_tokens: TokenCounter | None, tokenizer_name: str | None
+) -> dict[str, Any]:
+    """The settings the code and auto chunkers share: the token budget and how tokens are counted."""
+    count_tokens, tokenizer_name = _counter(name, params, count_tokens, tokenizer_name)
+    return {"max_tokens": params["max_tokens"], "min_tokens": params.get("min_tokens"),
+            "overlap_tokens": params["overlap_tokens"], "count_tokens": count_tokens, "tokenizer_name": tokenizer_name}
 
 
 def _build_whole(
