@@ -19,14 +19,14 @@ import pytest
 
 from embedops.curate import (
     CurateSettings, CurationDocument, Curator, Decision, SignatureSpec, StoredCuration, detect_language,
-    detect_languages, quality_findings, signature,
+    detect_languages, quality_findings,
 )
 from embedops.curate.index import Bands, DedupIndex, lsh_params
 from embedops.curate.rules import (
     boilerplate, boilerplate_lines, boilerplate_ratio, encoding, encoding_marks, language_finding, non_text,
     non_text_ratio, too_long, too_short,
 )
-from embedops.curate.signature import Signature, shingles
+from embedops.curate.signature import Signature, shingles, signature
 from embedops.curate.text import normalize, word_count, words
 from embedops.errors import ConfigError, SignatureMismatch
 
@@ -262,7 +262,7 @@ def test_signature_estimates_the_jaccard_similarity_of_the_shingles() -> None:
 
 def test_signature_bytes_do_not_depend_on_the_process() -> None:
     # Python's str hash changes per process; stored signatures must not.
-    code = ("import sys; from embedops.curate import signature, SignatureSpec; "
+    code = ("import sys; from embedops.curate.signature import signature, SignatureSpec; "
             "sys.stdout.write(signature(sys.argv[1], SignatureSpec(3, 32)).to_bytes().hex())")
     outputs = {subprocess.run([sys.executable, "-c", code, CELLS], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": seed}).stdout

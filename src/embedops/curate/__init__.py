@@ -16,16 +16,28 @@ releases quarantined documents. See docs/curation.md.
 
 from __future__ import annotations
 
-from embedops.curate.curator import (
-    CurationDocument, CurationPlan, CurationState, Curator, Decision, StoredCuration,
-)
-from embedops.curate.language import detect_language, detect_languages
-from embedops.curate.rules import Finding, quality_findings
-from embedops.curate.settings import RULE_NAMES, CurateSettings
-from embedops.curate.signature import Signature, SignatureSpec, signature
+import importlib
+from typing import Any
+
+# Loaded on first use: `embedops.config` reads `CurateSettings` on every command, and the curator's
+# index (datasketch, numpy) and language detector are only needed by a sync that curates.
+_HOME = {
+    "CurationDocument": "curator", "CurationPlan": "curator", "CurationState": "curator", "Curator": "curator",
+    "Decision": "curator", "StoredCuration": "curator", "detect_language": "language", "detect_languages": "language",
+    "Finding": "rules", "quality_findings": "rules", "RULE_NAMES": "settings", "CurateSettings": "settings",
+    "Signature": "signature", "SignatureSpec": "signature",
+}
+# (The function `signature` is `embedops.curate.signature.signature`: here that name is its module.)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"embedops.curate.{_HOME[name]}"), name)
+
 
 __all__ = [
     "RULE_NAMES", "CurateSettings", "CurationDocument", "CurationPlan", "CurationState", "Curator", "Decision",
     "Finding", "Signature", "SignatureSpec", "StoredCuration", "detect_language", "detect_languages",
-    "quality_findings", "signature",
+    "quality_findings",
 ]
