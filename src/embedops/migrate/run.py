@@ -255,14 +255,15 @@ class Migrator:
             recorded = queries.recorded_throughput(conn, [tokens.ref.key])
             thresholds = self.bound_thresholds(conn, source.space_key, tokens.ref.key)
         to_embed = round(len(missing) * scale)
-        n_tokens = round(_estimate_tokens(tokens, todo) * scale)
+        todo_tokens = _estimate_tokens(tokens, todo)
+        n_tokens = round(todo_tokens * scale)
         if probe:
             speed, where = _probe_speed(self.host.embedder(to), todo or list(texts.values()))
         elif recorded is not None:
             speed, where = recorded[0], f"recorded by earlier jobs ({recorded[1]} batches)"
         else:
             speed, where = 0.0, "unknown: no job has embedded with this model here; pass --probe to measure"
-        chars_per_token = sum(map(len, todo)) / max(1, _estimate_tokens(tokens, todo)) if todo else 4.0
+        chars_per_token = sum(map(len, todo)) / max(1, todo_tokens) if todo else 4.0
         return PlanFacts(
             alias=self.alias, from_index=source.id, from_embedder=source.embedder, from_space=source.space_key,
             from_chunker=source.chunker_key, from_dims=source.dims, from_vectors=from_vectors,
