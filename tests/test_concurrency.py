@@ -46,6 +46,7 @@ def test_eight_writers_and_readers_at_random_end_in_the_state_of_a_serial_run(tm
     assert all(r["busy_said_already_running"] for r in reports)
     total = {op: sum(r["counts"][op] for r in reports) for op in reports[0]["counts"]}
     assert total["search"] > 0 and total["sync"] + total["busy"] > WORKERS
+    print(f"\nconcurrency: {WORKERS} processes for {SECONDS:g}s, operations {total}, 0 failures")  # docs/benchmarks.md
 
     ws.sync()  # the serial run: one more sync and backfill reach what a single writer would have
     migrator(ws).backfill()
