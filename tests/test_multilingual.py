@@ -182,6 +182,14 @@ def test_check_warns_when_the_corpus_is_in_languages_the_model_was_not_trained_f
     ws.settings.monitor.language_max_share = 0.5
     assert run_checks(ws, ["languages"]).results[0].status == "ok"
     ws.close()
+    # With curation, every chunk carries its stored tag: nothing is detected at check time.
+    curated = Workspace.init(tmp_path / "curated", embedder="wordllama-256", chunker="whole", curate=True)
+    curated.add_source("docs", path, kind="jsonl")
+    curated.sync()
+    tagged = run_checks(curated, ["languages"]).results[0].details["indexes"][0]
+    assert tagged["detected"] == 0 and tagged["declared"] == tagged["sampled"]
+    assert set(tagged["outside"]) == {"de", "zh"}
+    curated.close()
     hashed = Workspace.init(tmp_path / "hashed", embedder="hashing", chunker="whole")
     hashed.add_source("docs", path, kind="jsonl")
     hashed.sync()

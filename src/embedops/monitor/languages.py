@@ -3,8 +3,9 @@
 An English-only model embeds German or Chinese text without an error; the
 vectors are just poor (XQuAD: ``minilm-l6`` nDCG@10 0.94 in English, 0.09 for
 Chinese questions). For every active index, this check takes a bounded random
-sample of its chunks (``language_sample``), reads each one's language from its
-document's ``language`` metadata when the source gives one, else detects it from
+sample of its chunks (``language_sample``), reads each one's language from the tag
+curation stored (the chunk's ``lang``, else its document's), else from its document's
+``language``/``lang`` metadata when the source gives one, else detects it from
 the chunk text with lingua over :data:`~embedops.curate.settings.DEFAULT_LANGUAGE_CANDIDATES`
 (30 widely used languages; a language outside that set is reported as its
 nearest candidate or ``unknown``), and compares the shares with the languages
@@ -98,14 +99,30 @@ def trained_languages(ws: Workspace, index: IndexInfo) -> list[str] | str | None
     return declared if isinstance(declared, (str, list)) else None
 
 
-def sample_chunks(ws: Workspace, index: IndexInfo, size: int) -> list[tuple[str, dict[str, Any]]]:
-    """Up to ``size`` random chunks of ``index``: (text, its document's metadata)."""
+def sample_chunks(ws: Workspace, index: IndexInfo, size: int) -> list[tuple[str, dict[str, Any], str | None]]:
+    """Up to ``size`` random chunks of ``index``: (text, its document's metadata, its stored language tag).
+
+    The stored tag is curation's: the chunk's ``lang`` (chunks.metadata), else its document's decision; None
+    for a chunk synced without curation."""
+    from embedops.catalog.curation import language_of
+
     v, c, d = schema.vectors, schema.chunks, schema.documents
-    q = (sa.select(c.c.text, d.c.metadata).select_from(v.join(c, c.c.id == v.c.chunk_id).join(d, d.c.id == c.c.document_id))
+    q = (sa.select(c.c.text, d.c.metadata, c.c.metadata, language_of())
+         .select_from(v.join(c, c.c.id == v.c.chunk_id).join(d, d.c.id == c.c.document_id))
          .where(v.c.index_id == index.id, d.c.deleted_at.is_(None)).order_by(sa.func.random()).limit(size))
     with read_tx(ws.engine) as conn:
         rows = list(conn.execute(q))
-    return [(text, json.loads(meta) if isinstance(meta, str) else (meta or {})) for text, meta in rows]
+    return [(text, _json(meta), _tag(_json(chunk_meta).get("lang")) or _tag(doc_tag))
+            for text, meta, chunk_meta, doc_tag in rows]
+
+
+def _json(value: Any) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, str) else (value or {})
+
+
+def _tag(value: Any) -> str | None:
+    """A stored language tag; "unknown" (curation could not tell) is no tag: detection may do better on the chunk."""
+    return value.strip().lower() if isinstance(value, str) and value.strip() and value != UNKNOWN else None
 
 
 def _declared(meta: dict[str, Any]) -> str | None:
@@ -127,7 +144,7 @@ def check_index_languages(ws: Workspace, index: IndexInfo) -> IndexLanguages:
     if not sample:
         out.reason = "the index holds no chunk"
         return out
-    labels: list[str | None] = [_declared(meta) for _, meta in sample]
+    labels: list[str | None] = [tag or _declared(meta) for _, meta, tag in sample]
     todo = [i for i, label in enumerate(labels) if label is None]
     if todo:
         from embedops.curate.language import detect_languages
