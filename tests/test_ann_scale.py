@@ -131,7 +131,7 @@ def test_searches_go_on_on_the_old_graph_while_a_compaction_builds_the_new_one(
 
 def _graph(vectors: np.ndarray, m: int = 8, efc: int = 32) -> Any:
     hnsw = ann_module.usearch_index()(ndim=vectors.shape[1], metric="cos", dtype="f32", connectivity=m, expansion_add=efc)
-    hnsw.add(np.arange(len(vectors), dtype=np.uint64), vectors)
+    hnsw.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=1)  # one thread: the same graph every run
     return hnsw
 
 
@@ -176,7 +176,7 @@ def test_a_storage_variants_graph_is_measured_against_exact_search_over_what_it_
     own = RecallProbe(probes=60, encode=codec.encode, scores=codec.scores)
     for lo in range(0, len(data), 1000):  # as AnnIndex._build reads and adds them
         keys, encoded = np.arange(lo, lo + 1000, dtype=np.uint64), codec.ann_vectors(data[lo : lo + 1000])
-        hnsw.add(keys, encoded)
+        hnsw.add(keys, encoded, threads=1)  # one thread: the same graph every run
         own.see(keys, codec.compared(encoded))
     ef = own.ef_for(hnsw, target=0.95)
     assert ef < EF_STEPS[-1] and own.recall(hnsw, ef) >= 0.95
