@@ -272,7 +272,7 @@ def _slots_datasource(feeder: Any, slots: int) -> Any:
             super().__init__()  # type: ignore[no-untyped-call]  # Ray leaves it unannotated
 
         def estimate_inmemory_data_size(self) -> int | None:
-            return None
+            return None  # Ray's protocol for "unknown": the slots are filled as the driver streams batches
 
         def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                            data_context: Any = None) -> list[Any]:
