@@ -276,6 +276,7 @@ class Guard:
         self.limits = limits
         self.command = command
         self.spent = 0.0
+        self._in_flight: dict[int, float] = {}  # batches started and not yet paid → their estimated cost
 
     @property
     def cap(self) -> float | None:
@@ -283,6 +284,19 @@ class Guard:
 
     def add(self, cost: float) -> None:
         self.spent += cost
+
+    def admit(self, batch: int, estimate: float) -> bool:
+        """Whether batch ``batch`` (any key unique while it runs) may start: a batch that costs nothing always
+        may; another only while the spend plus the estimates of the batches in flight is under the cap."""
+        if estimate > 0 and self.reached(sum(self._in_flight.values())):
+            return False
+        self._in_flight[batch] = estimate
+        return True
+
+    def paid(self, batch: int, cost: float) -> None:
+        """Batch ``batch`` is committed at ``cost``: its estimate leaves the in-flight sum, its cost the spend."""
+        self._in_flight.pop(batch, None)
+        self.add(cost)
 
     def reached(self, in_flight: float = 0.0) -> bool:
         """Whether the spend (``in_flight``: the estimate of work started but not yet paid) reached the cap."""

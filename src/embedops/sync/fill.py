@@ -131,21 +131,17 @@ def fill_index(
     executor = executor or LocalExecutor()
     models = models if models is not None else target_models([target])
     space = target.index.space_key
-    in_flight: dict[int, float] = {}  # batches handed to the executor → their estimated cost (a budget counts them)
     stopped: list[bool] = []
 
     def batches() -> Iterator[tuple[_Rows, EmbedJob]]:
         for rows, work in _unvectored_batches(engine, store, target, batch_size):
-            texts = work[space]
-            # A batch of cached vectors costs nothing: it proceeds whatever the budget.
-            if texts and guard is not None and guard.reached(sum(in_flight.values())):
+            if guard is not None and not guard.admit(
+                    id(rows), cost_of(count_tokens(target.embedder, work[space].values()), target.price)):
                 stopped.append(True)
                 return
-            in_flight[id(rows)] = cost_of(count_tokens(target.embedder, texts.values()), target.price) if guard else 0.0
             yield rows, work
 
     for rows, embedded in executor.stream(models, batches(), expected=expected):
-        in_flight.pop(id(rows), None)
         part = embedded.get(space, Embedded())
         spend = _metered(part, target, {space: {r[1]: r[2] for r in rows}})
         spend.add(cache_saving(target.embedder, list({r[1]: r[2] for r in rows if r[1] not in part.vectors
@@ -153,7 +149,7 @@ def fill_index(
         done["vectors"] += _commit_vectors(engine, store, target, rows, part, ledger_kind, job, spend)
         done["embedded"] += len(part.vectors)
         if guard is not None:
-            guard.add(spend.cost)
+            guard.paid(id(rows), spend.cost)
         progress(len(rows))
         if pause:
             pause(len({r[4] for r in rows}))  # throttles count documents

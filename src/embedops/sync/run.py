@@ -133,7 +133,6 @@ class SyncRunner:
         self.job = job or Job.new("sync")
         self.guard = guard
         self._source: str | None = None
-        self._in_flight: dict[int, float] = {}  # id of a batch handed to the executor → its estimated cost
         self._stopped_at: int | None = None  # where a budget stopped handing out batches
 
     # -- entry point ---------------------------------------------------------
@@ -218,10 +217,9 @@ class SyncRunner:
         self._stopped_at = None
         for start in range(0, len(changed), self.batch_size):
             prepared = self._prepare(changed[start : start + self.batch_size])
-            if self.guard is not None and prepared.estimate > 0 and self.guard.reached(sum(self._in_flight.values())):
+            if self.guard is not None and not self.guard.admit(id(prepared), prepared.estimate):
                 self._stopped_at = start
                 return
-            self._in_flight[id(prepared)] = prepared.estimate
             yield prepared, prepared.to_embed
 
     def _drop_docs_with(self, prepared: _Prepared, bad: dict[str, str]) -> None:
@@ -245,7 +243,6 @@ class SyncRunner:
         counts.embedded = sum(len(done.vectors) for done in embedded.values())
         # Recorded in the batch's ledger row: `migrate plan` estimates times from what jobs measured.
         timing = {space: done.timing() for space, done in embedded.items() if done.characters}  # batch calls only
-        self._in_flight.pop(id(prepared), None)
         for space, done in embedded.items():
             prepared.spend.setdefault(space, Spend()).add(_metered(done, self.by_space[space], prepared.to_embed))
         with self.engine.begin() as conn:
@@ -278,7 +275,7 @@ class SyncRunner:
                      for space, spend in prepared.spend.items()]
             record(conn, ledger_id, self.job, lines)
         if self.guard is not None:
-            self.guard.add(sum(spend.cost for spend in prepared.spend.values()))
+            self.guard.paid(id(prepared), sum(spend.cost for spend in prepared.spend.values()))
         self.progress(len(prepared.docs) + len(prepared.skipped))
         return counts
 
