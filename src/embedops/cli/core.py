@@ -97,7 +97,9 @@ def source_add(
         result = commands.source_add(workspace, name=name, path=path, kind=kind, **{k: v for k, v in options.items() if v})
     if as_json:
         return emit_json(result.to_dict())
-    out.print(f"added source {result.name} ({result.kind})" + (f" at {result.path}" if result.path else ""))
+    # Soft-wrapped: the terminal folds a long path, and a copied path has no line break inside it.
+    out.print(f"added source {result.name} ({result.kind})" + (f" at {result.path}" if result.path else ""),
+              soft_wrap=True)
 
 
 @source_app.command("list")
