@@ -39,6 +39,23 @@ def test_plan_changes_nothing_and_reports_costs(ws: Workspace) -> None:
     assert (ws.status(), ws.history()) == before
 
 
+def test_plan_token_count_is_exact_on_few_texts_and_within_two_percent_on_many() -> None:
+    """The plan tokenizes a sample, not the corpus (it must answer in under a second on SciFact)."""
+    import random
+
+    from embedops.embedding.registry import token_source
+    from embedops.migrate.run import TOKEN_SAMPLE, _estimate_tokens
+
+    tokens = token_source("minilm-l3")
+    rng = random.Random(7)
+    words = ["mitochondria", "of", "the", "cell", "p53-dependent", "apoptosis", "in", "vivo", "3.5%", "ß-cells"]
+    # Lengths as skewed as real corpora: most texts short, a few ten times longer.
+    texts = [" ".join(rng.choices(words, k=int(rng.lognormvariate(4, 1)) + 1)) for _ in range(5 * TOKEN_SAMPLE)]
+    exact = sum(tokens.count_tokens(t) for t in texts)
+    assert _estimate_tokens(tokens, texts[:TOKEN_SAMPLE]) == sum(tokens.count_tokens(t) for t in texts[:TOKEN_SAMPLE])
+    assert abs(_estimate_tokens(tokens, texts) - exact) / exact < 0.02
+
+
 def test_plan_estimates_time_from_what_earlier_jobs_recorded(ws: Workspace, corpus: Path) -> None:
     ws.sync()
     m = migrator(ws)
