@@ -51,3 +51,9 @@ def test_migrations_get_their_collaborators_from_the_composition_root() -> None:
     assert "embedops.workspace" not in reachable(graph, "embedops.migrate.run")
     assert "embedops.evaluate.gate" not in reachable(graph, "embedops.migrate.run")
     assert {"embedops.migrate.run", "embedops.evaluate.gate"} <= graph["embedops.compose"]
+
+
+def test_the_sync_driver_is_given_the_workspace_parts() -> None:
+    graph = import_graph()
+    assert "embedops.workspace" not in reachable(graph, "embedops.sync.driver")
+    assert "embedops.sync.driver" in graph["embedops.workspace"]
