@@ -38,7 +38,7 @@ from embedops.embedding.spend import record as record_spend
 from embedops.errors import ConfigChanged, ConfigError, NotFound, SpaceMismatch
 from embedops.execute import ExecutorOptions, Model
 from embedops.search.engine import Filters, Searcher, SearchResult
-from embedops.search.params import refuse_nul
+from embedops.search.front import SearchFront
 from embedops.sources.base import Document, Source
 from embedops.sync.driver import ProgressFactory, SyncDriver, SyncListener, SyncResult, source_documents, source_row
 from embedops.sync.quarantine import ReleasePlan
@@ -532,32 +532,9 @@ class Workspace:
         query_log`` on, the query is logged (monitor/serving.py).
         """
         try:
-            return self._search(query, vector, k, alias, index, filters, mode, fresh_only, recency_half_life)
+            return self._searches().search(query, vector, k, alias, index, filters, mode, fresh_only, recency_half_life)
         finally:
             self._queries_done()
-
-    def _search(self, query: str | None, vector: np.ndarray | None, k: int, alias: str | None, index: str | None,
-                filters: Filters | None, mode: str, fresh_only: bool, recency_half_life: float | None) -> list[SearchResult]:
-        from embedops.search.modes import search_mode
-
-        self._check_search([query or ""], alias, index, filters)
-        if fresh_only or recency_half_life is not None or self.settings.monitor.query_log:
-            from embedops.monitor.serving import monitored_search
-
-            return monitored_search(
-                self.searcher, self._log_query if self.settings.monitor.query_log else None, query, vector=vector,
-                k=k, alias=alias or self.settings.alias, index_id=index, filters=filters, mode=mode,
-                fresh_only=fresh_only, recency_half_life=recency_half_life,
-            )
-        return search_mode(
-            self.searcher, query, vector=vector, k=k, alias=alias or self.settings.alias, index_id=index,
-            filters=filters, mode=mode,
-        )
-
-    def _log_query(self, index: IndexInfo, mode: str, text: str | None, vector: np.ndarray | None) -> None:
-        from embedops.monitor.querylog import log_query
-
-        log_query(self.engine, self.settings.monitor, index, mode, text, vector)
 
     def search_batch(
         self,
@@ -571,35 +548,19 @@ class Workspace:
         mode: str = "vector",
     ) -> list[list[SearchResult]]:
         """Many queries against one index: resolved once, embedded in one batch (or given ``vectors``)."""
-        from embedops.search.modes import search_batch
-
-        self._check_search(queries, alias, index, filters)
+        searches = self._searches()
+        searches.check(queries, alias, index, filters)
         try:
-            return search_batch(
-                self.searcher, queries, k=k, alias=alias or self.settings.alias, index_id=index, filters=filters,
-                mode=mode, vectors=vectors,
-            )
+            return searches.search_batch(queries, vectors, k, alias, index, filters, mode)
         finally:
             self._queries_done()
 
-    def _check_search(self, texts: Sequence[str], alias: str | None, index: str | None, filters: Filters | None) -> None:
-        """Refuse what no search can mean: a NUL, a filter on a source that does not exist (not 0 results)."""
-        refuse_nul(texts, alias, index, filters)
-        if filters is None or not filters.source or filters.source in self.settings.sources:
-            return
-        with read_tx(self.engine) as conn:  # a source removed from the config may still hold documents
-            if queries.source_exists(conn, filters.source):
-                return
-        names = ", ".join(self.settings.sources) or "none (add one with `embedops source add`)"
-        raise NotFound(f"no source {filters.source!r}", hint=f"sources: {names}", source=filters.source)
-
     def filter_notes(self, filters: Filters | None) -> list[str]:
         """Why a filtered search may have found nothing: metadata keys that no live document has."""
-        if filters is None or not filters.metadata:
-            return []
-        with read_tx(self.engine) as conn:
-            absent = queries.absent_metadata_keys(conn, list(filters.metadata))
-        return [f"no document has metadata key {key!r}" for key in absent]
+        return self._searches().filter_notes(filters)
+
+    def _searches(self) -> SearchFront:
+        return SearchFront(self.searcher, self.engine, self.settings)
 
     # -- thresholds -------------------------------------------------------------
     @property
