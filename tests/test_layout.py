@@ -53,7 +53,9 @@ def test_migrations_get_their_collaborators_from_the_composition_root() -> None:
     assert {"embedops.migrate.run", "embedops.evaluate.gate"} <= graph["embedops.compose"]
 
 
-def test_the_sync_driver_is_given_the_workspace_parts() -> None:
+def test_the_parts_the_workspace_delegates_to_are_given_what_they_use() -> None:
     graph = import_graph()
-    assert "embedops.workspace" not in reachable(graph, "embedops.sync.driver")
-    assert "embedops.sync.driver" in graph["embedops.workspace"]
+    parts = {"embedops.sync.driver", "embedops.sync.targets", "embedops.search.front"}
+    assert parts <= graph["embedops.workspace"]
+    for part in parts:
+        assert "embedops.workspace" not in reachable(graph, part), part

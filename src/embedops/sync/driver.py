@@ -31,13 +31,14 @@ from embedops.config import CONFIG_NAME, Settings, SourceConfig
 from embedops.curate.settings import CurateSettings
 from embedops.embedding.spend import Guard, Job, Limits, check_prices, check_recorder, check_start, cost_of, count_tokens, job_totals
 from embedops.errors import BudgetExceeded, NotFound, SourceError
-from embedops.execute import Executor, ExecutorOptions, Model, make_executor
+from embedops.execute import Executor, ExecutorOptions, make_executor
 from embedops.sources.base import Source
 from embedops.sync.curation import chunk_tagger, curate_plan
 from embedops.sync.fill import fill_index, measure_gap
 from embedops.sync.plan import CatalogDoc, CatalogRows, SyncPlan, mass_delete, plan_sync
 from embedops.sync.quarantine import ReleasePlan
 from embedops.sync.run import SyncCounts, SyncRunner, Tagger, Target
+from embedops.sync.targets import Targets
 from embedops.vectors.base import IndexInfo, VectorStore
 
 log = logging.getLogger("embedops")
@@ -46,12 +47,6 @@ ProgressFactory = Callable[[str, int], Callable[[int], None]]
 # How long a push (upsert/delete by id) waits for the sync lock before answering Busy.
 PUSH_LOCK_WAIT_S = 30.0
 SyncListener = Callable[[sa.Engine, Sequence[IndexInfo]], None]
-
-
-class KeptTargets(Protocol):
-    """The indexes every sync keeps current (``create``: the first sync creates the configured one)."""
-
-    def __call__(self, create: bool) -> list[Target]: ...
 
 
 class Locks(Protocol):
@@ -113,16 +108,15 @@ class SyncResult:
 class SyncDriver:
     """Syncs a workspace's sources into the indexes it keeps current.
 
-    ``kept_targets``, ``executor_models``, ``open_source``, ``list_sources`` and
-    ``lock`` are the workspace's own (``Workspace`` builds one driver per call,
+    ``targets`` resolves the indexes kept current; ``open_source``, ``list_sources``
+    and ``lock`` are the workspace's own (``Workspace`` builds one driver per call,
     so a reloaded configuration is the one used).
     """
 
     settings: Settings
     engine: sa.Engine
     store: VectorStore
-    kept_targets: KeptTargets
-    executor_models: Callable[[Sequence[Target]], dict[str, Model]]
+    targets: Targets
     open_source: Callable[[SourceConfig], Source]
     list_sources: Callable[[], list[dict[str, Any]]]
     lock: Locks
@@ -149,7 +143,7 @@ class SyncDriver:
         started = time.perf_counter()
         verified_from = time.time()
         check_prices(limits, {name: self.settings.price(name) for name in self._kept_embedders()}, "embedops sync")
-        targets = self.kept_targets(create=not plan_only)
+        targets = self.targets.kept(create=not plan_only)
         self._verify_models(targets, verified_from)
         executor = make_executor(options)
         try:
@@ -208,7 +202,7 @@ class SyncDriver:
         guard = Guard(limits, "embedops sync") if limits.cap is not None else None
         job = Job.new("sync")
         result.job = job.id
-        models = self.executor_models(targets) if executor.kind != "local" else None
+        models = self.targets.executor_models(targets) if executor.kind != "local" else None
         try:
             for p in planned:
                 bar = progress(f"sync {p.cfg.name}", len(p.plan.changed) + len(p.plan.deleted)) if progress else None
@@ -267,7 +261,7 @@ class SyncDriver:
             counts = SyncCounts(unchanged=plan.unchanged)
         else:
             with self.lock("sync", wait=PUSH_LOCK_WAIT_S):  # a push waits for a running sync, within reason
-                targets = self.kept_targets(create=True)
+                targets = self.targets.kept(create=True)
                 tagger = self._curate(plan, source_id, unchecked=False)
                 runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size,
                                     tagger=tagger)
@@ -286,7 +280,7 @@ class SyncDriver:
         with self.lock("sync", wait=PUSH_LOCK_WAIT_S):
             with read_tx(self.engine) as conn:  # decided again under the lock: a sync may have changed it
                 planned = plan_release(conn, document, source)
-            targets = self.kept_targets(create=True)
+            targets = self.targets.kept(create=True)
             tagger = chunk_tagger(self.settings.curation or CurateSettings())
             SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size,
                        tagger=tagger).run(planned.source_id, planned.plan)
@@ -300,7 +294,7 @@ class SyncDriver:
         with read_tx(self.engine) as conn:
             docs = source_documents(conn, source)
         if docs:
-            targets = self.kept_targets(create=False)
+            targets = self.targets.kept(create=False)
             with self.engine.connect() as conn:
                 source_id = int(conn.execute(sa.select(schema.sources.c.id).where(schema.sources.c.name == source))
                                 .scalar_one())
@@ -381,7 +375,7 @@ class SyncDriver:
                     gap = measure_gap(conn, t)
             if gap is not None and gap.total:
                 bar = progress(f"fill {t.index.id}", gap.missing_vectors) if progress else None
-                models = self.executor_models([t]) if executor.kind != "local" else None
+                models = self.targets.executor_models([t]) if executor.kind != "local" else None
                 done = fill_index(self.engine, self.store, t, batch_size=batch_size, progress=bar, executor=executor,
                                   models=models, job=job)
                 total.embedded += done["embedded"]
