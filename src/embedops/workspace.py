@@ -158,7 +158,7 @@ class Workspace:
         name = checked_name("source", name)
         if name in self.settings.sources:
             raise ConfigError(f"source {name!r} already exists", hint="choose another name")
-        stored = self._checked_source_path(name, kind, path, options)
+        stored = self._syncs().checked_source_path(name, kind, path, options)
         cfg = SourceConfig(name, kind, stored, {k: v for k, v in options.items() if v is not None})
         self.settings.sources[name] = cfg
         self.settings.save()
@@ -171,16 +171,7 @@ class Workspace:
     def list_sources(self) -> list[dict[str, Any]]:
         """Every source in embedops.toml or in the catalog: kind, path, live documents, and whether it is
         configured (a source removed from the file but not with `source remove` still serves its documents)."""
-        s, d = schema.sources, schema.documents
-        with read_tx(self.engine) as conn:
-            live: dict[str, int] = dict(conn.execute(sa.select(s.c.name, sa.func.count(d.c.id)).select_from(s.outerjoin(
-                d, sa.and_(d.c.source_id == s.c.id, d.c.deleted_at.is_(None)))).group_by(s.c.name)).all())
-            kinds = dict(conn.execute(sa.select(s.c.name, s.c.kind)).all())
-        # a catalog-only source without live documents was removed: it is history, not a source
-        names = list(self.settings.sources) + sorted(n for n in live if n not in self.settings.sources and live[n])
-        return [{"name": n, "kind": (self.settings.sources[n].kind if n in self.settings.sources else kinds[n]),
-                 "path": self.settings.sources[n].path if n in self.settings.sources else None,
-                 "documents": int(live.get(n, 0)), "configured": n in self.settings.sources} for n in names]
+        return self._syncs().list_sources()
 
     def remove_source(self, name: str, *, plan_only: bool = False) -> dict[str, Any]:
         """Remove source ``name``: its documents are tombstoned and leave every kept index, in the ledger."""
@@ -208,30 +199,8 @@ class Workspace:
             return sorted(set(conn.execute(sa.select(e.c.name).join(s, s.c.id == e.c.source_id)
                                            .where(s.c.name == source)).scalars()))
 
-    def _checked_source_path(self, name: str, kind: str, path: str | Path | None, options: dict[str, Any]) -> str:
-        """Validate kind and options; the path as stored (relative to the workspace when inside it, "" for push)."""
-        from embedops.sources.registry import make_source, source_needs_path
-
-        if not source_needs_path(kind):
-            if path is not None:
-                origin = "from its database" if kind == "sql" else "through the API"
-                raise ConfigError(f"source {name!r}: a {kind} source has no path; its documents arrive {origin}",
-                                  hint=f"drop the path: `embedops source add {name} --kind {kind} ...`", source=name)
-            make_source(name, kind, None, **options).check()  # a sql source: the database answers the statement
-            return ""
-        resolved = Path(path).expanduser().resolve() if path is not None else None
-        make_source(name, kind, resolved, **options).check()  # kind, options, and a path that exists
-        assert resolved is not None
-        try:
-            return str(resolved.relative_to(self.root))
-        except ValueError:
-            return str(resolved)
-
     def open_source(self, cfg: SourceConfig) -> Source:
-        from embedops.sources.registry import make_source
-
-        path = Path(cfg.path)
-        return make_source(cfg.name, cfg.kind, path if path.is_absolute() else self.root / path, **cfg.options)
+        return self._syncs().open_source(cfg)
 
     # -- embedders, chunkers, indexes ------------------------------------------
     def embedder(self, name: str) -> Embedder:
@@ -403,8 +372,7 @@ class Workspace:
 
     def _syncs(self) -> SyncDriver:
         """The sync driver over this workspace's parts, made per call: it sees a reloaded configuration."""
-        return SyncDriver(self.settings, self.engine, self.store, self._targets(), self.open_source, self.list_sources,
-                          self.lock, self.after_sync)
+        return SyncDriver(self.settings, self.engine, self.store, self._targets(), self.lock, self.after_sync)
 
     # -- search ---------------------------------------------------------------
     def search(

@@ -8,8 +8,8 @@ catalog (``sync/fill.py``), and tells the ``after_sync`` listeners. Pushes by id
 (``sync/push.py``), a quarantine release and a source's removal run through the
 same runner, under the same ``sync`` lock.
 
-The driver is given the workspace's parts (settings, catalog engine, store) and
-the few workspace operations it calls (target resolution, source opening, the
+The driver also lists, validates and opens the workspace's sources. It is given
+the workspace's parts (settings, catalog engine, store, target resolution, the
 writer lock); it never imports the workspace.
 """
 
@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -30,7 +31,7 @@ from embedops.catalog.ledger import write_ledger
 from embedops.config import CONFIG_NAME, Settings, SourceConfig
 from embedops.curate.settings import CurateSettings
 from embedops.embedding.spend import Guard, Job, Limits, check_prices, check_recorder, check_start, cost_of, count_tokens, job_totals
-from embedops.errors import BudgetExceeded, NotFound, SourceError
+from embedops.errors import BudgetExceeded, ConfigError, NotFound, SourceError
 from embedops.execute import Executor, ExecutorOptions, make_executor
 from embedops.sources.base import Source
 from embedops.sync.curation import chunk_tagger, curate_plan
@@ -108,17 +109,15 @@ class SyncResult:
 class SyncDriver:
     """Syncs a workspace's sources into the indexes it keeps current.
 
-    ``targets`` resolves the indexes kept current; ``open_source``, ``list_sources``
-    and ``lock`` are the workspace's own (``Workspace`` builds one driver per call,
-    so a reloaded configuration is the one used).
+    ``targets`` resolves the indexes kept current and ``lock`` is the workspace's
+    writer lock (``Workspace`` builds one driver per call, so a reloaded
+    configuration is the one used).
     """
 
     settings: Settings
     engine: sa.Engine
     store: VectorStore
     targets: Targets
-    open_source: Callable[[SourceConfig], Source]
-    list_sources: Callable[[], list[dict[str, Any]]]
     lock: Locks
     # Called with (engine, indexes kept current) after every sync that read a source.
     after_sync: Sequence[SyncListener] = ()
@@ -137,6 +136,45 @@ class SyncDriver:
         if source not in self.settings.sources:
             raise NotFound(f"no source {source!r}", hint=f"sources: {', '.join(self.settings.sources) or 'none; add one with `embedops source add`'}")
         return [self.settings.sources[source]]
+
+    def list_sources(self) -> list[dict[str, Any]]:
+        """Every source in embedops.toml or in the catalog: kind, path, live documents, and whether it is
+        configured (a source removed from the file but not with `source remove` still serves its documents)."""
+        s, d = schema.sources, schema.documents
+        with read_tx(self.engine) as conn:
+            live: dict[str, int] = dict(conn.execute(sa.select(s.c.name, sa.func.count(d.c.id)).select_from(s.outerjoin(
+                d, sa.and_(d.c.source_id == s.c.id, d.c.deleted_at.is_(None)))).group_by(s.c.name)).all())
+            kinds = dict(conn.execute(sa.select(s.c.name, s.c.kind)).all())
+        # a catalog-only source without live documents was removed: it is history, not a source
+        names = list(self.settings.sources) + sorted(n for n in live if n not in self.settings.sources and live[n])
+        return [{"name": n, "kind": (self.settings.sources[n].kind if n in self.settings.sources else kinds[n]),
+                 "path": self.settings.sources[n].path if n in self.settings.sources else None,
+                 "documents": int(live.get(n, 0)), "configured": n in self.settings.sources} for n in names]
+
+    def checked_source_path(self, name: str, kind: str, path: str | Path | None, options: dict[str, Any]) -> str:
+        """Validate kind and options; the path as stored (relative to the workspace when inside it, "" for push)."""
+        from embedops.sources.registry import make_source, source_needs_path
+
+        if not source_needs_path(kind):
+            if path is not None:
+                origin = "from its database" if kind == "sql" else "through the API"
+                raise ConfigError(f"source {name!r}: a {kind} source has no path; its documents arrive {origin}",
+                                  hint=f"drop the path: `embedops source add {name} --kind {kind} ...`", source=name)
+            make_source(name, kind, None, **options).check()  # a sql source: the database answers the statement
+            return ""
+        resolved = Path(path).expanduser().resolve() if path is not None else None
+        make_source(name, kind, resolved, **options).check()  # kind, options, and a path that exists
+        assert resolved is not None
+        try:
+            return str(resolved.relative_to(self.settings.root))
+        except ValueError:
+            return str(resolved)
+
+    def open_source(self, cfg: SourceConfig) -> Source:
+        from embedops.sources.registry import make_source
+
+        path = Path(cfg.path)
+        return make_source(cfg.name, cfg.kind, path if path.is_absolute() else self.settings.root / path, **cfg.options)
 
     def _sync(self, configs: list[SourceConfig], plan_only: bool, progress: ProgressFactory | None,
               allow_mass_delete: bool, full: bool, options: ExecutorOptions, limits: Limits) -> SyncResult:
