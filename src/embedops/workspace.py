@@ -423,6 +423,7 @@ class Workspace:
         return self._searches().filter_notes(filters)
 
     def _searches(self) -> SearchFront:
+        """This workspace's searches, made per call: they see a reloaded configuration."""
         return SearchFront(self.searcher, self.engine, self.settings)
 
     # -- thresholds -------------------------------------------------------------

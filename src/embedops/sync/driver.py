@@ -131,6 +131,7 @@ class SyncDriver:
             return self._sync(configs, False, progress, allow_mass_delete, full, options, limits)
 
     def selected_sources(self, source: str | None) -> list[SourceConfig]:
+        """Every configured source, or just ``source`` (:class:`NotFound` naming the others)."""
         if source is None:
             return list(self.settings.sources.values())
         if source not in self.settings.sources:
@@ -171,6 +172,7 @@ class SyncDriver:
             return str(resolved)
 
     def open_source(self, cfg: SourceConfig) -> Source:
+        """``cfg``'s reader; a relative path is the workspace's."""
         from embedops.sources.registry import make_source
 
         path = Path(cfg.path)
