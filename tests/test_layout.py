@@ -51,3 +51,11 @@ def test_migrations_get_their_collaborators_from_the_composition_root() -> None:
     assert "embedops.workspace" not in reachable(graph, "embedops.migrate.run")
     assert "embedops.evaluate.gate" not in reachable(graph, "embedops.migrate.run")
     assert {"embedops.migrate.run", "embedops.evaluate.gate"} <= graph["embedops.compose"]
+
+
+def test_the_parts_the_workspace_delegates_to_are_given_what_they_use() -> None:
+    graph = import_graph()
+    parts = {"embedops.sync.driver", "embedops.sync.targets", "embedops.search.front"}
+    assert parts <= graph["embedops.workspace"]
+    for part in parts:
+        assert "embedops.workspace" not in reachable(graph, part), part

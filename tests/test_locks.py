@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-import embedops.workspace as workspace_module
+import embedops.sync.driver as sync_driver
 from embedops.catalog import schema
 from embedops.catalog.lock import WriteLock
 from embedops.compose import migrator
@@ -119,7 +119,7 @@ def test_a_push_waits_for_a_running_sync_and_gives_up_with_busy(tmp_path: Path, 
     ws.upsert_documents("events", [Document("e1", "a pushed event", {}, None)])
     assert time.monotonic() - started >= 0.5  # it waited for the lock, then wrote
     holder.join()
-    monkeypatch.setattr(workspace_module, "PUSH_LOCK_WAIT_S", 0.3)
+    monkeypatch.setattr(sync_driver, "PUSH_LOCK_WAIT_S", 0.3)
     held.clear()
     holder = threading.Thread(target=hold, args=(1.5,))
     holder.start()

@@ -44,7 +44,7 @@ def test_measure_gap_counts_what_the_fill_queries_find(ws: Workspace) -> None:
     ws.sync()
     d, c, v = schema.documents, schema.chunks, schema.vectors
     with ws.engine.connect() as conn:
-        target = ws._kept_targets(create=False)[0]
+        target = ws.kept_targets()[0]
         assert measure_gap(conn, target).total == 0
     with ws.engine.begin() as conn:  # a lagging index: vectors lost, one document never chunked
         lost = list(conn.execute(sa.select(v.c.chunk_id).order_by(v.c.chunk_id.desc()).limit(4)).scalars())

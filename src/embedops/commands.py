@@ -15,7 +15,8 @@ from embedops.catalog.db import read_tx
 from embedops.migrate.gate import GateConfig
 from embedops.vectors.storage import StorageOptions
 from embedops.search.engine import Filters, SearchResult
-from embedops.workspace import ProgressFactory, SyncResult, Workspace
+from embedops.sync.driver import ProgressFactory, SyncResult
+from embedops.workspace import Workspace
 
 # Result types only: each verb imports what it runs, so a quick command (migrate status) loads little.
 if TYPE_CHECKING:

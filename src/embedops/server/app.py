@@ -36,7 +36,8 @@ from embedops.server.problems import AuthNotConfigured, ErrorBody, Unauthorized,
 from embedops.server.service import Service
 from embedops.sources.base import Document
 from embedops.sources.validate import MAX_ID_CHARS
-from embedops.workspace import SyncResult, Workspace
+from embedops.sync.driver import SyncResult
+from embedops.workspace import Workspace
 
 DESCRIPTION = """\
 Search, sync and push documents over HTTP; the same operations as the `embedops` CLI.

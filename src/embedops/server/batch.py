@@ -19,7 +19,8 @@ from embedops.errors import BadRecord, EmbedopsError
 from embedops.sources.base import Document, encodable
 
 if TYPE_CHECKING:
-    from embedops.workspace import SyncResult, Workspace
+    from embedops.sync.driver import SyncResult
+    from embedops.workspace import Workspace
 
 MAX_BATCH = 256  # documents per write: bounds one transaction's size and a failure's reach
 

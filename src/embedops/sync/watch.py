@@ -35,7 +35,8 @@ from embedops.errors import Busy, EmbedopsError
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
-    from embedops.workspace import SyncResult, Workspace
+    from embedops.sync.driver import SyncResult
+    from embedops.workspace import Workspace
 
 log = logging.getLogger("embedops")
 
