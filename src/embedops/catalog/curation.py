@@ -39,6 +39,19 @@ def language_of() -> sa.ScalarSelect[Any]:
     return sa.select(cu.c.language).where(cu.c.document_id == d.c.id).scalar_subquery()
 
 
+def stored_language(chunk_metadata: dict[str, Any], document_tag: str | None) -> str | None:
+    """A chunk's stored language tag: its own ``lang`` (set at ingest), else its document's
+    (:func:`language_of`); None when it was synced while curation was off (never tagged).
+
+    >>> stored_language({"lang": "de"}, "en"), stored_language({}, "en"), stored_language({}, None)
+    ('de', 'en', None)
+    """
+    own = chunk_metadata.get("lang")
+    if isinstance(own, str) and own:
+        return own
+    return document_tag or None
+
+
 class SourceCuration:
     """One source's stored decisions, read once: the curator's state, and each document's first-seen time."""
 
