@@ -66,3 +66,19 @@ def test_v8_catalog_gains_chunk_metadata(tmp_path: Path, database: str | None) -
         assert conn.execute(sa.select(schema.chunks.c.metadata)).scalar_one() == {"kind": "module"}
         upgrades = [r["details"]["schema_version"] for r in read_ledger(conn, kind_prefix="catalog.upgrade")]
         assert sorted(upgrades) == list(range(9, schema.SCHEMA_VERSION + 1))
+
+
+def test_v12_catalog_gains_the_query_side_fingerprint_column(tmp_path: Path, database: str | None) -> None:
+    engine = create_engine(database_url(database or "v12.db", tmp_path))
+    with engine.begin() as conn:
+        schema.metadata.create_all(conn)
+        conn.exec_driver_sql("ALTER TABLE spaces DROP COLUMN query_fingerprint")  # the table as version 12 made it
+        conn.execute(sa.insert(schema.meta).values(key="schema_version", value="12"))
+        conn.execute(sa.insert(schema.spaces).values(key="k", embedder="e", ref={}, dims=2, fingerprint=b"f",
+                                                     fingerprint_digest="d", created_at=1.0))
+    assert ensure_schema(engine) == schema.SCHEMA_VERSION >= 13
+    with engine.connect() as conn:
+        # Unknown until the space's next verification measures it (embedding/verify.py).
+        assert conn.execute(sa.select(schema.spaces.c.query_fingerprint)).scalar_one() is None
+        upgrades = [r["details"]["schema_version"] for r in read_ledger(conn, kind_prefix="catalog.upgrade")]
+        assert 13 in upgrades

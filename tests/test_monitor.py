@@ -284,6 +284,21 @@ def test_no_false_positive_across_20_runs_of_a_real_model(tmp_path: Path) -> Non
     ws.close()
 
 
+def test_a_symmetric_space_is_fingerprinted_on_one_side_only(mws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hashing embeds queries as documents: no query side is stored, and verifying embeds no query."""
+    from embedops.embedding.hashing_embedder import HashingEmbedder
+
+    with mws.engine.connect() as conn:
+        assert conn.execute(sa.select(schema.spaces.c.query_fingerprint)).scalar_one() is None
+
+    def no_query_side(self: HashingEmbedder, texts: object) -> None:
+        raise AssertionError("a symmetric model's sentinels were embedded as queries")
+
+    monkeypatch.setattr(HashingEmbedder, "embed_queries", no_query_side)
+    [check] = check_models(mws, record=False)
+    assert check.same and check.changed == [] and check.query_sentinel_min_cosine is None
+
+
 # -- drift --------------------------------------------------------------------------------------
 def _write(folder: Path, prefix: str, n: int, seed: int, make: object) -> None:
     rng = random.Random(seed)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8, 9, 10, 11, 12)  # 4: thresholds, 5: monitoring tables (bottom of this file),
+SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)  # 4: thresholds, 5: monitoring tables (bottom of this file),
 # 6: gate evidence, 7: writer locks, 8: storage variants (indexes.storage, projections), 9: chunks.metadata,
-# 10: adopted embeddings, 11: curation (one self-contained table, see the end of this file), 12: spend
+# 10: adopted embeddings, 11: curation (one self-contained table, see the end of this file), 12: spend,
+# 13: spaces.query_fingerprint (an asymmetric model's query side)
 
 metadata = sa.MetaData()
 
@@ -84,6 +85,9 @@ spaces = sa.Table(
     sa.Column("fingerprint", sa.LargeBinary, nullable=False),
     sa.Column("fingerprint_digest", sa.String(32), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # The sentinels embedded as queries: asymmetric spaces only (NULL: symmetric, or registered before version 13
+    # and not verified since).
+    sa.Column("query_fingerprint", sa.LargeBinary, nullable=True),
 )
 
 # The content-hash cache: identical text is embedded once per space.
