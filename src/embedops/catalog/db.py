@@ -134,6 +134,16 @@ def _upgrade_to_13(conn: sa.Connection) -> None:
 UPGRADES[13] = _upgrade_to_13
 
 
+def _upgrade_to_14(conn: sa.Connection) -> None:
+    """Version 14: duplicates across sources: the source of a duplicate's canonical document
+    (``curation.canonical_source``; NULL, the duplicate's own source, for the rows written before).
+    Self-contained (one nullable column): it can take another number if a merge makes 14 taken."""
+    if "canonical_source" not in {c["name"] for c in sa.inspect(conn).get_columns("curation")}:
+        conn.execute(sa.text("ALTER TABLE curation ADD COLUMN canonical_source INTEGER"))
+
+
+UPGRADES[14] = _upgrade_to_14
+
 
 RESTORE_HINT = (
     "restore it from a backup: `embedops restore BACKUP` (backups are made with `embedops backup FILE`);"
