@@ -66,3 +66,46 @@ def test_v8_catalog_gains_chunk_metadata(tmp_path: Path, database: str | None) -
         assert conn.execute(sa.select(schema.chunks.c.metadata)).scalar_one() == {"kind": "module"}
         upgrades = [r["details"]["schema_version"] for r in read_ledger(conn, kind_prefix="catalog.upgrade")]
         assert sorted(upgrades) == list(range(9, schema.SCHEMA_VERSION + 1))
+
+
+def test_v12_catalog_gains_the_query_side_fingerprint_column(tmp_path: Path, database: str | None) -> None:
+    engine = create_engine(database_url(database or "v12.db", tmp_path))
+    with engine.begin() as conn:
+        schema.metadata.create_all(conn)
+        conn.exec_driver_sql("ALTER TABLE spaces DROP COLUMN query_fingerprint")  # the table as version 12 made it
+        conn.execute(sa.insert(schema.meta).values(key="schema_version", value="12"))
+        conn.execute(sa.insert(schema.spaces).values(key="k", embedder="e", ref={}, dims=2, fingerprint=b"f",
+                                                     fingerprint_digest="d", created_at=1.0))
+    assert ensure_schema(engine) == schema.SCHEMA_VERSION >= 13
+    with engine.connect() as conn:
+        # Unknown until the space's next verification measures it (embedding/verify.py).
+        assert conn.execute(sa.select(schema.spaces.c.query_fingerprint)).scalar_one() is None
+        upgrades = [r["details"]["schema_version"] for r in read_ledger(conn, kind_prefix="catalog.upgrade")]
+        assert 13 in upgrades
+
+
+def test_v13_catalog_gains_the_canonical_source_and_old_duplicates_keep_their_own_source(
+    tmp_path: Path, database: str | None,
+) -> None:
+    from embedops.catalog.curation import StoredCurations, doc_key
+
+    engine = create_engine(database_url(database or "v13.db", tmp_path))
+    with engine.begin() as conn:
+        schema.metadata.create_all(conn)
+        conn.exec_driver_sql("ALTER TABLE curation DROP COLUMN canonical_source")  # as version 13 made it
+        conn.execute(sa.insert(schema.meta).values(key="schema_version", value="13"))
+        conn.execute(sa.insert(schema.sources).values(id=7, name="s", kind="folder", config={}, created_at=1.0))
+        for i, ext in enumerate(["a.md", "b.md"], start=1):
+            conn.execute(sa.insert(schema.documents).values(id=i, source_id=7, external_id=ext, content_hash="h",
+                                                            text="x", metadata={}, ingested_at=1.0))
+        conn.exec_driver_sql("INSERT INTO curation (document_id, source_id, status, first_seen, content_hash, findings,"
+                             " language, decided_at) VALUES (1, 7, 'kept', 1.0, 'h', '[]', 'en', 1.0)")
+        conn.exec_driver_sql("INSERT INTO curation (document_id, source_id, status, first_seen, content_hash, canonical,"
+                             " findings, language, decided_at) VALUES (2, 7, 'quarantined', 1.0, 'h', 'a.md', '[]',"
+                             " 'en', 1.0)")
+    assert ensure_schema(engine) == schema.SCHEMA_VERSION >= 14
+    with engine.connect() as conn:
+        stored = {s.doc_id: s.canonical_id for s in StoredCurations(conn, None).curated_documents()}
+        assert stored == {doc_key(7, "a.md"): None, doc_key(7, "b.md"): doc_key(7, "a.md")}
+        upgrades = [r["details"]["schema_version"] for r in read_ledger(conn, kind_prefix="catalog.upgrade")]
+        assert 14 in upgrades

@@ -333,6 +333,119 @@ def test_new_shingling_parameters_recompute_the_stored_signatures(curated: Any) 
     assert ws.sync().counts.rechecked == 0
 
 
+# -- duplicates across sources ([curate] scope) ---------------------------------------------------
+def two_sources(tmp_path: Path, database: str | None, scope: str = "workspace") -> Workspace:
+    """Source ``docs`` (added first) and source ``wiki``, which holds an exact and a near copy of docs/a.md."""
+    write(tmp_path / "docs", {"a.md": EN, "d.md": DE})
+    write(tmp_path / "wiki", {"x.md": EN, "y.md": NEAR, "z.md": ES})
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=database, curate=True)
+    assert ws.settings.curate is not None and ws.settings.curate.scope == "workspace"  # the default
+    ws.settings.curate.scope = scope  # type: ignore[assignment]
+    ws.add_source("docs", tmp_path / "docs")
+    ws.add_source("wiki", tmp_path / "wiki")
+    return ws
+
+
+def test_a_copy_in_another_source_is_a_duplicate_of_the_first_sources_document(tmp_path: Path, database: str | None) -> None:
+    from embedops import commands
+
+    ws = two_sources(tmp_path, database)
+    result = ws.sync()
+    assert result.counts.quarantined == 2
+    assert decisions(ws) == {
+        "a.md": ("kept", None, None), "d.md": ("kept", None, None), "x.md": ("quarantined", "duplicate", "a.md"),
+        "y.md": ("quarantined", "near_duplicate", "a.md"), "z.md": ("kept", None, None),
+    }  # one sync: the copies tie on first seen, and the source added first keeps its document
+    assert chunked(ws) == {"a.md", "d.md", "z.md"}
+    shown = commands.quarantine_show(ws.root, document="x.md")
+    assert (shown.source, shown.canonical_source, shown.canonical) == ("wiki", "docs", "a.md")
+    assert shown.findings[0]["detail"] == "same text as docs/a.md"
+    out = CliRunner().invoke(app, ["quarantine", "show", "y.md", "-w", str(ws.root)]).output
+    assert "canonical document: docs/a.md" in out and "with docs/a.md" in out
+    status = check_counts(ws)
+    assert (status["documents"], status["quarantined_documents"], status["seen_documents"]) == (3, 2, 5)
+    check_invariant_2(ws)
+    assert ws.sync().counts.rechecked == 0  # incremental: nothing changed, nothing decided again
+
+    # Deleting the canonical document promotes its oldest copy, in the other source: a sync of docs alone
+    # re-checks wiki's documents too (the copy is embedded, the near copy relinked to it).
+    (tmp_path / "docs" / "a.md").unlink()
+    promoted = ws.sync(source="docs")
+    assert promoted.counts.deleted == 1 and promoted.counts.rechecked == 2
+    assert decisions(ws) == {
+        "d.md": ("kept", None, None), "x.md": ("kept", None, None),
+        "y.md": ("quarantined", "near_duplicate", "x.md"), "z.md": ("kept", None, None),
+    }
+    assert commands.quarantine_show(ws.root, document="y.md").canonical_source == "wiki"
+    assert chunked(ws) == {"d.md", "x.md", "z.md"}
+    status = check_counts(ws)
+    assert (status["documents"], status["quarantined_documents"], status["deleted_documents"]) == (3, 1, 1)
+    check_invariant_2(ws)
+    assert ws.sync().counts.rechecked == 0
+    ws.close()
+
+
+def test_a_sync_killed_before_re_electing_in_another_source_is_finished_by_the_next_no_op_sync(
+    tmp_path: Path, database: str | None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from embedops.sync.run import SyncRunner
+
+    ws = two_sources(tmp_path, database)
+    ws.sync()
+    (tmp_path / "docs" / "a.md").unlink()
+    run = SyncRunner.run
+
+    def killed_in_wiki(self: SyncRunner, source_id: int, plan: Any) -> Any:
+        if plan.source == "wiki":  # the deletion in docs is committed; the copies in wiki are not re-elected
+            raise KeyboardInterrupt
+        return run(self, source_id, plan)
+
+    monkeypatch.setattr(SyncRunner, "run", killed_in_wiki)
+    with pytest.raises(KeyboardInterrupt):
+        ws.sync()
+    monkeypatch.undo()
+    assert decisions(ws)["x.md"] == ("quarantined", "duplicate", "a.md") and "a.md" not in decisions(ws)
+    again = ws.sync()  # nothing changed in any source: the orphaned copies alone bring the curator back
+    assert again.counts.rechecked == 2 and decisions(ws)["x.md"] == ("kept", None, None)
+    assert decisions(ws)["y.md"] == ("quarantined", "near_duplicate", "x.md")
+    check_counts(ws)
+    check_invariant_2(ws)
+    assert ws.sync().counts.rechecked == 0
+    ws.close()
+
+
+def test_scope_source_compares_each_source_only_with_itself(tmp_path: Path, database: str | None) -> None:
+    ws = two_sources(tmp_path, database, scope="source")
+    ws.sync()
+    assert decisions(ws) == {
+        "a.md": ("kept", None, None), "d.md": ("kept", None, None), "x.md": ("kept", None, None),
+        "y.md": ("quarantined", "near_duplicate", "x.md"), "z.md": ("kept", None, None),
+    }
+    check_counts(ws)
+    check_invariant_2(ws)
+    ws.close()
+    with pytest.raises(ConfigError, match="scope must be one of workspace, source"):
+        CurateSettings.from_toml({"scope": "tenant"})
+
+
+def test_a_push_deleting_the_canonical_document_promotes_its_copy_in_another_source(
+    tmp_path: Path, database: str | None,
+) -> None:
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=database, curate=True)
+    ws.add_source("events", kind="push")
+    ws.add_source("mirror", kind="push")
+    ws.upsert_documents("events", [Document("e1", EN), Document("e2", DE)])
+    copied = ws.upsert_documents("mirror", [Document("m1", EN), Document("m2", ES)])
+    assert copied.sources[0]["documents"] == {"m1": "quarantined", "m2": "added"}
+    assert decisions(ws)["m1"] == ("quarantined", "duplicate", "e1")
+    result = ws.delete_documents("events", ["e1"])
+    assert result.counts.deleted == 1 and result.counts.rechecked == 1
+    assert decisions(ws)["m1"] == ("kept", None, None) and chunked(ws) == {"e2", "m1", "m2"}
+    check_counts(ws)
+    check_invariant_2(ws)
+    ws.close()
+
+
 def test_doc_lang_segments_an_eval_run_by_the_judged_documents_language(curated: Any) -> None:
     from embedops.evaluate.runner import run_evalset
     from embedops.evaluate.store import import_evalset

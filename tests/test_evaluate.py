@@ -24,7 +24,8 @@ from embedops.cli import app
 from embedops.errors import ConfigError, NotFound, SearchError
 from embedops.evaluate.report import build_report
 from embedops.evaluate.runner import compare_evalset, compare_targets, run_evalset
-from embedops.evaluate.segments import detect_languages
+from embedops.curate import CurateSettings
+from embedops.curate.language import detect_query_languages
 from embedops.evaluate.store import bound_evalsets, get_evalset, import_evalset, list_evalsets, load_evalset
 from embedops.search.modes import fts_query, fuse
 from embedops.workspace import Workspace
@@ -222,7 +223,24 @@ def test_language_detection() -> None:
              "How many points did the Panthers defense surrender?",
              "¿Cuántos puntos permitió la defensa de los Panthers?",
              "黑豹队的防守丢了多少分？", "12345"]
-    assert detect_languages(texts) == ["de", "en", "es", "zh", "unknown"]
+    assert detect_query_languages(texts) == ["de", "en", "es", "zh", "unknown"]
+
+
+def test_query_languages_are_detected_with_the_ingests_candidates(
+    ews: Workspace, beir: tuple[Path, dict[str, list[str]]], tmp_path: Path,
+) -> None:
+    """Query tags come from the detector the ingest uses: its candidates, so they compare with the stored tags."""
+    words = beir[1]
+    german = ["Wie viele Punkte hat die Verteidigung der Mannschaft im letzten Spiel abgegeben?",
+              "Warum wandeln die Pflanzen das Licht in Zucker und Sauerstoff um?"]
+    lines = [json.dumps({"id": f"g{i}", "query": text, "relevant_ids": [f"d{i}"]}) for i, text in enumerate(german)]
+    lines += [json.dumps({"id": f"e{i}", "query": f"which documents mention {' '.join(words[f'd{i}'])} in the study?",
+                          "relevant_ids": [f"d{i}"]}) for i in range(4)]
+    import_evalset(ews, "langs", write_jsonl(tmp_path / "langs.jsonl", lines))
+    assert set(run_evalset(ews, "langs", segment_by="language").labels.values()) == {"de", "en"}
+    ews.settings.curate = CurateSettings(enabled=False, language_candidates=["en", "fr"])
+    labels = run_evalset(ews, "langs", segment_by="language").labels
+    assert set(labels.values()) <= {"en", "fr", "unknown"} and "de" not in labels.values()
 
 
 def test_bad_input_is_counted_with_line_numbers(ews: Workspace, beir: tuple[Path, dict[str, list[str]]], tmp_path: Path) -> None:

@@ -284,6 +284,21 @@ def test_no_false_positive_across_20_runs_of_a_real_model(tmp_path: Path) -> Non
     ws.close()
 
 
+def test_a_symmetric_space_is_fingerprinted_on_one_side_only(mws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hashing embeds queries as documents: no query side is stored, and verifying embeds no query."""
+    from embedops.embedding.hashing_embedder import HashingEmbedder
+
+    with mws.engine.connect() as conn:
+        assert conn.execute(sa.select(schema.spaces.c.query_fingerprint)).scalar_one() is None
+
+    def no_query_side(self: HashingEmbedder, texts: object) -> None:
+        raise AssertionError("a symmetric model's sentinels were embedded as queries")
+
+    monkeypatch.setattr(HashingEmbedder, "embed_queries", no_query_side)
+    [check] = check_models(mws, record=False)
+    assert check.same and check.changed == [] and check.query_sentinel_min_cosine is None
+
+
 # -- drift --------------------------------------------------------------------------------------
 def _write(folder: Path, prefix: str, n: int, seed: int, make: object) -> None:
     rng = random.Random(seed)
@@ -338,6 +353,36 @@ def test_drift_flags_queries_moving_away(drift_ws: Workspace) -> None:
         drift_ws.search(off_topic(rng), k=3)
     stream = check_drift(drift_ws)[1]
     assert stream.status == "drift" and stream.overall.drifted and stream.overall.n_recent == 60
+
+
+def test_drift_language_segments_read_the_stored_tags_and_never_detect_them(
+    tmp_path: Path, database: str | None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """English text whose source declares it German: the stored tag (de) is the segment, not the text's (en)."""
+    from embedops.curate import language as language_mod
+    from embedops.curate.language import LanguageDetector
+
+    rng = random.Random(3)
+    english = [" ".join(sentence(rng) for _ in range(3)) for _ in range(55)]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": f"en{i}", "text": t}) + "\n" for i, t in enumerate(english[:30])))
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=database, curate=True)
+    ws.settings.monitor.drift_min_samples = 20
+    ws.add_source("docs", path, kind="jsonl")
+    ws.sync()
+    assert check_drift(ws)[0].reference["rows"] == 30
+    with path.open("a") as f:
+        f.writelines(json.dumps({"id": f"de{i}", "text": t, "language": "de"}) + "\n" for i, t in enumerate(english[30:]))
+    ws.sync()
+    assert set(LanguageDetector().documents(english[30:])) == {"en"}  # what re-detection would have said
+
+    def no_detection(*args: object) -> None:
+        raise AssertionError("a stored document's language was detected again")
+
+    monkeypatch.setattr(language_mod, "_detector", no_detection)
+    corpus = check_drift(ws)[0]
+    assert corpus.segments["language=de"].n_recent == 25 and "language=en" not in corpus.segments
+    ws.close()
 
 
 def test_mmd_no_false_positive_on_same_distribution() -> None:

@@ -113,6 +113,45 @@ def test_a_german_question_finds_the_english_passage(name: str) -> None:
     assert (scores.argmax(axis=1) == np.arange(8)).mean() >= 0.75
 
 
+# --- the query side's fingerprint ---------------------------------------------------------------------
+def test_a_changed_query_path_is_caught_by_the_query_side_fingerprint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """e5 with its query prompt dropped: every stored (passage) vector is still right, search is not."""
+    import sqlalchemy as sa
+
+    from embedops.catalog import schema
+    from embedops.embedding.multilingual import E5Embedder
+    from embedops.monitor.fingerprint import ModelChanged, check_models, forget_verifications
+
+    corpus, _ = make_bilingual(tmp_path)
+    corpus.write_text("".join(corpus.read_text(encoding="utf-8").splitlines(keepends=True)[:6]), encoding="utf-8")
+    ws = Workspace.init(tmp_path / "ws", embedder=E5, chunker="whole")
+    ws.add_source("people", corpus, kind="jsonl")
+    ws.sync()
+
+    def query_fingerprint() -> bytes | None:
+        with ws.engine.connect() as conn:
+            return conn.execute(sa.select(schema.spaces.c.query_fingerprint)).scalar_one()  # type: ignore[no-any-return]
+
+    assert query_fingerprint() is not None  # both sides taken when the space was registered
+    monkeypatch.setattr(E5Embedder, "embed_queries", lambda self, texts: self._encode(texts, is_query=False))
+    forget_verifications()
+    with pytest.raises(ModelChanged, match="query side: lowest sentinel cosine") as caught:
+        ws.search("Who works as a baker?", k=3)
+    assert caught.value.details["changed"] == ["queries"]
+    [check] = check_models(ws, record=False)
+    assert not check.same and check.changed == ["queries"] and "document side" not in check.reason
+    assert check.query_sentinel_min_cosine is not None and check.query_sentinel_min_cosine < 0.99
+    assert check.probe["min_cosine"] > 0.9999  # the stored passages are still the model's
+    monkeypatch.undo()
+    # A space registered before the query side was measured (schema < 13) gets it at its next verification.
+    with ws.engine.begin() as conn:
+        conn.execute(sa.update(schema.spaces).values(query_fingerprint=None))
+    forget_verifications()
+    assert ws.search("Who works as a baker?", k=3)
+    assert query_fingerprint() is not None and ws.history(kind="space.query_fingerprint", limit=1)
+    ws.close()
+
+
 # --- queries use the query side everywhere ----------------------------------------------------------
 def test_search_and_eval_embed_queries_with_the_query_side(tmp_path: Path) -> None:
     corpus, queries = make_bilingual(tmp_path)

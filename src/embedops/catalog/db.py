@@ -122,6 +122,29 @@ def _upgrade_to_12(conn: sa.Connection) -> None:
 UPGRADES[12] = _upgrade_to_12
 
 
+def _upgrade_to_13(conn: sa.Connection) -> None:
+    """Version 13: the query side of an asymmetric space's fingerprint (``spaces.query_fingerprint``; NULL until
+    the space's next verification takes it). Self-contained (one nullable column): it can take another number
+    if a merge makes 13 taken."""
+    if "query_fingerprint" not in {c["name"] for c in sa.inspect(conn).get_columns("spaces")}:
+        kind = schema.spaces.c.query_fingerprint.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE spaces ADD COLUMN query_fingerprint {kind}"))
+
+
+UPGRADES[13] = _upgrade_to_13
+
+
+def _upgrade_to_14(conn: sa.Connection) -> None:
+    """Version 14: duplicates across sources: the source of a duplicate's canonical document
+    (``curation.canonical_source``; NULL, the duplicate's own source, for the rows written before).
+    Self-contained (one nullable column): it can take another number if a merge makes 14 taken."""
+    if "canonical_source" not in {c["name"] for c in sa.inspect(conn).get_columns("curation")}:
+        conn.execute(sa.text("ALTER TABLE curation ADD COLUMN canonical_source INTEGER"))
+
+
+UPGRADES[14] = _upgrade_to_14
+
+
 RESTORE_HINT = (
     "restore it from a backup: `embedops restore BACKUP` (backups are made with `embedops backup FILE`);"
     " the catalog holds the history and cannot be rebuilt from the sources"

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8, 9, 10, 11, 12)  # 4: thresholds, 5: monitoring tables (bottom of this file),
+SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)  # 4: thresholds, 5: monitoring tables (bottom of this file),
 # 6: gate evidence, 7: writer locks, 8: storage variants (indexes.storage, projections), 9: chunks.metadata,
-# 10: adopted embeddings, 11: curation (one self-contained table, see the end of this file), 12: spend
+# 10: adopted embeddings, 11: curation (one self-contained table, see the end of this file), 12: spend,
+# 13: spaces.query_fingerprint (an asymmetric model's query side), 14: curation.canonical_source (duplicates across
+# sources)
 
 metadata = sa.MetaData()
 
@@ -84,6 +86,9 @@ spaces = sa.Table(
     sa.Column("fingerprint", sa.LargeBinary, nullable=False),
     sa.Column("fingerprint_digest", sa.String(32), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # The sentinels embedded as queries: asymmetric spaces only (NULL: symmetric, or registered before version 13
+    # and not verified since).
+    sa.Column("query_fingerprint", sa.LargeBinary, nullable=True),
 )
 
 # The content-hash cache: identical text is embedded once per space.
@@ -419,8 +424,9 @@ adopted_embeddings = sa.Table(
 # kept (chunked and embedded), quarantined (no chunks, no vectors), released (quarantined,
 # then embedded by `embedops quarantine release`; not re-checked until its content changes).
 # A live document without a row has not been checked (synced while curation was off).
-# ``canonical`` is the external id, in the same source, of the kept document a duplicate
-# copies (the source may not have stored it yet: no foreign key). ``signature``: MinHash
+# ``canonical`` is the external id of the kept document a duplicate copies, in the source
+# ``canonical_source`` (schema 14; NULL: the duplicate's own source, as every row written
+# before 14) (the source may not have stored it yet: no foreign key). ``signature``: MinHash
 # bytes of a kept document (curate/signature.py). ``language``: ISO 639-1 or "unknown".
 curation = sa.Table(
     "curation",
@@ -432,6 +438,7 @@ curation = sa.Table(
     sa.Column("content_hash", sa.String(32), nullable=False),
     sa.Column("signature", sa.LargeBinary),
     sa.Column("canonical", sa.Text),
+    sa.Column("canonical_source", sa.Integer),
     sa.Column("similarity", sa.Float),
     sa.Column("reason", sa.String(32)),
     sa.Column("findings", sa.JSON, nullable=False),

@@ -32,7 +32,7 @@ def quarantine_list(
     for col in ("source", "document", "reason", "language", "duplicates", "status"):
         t.add_column(col)
     for e in entries:
-        t.add_row(e.source, e.document, e.reason or "", e.language, e.canonical or "", e.status)
+        t.add_row(e.source, e.document, e.reason or "", e.language, e.canonical_path or "", e.status)
     out.print(t)
 
 
@@ -53,7 +53,7 @@ def quarantine_show(
         measured = "" if f.get("value") is None else f" [value {f['value']:g}, limit {f['limit']:g}]"
         out.print(f"  {f['reason']}: {f['detail']}{measured}", highlight=False)
     if e.canonical:
-        out.print(f"  canonical document: {e.canonical}", highlight=False)
+        out.print(f"  canonical document: {e.canonical_path}", highlight=False)
 
 
 @quarantine_app.command("release")

@@ -6,7 +6,8 @@ in-memory index of the canonical documents, built once from the stored state
 it reads through the :class:`CurationState` protocol.
 
 In a workspace (``[curate] enabled = true``) sync drives it: ``sync/curation.py``
-runs one ``Curator`` per source per sync over the changed and deleted documents,
+runs one ``Curator`` per sync over the changed and deleted documents of every source
+(``[curate] scope = "source"``: one per source),
 with the catalog's stored decisions (``catalog/curation.py``, schema 11) as its
 :class:`CurationState`; ``sync/run.py`` writes each :class:`Decision` in the
 transaction of its document and chunks only the kept ones; chunks get their

@@ -138,8 +138,10 @@ class Curator:
     ('duplicate', 'a')
     """
 
-    def __init__(self, settings: CurateSettings, state: CurationState) -> None:
+    def __init__(self, settings: CurateSettings, state: CurationState, label: Callable[[str], str] | None = None) -> None:
+        """``label`` names a document in the findings' sentences (default: its id)."""
         self.settings = settings
+        self._label = label or str
         self.spec = SignatureSpec(settings.shingle_size, settings.num_perm)
         self._state = state
         self._index: DedupIndex | None = None
@@ -171,7 +173,7 @@ class Curator:
         exact = index.exact(base.content_hash) if self.settings.checks(DUPLICATE) else None
         if exact is not None and exact.rank < doc.rank:
             index.add_member(doc.doc_id, doc.rank, exact.doc_id)
-            return base.quarantine(Finding(DUPLICATE, f"same text as {exact.doc_id}", 1.0, 1.0), match=exact)
+            return base.quarantine(Finding(DUPLICATE, f"same text as {self._label(exact.doc_id)}", 1.0, 1.0), match=exact)
         findings = quality_findings(doc.text, self.settings, base.language)
         if findings:
             return base.quarantine(*findings)
@@ -186,7 +188,8 @@ class Curator:
         if older:
             index.add_member(doc.doc_id, doc.rank, older[0].doc_id)
             threshold = self.settings.jaccard_threshold
-            detail = f"estimated Jaccard similarity {older[0].similarity:.2f} with {older[0].doc_id} (≥ {threshold})"
+            detail = (f"estimated Jaccard similarity {older[0].similarity:.2f} with {self._label(older[0].doc_id)}"
+                      f" (≥ {threshold})")
             return base.quarantine(Finding(NEAR_DUPLICATE, detail, older[0].similarity, threshold), match=older[0])
         index.add_canonical(doc.doc_id, doc.rank, base.content_hash, sig)
         displaced = [m.doc_id for m in matches] + ([exact.doc_id] if exact is not None else [])

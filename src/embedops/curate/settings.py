@@ -30,6 +30,8 @@ BOILERPLATE = "boilerplate"
 ENCODING = "encoding"
 LANGUAGE = "language"
 RULE_NAMES: tuple[str, ...] = (DUPLICATE, TOO_SHORT, TOO_LONG, NON_TEXT, BOILERPLATE, ENCODING, LANGUAGE, NEAR_DUPLICATE)
+Scope = Literal["workspace", "source"]
+SCOPES: tuple[Scope, ...] = ("workspace", "source")
 
 # Candidates for language detection: widely used languages. Fewer candidates
 # detect faster and confuse less; a language missing here is never detected.
@@ -63,6 +65,8 @@ class CurateSettings:
     """
 
     enabled: bool = True
+    # What a document is compared with for duplicates: every source's kept documents, or its own source's.
+    scope: Scope = "workspace"
     rules: list[str] = field(default_factory=lambda: list(RULE_NAMES))
     min_words: int = 5
     max_words: int = 200_000
@@ -107,6 +111,8 @@ class CurateSettings:
             _number_between(name, getattr(self, name), flow, fhigh)
         if self.max_words < self.min_words:
             raise ConfigError(f"[curate] max_words must be at least min_words ({self.min_words}) (got {self.max_words})")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"[curate] scope must be one of {', '.join(SCOPES)} (got {self.scope!r})")
         if self.language_accuracy not in ("low", "high"):
             raise ConfigError(f"[curate] language_accuracy must be one of low, high (got {self.language_accuracy!r})")
         _names("language_candidates", self.language_candidates, supported_languages())

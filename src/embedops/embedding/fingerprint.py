@@ -6,9 +6,18 @@ fingerprint with a live one detects a provider that changed its model behind
 the same name, weights swapped in place, or a quantized build posing as the
 original (all-MiniLM-L6-v2 fp32 vs int8 agree only to cosine ~0.999).
 
+An asymmetric model (e5's ``query:``/``passage:``, sentence-transformers
+prompts) embeds queries through another path than documents: a dropped or
+changed query prompt leaves every stored vector valid and turns search to
+noise. :func:`take_fingerprints` measures both sides of such a model (a
+symmetric one: the document side only, at no extra cost) and
+:func:`compare_spaces` says which side changed.
+
 >>> from embedops.embedding.registry import load_embedder
 >>> emb = load_embedder("hashing")
 >>> compare_fingerprints(take_fingerprint(emb), take_fingerprint(emb)).same
+True
+>>> take_fingerprints(emb).queries is None  # symmetric: queries are embedded as documents
 True
 """
 
@@ -16,8 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -68,6 +77,9 @@ SENTINELS: tuple[str, ...] = (
     "between flashes to be sure of which headland lies ahead, and steering for home.",
 )
 
+Side = Literal["documents", "queries"]
+_SIDE_NAMES: dict[Side, str] = {"documents": "document", "queries": "query"}
+
 _MAGIC = b"EOFP"
 _HEADER = struct.Struct("<4sHII")  # magic, format version, rows, dims
 _FORMAT_VERSION = 1
@@ -92,15 +104,31 @@ class Fingerprint:
         return cls(vectors=matrix, digest=vectors_digest(matrix), sentinels_version=sentinels_version)
 
 
+@dataclass
+class SpaceFingerprint:
+    """A space's fingerprints: its document side, and its query side when the model is asymmetric."""
+
+    documents: Fingerprint
+    queries: Fingerprint | None = None
+
+
 @dataclass(frozen=True)
 class FingerprintCheck:
-    """Outcome of comparing two fingerprints sentinel by sentinel."""
+    """Outcome of comparing two fingerprints sentinel by sentinel.
+
+    For a whole space (:func:`compare_spaces`): ``min_cosine`` is the lowest over
+    both sides, ``mean_cosine`` and ``per_sentinel`` are the document side's,
+    ``query_min_cosine`` the query side's (None when it was not compared), and
+    ``changed`` names the sides that differ.
+    """
 
     same: bool
     min_cosine: float
     mean_cosine: float
     per_sentinel: list[float] = field(default_factory=list)
     reason: str = ""
+    changed: tuple[Side, ...] = ()
+    query_min_cosine: float | None = None
 
 
 def vectors_digest(vectors: np.ndarray) -> str:
@@ -113,12 +141,14 @@ def vectors_digest(vectors: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def take_fingerprint(embedder: Embedder, price: float | None = 0.0, spend: Spend | None = None) -> Fingerprint:
-    """Embed :data:`SENTINELS` with ``embedder`` and fingerprint the result; what that cost is added to ``spend``."""
+def take_fingerprint(embedder: Embedder, price: float | None = 0.0, spend: Spend | None = None, *,
+                     side: Side = "documents") -> Fingerprint:
+    """Embed :data:`SENTINELS` with ``embedder`` (as documents, or with ``side="queries"`` as queries) and
+    fingerprint the result; what that cost is added to ``spend``."""
     from embedops.embedding.spend import Spend, embed_metered
 
-    vectors = np.asarray(embed_metered(embedder, list(SENTINELS), price, spend if spend is not None else Spend()),
-                         dtype=np.float32)
+    vectors = np.asarray(embed_metered(embedder, list(SENTINELS), price, spend if spend is not None else Spend(),
+                                       query=side == "queries"), dtype=np.float32)
     if vectors.shape != (len(SENTINELS), embedder.ref.dims):
         raise EmbeddingError(
             f"embedder {embedder.ref.key} returned shape {vectors.shape} for {len(SENTINELS)} sentinels, "
@@ -126,6 +156,13 @@ def take_fingerprint(embedder: Embedder, price: float | None = 0.0, spend: Spend
             hint="the provider does not honour its declared dimension; check the model configuration",
         )
     return Fingerprint.from_vectors(vectors)
+
+
+def take_fingerprints(embedder: Embedder, price: float | None = 0.0, spend: Spend | None = None) -> SpaceFingerprint:
+    """Both sides of an asymmetric embedder (``ref.asymmetric``), the document side of a symmetric one."""
+    documents = take_fingerprint(embedder, price, spend)
+    queries = take_fingerprint(embedder, price, spend, side="queries") if embedder.ref.asymmetric else None
+    return SpaceFingerprint(documents, queries)
 
 
 def to_bytes(vectors: np.ndarray) -> bytes:
@@ -177,6 +214,25 @@ def compare_fingerprints(
     same = low >= min_cosine
     reason = "" if same else f"lowest sentinel cosine {low:.6f} < {min_cosine}"
     return FingerprintCheck(same, low, mean, cosines, reason)
+
+
+def compare_spaces(stored: SpaceFingerprint, live: SpaceFingerprint, min_cosine: float = 0.99999) -> FingerprintCheck:
+    """:func:`compare_fingerprints` on each side both hold; the result names the sides that changed.
+
+    >>> a, b = Fingerprint.from_vectors(np.eye(2)), Fingerprint.from_vectors(np.eye(2)[::-1])
+    >>> check = compare_spaces(SpaceFingerprint(a, a), SpaceFingerprint(a, b))
+    >>> check.same, check.changed, check.reason
+    (False, ('queries',), 'query side: lowest sentinel cosine 0.000000 < 0.99999')
+    """
+    documents = compare_fingerprints(stored.documents, live.documents, min_cosine)
+    if stored.queries is None or live.queries is None:
+        return replace(documents, changed=() if documents.same else ("documents",))
+    queries = compare_fingerprints(stored.queries, live.queries, min_cosine)
+    sides: tuple[tuple[Side, FingerprintCheck], ...] = (("documents", documents), ("queries", queries))
+    changed = tuple(side for side, check in sides if not check.same)
+    reason = "; ".join(f"{_SIDE_NAMES[side]} side: {check.reason}" for side, check in sides if not check.same)
+    return FingerprintCheck(not changed, min(documents.min_cosine, queries.min_cosine), documents.mean_cosine,
+                            documents.per_sentinel, reason, changed, queries.min_cosine)
 
 
 def _matrix(value: Fingerprint | np.ndarray) -> np.ndarray:

@@ -3,13 +3,20 @@
 :func:`verify_model` compares an embedder's vectors for the sentinel texts with
 the fingerprint stored when its space was registered, before every sync and
 before a process's first query (the outcome is cached per process, catalog and
-space), and raises :class:`ModelChanged`. It takes the catalog engine and the
-threshold, nothing else: the workspace calls it, it never calls back.
+space), and raises :class:`ModelChanged`. An asymmetric space is compared on
+both sides, the sentinels embedded as documents and as queries: a changed
+query path (a dropped or different query prompt) leaves the stored vectors
+valid and search broken, and the error says which side changed. A space
+registered before the query side was measured (catalog schema 13) gets it at
+its first verification whose document side matches (trust on first use, as the
+probe). It takes the catalog engine and the threshold, nothing else: the
+workspace calls it, it never calls back.
 ``monitor/fingerprint.py`` adds the probe measurements for ``embedops check``.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,10 +26,16 @@ import sqlalchemy as sa
 from embedops.catalog import schema
 from embedops.catalog.db import read_tx
 from embedops.embedding.base import Embedder
-from embedops.embedding.fingerprint import Fingerprint, FingerprintCheck, compare_fingerprints, from_bytes, take_fingerprint
+from embedops.catalog.ledger import write_ledger
+from embedops.embedding.fingerprint import (
+    Fingerprint, FingerprintCheck, SpaceFingerprint, compare_spaces, from_bytes, take_fingerprints, to_bytes,
+)
 from embedops.embedding.spend import Spend
 from embedops.errors import NotFound, SpaceMismatch
 from embedops.vectors.base import IndexInfo
+
+
+log = logging.getLogger(__name__)
 
 
 class ModelChanged(SpaceMismatch):
@@ -53,11 +66,44 @@ def remember_check(engine: sa.Engine, space_key: str, embedder: Embedder, check:
         _VERIFIED[(str(engine.url), space_key)] = (embedder, time.time(), check)
 
 
-def stored_fingerprint(conn: sa.Connection, space_key: str) -> Fingerprint:
-    blob = conn.execute(sa.select(schema.spaces.c.fingerprint).where(schema.spaces.c.key == space_key)).scalar()
-    if blob is None:
+def stored_fingerprint(conn: sa.Connection, space_key: str) -> SpaceFingerprint:
+    """The fingerprints stored for ``space_key``: documents, and queries for an asymmetric space (when taken)."""
+    sp = schema.spaces
+    row = conn.execute(sa.select(sp.c.fingerprint, sp.c.query_fingerprint).where(sp.c.key == space_key)).first()
+    if row is None:
         raise NotFound(f"space {space_key} is not in the catalog", hint="`embedops status` lists spaces")
-    return Fingerprint.from_vectors(from_bytes(blob))
+    queries = Fingerprint.from_vectors(from_bytes(row.query_fingerprint)) if row.query_fingerprint is not None else None
+    return SpaceFingerprint(Fingerprint.from_vectors(from_bytes(row.fingerprint)), queries)
+
+
+def measure_model(engine: sa.Engine, space_key: str, embedder: Embedder, min_cosine: float,
+                  price: float | None = 0.0, spend: Spend | None = None) -> FingerprintCheck:
+    """``embedder``'s sentinel vectors (both sides when asymmetric) against ``space_key``'s stored fingerprints.
+
+    A missing query side is stored from this measurement when the document side matches."""
+    with read_tx(engine) as conn:
+        stored = stored_fingerprint(conn, space_key)
+    live = take_fingerprints(embedder, price, spend)
+    check = compare_spaces(stored, live, min_cosine)
+    if check.same and stored.queries is None and live.queries is not None:
+        store_query_fingerprint(engine, space_key, live.queries)
+    return check
+
+
+def store_query_fingerprint(engine: sa.Engine, space_key: str, queries: Fingerprint) -> None:
+    """Record the query side of a space that has none yet (a ``space.query_fingerprint`` ledger row with it).
+
+    This can run on the query path (a process's first search): a catalog refusing the write is logged, and
+    the next verification tries again."""
+    sp = schema.spaces
+    try:
+        with engine.begin() as conn:
+            done = conn.execute(sa.update(sp).where(sp.c.key == space_key, sp.c.query_fingerprint.is_(None))
+                                .values(query_fingerprint=to_bytes(queries.vectors))).rowcount
+            if done:
+                write_ledger(conn, "space.query_fingerprint", space=space_key, digest=queries.digest)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("could not store the query-side fingerprint of space %s yet: %s", space_key, exc)
 
 
 def verify_model(
@@ -76,10 +122,8 @@ def verify_model(
     if entry is not None and entry[0] is embedder and (since is None or entry[1] >= since):
         check = entry[2]
     else:
-        with read_tx(engine) as conn:
-            stored = stored_fingerprint(conn, index.space_key)
         spend = Spend()
-        check = compare_fingerprints(stored, take_fingerprint(embedder, price, spend), min_cosine)
+        check = measure_model(engine, index.space_key, embedder, min_cosine, price, spend)
         with _LOCK:
             _VERIFIED[key] = (embedder, time.time(), check)
         if on_spend is not None:
@@ -98,4 +142,5 @@ def model_changed(index: IndexInfo, check: FingerprintCheck) -> ModelChanged:
         " fingerprint` shows the measurements",
         index=index.id,
         min_cosine=check.min_cosine,
+        changed=list(check.changed),
     )

@@ -25,6 +25,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog.curation import language_of
+from embedops.curate.language import LanguageDetector
 from embedops.catalog import schema
 from embedops.catalog.db import read_tx
 from embedops.embedding.spend import Limits
@@ -316,7 +317,8 @@ def query_segments(ws: Workspace, data: EvalSetData, qids: Mapping[str, Any], sp
     kind, _ = parse_segment_by(spec)
     queries = {qid: (data.queries[qid].text, data.queries[qid].metadata) for qid in qids}
     doc_meta = _judged_doc_metadata(ws, data, qids) if kind == "doc" else None
-    return segment_labels(spec, queries, source=data.info.source, doc_metadata=doc_meta)
+    return segment_labels(spec, queries, source=data.info.source, doc_metadata=doc_meta,
+                          detect=LanguageDetector.of(ws.settings.curate).queries)
 
 
 def _min_segment(n_queries: int) -> int:

@@ -13,7 +13,12 @@ Each index keeps two reference samples (``drift_sample`` vectors each):
 ``embedops monitor reference`` re-takes both from what exists now (after an
 intended change of corpus or traffic). Recent rows are the newest
 ``drift_sample`` within ``drift_window``. Compared overall, per source and per
-language (lingua on the text; ``unknown`` without it):
+language. A document's language is the tag stored at ingest (its first chunk's
+``lang``, else its curation decision's), read with the sample in the same query
+and never detected again; only a document synced while curation was off (no tag)
+is detected from its text. Queries are not stored: their texts are tagged with
+the ingest's detector (``[curate] language_candidates``), so query and document
+languages are comparable; a query logged without text is ``unknown``:
 
 * centroid shift: ``1 - cos(mean(reference), mean(recent))``;
 * mean pairwise cosine similarity within each sample (a collapse or a spread);
@@ -32,6 +37,7 @@ enough to matter (with hundreds of samples a trivial shift is "significant").
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,8 +47,10 @@ import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
+from embedops.catalog.curation import language_of, stored_language
 from embedops.catalog.db import read_tx
 from embedops.catalog.ledger import write_ledger
+from embedops.curate.language import UNKNOWN, LanguageDetector
 from embedops.monitor.querylog import logged_queries
 from embedops.vectors.base import IndexInfo
 
@@ -51,8 +59,6 @@ if TYPE_CHECKING:
 
 Stream = Literal["corpus", "queries"]
 STREAMS: tuple[Stream, ...] = ("corpus", "queries")
-#: Characters of a text given to language detection (the start is enough).
-LANGUAGE_CHARS = 400
 
 
 # -- statistics (pure) --------------------------------------------------------------------
@@ -190,29 +196,10 @@ class StreamDrift:
                 "drifted_segments": sorted(k for k, v in self.segments.items() if v.drifted)}
 
 
-def detect_languages(texts: Sequence[str | None]) -> list[str]:
-    """ISO 639-1 codes (``unknown`` without text or without lingua)."""
-    from embedops.errors import ConfigError
-
-    present = [i for i, t in enumerate(texts) if t and t.strip()]
-    labels = ["unknown"] * len(texts)
-    if not present:
-        return labels
-    try:
-        from embedops.evaluate.segments import detect_languages as lingua_detect
-
-        found = lingua_detect([str(texts[i])[:LANGUAGE_CHARS] for i in present])
-    except (ConfigError, ImportError):
-        return labels
-    for i, code in zip(present, found, strict=True):
-        labels[i] = code
-    return labels
-
-
 def _corpus_query(index: IndexInfo) -> sa.Select[Any]:
     v, c, d, s, e = schema.vectors, schema.chunks, schema.documents, schema.sources, schema.embeddings
     return (
-        sa.select(e.c.vector, s.c.name, c.c.text, v.c.embedded_at)
+        sa.select(e.c.vector, s.c.name, c.c.text, c.c.metadata.label("chunk_metadata"), language_of().label("tag"))
         .select_from(v).join(c, c.c.id == v.c.chunk_id).join(d, d.c.id == c.c.document_id)
         .join(s, s.c.id == d.c.source_id)
         .join(e, sa.and_(e.c.space_key == v.c.space_key, e.c.content_hash == v.c.content_hash))
@@ -220,30 +207,47 @@ def _corpus_query(index: IndexInfo) -> sa.Select[Any]:
     )
 
 
-def _sample(rows: Sequence[Any], dims: int) -> Sample:
+def _vectors(rows: Sequence[Any], dims: int) -> np.ndarray:
     if not rows:
-        return Sample(np.empty((0, dims), np.float32), [])
-    vectors = np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
-    languages = detect_languages([r[2] for r in rows])
-    return Sample(vectors, [(str(r[1]), lang) for r, lang in zip(rows, languages, strict=True)])
+        return np.empty((0, dims), np.float32)
+    return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
 
 
-def corpus_reference_rows(conn: sa.Connection, index: IndexInfo, cutoff: float, n: int) -> Sample:
+def _corpus_sample(rows: Sequence[Any], dims: int, detector: LanguageDetector) -> Sample:
+    """Rows of :func:`_corpus_query` with their stored language tags; only untagged documents are detected."""
+    labels = [stored_language(_json(r.chunk_metadata), r.tag) for r in rows]
+    untagged = [i for i, label in enumerate(labels) if label is None]
+    for i, found in zip(untagged, detector.documents([rows[i].text for i in untagged]) if untagged else [], strict=True):
+        labels[i] = found
+    return Sample(_vectors(rows, dims), [(str(r.name), str(label)) for r, label in zip(rows, labels, strict=True)])
+
+
+def _json(value: Any) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, str) else (value or {})
+
+
+def corpus_reference_rows(conn: sa.Connection, index: IndexInfo, cutoff: float, n: int,
+                          detector: LanguageDetector) -> Sample:
     # Content hashes are uniform: ordering by them is a reproducible random sample.
     q = _corpus_query(index).where(schema.vectors.c.embedded_at <= cutoff).order_by(schema.vectors.c.content_hash).limit(n)
-    return _sample(conn.execute(q).all(), index.dims)
+    return _corpus_sample(conn.execute(q).all(), index.dims, detector)
 
 
-def corpus_recent_rows(conn: sa.Connection, index: IndexInfo, after: float, since: float, n: int) -> Sample:
+def corpus_recent_rows(conn: sa.Connection, index: IndexInfo, after: float, since: float, n: int,
+                       detector: LanguageDetector) -> Sample:
     v = schema.vectors
     q = _corpus_query(index).where(v.c.embedded_at > after, v.c.embedded_at >= since).order_by(v.c.embedded_at.desc(), v.c.seq.desc()).limit(n)
-    return _sample(conn.execute(q).all(), index.dims)
+    return _corpus_sample(conn.execute(q).all(), index.dims, detector)
 
 
-def query_rows(conn: sa.Connection, index: IndexInfo, *, after: float | None, until: float | None, n: int) -> Sample:
+def query_rows(conn: sa.Connection, index: IndexInfo, *, after: float | None, until: float | None, n: int,
+               detector: LanguageDetector) -> Sample:
+    """Logged queries, their texts tagged together (a set) by the ingest's detector."""
     logged = logged_queries(conn, index.space_key, after=after, until=until, limit=n)
-    rows = [(logged.vectors[i].tobytes(), "queries", logged.texts[i]) for i in range(len(logged))]
-    return _sample(rows, index.dims)
+    texts = [t for t in logged.texts if t and t.strip()]
+    found = iter(detector.queries(texts) if texts else [])
+    labels = [next(found) if t and t.strip() else UNKNOWN for t in logged.texts]
+    return Sample(np.asarray(logged.vectors, np.float32).reshape(-1, index.dims), [("queries", x) for x in labels])
 
 
 def first_sync_end(conn: sa.Connection, index_created_at: float) -> float | None:
@@ -281,21 +285,23 @@ def take_reference(ws: Workspace, index: IndexInfo, stream: Stream, *, now: floa
     now = now or time.time()
     with read_tx(ws.engine) as conn:
         cutoff = now if replace else _default_cutoff(conn, index, stream, now)
-        sample = _reference_rows(conn, index, stream, cutoff, settings.drift_sample)
+        detector = LanguageDetector.of(ws.settings.curate)
+        sample = _reference_rows(conn, index, stream, cutoff, settings.drift_sample, detector)
         if len(sample) < settings.drift_min_samples and cutoff < now:
             # e.g. a shadow index filled by a backfill after its first sync: take what exists now
             cutoff = now
-            sample = _reference_rows(conn, index, stream, cutoff, settings.drift_sample)
+            sample = _reference_rows(conn, index, stream, cutoff, settings.drift_sample, detector)
     if len(sample) < settings.drift_min_samples:
         return None
     _store_reference(ws, index, stream, now, cutoff, sample, replace)
     return Reference(index.id, stream, now, cutoff, sample)
 
 
-def _reference_rows(conn: sa.Connection, index: IndexInfo, stream: Stream, cutoff: float, n: int) -> Sample:
+def _reference_rows(conn: sa.Connection, index: IndexInfo, stream: Stream, cutoff: float, n: int,
+                    detector: LanguageDetector) -> Sample:
     if stream == "corpus":
-        return corpus_reference_rows(conn, index, cutoff, n)
-    return query_rows(conn, index, after=None, until=cutoff, n=n)
+        return corpus_reference_rows(conn, index, cutoff, n, detector)
+    return query_rows(conn, index, after=None, until=cutoff, n=n, detector=detector)
 
 
 def _default_cutoff(conn: sa.Connection, index: IndexInfo, stream: Stream, now: float) -> float:
@@ -364,11 +370,13 @@ def stream_drift(ws: Workspace, index: IndexInfo, stream: Stream, now: float) ->
         if reference is None:
             return StreamDrift(index.id, stream, "no reference")
     since = now - settings.seconds("drift_window")
+    detector = LanguageDetector.of(ws.settings.curate)
     with read_tx(ws.engine) as conn:
         if stream == "corpus":
-            recent = corpus_recent_rows(conn, index, reference.cutoff, since, settings.drift_sample)
+            recent = corpus_recent_rows(conn, index, reference.cutoff, since, settings.drift_sample, detector)
         else:
-            recent = query_rows(conn, index, after=max(reference.cutoff, since), until=None, n=settings.drift_sample)
+            recent = query_rows(conn, index, after=max(reference.cutoff, since), until=None, n=settings.drift_sample,
+                                detector=detector)
     info = {"created_at": reference.created_at, "cutoff": reference.cutoff, "rows": len(reference.sample)}
     if len(recent) < settings.drift_min_samples:
         return StreamDrift(index.id, stream, "insufficient", info)

@@ -6,10 +6,12 @@ An embedder name can keep its declared identity while its model changes: a
 Nothing errors; new query vectors simply stop matching the stored ones. Two
 measurements catch it:
 
-* **sentinels**: the space's stored fingerprint (16 fixed texts, taken when the
+* **sentinels**: the space's stored fingerprint (17 fixed texts, taken when the
   space was registered) against the live model's vectors for the same texts,
   cosine per text (>= ``fingerprint_min_cosine``, default 0.99999: float noise
-  stays above 0.9999999, an int8 copy of the same weights falls to ~0.999);
+  stays above 0.9999999, an int8 copy of the same weights falls to ~0.999). An
+  asymmetric model is measured on both sides (the sentinels as documents and as
+  queries), and the result names the side that changed (``changed``);
 * **probe**: ``probe_size`` chunks of the index with the vectors stored for
   them, re-embedded live: cosine per chunk, and the agreement of each chunk's
   top-``probe_k`` neighbours in the index (live vector vs stored vector).
@@ -33,11 +35,10 @@ from embedops.catalog import schema
 from embedops.catalog.db import read_tx
 from embedops.catalog.ledger import write_ledger
 from embedops.embedding.base import Embedder
-from embedops.embedding.fingerprint import compare_fingerprints, take_fingerprint
 from embedops.embedding.spend import Job, Line, Spend, embed_metered
 from embedops.embedding.spend import record as record_spend
 from embedops.embedding.verify import (  # noqa: F401  (re-exported: the check's public names)
-    ModelChanged, forget_verifications, model_changed, remember_check, stored_fingerprint, verify_model,
+    ModelChanged, forget_verifications, measure_model, model_changed, remember_check, stored_fingerprint, verify_model,
 )
 from embedops.vectors.base import IndexInfo
 
@@ -58,6 +59,10 @@ class ModelCheck:
     sentinel_mean_cosine: float
     probe: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    # The sentinel sides that changed ("documents", "queries"; the probe is document side), and the query
+    # side's lowest cosine (None: a symmetric model, one side).
+    changed: list[str] = field(default_factory=list)
+    query_sentinel_min_cosine: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -91,19 +96,22 @@ def check_model(ws: Workspace, index: IndexInfo, *, fresh: bool = False, spend: 
     if embedder.ref.key != index.space_key:
         why = f"embedder {index.embedder!r} now declares space {embedder.ref.key}"
         return ModelCheck(index.id, index.embedder, index.space_key, False, -1.0, -1.0, {}, why)
-    with read_tx(ws.engine) as conn:
-        stored = stored_fingerprint(conn, index.space_key)
-    sentinels = compare_fingerprints(stored, take_fingerprint(embedder, price, spend), settings.fingerprint_min_cosine)
+    sentinels = measure_model(ws.engine, index.space_key, embedder, settings.fingerprint_min_cosine, price, spend)
     if not fresh:
         remember_check(ws.engine, index.space_key, embedder, sentinels)
     probe = check_probe(ws, index, embedder, price, spend)
-    reasons = [sentinels.reason] if not sentinels.same else []
+    probe_failed = []
     if probe and probe["min_cosine"] < settings.fingerprint_min_cosine:
-        reasons.append(f"lowest probe cosine {probe['min_cosine']:.6f} < {settings.fingerprint_min_cosine}")
+        probe_failed.append(f"lowest probe cosine {probe['min_cosine']:.6f} < {settings.fingerprint_min_cosine}")
     if probe and probe["agreement"] < settings.probe_min_agreement:
-        reasons.append(f"top-{probe['k']} neighbour agreement {probe['agreement']:.3f} < {settings.probe_min_agreement}")
+        probe_failed.append(f"top-{probe['k']} neighbour agreement {probe['agreement']:.3f} < {settings.probe_min_agreement}")
+    reasons = ([sentinels.reason] if not sentinels.same else []) + probe_failed
+    changed: list[str] = list(sentinels.changed)
+    if probe_failed and "documents" not in changed:
+        changed.insert(0, "documents")  # the probe re-embeds stored chunks: the document side
+    query_low = round(sentinels.query_min_cosine, 8) if sentinels.query_min_cosine is not None else None
     return ModelCheck(index.id, index.embedder, index.space_key, not reasons, round(sentinels.min_cosine, 8),
-                      round(sentinels.mean_cosine, 8), probe, "; ".join(reasons))
+                      round(sentinels.mean_cosine, 8), probe, "; ".join(reasons), changed, query_low)
 
 
 def fresh_embedder(name: str, ws: Workspace) -> Embedder:

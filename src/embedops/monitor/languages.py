@@ -6,8 +6,8 @@ Chinese questions). For every active index, this check takes a bounded random
 sample of its chunks (``language_sample``), reads each one's language from the tag
 curation stored (the chunk's ``lang``, else its document's), else from its document's
 ``language``/``lang`` metadata when the source gives one, else detects it from
-the chunk text with lingua over :data:`~embedops.curate.settings.DEFAULT_LANGUAGE_CANDIDATES`
-(30 widely used languages; a language outside that set is reported as its
+the chunk text with the ingest's detector (lingua over ``[curate] language_candidates``,
+by default 30 widely used languages; a language outside that set is reported as its
 nearest candidate or ``unknown``), and compares the shares with the languages
 the embedder's metadata lists (``ref.extra["languages"]``). It warns when more
 than ``language_max_share`` of the sample is in languages the model was not
@@ -147,10 +147,10 @@ def check_index_languages(ws: Workspace, index: IndexInfo) -> IndexLanguages:
     labels: list[str | None] = [tag or _declared(meta) for _, meta, tag in sample]
     todo = [i for i, label in enumerate(labels) if label is None]
     if todo:
-        from embedops.curate.language import detect_languages
-        from embedops.curate.settings import DEFAULT_LANGUAGE_CANDIDATES
+        from embedops.curate.language import LanguageDetector
 
-        for i, found in zip(todo, detect_languages([sample[i][0] for i in todo], DEFAULT_LANGUAGE_CANDIDATES), strict=True):
+        detect = LanguageDetector.of(ws.settings.curate).documents
+        for i, found in zip(todo, detect([sample[i][0] for i in todo]), strict=True):
             labels[i] = found
     result = assess([label or UNKNOWN for label in labels], trained, settings.language_max_share)
     out.sampled, out.declared, out.detected = len(sample), len(sample) - len(todo), len(todo)

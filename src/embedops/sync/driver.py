@@ -34,7 +34,7 @@ from embedops.embedding.spend import Guard, Job, Limits, check_prices, check_rec
 from embedops.errors import BudgetExceeded, ConfigError, NotFound, SourceError
 from embedops.execute import Executor, ExecutorOptions, make_executor
 from embedops.sources.base import Source
-from embedops.sync.curation import chunk_tagger, curate_plan
+from embedops.sync.curation import chunk_tagger, curate_plans
 from embedops.sync.fill import fill_index, measure_gap
 from embedops.sync.plan import CatalogDoc, CatalogRows, SyncPlan, mass_delete, plan_sync
 from embedops.sync.quarantine import ReleasePlan
@@ -58,9 +58,8 @@ class Locks(Protocol):
 
 @dataclass(frozen=True)
 class _Planned:
-    """One source's plan, ready to run: its config, plan, catalog id and chunk language tagger."""
+    """One source's plan, ready to run: its plan, catalog id and chunk language tagger."""
 
-    cfg: SourceConfig
     plan: SyncPlan
     source_id: int
     tagger: Tagger | None
@@ -211,9 +210,10 @@ class SyncDriver:
                 per_source[-1]["mass_delete"] = dict(refused.details)  # a copy: the error carries this result
                 failed.append((cfg.name, refused))
                 continue
-            tagger = self._curate(plan, source_id)
-            per_source[-1] = plan.summary()
-            planned.append(_Planned(cfg, plan, source_id, tagger))
+            planned.append(_Planned(plan, source_id, None))
+        planned = self._curate(planned)
+        summaries = {p.plan.source: p.plan.summary() for p in planned}  # with what curation decided
+        per_source = [summaries.pop(s["source"], s) for s in per_source] + list(summaries.values())
         result = SyncResult(plan_only, total, per_source)
         if plan_only or limits.month_left is not None:  # a monthly budget refuses by the estimate
             result.chunks_to_embed, result.estimated_tokens, result.estimated_cost = \
@@ -245,7 +245,7 @@ class SyncDriver:
         models = self.targets.executor_models(targets) if executor.kind != "local" else None
         try:
             for p in planned:
-                bar = progress(f"sync {p.cfg.name}", len(p.plan.changed) + len(p.plan.deleted)) if progress else None
+                bar = progress(f"sync {p.plan.source}", len(p.plan.changed) + len(p.plan.deleted)) if progress else None
                 runner = SyncRunner(self.engine, self.store, targets, batch_size=batch_size, progress=bar,
                                     executor=executor, models=models, tagger=p.tagger, job=job, guard=guard)
                 result.counts.merge(runner.run(p.source_id, p.plan))
@@ -302,10 +302,10 @@ class SyncDriver:
         else:
             with self.lock("sync", wait=PUSH_LOCK_WAIT_S):  # a push waits for a running sync, within reason
                 targets = self.targets.kept(create=True)
-                tagger = self._curate(plan, source_id, unchecked=False)
-                runner = SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size,
-                                    tagger=tagger)
-                counts = runner.run(source_id, plan)
+                counts = SyncCounts()
+                for p in self._curate([_Planned(plan, source_id, None)], unchecked=False):
+                    counts.merge(SyncRunner(self.engine, self.store, targets, batch_size=self.settings.batch_size,
+                                            tagger=p.tagger).run(p.source_id, p.plan))
         summary = {**plan.summary(), "documents": document_outcomes(plan, ids)}
         return SyncResult(False, counts, [summary], seconds=time.perf_counter() - started)
 
@@ -342,13 +342,16 @@ class SyncDriver:
                 source_id, SyncPlan(source, deleted=docs))
         return len(docs)
 
-    def _curate(self, plan: SyncPlan, source_id: int, *, unchecked: bool = True) -> Tagger | None:
-        """Decide the plan's documents when [curate] is on (sync/curation.py); the chunks' language tagger."""
+    def _curate(self, planned: list[_Planned], *, unchecked: bool = True) -> list[_Planned]:
+        """Decide the plans' documents together when [curate] is on (sync/curation.py), with the chunks' language
+        tagger; plus the plans of other sources whose documents' decisions change because of them."""
         settings = self.settings.curation
         if settings is None:
-            return None
-        curate_plan(self.engine, source_id, plan, settings, now=time.time(), unchecked=unchecked)
-        return chunk_tagger(settings)
+            return planned
+        extra = curate_plans(self.engine, [(p.source_id, p.plan) for p in planned], settings, now=time.time(),
+                             unchecked=unchecked)
+        tagger = chunk_tagger(settings)
+        return [_Planned(p.plan, p.source_id, tagger) for p in planned] + [_Planned(plan, sid, tagger) for sid, plan in extra]
 
     def _kept_embedders(self) -> set[str]:
         """Names of the embedders a sync would use, without loading any (the first sync: the configured one)."""

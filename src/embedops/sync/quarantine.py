@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from embedops.catalog.curation import (
-    QUARANTINED, RELEASED, QuarantineEntry, entries_for, quarantined, stored_documents,
+    QUARANTINED, RELEASED, QuarantineEntry, doc_key, entries_for, quarantined, stored_documents,
 )
 from embedops.catalog import schema
 from embedops.curate.curator import Decision
@@ -78,8 +78,9 @@ def plan_release(conn: sa.Connection, document: str, source: str | None = None) 
     cu = schema.curation
     row = conn.execute(sa.select(cu).where(cu.c.document_id == stored.row_id)).one()
     findings = tuple(Finding(f["reason"], f["detail"], f.get("value"), f.get("limit")) for f in row.findings or [])
-    decision = Decision(document, "keep", row.language, row.content_hash, float(row.first_seen), findings,
-                        row.canonical, row.similarity)
+    canonical = doc_key(row.canonical_source or source_id, row.canonical) if row.canonical is not None else None
+    decision = Decision(doc_key(source_id, document), "keep", row.language, row.content_hash, float(row.first_seen),
+                        findings, canonical, row.similarity)
     plan = SyncPlan(entry.source, rechecked=[(stored.row_id, stored.document)], decisions={document: decision},
                     released={document})
     return ReleasePlan(entry, plan, int(source_id))

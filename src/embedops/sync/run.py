@@ -289,9 +289,10 @@ class SyncRunner:
             if decision is None:
                 undecided.append(doc_id)
             elif doc.external_id in self.released:
-                rows.append(decision_row(doc_id, source_id, decision, RELEASED))
+                rows.append(row := decision_row(doc_id, source_id, decision, RELEASED))
                 write_ledger(conn, "curate.release", source_id=source_id, document=doc.external_id,
-                             reason=decision.reason, canonical=decision.canonical_id)
+                             reason=decision.reason, canonical=row["canonical"],
+                             canonical_source_id=row["canonical_source"])
             else:
                 rows.append(decision_row(doc_id, source_id, decision))
         forget(conn, undecided)

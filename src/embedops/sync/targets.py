@@ -78,18 +78,20 @@ class Targets:
                      storage: str = "f32") -> IndexInfo:
         """Register the space and chunker if new, and a new empty index for the pair, held as ``storage``
         (a storage variant's key, vectors/storage.py)."""
-        from embedops.embedding.fingerprint import take_fingerprint, to_bytes
+        from embedops.embedding.fingerprint import take_fingerprints, to_bytes
         from embedops.embedding.verify import remember_fingerprint
 
         sp, ch, ix = schema.spaces, schema.chunkers, schema.indexes
         key = embedder.ref.key
         spend = Spend()
         if conn.execute(sa.select(sp.c.key).where(sp.c.key == key)).scalar() is None:
-            fp = take_fingerprint(embedder, self.settings.price(embedder_name), spend)
+            fp = take_fingerprints(embedder, self.settings.price(embedder_name), spend)  # both sides if asymmetric
             remember_fingerprint(self.engine, key, embedder)
             conn.execute(sa.insert(sp).values(
                 key=key, embedder=embedder_name, ref=embedder.ref.to_dict(), dims=embedder.ref.dims,
-                fingerprint=to_bytes(fp.vectors), fingerprint_digest=fp.digest, created_at=time.time()))
+                fingerprint=to_bytes(fp.documents.vectors), fingerprint_digest=fp.documents.digest,
+                query_fingerprint=to_bytes(fp.queries.vectors) if fp.queries is not None else None,
+                created_at=time.time()))
         ref = chunker.ref
         if conn.execute(sa.select(ch.c.key).where(ch.c.key == ref.key)).scalar() is None:
             conn.execute(sa.insert(ch).values(key=ref.key, name=ref.name, version=ref.version, params=ref.params_dict))
