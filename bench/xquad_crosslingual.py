@@ -22,8 +22,8 @@ corpora, BM25, hybrid, the mixed set segmented by detected language).
 seeded); ``--paragraphs N`` keeps N paragraphs per language in the migration's
 corpus (and their questions). Throughput measured on the shared 2-core machine (load
 average ~10), XQuAD paragraphs (~155 e5 tokens) / questions per second: e5 0.8 / 10,
-minilm-l6 2.6 / 15, USE 7 / 120; hence the flags (docs/benchmarks.md gives the figures
-of ``--queries 300 --paragraphs 60``).
+minilm-l6 2.6 / 15, USE 7 / 120; hence the flags. The full run (no flags) took 33 min
+wall, 18 min of CPU there; docs/benchmarks.md gives its figures.
 
 Run: ``.venv/bin/python bench/xquad_crosslingual.py [--data ../shared/data/xquad] [--part models --part migration]``
 """
