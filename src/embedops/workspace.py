@@ -46,7 +46,8 @@ from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.search.params import refuse_nul
 from embedops.sources.base import Document, Source
 from embedops.sync.fill import fill_index, measure_gap
-from embedops.sync.plan import CatalogDoc, CatalogRows, SyncPlan, mass_delete, plan_sync
+from embedops.sync.plan import CatalogDoc, SyncPlan, mass_delete
+from embedops.sync.source_plan import plan_source
 from embedops.sync.curation import chunk_tagger, curate_plan
 from embedops.sync.quarantine import ReleasePlan
 from embedops.sync.run import SyncCounts, SyncRunner, Tagger, Target
@@ -769,17 +770,7 @@ class Workspace:
     def _plan(self, cfg: SourceConfig, full: bool = False) -> tuple[SyncPlan, int]:
         with self.engine.begin() as conn:
             source_id = self._source_row(conn, cfg)
-        d = schema.documents
-        q = sa.select(d.c.external_id, d.c.id, d.c.content_hash, d.c.signature).where(
-            d.c.source_id == source_id, d.c.deleted_at.is_(None)
-        )
-        with read_tx(self.engine) as conn:
-            # The DBAPI's plain tuples: Row objects for 100k documents cost as much as the rest of a no-op plan.
-            known = CatalogRows(conn.execute(q).cursor.fetchall())
-        signatures = known.signatures()
-        if full:  # no signature to match: the source reads every record
-            signatures = dict.fromkeys(signatures)
-        return plan_sync(cfg.name, self.open_source(cfg).scan(signatures), known), source_id
+        return plan_source(self.engine, source_id, self.open_source(cfg), full=full), source_id
 
     def _estimate(self, plans: list[SyncPlan], targets: list[Target]) -> tuple[int, int, float | None]:
         """Chunks the plans would embed (their hashes new to each kept space; quarantined documents embed
