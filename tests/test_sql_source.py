@@ -164,6 +164,9 @@ def test_query_mode_and_user_sql_with_colons_percent_and_or(source_db: tuple[str
     docs, _, _ = split(src.scan({}))
     assert set(docs) == {"1", "10"}  # the where clause is one parenthesized condition
     assert docs["10"].text == "T: 10\n\nTicket 10"
+    rows = sorted((d.external_id, 0, d.content_hash, d.signature) for d in docs.values())
+    again = list(src.scan_in_order(CatalogStream(rows, signed=lambda prefix: True)))  # the id pass, by the driver
+    assert again == [Unchanged("1"), Unchanged("10")]
 
 
 def test_identifiers_are_quoted_so_a_name_cannot_inject_sql(sqlite_db: tuple[str, sa.Engine]) -> None:

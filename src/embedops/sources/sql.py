@@ -41,7 +41,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -49,6 +50,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from embedops.catalog.db import driver_rows
 from embedops.catalog.secrets import redact, strip_password
 from embedops.errors import ConfigError, SourceError
 from embedops.sources.base import Document, OutOfOrder, SignatureCursor, Skipped, SourceItem, Unchanged
@@ -209,14 +211,20 @@ class SqlSource:
         ids = sa.select(rel.c[self.id_column], self._updated_col()).select_from(rel)
         if self.where is not None:
             ids = ids.where(_sql(self.where, sa.Boolean))
+        # In order (PostgreSQL and SQLite only), the drivers' own tuples: this pass is over every row.
+        rows = driver_rows(conn, self._in_order(conn, ids), FETCH_BATCH) if ordered else conn.execute(ids)
+        with closing(rows):  # before the connection, also when the scan is given up half-way
+            yield from self._judge(conn, rows, lookup, ordered)
+
+    def _judge(self, conn: sa.Connection, rows: Iterable[Sequence[Any]], lookup: Callable[[str], str | None],
+               ordered: bool) -> Iterator[SourceItem]:
         held: list[tuple[str, Any]] = []  # (id, the raw id to read, or _SAME)
         pending = 0
-        for raw_id, updated in conn.execute(self._in_order(conn, ids) if ordered else ids):
+        for raw_id, updated in rows:
             ext_id = _as_id(raw_id)
             if ext_id is None:
                 continue  # reported by a full read; an id pass has no text to report it with
-            signature = self._signature(updated)
-            same = signature is not None and lookup(ext_id) == signature
+            same = updated is not None and self._synced(lookup(ext_id), updated)
             if same and not (ordered and held):
                 yield Unchanged(ext_id)
                 continue
@@ -347,6 +355,19 @@ class SqlSource:
     def _signature(self, updated: Any) -> str | None:
         stamp = _stamp(updated)
         return None if stamp is None else f"{self._key}|{stamp}"
+
+    def _synced(self, stored: str | None, updated: Any) -> bool:
+        """``stored == self._signature(updated)``, a time compared as a time: parsing the stored text takes a
+        tenth of formatting the value (2.3 us), and an id pass does it for every row."""
+        if stored is None or not isinstance(updated, datetime):
+            return stored is not None and stored == self._signature(updated)
+        prefix, aware = self._key + "|d:", updated.tzinfo is not None
+        if not stored.startswith(prefix) or stored.endswith("z") != aware:
+            return False
+        try:
+            return datetime.fromisoformat(stored[len(prefix):-1 if aware else None]) == updated
+        except ValueError:
+            return False
 
     def _error(self, exc: Exception) -> SourceError:
         detail = redact(str(getattr(exc, "orig", None) or exc)).strip().splitlines()[0]

@@ -110,9 +110,21 @@ class CatalogStream:
             if row is None or row[0] > external_id:
                 return None
             window.popleft()
-            self._ahead = max(0, self._ahead - 1)
+            if self._ahead:
+                self._ahead -= 1
             if row[0] == external_id:
                 return CatalogDoc(row[1], row[2], row[3])
+            deleted.append((row[1], row[0]))
+
+    def pass_over(self, external_id: str, deleted: list[tuple[int, str]]) -> None:
+        """:meth:`take` without making the row's CatalogDoc (an unchanged document needs none)."""
+        window = self._window
+        while (row := window[0] if window else self._read()) is not None and row[0] <= external_id:
+            window.popleft()
+            if self._ahead:
+                self._ahead -= 1
+            if row[0] == external_id:
+                return
             deleted.append((row[1], row[0]))
 
     def rest(self, deleted: list[tuple[int, str]]) -> None:
@@ -243,6 +255,11 @@ def plan_sync_in_order(source: str, items: Iterable[SourceItem], catalog: Catalo
     dropped: set[str] = set()  # skipped ids that are not part of the source
     for item in items:
         ext_id = item.external_id
+        if type(item) is Unchanged and last is not None and ext_id > last and not kept and not dropped:
+            last = ext_id  # the common case, a no-op's every row: nothing to look at but the order
+            catalog.pass_over(ext_id, plan.deleted)
+            plan.unchanged += 1
+            continue
         if ext_id == last or ext_id in kept or ext_id in dropped:
             plan.skipped.append(Skipped(ext_id, f"duplicate id {ext_id!r} in source {source!r}; the first record was used"))
         elif isinstance(item, Skipped):

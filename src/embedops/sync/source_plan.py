@@ -11,14 +11,13 @@ rows loaded whole: a folder's scan comes in the file system's order, not the ids
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterator
-from itertools import chain
+from collections.abc import Generator
 from typing import Any
 
 import sqlalchemy as sa
 
 from embedops.catalog import schema
-from embedops.catalog.db import read_tx
+from embedops.catalog.db import driver_rows, read_tx
 from embedops.sources.base import OrderedSource, OutOfOrder, SignatureCursor, Source
 from embedops.sync.plan import CatalogRows, CatalogStream, SyncPlan, Unsigned, plan_sync, plan_sync_in_order
 
@@ -58,8 +57,9 @@ def _plan_streamed(engine: sa.Engine, source_id: int, source: OrderedSource, ful
     with read_tx(engine) as conn:
         # Python compares strings by code point, as SQLite compares text (BINARY) and PostgreSQL under "C".
         key = d.c.external_id.collate("C") if conn.dialect.name == "postgresql" else d.c.external_id
-        result = conn.execution_options(yield_per=CATALOG_PAGE).execute(_live(source_id).order_by(key))
-        catalog = CatalogStream(_rows(result), lambda prefix: _signed(conn, source_id, prefix))
+        # The driver's tuples: SQLAlchemy's Row objects cost as much as the rest of the catalog's side.
+        rows = driver_rows(conn, _live(source_id).order_by(key), CATALOG_PAGE)
+        catalog = CatalogStream(rows, lambda prefix: _signed(conn, source_id, prefix))
         known: SignatureCursor = Unsigned() if full else catalog
         items = source.scan_in_order(known)
         try:
@@ -67,11 +67,7 @@ def _plan_streamed(engine: sa.Engine, source_id: int, source: OrderedSource, ful
         finally:
             if isinstance(items, Generator):  # a scan given up (out of order) lets go of its database now
                 items.close()
-            result.close()
-
-
-def _rows(result: sa.CursorResult[Any]) -> Iterator[Any]:
-    return chain.from_iterable(result.partitions())
+            rows.close()
 
 
 def _signed(conn: sa.Connection, source_id: int, prefix: str) -> bool:
