@@ -104,28 +104,23 @@ class CatalogStream:
     def take(self, external_id: str, deleted: list[tuple[int, str]]) -> CatalogDoc | None:
         """The row of ``external_id`` (None when there is none), after those before it: documents the scan
         did not yield, appended to ``deleted``. Ids are taken in ascending order."""
-        window = self._window
-        while True:
-            row = window[0] if window else self._read()
-            if row is None or row[0] > external_id:
-                return None
-            window.popleft()
-            if self._ahead:
-                self._ahead -= 1
-            if row[0] == external_id:
-                return CatalogDoc(row[1], row[2], row[3])
-            deleted.append((row[1], row[0]))
+        row = self._advance(external_id, deleted)
+        return None if row is None else CatalogDoc(row[1], row[2], row[3])
 
     def pass_over(self, external_id: str, deleted: list[tuple[int, str]]) -> None:
         """:meth:`take` without making the row's CatalogDoc (an unchanged document needs none)."""
+        self._advance(external_id, deleted)
+
+    def _advance(self, external_id: str, deleted: list[tuple[int, str]]) -> Sequence[Any] | None:
         window = self._window
         while (row := window[0] if window else self._read()) is not None and row[0] <= external_id:
             window.popleft()
             if self._ahead:
                 self._ahead -= 1
             if row[0] == external_id:
-                return
+                return row
             deleted.append((row[1], row[0]))
+        return None
 
     def rest(self, deleted: list[tuple[int, str]]) -> None:
         """Every row not taken yet, appended to ``deleted``."""
