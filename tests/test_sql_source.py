@@ -406,6 +406,19 @@ def test_a_table_emptied_by_its_where_clause_is_refused_as_a_mass_delete_and_pla
     ws.close()
 
 
+def test_a_column_gone_between_syncs_is_a_source_error_from_the_in_order_id_pass_too(
+        tmp_path: Path, sqlite_db: tuple[str, sa.Engine]) -> None:
+    url, engine = sqlite_db
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("tickets", kind="sql", url=url, table="support_tickets", text="body", updated_at="updated_at")
+    ws.sync()
+    execute(engine, "ALTER TABLE support_tickets RENAME COLUMN updated_at TO changed_at")  # read by the driver
+    with pytest.raises(SourceError, match="reading table support_tickets failed: no such column: support_tickets.updated_at"):
+        ws.sync()
+    assert len(ws.document_ids("tickets")) == 30  # nothing of it changed
+    ws.close()
+
+
 # --- the CLI ----------------------------------------------------------------------------------
 
 

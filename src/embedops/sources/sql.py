@@ -192,7 +192,7 @@ class SqlSource:
                         yield from self._rows(conn, self._in_order(conn, self._select()) if ordered else self._select())
                     else:
                         yield from self._id_pass(conn, lookup, ordered)
-        except sa.exc.SQLAlchemyError as exc:
+        except _read_errors() as exc:
             raise self._error(exc) from None
         finally:
             engine.dispose()
@@ -278,7 +278,7 @@ class SqlSource:
                     conn.execution_options(yield_per=FETCH_BATCH).execute(select).mappings()
                 for row in rows:
                     yield self._item(row), row["eo__extra"]
-        except (sa.exc.SQLAlchemyError, _driver_errors()) as exc:
+        except _read_errors() as exc:
             raise self._error(exc) from None
         finally:
             engine.dispose()
@@ -402,13 +402,16 @@ def _binary_rows(conn: sa.Connection, select: sa.Select[Any]) -> Iterator[dict[s
             yield dict(zip(names, record, strict=True))
 
 
-def _driver_errors() -> type[Exception]:
-    """The driver's own error class (the binary path bypasses SQLAlchemy's wrapping)."""
+def _read_errors() -> tuple[type[Exception], ...]:
+    """SQLAlchemy's errors and the drivers' own (the binary path and the in-order id pass bypass SQLAlchemy's
+    wrapping); looked up only when an error is raised."""
+    import sqlite3
+
     try:
         import psycopg
     except ImportError:
-        return sa.exc.SQLAlchemyError
-    return psycopg.Error
+        return sa.exc.SQLAlchemyError, sqlite3.Error
+    return sa.exc.SQLAlchemyError, sqlite3.Error, psycopg.Error
 
 
 def _sql(expression: str, type_: Any = None) -> sa.ColumnElement[Any]:
