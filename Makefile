@@ -14,7 +14,7 @@ $(BIN)/python:
 # torch first, pinned to the local CPU wheel; an unpinned torch would pull a CUDA build.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[models,postgres,dev,bench,langchain,llama-index,ray]'
+	$(BIN)/pip install -q -e '.[models,postgres,dev,bench,langchain,llama-index,ray,parquet]'
 	touch $@
 
 # Bytecode for the editable install, as pip writes it for a wheel: where PYTHONDONTWRITEBYTECODE is

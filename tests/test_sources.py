@@ -470,13 +470,15 @@ def test_beir_folder_without_corpus_raises(tmp_path: Path) -> None:
 
 
 def test_make_source_builds_each_kind(tmp_path: Path) -> None:
-    assert SOURCE_KINDS == ("folder", "jsonl", "beir", "push", "sql")
+    assert SOURCE_KINDS == ("folder", "jsonl", "parquet", "beir", "push", "sql")
     folder = make_source("docs", "folder", str(tmp_path), include=["*.md"], max_bytes=100,
                          exclude=None)  # fmt: skip
     assert isinstance(folder, FolderSource) and folder.kind == "folder"
     assert folder.max_bytes == 100 and folder.include == ["*.md"]
     jsonl = make_source("faq", "jsonl", tmp_path / "f.jsonl", id_field="key", title_field="q")
     assert isinstance(jsonl, JsonlSource) and (jsonl.id_field, jsonl.title_field) == ("key", "q")
+    parquet = make_source("legacy", "parquet", tmp_path / "l.parquet", id_field="doc_id", metadata_fields=["lang"])
+    assert parquet.kind == "parquet" and source_options("parquet") == source_options("jsonl")
     beir = make_source("bench", "beir", tmp_path)
     assert isinstance(beir, BeirSource) and beir.name == "bench" and beir.kind == "beir"
     assert source_options("folder") == ["default_excludes", "exclude", "follow_external_symlinks", "include", "max_bytes"]
@@ -487,7 +489,7 @@ def test_make_source_builds_each_kind(tmp_path: Path) -> None:
 
 def test_make_source_rejects_bad_configuration(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown source kind 'kafka'; valid kinds: folder, "
-                       "jsonl, beir, push, sql"):  # fmt: skip
+                       "jsonl, parquet, beir, push, sql"):  # fmt: skip
         make_source("s", "kafka", tmp_path)
     with pytest.raises(ConfigError, match="unknown option 'includes' for a folder source; "
                        "valid options: default_excludes, exclude, follow_external_symlinks, include, max_bytes"):  # fmt: skip

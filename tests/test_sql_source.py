@@ -13,10 +13,13 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from embedops.catalog import schema
 from embedops.errors import ConfigError, SourceError
-from embedops.sources.base import Document
+from embedops.sources.base import Document, Unchanged
 from embedops.sources.registry import make_source
 from embedops.sources.sql import SqlSource
+from embedops.sync.plan import CatalogStream, Unsigned
+from embedops.sync.source_plan import plan_source
 from embedops.workspace import Workspace
 from tests.test_sources import split
 
@@ -161,6 +164,9 @@ def test_query_mode_and_user_sql_with_colons_percent_and_or(source_db: tuple[str
     docs, _, _ = split(src.scan({}))
     assert set(docs) == {"1", "10"}  # the where clause is one parenthesized condition
     assert docs["10"].text == "T: 10\n\nTicket 10"
+    rows = sorted((d.external_id, 0, d.content_hash, d.signature) for d in docs.values())
+    again = list(src.scan_in_order(CatalogStream(rows, signed=lambda prefix: True)))  # the id pass, by the driver
+    assert again == [Unchanged("1"), Unchanged("10")]
 
 
 def test_identifiers_are_quoted_so_a_name_cannot_inject_sql(sqlite_db: tuple[str, sa.Engine]) -> None:
@@ -210,6 +216,100 @@ def test_scan_streams_instead_of_loading_the_table(tmp_path: Path) -> None:
         assert n == 60_000
         # The table's text is ~30 MB; a scan that held it (or its rows) would peak far above this.
         assert peak < 8_000_000, f"{stage} scan peaked at {peak:,} bytes"
+
+
+def test_scan_in_order_gives_ids_ascending_with_each_row_read_whole_in_its_place(
+        source_db: tuple[str, sa.Engine], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, engine = source_db
+    monkeypatch.setattr("embedops.sources.sql.FETCH_BATCH", 2)  # several reads, and rows held past each
+    monkeypatch.setattr("embedops.sources.sql.HELD_MAX", 5)
+    src = tickets(url)
+    first = list(src.scan_in_order(Unsigned()))
+    ids = [item.external_id for item in first]
+    assert ids == sorted(str(i) for i in range(30) if i % 10 != 9) and ids[:3] == ["0", "1", "10"]  # as text
+    assert all(isinstance(item, Document) for item in first)
+    later = "'2024-01-01 00:00:40+00'" if engine.dialect.name == "postgresql" else "'2024-01-01 00:00:40'"
+    execute(engine, f"UPDATE support_tickets SET body = 'toner empty', updated_at = {later} WHERE id IN (3, 11, 21, 22)")
+    execute(engine, "DELETE FROM support_tickets WHERE id = 7")
+    rows = sorted((d.external_id, 0, d.content_hash, d.signature) for d in first if isinstance(d, Document))
+    again = list(src.scan_in_order(CatalogStream(rows, signed=lambda prefix: rows[0][3].startswith(prefix))))
+    assert [item.external_id for item in again] == [i for i in ids if i != "7"]
+    assert [item.external_id for item in again if isinstance(item, Document)] == ["11", "21", "22", "3"]
+    assert all(isinstance(item, Unchanged) for item in again if item.external_id not in {"11", "21", "22", "3"})
+
+
+@pytest.mark.parametrize("ids", [["1.5", "1e+20"]])
+def test_ids_the_database_sorts_otherwise_than_python_fall_back_to_the_loaded_plan(
+        tmp_path: Path, ids: list[str], caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "odd.db"
+    with sqlite3.connect(path) as conn:  # SQLite writes 1e20 as text '1.0e+20', which sorts before '1.5'
+        conn.execute("CREATE TABLE t (id REAL, body TEXT, updated_at TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?, ?, '2024-01-01')", [(float(i), f"body {i}") for i in ids])
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("odd", kind="sql", url=f"sqlite:///{path}", table="t", text="body", updated_at="updated_at")
+    with caplog.at_level("INFO", logger="embedops.sync.source_plan"):
+        assert ws.sync().counts.added == 2
+    assert "gave '1.5' after '1e+20'" in caplog.text and "loaded whole" in caplog.text
+    noop = ws.sync()
+    assert (noop.counts.unchanged, noop.counts.added, noop.counts.deleted) == (2, 0, 0)
+    ws.close()
+
+
+BIG = 50_000
+
+
+def _big_table(database: str | None, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[str, sa.Engine]:
+    """BIG rows of ~500 characters, in a SQLite file (SQLite catalog) or a PostgreSQL database (PostgreSQL one)."""
+    rows = [(i, "lorem ipsum " * 40, f"2024-01-01 00:00:{i % 60:02d}") for i in range(BIG)]
+    if database is None:
+        url = f"sqlite:///{tmp_path / 'big.db'}"
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT, updated_at TEXT)")
+            conn.exec_driver_sql("INSERT INTO docs VALUES (?, ?, ?)", rows)
+        return url, engine
+    server = request.getfixturevalue("pg_server")
+    name = f"big_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = str(server.get_uri(name))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE docs (id bigint PRIMARY KEY, body text, updated_at timestamptz)")
+        with conn.cursor() as cur, cur.copy("COPY docs FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row((row[0], row[1], row[2] + "+00"))
+    return url, sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+
+
+def test_a_noop_plan_streams_the_catalog_side_as_well_as_the_table(
+        tmp_path: Path, database: str | None, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, engine = _big_table(database, tmp_path, request)
+    monkeypatch.setenv("SRC_DB_URL", url)
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=database)
+    ws.add_source("big", kind="sql", url_env="SRC_DB_URL", table="docs", text="body", updated_at="updated_at")
+    source = ws.open_source(ws.settings.sources["big"])
+    with ws.engine.begin() as conn:  # the catalog as a first sync leaves it, without embedding 50k documents
+        source_id = conn.execute(sa.select(schema.sources.c.id).where(schema.sources.c.name == "big")).scalar_one()
+        conn.execute(sa.insert(schema.documents), [
+            {"source_id": source_id, "external_id": d.external_id, "content_hash": d.content_hash, "text": "",
+             "signature": d.signature, "metadata": {}, "ingested_at": 0.0}
+            for d in source.scan({}) if isinstance(d, Document)])
+    tracemalloc.start()
+    plan = plan_source(ws.engine, source_id, source)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert plan.is_noop and plan.unchanged == BIG
+    # The catalog's view of 50k documents (ids, hashes, signatures) loaded whole takes ~25 MB here.
+    assert peak < 8_000_000, f"a no-op plan of {BIG:,} rows peaked at {peak:,} bytes"
+    later = "'2024-02-01 00:00:00+00'" if database else "'2024-02-01 00:00:00'"
+    execute(engine, f"UPDATE docs SET body = 'changed ' || id, updated_at = {later} WHERE id - id / 100 * 100 = 7")
+    execute(engine, "DELETE FROM docs WHERE id - id / 1000 * 1000 = 3")  # no '%': psycopg reads it
+    plan = plan_source(ws.engine, source_id, source)
+    assert sorted(int(d.external_id) for _, d in plan.updated) == [i for i in range(BIG) if i % 100 == 7]
+    assert sorted(int(ext) for _, ext in plan.deleted) == [i for i in range(BIG) if i % 1000 == 3]
+    assert plan.unchanged == BIG - len(plan.updated) - len(plan.deleted) and not plan.added
+    ws.close()
+    engine.dispose()
 
 
 # --- configuration and credentials -------------------------------------------------------
@@ -282,6 +382,40 @@ def test_sync_from_postgresql_add_update_delete_noop_and_full(
     assert full.counts.unchanged == 25
     sql_rows = [r for r in ws.history(kind="sync.source") if r["details"]["source"] == "tickets"]
     assert len(sql_rows) == 4  # every sync of the source has its ledger row
+    ws.close()
+
+
+def test_a_table_emptied_by_its_where_clause_is_refused_as_a_mass_delete_and_planned_first(
+        tmp_path: Path, sqlite_db: tuple[str, sa.Engine]) -> None:
+    from embedops.errors import MassDelete
+
+    url, engine = sqlite_db
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("tickets", kind="sql", url=url, table="support_tickets", text="body", updated_at="updated_at",
+                  where="status <> 'spam'")
+    assert ws.sync().counts.added == 27
+    execute(engine, "UPDATE support_tickets SET status = 'spam' WHERE id >= 3")  # updated_at untouched
+    for plan_only in (True, False):  # `sync --plan` says so too
+        with pytest.raises(MassDelete) as refused:
+            ws.sync(plan_only=plan_only)
+        planned = refused.value.details["result"]["sources"][0]
+        assert (planned["deleted"], planned["unchanged"], refused.value.details["deleting"]) == (24, 3, 24)
+    assert len(ws.document_ids("tickets")) == 27  # nothing changed
+    assert ws.sync(allow_mass_delete=True).counts.deleted == 24
+    assert sorted(ws.document_ids("tickets"), key=int) == ["0", "1", "2"]
+    ws.close()
+
+
+def test_a_column_gone_between_syncs_is_a_source_error_from_the_in_order_id_pass_too(
+        tmp_path: Path, sqlite_db: tuple[str, sa.Engine]) -> None:
+    url, engine = sqlite_db
+    ws = Workspace.init(tmp_path / "ws", embedder="hashing")
+    ws.add_source("tickets", kind="sql", url=url, table="support_tickets", text="body", updated_at="updated_at")
+    ws.sync()
+    execute(engine, "ALTER TABLE support_tickets RENAME COLUMN updated_at TO changed_at")  # read by the driver
+    with pytest.raises(SourceError, match="reading table support_tickets failed: no such column: support_tickets.updated_at"):
+        ws.sync()
+    assert len(ws.document_ids("tickets")) == 30  # nothing of it changed
     ws.close()
 
 

@@ -233,14 +233,17 @@ def adopt(
     workspace: Path | None, *, name: str, embedder: str, vector: str = "embedding", file: Path | None = None,
     min_cosine: float = 0.999, sample: int = 200, plan: bool = False, **options: Any,
 ) -> AdoptResult:
-    """Adopt vectors embedded elsewhere (a table, or a JSONL ``file``) as source ``name`` when a re-embedded random
-    sample matches them; ``options`` are the sql source's (table, query, id_column, text, url_env...) or, for a
-    file, ``id_field`` and ``text_field``."""
+    """Adopt vectors embedded elsewhere (a table, or a JSONL or Parquet ``file``) as source ``name`` when a
+    re-embedded random sample matches them; ``options`` are the sql source's (table, query, id_column, text,
+    url_env...) or, for a file, ``id_field`` and ``text_field``."""
     from embedops.adopt import AdoptInput
     from embedops.adopt import adopt as run_adopt
 
     given = {k: v for k, v in options.items() if v is not None}
-    source = AdoptInput("jsonl", vector, given, file.resolve()) if file is not None else AdoptInput("sql", vector, given)
+    if file is None:
+        source = AdoptInput("sql", vector, given)
+    else:
+        source = AdoptInput("parquet" if file.suffix.lower() == ".parquet" else "jsonl", vector, given, file.resolve())
     with Workspace.open(workspace) as ws:
         return run_adopt(ws, name, source, embedder=embedder, min_cosine=min_cosine, sample=sample, plan_only=plan)
 

@@ -50,6 +50,22 @@ def as_vector(value: Any, dims: int) -> np.ndarray | None:
     return None if norm == 0.0 else (vec / norm).astype(np.float32)
 
 
+def vector_problem(value: Any, dims: int) -> str | None:
+    """Why a stored vector cannot be adopted, as a row's report says it (None when :func:`as_vector` takes it).
+
+    >>> vector_problem(None, 3), vector_problem([1, 2], 3), vector_problem([0, 0, 0], 3)
+    ('no vector (null)', 'a vector of 2 numbers where the embedder makes 3', 'a vector of zeros or of non-finite numbers')
+    """
+    if as_vector(value, dims) is not None:
+        return None
+    if _plain(value) is None:
+        return "no vector (null)"
+    found = dims_of(value)
+    if found is not None and found != dims:
+        return f"a vector of {found} numbers where the embedder makes {dims}"
+    return "a vector of zeros or of non-finite numbers"
+
+
 def dims_of(value: Any) -> int | None:
     """How many numbers a stored vector holds (for the refusal that names a wrong dimension)."""
     value = _plain(value)

@@ -7,8 +7,8 @@
    Every compared cosine must reach ``min_cosine`` (default 0.999), or nothing is
    adopted and the measured similarity is printed: this catches another model, a
    provider that changed its model silently, and vectors gone stale.
-3. The rows become a source (a ``sql`` source over the table, a ``jsonl`` source
-   over the file) and each one-chunk row's vector is stored as the embedding of
+3. The rows become a source (a ``sql`` source over the table, a ``jsonl`` or
+   ``parquet`` source over the file) and each one-chunk row's vector is stored as the embedding of
    that chunk's content hash in the space (``embeddings``), marked in
    ``adopted_embeddings``, in batches with their ledger rows.
 4. An ordinary sync of the source then writes the vector rows with their
@@ -31,17 +31,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 
-from embedops.adopt.check import DEFAULT_MIN_COSINE, DEFAULT_SAMPLE, SampleCheck, as_vector, decide, dims_of
+from embedops.adopt.check import (
+    DEFAULT_MIN_COSINE,
+    DEFAULT_SAMPLE,
+    SampleCheck,
+    as_vector,
+    decide,
+    dims_of,
+    vector_problem,
+)
 from embedops.catalog import schema
 from embedops.catalog.ledger import write_ledger
 from embedops.errors import AdoptRefused, ConfigError
-from embedops.sources.base import Document, SourceItem
+from embedops.sources.base import Document, Skipped, SourceItem
 from embedops.sync.run import Target, embed_texts
 
 if TYPE_CHECKING:
     from embedops.workspace import Workspace
 
 BATCH = 1000
+PROBLEMS_SHOWN = 20  # rows not adopted whose reason a result names (the counts cover them all)
 Row = tuple[SourceItem, Any]
 
 
@@ -60,6 +69,7 @@ class AdoptResult:
     adopted: int = 0  # vectors taken over
     present: int = 0  # texts this space already had an embedding for (kept as they were)
     not_adopted: dict[str, int] = field(default_factory=dict)  # reason → rows left for the sync to embed
+    problems: list[str] = field(default_factory=list)  # the first rows not adopted: where, why, and the fix
     sync: dict[str, Any] | None = None
     seconds: float = 0.0
 
@@ -74,7 +84,7 @@ class AdoptResult:
 class AdoptInput:
     """Where the vectors are: a source kind, its path (files) and options, and the vector column or field."""
 
-    kind: str  # "sql" or "jsonl"
+    kind: str  # "sql", "jsonl" or "parquet"
     vector: str
     options: dict[str, Any]
     path: Path | None = None
@@ -229,6 +239,8 @@ def _store(ws: Workspace, target: Target, name: str, given: AdoptInput, rows: It
         reason = _take(item, value, target, dims, batch)
         if reason is not None:
             result.not_adopted[reason] = result.not_adopted.get(reason, 0) + 1
+            if reason != "split" and len(result.problems) < PROBLEMS_SHOWN:
+                result.problems.append(_problem(item, value, dims, result.origin))
         if len(batch) >= BATCH:
             _commit(ws, target, name, given, batch, result)
             batch = {}
@@ -251,6 +263,18 @@ def _take(item: SourceItem, value: Any, target: Target, dims: int, batch: dict[s
         return "split"
     batch[chunks[0].content_hash] = vec
     return None
+
+
+def _problem(item: SourceItem, value: Any, dims: int, origin: str) -> str:
+    """A row not adopted, as its report reads: the source's own reason (it names the file and row), or its
+    vector's problem; either way the row is left to the sync (a skipped one keeps its previous version)."""
+    if isinstance(item, Skipped):
+        return item.reason
+    if not isinstance(item, Document):
+        return f"{origin}, id {item.external_id!r}: not read"
+    problem = vector_problem(value, dims)
+    return (f"{origin}, id {item.external_id!r}: {problem}; the sync embeds this row's text instead (store this"
+            " embedder's vector in the row to adopt it)")
 
 
 def _commit(ws: Workspace, target: Target, name: str, given: AdoptInput, batch: dict[str, np.ndarray],

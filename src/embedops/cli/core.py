@@ -65,14 +65,14 @@ def init(
 @source_app.command("add")
 def source_add(
     name: Annotated[str, typer.Argument(help="Source name.")],
-    path: Annotated[Optional[Path], typer.Argument(help="Folder, JSONL file or BEIR directory (none for push).")] = None,
-    kind: Annotated[str, typer.Option(help="folder | jsonl | beir | push (documents arrive through the HTTP API) | sql (a database table or query)")] = "folder",
+    path: Annotated[Optional[Path], typer.Argument(help="Folder, JSONL or Parquet file, or BEIR directory (none for push and sql).")] = None,
+    kind: Annotated[str, typer.Option(help="folder | jsonl | parquet | beir | push (documents arrive through the HTTP API) | sql (a database table or query)")] = "folder",
     include: Annotated[Optional[list[str]], typer.Option(help="folder: glob to include (repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="folder: glob to exclude (repeatable).")] = None,
     follow_external_symlinks: Annotated[bool, typer.Option("--follow-external-symlinks", help="folder: index files that symbolic links lead to outside the folder (skipped by default).")] = False,
-    id_field: Annotated[Optional[str], typer.Option(help="jsonl: field holding the id.")] = None,
-    text_field: Annotated[Optional[str], typer.Option(help="jsonl: field holding the text.")] = None,
-    title_field: Annotated[Optional[str], typer.Option(help="jsonl: optional title field, prepended to the text.")] = None,
+    id_field: Annotated[Optional[str], typer.Option(help="jsonl, parquet: field (column) holding the id.")] = None,
+    text_field: Annotated[Optional[str], typer.Option(help="jsonl, parquet: field (column) holding the text.")] = None,
+    title_field: Annotated[Optional[str], typer.Option(help="jsonl, parquet: optional title field, prepended to the text.")] = None,
     url_env: Annotated[Optional[str], typer.Option(help="sql: environment variable holding the database URL (with its password).")] = None,
     url: Annotated[Optional[str], typer.Option(help="sql: database URL without password (one with a password is refused).")] = None,
     table: Annotated[Optional[str], typer.Option(help="sql: table or view (schema.table), quoted as an identifier.")] = None,
@@ -377,10 +377,10 @@ def adopt(
     embedder: Annotated[str, typer.Option(help="The embedder that made the vectors (must be the workspace's).")],
     table: Annotated[Optional[str], typer.Option(help="Table holding id, text and vector (or --query / --file).")] = None,
     query: Annotated[Optional[str], typer.Option(help="A SELECT giving id, text and vector columns.")] = None,
-    file: Annotated[Optional[Path], typer.Option(help="A JSONL file (.jsonl/.jsonl.gz) with id, text and vector fields.")] = None,
+    file: Annotated[Optional[Path], typer.Option(help="A JSONL (.jsonl/.jsonl.gz) or Parquet (.parquet) file with id, text and vector fields.")] = None,
     id_column: Annotated[str, typer.Option("--id", help="Id column or field.")] = "id",
     text: Annotated[str, typer.Option(help="Text column or field (for a table: an SQL expression, as in `source add`).")] = "text",
-    vector: Annotated[str, typer.Option(help="Vector column (pgvector, JSON text, float32 bytes) or field (JSON list).")] = "embedding",
+    vector: Annotated[str, typer.Option(help="Vector column (pgvector, JSON text, float32 bytes; in Parquet a list of floats) or field (JSON list).")] = "embedding",
     url_env: Annotated[Optional[str], typer.Option(help="Environment variable holding the database URL.")] = None,
     url: Annotated[Optional[str], typer.Option(help="Database URL without password.")] = None,
     updated_at: Annotated[Optional[str], typer.Option(help="Column that changes when a row does (incremental syncs after).")] = None,
@@ -425,6 +425,8 @@ def _print_adopt(data: dict[str, Any]) -> None:
     out.print(f"adopted {data['adopted']} vectors into {data['source']} ({measured}); already present"
               f" {data['present']}; left to embed: {left}; the sync embedded {sync.get('embedded', 0)} chunks"
               f" ({data['seconds']:.2f}s)")
+    for problem in data["problems"]:
+        out.print(f"  not adopted: {problem}", soft_wrap=True)
 
 
 @app.command()

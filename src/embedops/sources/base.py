@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from embedops.hashing import content_hash
 
@@ -87,3 +87,37 @@ class Source(Protocol):
     def check(self) -> None:
         """Raise :class:`~embedops.errors.SourceError` when the source cannot be read now."""
         ...
+
+
+class OutOfOrder(Exception):
+    """A scan (or the catalog) that was to come in external-id order did not.
+
+    Not an :class:`~embedops.errors.EmbedopsError`: the planner catches it and plans
+    from the catalog loaded whole instead, so no user ever sees it.
+    """
+
+
+class SignatureCursor(Protocol):
+    """The signatures the catalog stored for a source, read forward in external-id order.
+
+    ``get`` is asked for ascending ids (Python's string order, which is UTF-8 byte
+    order); an id the catalog does not hold, or holds without a signature, gives None.
+    ``signed(prefix)``: whether any stored signature starts with ``prefix``.
+    """
+
+    def get(self, external_id: str, /) -> str | None: ...
+
+    def signed(self, prefix: str, /) -> bool: ...
+
+
+@runtime_checkable
+class OrderedSource(Source, Protocol):
+    """A source that can scan in external-id order, so that a sync merges its scan with the
+    catalog's rows as two streams instead of loading the catalog's view of the source.
+
+    ``scan_in_order`` yields what :meth:`Source.scan` yields, ascending by external id
+    (equal ids adjacent; a Skipped record whose id is not a real one, such as a row without
+    id, may come anywhere). It raises :class:`OutOfOrder` when it cannot keep that order.
+    """
+
+    def scan_in_order(self, known: SignatureCursor) -> Iterator[SourceItem]: ...

@@ -55,6 +55,7 @@ class JsonlSource:
     """
 
     kind = "jsonl"
+    record_unit = "line"  # how a skip names a record's place in the file: "line 12"
 
     def __init__(
         self,
@@ -208,34 +209,38 @@ class JsonlSource:
     def _record(self, label: str, lineno: int, obj: Any, seen: dict[str, int], signature: str) -> SourceItem:
         if type(obj) is not dict:
             problem = f"expected a JSON object, got {_json_type(obj)}"
-            return _skip(None, label, lineno, problem, "put one object per line")
+            return self._skip(None, label, lineno, problem, "put one object per line")
         ext_id = _as_id(obj.get(self.id_field))
         if ext_id is None:
             return self._bad_id(label, lineno, obj)
         first = seen.setdefault(ext_id, lineno)
         if first != lineno:
-            problem = f"duplicate id {ext_id!r}, first seen at line {first}"
+            problem = f"duplicate id {ext_id!r}, first seen at {self.record_unit} {first}"
             fix = "make ids unique or remove one of the records"
-            return _skip(None, label, lineno, problem, fix)
+            return self._skip(None, label, lineno, problem, fix)
         raw = obj.get(self.text_field)
         if type(raw) is not str:
             return self._bad_text(ext_id, label, lineno, obj)
         text = self._compose_text(obj, raw)
         if not text or text.isspace():
             problem = f"empty document (field {self.text_field!r} has no text)"
-            return _skip(ext_id, label, lineno, problem, "add text or remove the record")
+            return self._skip(ext_id, label, lineno, problem, "add text or remove the record")
         updated_at: datetime | None = None
         if self.updated_field is not None and (value := obj.get(self.updated_field)) is not None:
             updated_at = _parse_time(value)
             if updated_at is None:
                 problem = f"field {self.updated_field!r} is not a date ({value!r})"
                 fix = "use ISO 8601 (2024-05-01T12:00:00Z) or epoch seconds"
-                return _skip(ext_id, label, lineno, problem, fix)
+                return self._skip(ext_id, label, lineno, problem, fix)
         metadata = self._metadata(obj)
         # Checked here, where the line number is known: a bad string or metadata fails later steps otherwise.
         if (found := text_problem(text) or metadata_problem(metadata)) is not None:
-            return _skip(ext_id, label, lineno, found.problem, found.fix)
+            return self._skip(ext_id, label, lineno, found.problem, found.fix)
         return Document(ext_id, text, metadata, updated_at, signature)
+
+    def _skip(self, ext_id: str | None, label: str, lineno: int, problem: str, fix: str, *,
+              name_id: bool = True) -> Skipped:
+        return _skip(ext_id, label, lineno, problem, fix, name_id=name_id, unit=self.record_unit)
 
     def _bad_id(self, label: str, lineno: int, obj: dict[str, Any]) -> Skipped:
         field = self.id_field
@@ -254,7 +259,7 @@ class JsonlSource:
             problem = f"id field {field!r} is null"
         else:
             problem = f"id field {field!r} is {_json_type(value)}, expected a string or integer"
-        return _skip(None, label, lineno, problem, fix)
+        return self._skip(None, label, lineno, problem, fix)
 
     def _bad_text(self, ext_id: str, label: str, lineno: int, obj: dict[str, Any]) -> Skipped:
         field = self.text_field
@@ -267,7 +272,7 @@ class JsonlSource:
         else:
             problem = f"text field {field!r} is {_json_type(value)}, expected a string"
             fix = "store the text as a JSON string"
-        return _skip(ext_id, label, lineno, problem, fix)
+        return self._skip(ext_id, label, lineno, problem, fix)
 
     def _unparsable(
         self, label: str, lineno: int, line: bytes, exc: ValueError, seen: dict[str, int]
@@ -283,7 +288,7 @@ class JsonlSource:
         ext_id = self._salvage_id(line)
         if ext_id is not None and seen.setdefault(ext_id, lineno) != lineno:
             ext_id = None
-        return _skip(ext_id, label, lineno, problem, fix, name_id=False)
+        return self._skip(ext_id, label, lineno, problem, fix, name_id=False)
 
     def _salvage_id(self, line: bytes) -> str | None:
         m = self._id_pattern.search(line)
@@ -311,15 +316,15 @@ def _salvage_pattern(id_field: str) -> re.Pattern[bytes]:
 
 
 def _skip(
-    ext_id: str | None, label: str, lineno: int, problem: str, fix: str, *, name_id: bool = True
+    ext_id: str | None, label: str, lineno: int, problem: str, fix: str, *, name_id: bool = True, unit: str = "line"
 ) -> Skipped:
-    """A skip reading "<file> line <n> (id 'x'): <problem>; <fix>".
+    """A skip reading "<file> line <n> (id 'x'): <problem>; <fix>" (``unit``: "row" in a Parquet file).
 
     Without a usable id the record is reported as ``"<file>:line <n>"``.
     """
-    where = f"{label} line {lineno}"
+    where = f"{label} {unit} {lineno}"
     if ext_id is None:
-        return Skipped(f"{label}:line {lineno}", f"{where}: {problem}; {fix}")
+        return Skipped(f"{label}:{unit} {lineno}", f"{where}: {problem}; {fix}")
     shown = f"{where} (id {ext_id!r})" if name_id else where
     return Skipped(ext_id, f"{shown}: {problem}; {fix}")
 

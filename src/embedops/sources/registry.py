@@ -21,7 +21,7 @@ from embedops.sources.folder import FolderSource
 from embedops.sources.jsonl import JsonlSource
 from embedops.sources.push import PushSource
 
-SOURCE_KINDS: tuple[str, ...] = ("folder", "jsonl", "beir", "push", "sql")
+SOURCE_KINDS: tuple[str, ...] = ("folder", "jsonl", "parquet", "beir", "push", "sql")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,12 @@ def _sql_source(name: str, path: Path | None, **options: Any) -> Source:
     return SqlSource(name, path, **options)
 
 
+def _parquet_source(name: str, path: Path, **options: Any) -> Source:
+    from embedops.sources.parquet import ParquetSource
+
+    return ParquetSource(name, path, **options)
+
+
 @dataclass(frozen=True)
 class _Kind:
     factory: Callable[..., Source]
@@ -69,6 +75,16 @@ _KINDS: dict[str, _Kind] = {
     ),
     "jsonl": _Kind(
         JsonlSource,
+        {
+            "id_field": _STRING,
+            "text_field": _STRING,
+            "title_field": _STRING,
+            "metadata_fields": _STRING_LIST,
+            "updated_field": _STRING,
+        },
+    ),
+    "parquet": _Kind(
+        _parquet_source,
         {
             "id_field": _STRING,
             "text_field": _STRING,

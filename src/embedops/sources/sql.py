@@ -21,6 +21,10 @@ that commit late (an old ``updated_at`` appearing after newer ones) need no
 safety window. A row updated without touching ``updated_at`` is found by a
 full scan (``sync --full``).
 
+A sync scans in order (:meth:`SqlSource.scan_in_order`): the id pass sorted by
+the id as text, so that the catalog's side of the diff streams in that order too
+instead of being loaded (sync/plan.py).
+
 Without ``updated_at`` (or on ``sync --full``) every row is read and the
 catalog's content hashes decide what changed. Reads stream through server-side
 cursors (``yield_per``): memory holds one batch of rows, not the table.
@@ -37,7 +41,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -45,17 +50,26 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from embedops.catalog.db import driver_rows
 from embedops.catalog.secrets import redact, strip_password
 from embedops.errors import ConfigError, SourceError
-from embedops.sources.base import Document, Skipped, SourceItem, Unchanged
+from embedops.sources.base import Document, OutOfOrder, SignatureCursor, Skipped, SourceItem, Unchanged
 from embedops.sources.validate import document_problem
 
 # Bump when a change below alters the Document a row yields: every signature then changes.
 READER_VERSION = "1"
 FETCH_BATCH = 1000  # rows per server-side fetch, and ids per "read these rows" query
+HELD_MAX = 10 * FETCH_BATCH  # rows an in-order id pass holds back, at most, until the rows before them are read
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Result column labels: chosen so that no user column name can collide with them.
 _ID, _TEXT, _TITLE, _UPDATED = "eo__id", "eo__text", "eo__title", "eo__updated"
+_SAME: Any = object()  # a held row that is unchanged
+# The dialects whose text order a scan in order can ask for: Python compares strings by code point, which
+# is UTF-8 byte order; PostgreSQL does so under the "C" collation, SQLite always (BINARY).
+_ID_ORDER: dict[str, Callable[[sa.ColumnElement[Any]], sa.ColumnElement[Any]]] = {
+    "postgresql": lambda key: key.collate("C"),
+    "sqlite": lambda key: key,
+}
 
 
 class SqlSource:
@@ -155,47 +169,86 @@ class SqlSource:
 
     def scan(self, known: Mapping[str, str | None]) -> Iterator[SourceItem]:
         """Every current row once, in one snapshot (the id pass and the reads by id); see the module docstring."""
+        signed = any(s is not None and s.startswith(self._key + "|") for s in known.values())
+        yield from self._scanning(known.get, signed, ordered=False)
+
+    def scan_in_order(self, known: SignatureCursor) -> Iterator[SourceItem]:
+        """:meth:`scan` ascending by id (the id as text, in UTF-8 byte order, as Python compares strings):
+        the database sorts the rows, and a row read whole is put back in its place among the unchanged ones.
+        ``known`` is looked up in that order, so the catalog's side can stream too (sync/plan.py)."""
+        yield from self._scanning(known.get, known.signed(self._key + "|"), ordered=True)
+
+    def _scanning(self, lookup: Callable[[str], str | None], signed: bool, *, ordered: bool) -> Iterator[SourceItem]:
         engine = self._engine()
         try:
             with engine.connect() as conn:
+                if ordered and conn.dialect.name not in _ID_ORDER:
+                    raise OutOfOrder(f"source {self.name!r}: no id order known for {conn.dialect.name}")
                 if conn.dialect.name == "postgresql":  # one snapshot for both queries
                     conn = conn.execution_options(isolation_level="REPEATABLE READ")
                 conn = conn.execution_options(yield_per=FETCH_BATCH)
                 with conn.begin():
-                    yield from self._scan(conn, known)
-        except sa.exc.SQLAlchemyError as exc:
+                    if self.updated_at is None or not signed:  # first sync, full re-scan, or nothing to compare
+                        yield from self._rows(conn, self._in_order(conn, self._select()) if ordered else self._select())
+                    else:
+                        yield from self._id_pass(conn, lookup, ordered)
+        except _read_errors() as exc:
             raise self._error(exc) from None
         finally:
             engine.dispose()
 
-    def _scan(self, conn: sa.Connection, known: Mapping[str, str | None]) -> Iterator[SourceItem]:
-        prefix = self._key + "|"
-        if self.updated_at is None or not any(s is not None and s.startswith(prefix) for s in known.values()):
-            yield from self._rows(conn, self._select())  # first sync, full re-scan, or nothing to compare
-            return
-        yield from self._id_pass(conn, known)
+    def _in_order(self, conn: sa.Connection, select: sa.Select[Any]) -> sa.Select[Any]:
+        """``select`` sorted by the id as a document's id is text, compared byte by byte (no locale)."""
+        return select.order_by(_ID_ORDER[conn.dialect.name](sa.cast(self._rel.c[self.id_column], sa.Text)))
 
-    def _id_pass(self, conn: sa.Connection, known: Mapping[str, str | None]) -> Iterator[SourceItem]:
-        """Unchanged for each row whose updated_at is the one synced; the others read whole, by id."""
+    def _id_pass(self, conn: sa.Connection, lookup: Callable[[str], str | None], ordered: bool) -> Iterator[SourceItem]:
+        """Unchanged for each row whose updated_at is the one synced; the others read whole, by id.
+
+        In order, the rows after the first one to read are held (their ids only) until it is read, so
+        that each comes out in its place; a batch is read at FETCH_BATCH rows to read or HELD_MAX held.
+        """
         rel = self._rel
         ids = sa.select(rel.c[self.id_column], self._updated_col()).select_from(rel)
         if self.where is not None:
             ids = ids.where(_sql(self.where, sa.Boolean))
-        pending: list[Any] = []
-        for raw_id, updated in conn.execute(ids):
+        # In order (PostgreSQL and SQLite only), the drivers' own tuples: this pass is over every row.
+        rows = driver_rows(conn, self._in_order(conn, ids), FETCH_BATCH) if ordered else conn.execute(ids)
+        with closing(rows):  # before the connection, also when the scan is given up half-way
+            yield from self._judge(conn, rows, lookup, ordered)
+
+    def _judge(self, conn: sa.Connection, rows: Iterable[Sequence[Any]], lookup: Callable[[str], str | None],
+               ordered: bool) -> Iterator[SourceItem]:
+        held: list[tuple[str, Any]] = []  # (id, the raw id to read, or _SAME)
+        pending = 0
+        for raw_id, updated in rows:
             ext_id = _as_id(raw_id)
             if ext_id is None:
                 continue  # reported by a full read; an id pass has no text to report it with
-            signature = self._signature(updated)
-            if signature is not None and known.get(ext_id) == signature:
+            same = updated is not None and self._synced(lookup(ext_id), updated)
+            if same and not (ordered and held):
                 yield Unchanged(ext_id)
                 continue
-            pending.append(raw_id)
-            if len(pending) >= FETCH_BATCH:
-                yield from self._fetch(conn, pending)
-                pending = []
-        if pending:
-            yield from self._fetch(conn, pending)
+            held.append((ext_id, _SAME if same else raw_id))
+            pending += not same
+            if pending >= FETCH_BATCH or len(held) >= HELD_MAX:
+                yield from self._read_held(conn, held, ordered)
+                held, pending = [], 0
+        if held:
+            yield from self._read_held(conn, held, ordered)
+
+    def _read_held(self, conn: sa.Connection, held: list[tuple[str, Any]], ordered: bool) -> Iterator[SourceItem]:
+        raw_ids = [raw for _, raw in held if raw is not _SAME]
+        if not ordered:
+            yield from self._fetch(conn, raw_ids)
+            return
+        read: dict[str, list[SourceItem]] = {}
+        for item in self._fetch(conn, raw_ids):
+            read.setdefault(item.external_id, []).append(item)
+        for ext_id, raw in held:
+            if raw is _SAME:
+                yield Unchanged(ext_id)
+            elif read.get(ext_id):  # always, in the same snapshot
+                yield read[ext_id].pop(0)
 
     def _fetch(self, conn: sa.Connection, raw_ids: list[Any]) -> Iterator[SourceItem]:
         rel = self._rel
@@ -225,7 +278,7 @@ class SqlSource:
                     conn.execution_options(yield_per=FETCH_BATCH).execute(select).mappings()
                 for row in rows:
                     yield self._item(row), row["eo__extra"]
-        except (sa.exc.SQLAlchemyError, _driver_errors()) as exc:
+        except _read_errors() as exc:
             raise self._error(exc) from None
         finally:
             engine.dispose()
@@ -303,6 +356,19 @@ class SqlSource:
         stamp = _stamp(updated)
         return None if stamp is None else f"{self._key}|{stamp}"
 
+    def _synced(self, stored: str | None, updated: Any) -> bool:
+        """``stored == self._signature(updated)``, a time compared as a time: parsing the stored text takes a
+        tenth of formatting the value (2.3 us), and an id pass does it for every row."""
+        if stored is None or not isinstance(updated, datetime):
+            return stored is not None and stored == self._signature(updated)
+        prefix, aware = self._key + "|d:", updated.tzinfo is not None
+        if not stored.startswith(prefix) or stored.endswith("z") != aware:
+            return False
+        try:
+            return datetime.fromisoformat(stored[len(prefix):-1 if aware else None]) == updated
+        except ValueError:
+            return False
+
     def _error(self, exc: Exception) -> SourceError:
         detail = redact(str(getattr(exc, "orig", None) or exc)).strip().splitlines()[0]
         if isinstance(exc, sa.exc.OperationalError) and "connect" in detail.lower():
@@ -336,13 +402,16 @@ def _binary_rows(conn: sa.Connection, select: sa.Select[Any]) -> Iterator[dict[s
             yield dict(zip(names, record, strict=True))
 
 
-def _driver_errors() -> type[Exception]:
-    """The driver's own error class (the binary path bypasses SQLAlchemy's wrapping)."""
+def _read_errors() -> tuple[type[Exception], ...]:
+    """SQLAlchemy's errors and the drivers' own (the binary path and the in-order id pass bypass SQLAlchemy's
+    wrapping); looked up only when an error is raised."""
+    import sqlite3
+
     try:
         import psycopg
     except ImportError:
-        return sa.exc.SQLAlchemyError
-    return psycopg.Error
+        return sa.exc.SQLAlchemyError, sqlite3.Error
+    return sa.exc.SQLAlchemyError, sqlite3.Error, psycopg.Error
 
 
 def _sql(expression: str, type_: Any = None) -> sa.ColumnElement[Any]:

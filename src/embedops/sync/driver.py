@@ -36,8 +36,9 @@ from embedops.execute import Executor, ExecutorOptions, make_executor
 from embedops.sources.base import Source
 from embedops.sync.curation import chunk_tagger, curate_plans
 from embedops.sync.fill import fill_index, measure_gap
-from embedops.sync.plan import CatalogDoc, CatalogRows, SyncPlan, mass_delete, plan_sync
+from embedops.sync.plan import CatalogDoc, SyncPlan, mass_delete
 from embedops.sync.quarantine import ReleasePlan
+from embedops.sync.source_plan import plan_source
 from embedops.sync.run import SyncCounts, SyncRunner, Tagger, Target
 from embedops.sync.targets import Targets
 from embedops.vectors.base import IndexInfo, VectorStore
@@ -373,17 +374,7 @@ class SyncDriver:
     def _plan(self, cfg: SourceConfig, full: bool = False) -> tuple[SyncPlan, int]:
         with self.engine.begin() as conn:
             source_id = source_row(conn, cfg)
-        d = schema.documents
-        q = sa.select(d.c.external_id, d.c.id, d.c.content_hash, d.c.signature).where(
-            d.c.source_id == source_id, d.c.deleted_at.is_(None)
-        )
-        with read_tx(self.engine) as conn:
-            # The DBAPI's plain tuples: Row objects for 100k documents cost as much as the rest of a no-op plan.
-            known = CatalogRows(conn.execute(q).cursor.fetchall())
-        signatures = known.signatures()
-        if full:  # no signature to match: the source reads every record
-            signatures = dict.fromkeys(signatures)
-        return plan_sync(cfg.name, self.open_source(cfg).scan(signatures), known), source_id
+        return plan_source(self.engine, source_id, self.open_source(cfg), full=full), source_id
 
     def _estimate(self, plans: list[SyncPlan], targets: list[Target]) -> tuple[int, int, float | None]:
         """Chunks the plans would embed (their hashes new to each kept space; quarantined documents embed

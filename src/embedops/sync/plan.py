@@ -1,14 +1,22 @@
-"""The pure diff of a source scan against the catalog: what a sync would do."""
+"""The pure diff of a source scan against the catalog: what a sync would do.
+
+Two forms of the same diff. :func:`plan_sync` looks each scanned record up in the
+catalog's view of the source, loaded whole. :func:`plan_sync_in_order` merges two
+streams ascending by external id, the scan and the catalog's rows
+(:class:`CatalogStream`), so that neither is held: a no-op re-sync of a million
+table rows keeps a flat memory.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from embedops.curate.curator import Decision
 from embedops.errors import MassDelete
-from embedops.sources.base import Document, Skipped, SourceItem, Unchanged
+from embedops.sources.base import Document, OutOfOrder, Skipped, SourceItem, Unchanged
 
 
 class CatalogDoc(NamedTuple):
@@ -49,6 +57,97 @@ class CatalogRows(Mapping[str, CatalogDoc]):
     def signatures(self) -> dict[str, str | None]:
         """``external_id -> signature``: what the source's scan is given."""
         return {ext_id: row[3] for ext_id, row in self._rows.items()}
+
+
+class CatalogStream:
+    """A source's live documents as the catalog streams them, ascending by external id:
+    ``(external_id, id, content_hash, signature)`` rows, each read once.
+
+    Two readers walk it forward: the plan (:meth:`take`), and the source's signature
+    lookups (:meth:`get`, a :class:`~embedops.sources.base.SignatureCursor`), which run
+    ahead of the plan by the rows the source holds back. Only that stretch is kept.
+    ``signed(prefix)`` answers whether any stored signature starts with ``prefix``
+    (a query; none given: no signature does). Raises OutOfOrder when the rows descend.
+
+    >>> stream = CatalogStream([("a", 1, "h1", "s1"), ("b", 2, "h2", None), ("c", 3, "h3", "s3")])
+    >>> stream.get("a"), stream.get("b"), stream.get("bb")
+    ('s1', None, None)
+    >>> deleted = []
+    >>> stream.take("b", deleted), deleted
+    (CatalogDoc(id=2, content_hash='h2', signature=None), [(1, 'a')])
+    """
+
+    def __init__(self, rows: Iterable[Sequence[Any]], signed: Callable[[str], bool] | None = None) -> None:
+        self._rows = iter(rows)
+        self._signed = signed
+        self._window: deque[Sequence[Any]] = deque()  # read, and not yet taken by the plan
+        self._ahead = 0  # how many rows of the window the lookups have passed
+        self._last_read: str | None = None
+        self._last_asked = ""
+
+    def signed(self, prefix: str) -> bool:
+        return self._signed is not None and self._signed(prefix)
+
+    def get(self, external_id: str) -> str | None:
+        """The stored signature of ``external_id``; ids are asked in ascending order."""
+        if external_id < self._last_asked:
+            raise OutOfOrder(f"signature of {external_id!r} asked after {self._last_asked!r}")
+        self._last_asked = external_id
+        while True:
+            row = self._window[self._ahead] if self._ahead < len(self._window) else self._read()
+            if row is None or row[0] > external_id:
+                return None
+            if row[0] == external_id:
+                return row[3]  # type: ignore[no-any-return]
+            self._ahead += 1
+
+    def take(self, external_id: str, deleted: list[tuple[int, str]]) -> CatalogDoc | None:
+        """The row of ``external_id`` (None when there is none), after those before it: documents the scan
+        did not yield, appended to ``deleted``. Ids are taken in ascending order."""
+        row = self._advance(external_id, deleted)
+        return None if row is None else CatalogDoc(row[1], row[2], row[3])
+
+    def pass_over(self, external_id: str, deleted: list[tuple[int, str]]) -> None:
+        """:meth:`take` without making the row's CatalogDoc (an unchanged document needs none)."""
+        self._advance(external_id, deleted)
+
+    def _advance(self, external_id: str, deleted: list[tuple[int, str]]) -> Sequence[Any] | None:
+        window = self._window
+        while (row := window[0] if window else self._read()) is not None and row[0] <= external_id:
+            window.popleft()
+            if self._ahead:
+                self._ahead -= 1
+            if row[0] == external_id:
+                return row
+            deleted.append((row[1], row[0]))
+        return None
+
+    def rest(self, deleted: list[tuple[int, str]]) -> None:
+        """Every row not taken yet, appended to ``deleted``."""
+        while (row := self._window[0] if self._window else self._read()) is not None:
+            self._window.popleft()
+            deleted.append((row[1], row[0]))
+        self._ahead = 0
+
+    def _read(self) -> Sequence[Any] | None:
+        row = next(self._rows, None)
+        if row is None:
+            return None
+        if self._last_read is not None and row[0] <= self._last_read:
+            raise OutOfOrder(f"the catalog gave {row[0]!r} after {self._last_read!r}")
+        self._last_read = row[0]
+        self._window.append(row)
+        return row
+
+
+class Unsigned:
+    """No stored signature (``sync --full``): the source reads every record. A SignatureCursor."""
+
+    def get(self, external_id: str) -> str | None:
+        return None
+
+    def signed(self, prefix: str) -> bool:
+        return False
 
 
 @dataclass
@@ -133,6 +232,46 @@ def plan_sync(source: str, items: Iterable[SourceItem], catalog: Mapping[str, Ca
         else:
             _classify(plan, item, catalog.get(ext_id))
     plan.deleted = [(catalog[ext_id].id, ext_id) for ext_id in catalog if ext_id not in seen or ext_id in dropped]
+    return plan
+
+
+def plan_sync_in_order(source: str, items: Iterable[SourceItem], catalog: CatalogStream) -> SyncPlan:
+    """:func:`plan_sync` as a merge join: the scan and the catalog's rows both ascending by external id.
+
+    Memory holds the plan's changes, not the source: duplicate ids are found next to each
+    other, deletes as the catalog rows the scan steps over. A Skipped record does not
+    move the merge (a row without id has no place in the order); its id is remembered,
+    so that it keeps its previous version. Raises OutOfOrder when the scan descends:
+    the caller then plans with :func:`plan_sync`.
+    """
+    plan = SyncPlan(source)
+    last: str | None = None
+    kept: set[str] = set()  # skipped ids that keep their previous version
+    dropped: set[str] = set()  # skipped ids that are not part of the source
+    for item in items:
+        ext_id = item.external_id
+        if type(item) is Unchanged and last is not None and ext_id > last and not kept and not dropped:
+            last = ext_id  # the common case, a no-op's every row: nothing to look at but the order
+            catalog.pass_over(ext_id, plan.deleted)
+            plan.unchanged += 1
+            continue
+        if ext_id == last or ext_id in kept or ext_id in dropped:
+            plan.skipped.append(Skipped(ext_id, f"duplicate id {ext_id!r} in source {source!r}; the first record was used"))
+        elif isinstance(item, Skipped):
+            plan.skipped.append(item)
+            (kept if item.keeps_previous else dropped).add(ext_id)
+        elif last is not None and ext_id < last:
+            raise OutOfOrder(f"source {source!r} gave {ext_id!r} after {last!r}")
+        else:
+            last = ext_id
+            known = catalog.take(ext_id, plan.deleted)
+            if isinstance(item, Unchanged):
+                plan.unchanged += 1
+            else:
+                _classify(plan, item, known)
+    catalog.rest(plan.deleted)
+    if kept:
+        plan.deleted = [(row, ext_id) for row, ext_id in plan.deleted if ext_id not in kept]
     return plan
 
 

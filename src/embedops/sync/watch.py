@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("embedops")
 
 EVENT_KINDS = frozenset({"folder"})
-POLLED_KINDS = frozenset({"sql", "jsonl", "beir"})
+POLLED_KINDS = frozenset({"sql", "jsonl", "parquet", "beir"})
 Runner = Callable[[Callable[["Workspace"], "SyncResult"]], "SyncResult"]
 
 

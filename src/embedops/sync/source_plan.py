@@ -1,0 +1,81 @@
+"""A source's sync plan: its scan against the catalog's view of it (the I/O around sync/plan.py).
+
+A source that scans in external-id order (an
+:class:`~embedops.sources.base.OrderedSource`: a SQL table) is merged with the
+catalog's rows streamed in that same order, a page at a time, so that a no-op
+re-sync of a million rows holds neither side in memory. Any other source (and an
+ordered one that turns out not to keep its order) is planned against the catalog's
+rows loaded whole: a folder's scan comes in the file system's order, not the ids'.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator
+from typing import Any
+
+import sqlalchemy as sa
+
+from embedops.catalog import schema
+from embedops.catalog.db import driver_rows, read_tx
+from embedops.sources.base import OrderedSource, OutOfOrder, SignatureCursor, Source
+from embedops.sync.plan import CatalogRows, CatalogStream, SyncPlan, Unsigned, plan_sync, plan_sync_in_order
+
+log = logging.getLogger(__name__)
+CATALOG_PAGE = 5000  # catalog rows per fetch of a streamed plan
+
+
+def plan_source(engine: sa.Engine, source_id: int, source: Source, *, full: bool = False) -> SyncPlan:
+    """The plan that syncs ``source`` (catalog row ``source_id``): the catalog side streamed when the
+    source scans in order, else loaded. ``full``: no stored signature is offered, so every record is read."""
+    if isinstance(source, OrderedSource):
+        try:
+            return _plan_streamed(engine, source_id, source, full)
+        except OutOfOrder as exc:
+            log.info("source %r: %s; planning against the catalog's rows loaded whole", source.name, exc)
+    return _plan_loaded(engine, source_id, source, full)
+
+
+def _live(source_id: int) -> sa.Select[Any]:
+    d = schema.documents
+    return sa.select(d.c.external_id, d.c.id, d.c.content_hash, d.c.signature).where(
+        d.c.source_id == source_id, d.c.deleted_at.is_(None))
+
+
+def _plan_loaded(engine: sa.Engine, source_id: int, source: Source, full: bool) -> SyncPlan:
+    with read_tx(engine) as conn:
+        # The DBAPI's plain tuples: Row objects for 100k documents cost as much as the rest of a no-op plan.
+        known = CatalogRows(conn.execute(_live(source_id)).cursor.fetchall())
+    signatures = known.signatures()
+    if full:  # no signature to match: the source reads every record
+        signatures = dict.fromkeys(signatures)
+    return plan_sync(source.name, source.scan(signatures), known)
+
+
+def _plan_streamed(engine: sa.Engine, source_id: int, source: OrderedSource, full: bool) -> SyncPlan:
+    d = schema.documents
+    with read_tx(engine) as conn:
+        # Python compares strings by code point, as SQLite compares text (BINARY) and PostgreSQL under "C".
+        key = d.c.external_id.collate("C") if conn.dialect.name == "postgresql" else d.c.external_id
+        # The driver's tuples: SQLAlchemy's Row objects cost as much as the rest of the catalog's side.
+        rows = driver_rows(conn, _live(source_id).order_by(key), CATALOG_PAGE)
+        catalog = CatalogStream(rows, lambda prefix: _signed(conn, source_id, prefix))
+        known: SignatureCursor = Unsigned() if full else catalog
+        items = source.scan_in_order(known)
+        try:
+            return plan_sync_in_order(source.name, items, catalog)
+        finally:
+            if isinstance(items, Generator):  # a scan given up (out of order) lets go of its database now
+                items.close()
+            rows.close()
+
+
+def _signed(conn: sa.Connection, source_id: int, prefix: str) -> bool:
+    """Whether any live document of the source has a signature starting with ``prefix``."""
+    d = schema.documents
+    q = sa.select(d.c.id).where(d.c.source_id == source_id, d.c.deleted_at.is_(None),
+                                sa.func.substr(d.c.signature, 1, len(prefix)) == prefix).limit(1)
+    return conn.execute(q).first() is not None
+
+
+__all__ = ["CATALOG_PAGE", "plan_source"]
