@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import logging
 import re
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -319,7 +318,6 @@ class _Packer:
         source, text, pos = self.source, self.source.text, start
         to_char = source.char if source.multibyte else None
         tokens_of, notable = source.tokens, self._notable
-        starts, indents, content_ends, prefix = source.line_starts, source.indents, source.content_ends, source.prefix
         for node in nodes:
             node_start, node_end = node.start_byte, node.end_byte
             if to_char is not None:
@@ -330,12 +328,7 @@ class _Packer:
                 out.extend(self._text_units(pos, node_start, budget))  # text no child covers
             if node_end > pos:
                 pos = node_end
-            first = bisect_right(starts, node_start) - 1  # inlined fast path of source.tokens: whole lines
-            last = bisect_right(starts, node_end - 1) - 1
-            if node_start - starts[first] <= indents[first] and node_end >= content_ends[last]:
-                tokens = prefix[last + 1] - prefix[first]
-            else:
-                tokens = tokens_of(node_start, node_end)
+            tokens = tokens_of(node_start, node_end)
             node_type = node.type
             found = self._definition(node) if node_type in notable else None
             if tokens <= budget:

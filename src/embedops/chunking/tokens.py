@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator
+from itertools import filterfalse
 from pathlib import Path
 
 from embedops.embedding.base import TokenCounter
@@ -77,6 +78,17 @@ class WordCounts(dict[str, int]):
             self.clear()
         value = self[word] = self._count(word)
         return value
+
+    def prefetch(self, words: list[str]) -> list[str]:
+        """``words``, once each distinct one not counted yet is (the limit applies per call, not per word)."""
+        distinct = set(words)
+        missing = list(filterfalse(self.__contains__, distinct))
+        if missing and len(self) + len(missing) > self._limit:
+            self.clear()
+            missing = list(distinct)
+        for word in missing:
+            dict.__setitem__(self, word, self._count(word))
+        return words
 
     def count(self, text: str, start: int = 0, end: int | None = None) -> int:
         """Tokens of ``text[start:end]``: the sum of its regex tokens' counts."""

@@ -1,0 +1,83 @@
+"""The code chunker's span counts (prefix sums over classified characters) against counting each span directly."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from embedops.chunking.spans import SourceText, char_class
+from embedops.chunking.tokens import TOKEN_RE, WordCounts, count_regex_tokens
+
+SAMPLES = {
+    "ascii": "def f(x_1, y):\n    return x_1+y  # sum\n\nclass A:\n    pass\n",
+    "cjk": "# 注释：计算\ndef 函数(参数):\n    return '日本語のテキスト。' + 参数\n",
+    "accents and marks": "café = 'naïve' + 'cafe\u0301' + 'ไทย' # ½ € © ™\n\tx\u00a0= 1\n",
+    "emoji and astral": "s = '👩\u200d💻 𝒳 🎉' # 𝔘𝔫𝔦\nt=1\n",
+    "control and separators": "a\x1cb\x1fc\x0bd\u2028e\u3000f\u30fbg\n",
+    "lone surrogate": "x = '\udc80abc'\n",
+}
+
+
+def model_like(word: str) -> int:
+    """A model's count that is not one per regex token: longer words are several pieces."""
+    return 1 + len(word) // 3
+
+
+def direct(text: str, start: int, end: int, words: WordCounts | None) -> int:
+    found = TOKEN_RE.findall(text, start, end)
+    return len(found) if words is None else sum(words[w] for w in found)
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+@pytest.mark.parametrize("model", [False, True], ids=["regex", "model"])
+def test_every_span_counts_as_if_it_were_the_whole_text(name: str, model: bool) -> None:
+    text = SAMPLES[name]
+    words = WordCounts(model_like) if model else None
+    source = SourceText(text, text.encode("utf-8", "surrogatepass"), words)
+    for start in range(len(text) + 1):
+        for end in range(start, len(text) + 1):
+            assert source.tokens(start, end) == direct(text, start, end, words), (start, end, text[start:end])
+
+
+def test_random_spans_of_a_long_mixed_file() -> None:
+    rng = random.Random(7)
+    pieces = [*SAMPLES.values(), "x" * 300, "// " + "字" * 50 + "\n", "int main(void) { return 0; }\n"]
+    text = "".join(rng.choice(pieces) for _ in range(300))
+    for words in (None, WordCounts(model_like)):
+        source = SourceText(text, text.encode("utf-8", "surrogatepass"), words)
+        for _ in range(3000):
+            start = rng.randrange(len(text))
+            end = rng.randrange(start, len(text) + 1)
+            assert source.tokens(start, end) == direct(text, start, end, words)
+
+
+def test_byte_offsets_map_to_characters_and_lines() -> None:
+    text = SAMPLES["emoji and astral"] + SAMPLES["cjk"]
+    data = text.encode("utf-8")
+    source = SourceText(text, data, None)
+    for i in range(len(text) + 1):
+        assert source.char(len(text[:i].encode("utf-8"))) == i
+        assert source.line(i) == text.count("\n", 0, i)
+
+
+def test_character_classes_follow_the_token_regex() -> None:
+    for code in [*range(0x300), *range(0x2000, 0x2100), *range(0x3000, 0x3100), 0x4E00, 0xFF01, 0x1F600]:
+        char = char_class(chr(code))
+        assert count_regex_tokens(chr(code)) == (char != 0)
+        assert count_regex_tokens(chr(code) * 2) == {0: 0, 1: 1, 2: 2}[char], hex(code)
+
+
+def test_prefetch_counts_each_new_word_once_and_keeps_the_limit() -> None:
+    calls: list[str] = []
+
+    def count(word: str) -> int:
+        calls.append(word)
+        return len(word)
+
+    words = WordCounts(count, limit=5)
+    assert words.prefetch(["ab", "c", "ab"]) == ["ab", "c", "ab"]
+    assert sorted(calls) == ["ab", "c"] and dict(words) == {"ab": 2, "c": 1}
+    words.prefetch(["ab", "d", "e", "f", "g"])  # 2 + 4 new words > 5: cleared, then all of these counted
+    assert dict(words) == {"ab": 2, "d": 1, "e": 1, "f": 1, "g": 1}
+    assert words["zz"] == 2
