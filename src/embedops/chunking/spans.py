@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 # Same tokens as TOKEN_RE on ASCII text, and faster: most source files are ASCII.
-_ASCII_TOKEN_RE = re.compile(r"[A-Za-z0-9_]+|[^A-Za-z0-9_\s]")
+ASCII_TOKEN_RE = re.compile(r"[A-Za-z0-9_]+|[^A-Za-z0-9_\s]")
 _CJK_CHAR = re.compile(rf"[{CJK_CHARS}]")
 # The word tokens alone (TOKEN_RE's second alternative).
 _ASCII_WORD_RE = re.compile(r"[A-Za-z0-9_]+")
@@ -60,9 +60,9 @@ class SourceText:
         self.text = text
         self._words = words
         self.multibyte = len(data) != len(text)
-        self._findall = TOKEN_RE.findall if self.multibyte else _ASCII_TOKEN_RE.findall
+        self._findall = TOKEN_RE.findall if self.multibyte else ASCII_TOKEN_RE.findall
         codes, classes = _classes(text, data, self.multibyte)
-        self._classes = classes.tobytes()
+        self.classes = classes.tobytes()
         single = classes == SINGLE
         word_starts = classes == WORD
         word_starts[1:] &= classes[:-1] != WORD
@@ -72,22 +72,10 @@ class SourceText:
         else:  # the model's tokens of the regex tokens starting before each offset
             np.cumsum(_model_counts(text, codes, single, word_starts, words, self.multibyte), out=prefix[1:])
         self._prefix = prefix.data  # a memoryview: indexing it gives Python ints, fast
-        self._data = data
         self._byte_chars = _byte_chars(data) if self.multibyte else None
         self._chars = None if self._byte_chars is None else self._byte_chars.data
-        self._line_starts: list[int] | None = None
-
-    @property
-    def line_starts(self) -> list[int]:
-        """Character offset of each line's start."""
-        if self._line_starts is None:
-            import numpy as np
-
-            after = np.flatnonzero(np.frombuffer(self._data, dtype=np.uint8) == 10) + 1  # byte after each \n
-            if self._byte_chars is not None:
-                after = self._byte_chars[after]
-            self._line_starts = [0, *after.tolist()]
-        return self._line_starts
+        after = np.flatnonzero(codes == 10) + 1  # the character after each \n
+        self.line_starts: list[int] = [0, *after.tolist()]
 
     def char(self, byte: int) -> int:
         """The character offset of byte offset ``byte`` (a character boundary)."""
@@ -101,7 +89,7 @@ class SourceText:
         """Tokens of ``text[start:end]``, as if that were the whole text."""
         if start >= end:
             return 0
-        classes, words = self._classes, self._words
+        classes, words = self.classes, self._words
         cut_start = start > 0 and classes[start] == WORD and classes[start - 1] == WORD
         if words is None:  # a word cut at the start counts from there; the one cut at the end, once
             return self._prefix[end] - self._prefix[start] + cut_start
