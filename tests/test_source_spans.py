@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+import sysconfig
+from pathlib import Path
 
 import pytest
 
+from embedops.chunking.registry import make_chunker
 from embedops.chunking.spans import SourceText, char_class
 from embedops.chunking.tokens import TOKEN_RE, WordCounts, count_regex_tokens
 
@@ -81,3 +84,36 @@ def test_prefetch_counts_each_new_word_once_and_keeps_the_limit() -> None:
     words.prefetch(["ab", "d", "e", "f", "g"])  # 2 + 4 new words > 5: cleared, then all of these counted
     assert dict(words) == {"ab": 2, "d": 1, "e": 1, "f": 1, "g": 1}
     assert words["zz"] == 2
+
+
+def _stdlib_sources() -> list[tuple[str, str]]:
+    """Real source files that every Python installation has, one with non-ASCII text woven in."""
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    found = [(name, (lib / name).read_text(encoding="utf-8")) for name in ("argparse.py", "tokenize.py", "ast.py")]
+    name, text = found[0]
+    found.append(("unicode_" + name, text.replace("    def ", "    # 函数定义 — ünïcödé 𝒳 ✓\n    def ")))
+    header = Path("/usr/include/stdio.h")
+    if header.exists():
+        found.append(("stdio.h", header.read_text(encoding="utf-8", errors="replace")))
+    return found
+
+
+@pytest.mark.parametrize("model", [False, True], ids=["regex", "model"])
+def test_real_files_stay_within_the_token_budget_counted_directly(model: bool) -> None:
+    """The prefix-sum counts the chunker packs by agree with counting each chunk's text on its own."""
+    words = WordCounts(model_like)
+
+    def count(text: str) -> int:
+        return sum(map(words.__getitem__, TOKEN_RE.findall(text))) if model else count_regex_tokens(text)
+
+    params = {"max_tokens": 64, "min_tokens": 16}
+    chunker = make_chunker("code", params, count_tokens=model_like, tokenizer_name="model-like") if model \
+        else make_chunker("code", params)
+    for name, text in _stdlib_sources():
+        chunks = chunker.chunk(text, {"path": f"lib/{name}"})
+        assert len(chunks) > 20 and all(c.metadata.get("fallback") is None for c in chunks), name
+        for c in chunks:
+            assert c.text.endswith(text[c.start : c.end]) and c.start < c.end
+            assert count(c.text) <= 64, (name, count(c.text), c.text)
+        covered = "\n".join(text[c.start : c.end] for c in chunks)
+        assert count(covered) == count(text), "every token of the file is in one chunk"
