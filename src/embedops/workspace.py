@@ -31,7 +31,7 @@ from embedops.chunking.base import Chunker
 from embedops.curate.settings import CurateSettings
 from embedops.config import CONFIG_NAME, DEFAULT_CHUNKER, Settings, SourceConfig, find_workspace, init_settings, load_settings
 from embedops.names import checked_name
-from embedops.embedding.base import Embedder, TokenSource
+from embedops.embedding.base import Embedder, TokenCounter, TokenSource
 from embedops.embedding.query import QueryEmbeddings
 from embedops.monitor.references import pin_corpus_references
 from embedops.monitor.settings import source_slos
@@ -360,14 +360,19 @@ class Workspace:
         """Chunker ``name`` counting ``tokens``' model tokens (an embedder, or its weightless token source);
         ``version`` rebuilds an index's older one."""
         from embedops.chunking.registry import make_chunker
+        from embedops.chunking.tokens import BatchCounter
 
         special = tokens.count_tokens("")  # [CLS]/[SEP]: counted once per model input, not once per sentence
 
         def content_tokens(text: str) -> int:
             return max(0, tokens.count_tokens(text) - special)
 
+        counter: TokenCounter = content_tokens
+        many = getattr(tokens, "count_tokens_many", None)  # a tokenizer's batch encode, where the model has one
+        if many is not None:
+            counter = BatchCounter(content_tokens, lambda texts: [max(0, n - special) for n in many(texts)])
         return make_chunker(
-            name, params, count_tokens=content_tokens, tokenizer_name=tokens.tokenizer_name, version=version
+            name, params, count_tokens=counter, tokenizer_name=tokens.tokenizer_name, version=version
         )
 
     def indexes(self, conn: sa.Connection, status: str | None = None) -> list[IndexInfo]:
