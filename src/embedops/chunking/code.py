@@ -48,6 +48,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from embedops.chunking.base import Chunk
@@ -59,7 +60,8 @@ from embedops.chunking.languages import (
     language_for,
     parser_for,
 )
-from embedops.chunking.spans import SourceText
+from embedops.chunking.spans import ASCII_TOKEN_RE as _ASCII_TOKEN_RE
+from embedops.chunking.spans import SPACE, SourceText
 from embedops.chunking.structured import MIN_MAX_TOKENS, StructuredChunker
 from embedops.chunking.tokens import TOKEN_RE, WordCounts, token_pieces
 from embedops.embedding.base import TokenCounter
@@ -95,6 +97,7 @@ _BODY_TYPES = frozenset(
 _SPECIFIERS = frozenset({"struct_specifier", "union_specifier", "enum_specifier", "class_specifier"})
 _GO_RECEIVER_NOISE = re.compile(r"[*\s]|\[.*\]")
 _TRAILING_SPACE = frozenset(" \t\r\n\f\v")
+_TOKENS = attrgetter("tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,8 +310,8 @@ class _Packer:
         self._flush([*attached, unit], scope)
 
     def _flush(self, group: list[_Unit], scope: tuple[_Definition, ...]) -> None:
-        if group:
-            self.groups.append(_Group(list(group), scope, sum(u.tokens for u in group)))
+        if group:  # callers start a new list after a flush: `group` is not copied
+            self.groups.append(_Group(group, scope, sum(map(_TOKENS, group))))
 
     def _collect(
         self, nodes: Sequence[Node], scope: tuple[_Definition, ...], budget: int, depth: int,
@@ -318,24 +321,19 @@ class _Packer:
         # The hot loop of the chunker (every node it looks at): attributes are read once, into locals.
         source, text, pos = self.source, self.source.text, start
         to_char = source.char if source.multibyte else None
-        tokens_of, notable = source.tokens, self._notable
-        starts, indents, content_ends, prefix = source.line_starts, source.indents, source.content_ends, source.prefix
+        tokens_of, notable, classes = source.tokens, self._notable, source.classes
         for node in nodes:
             node_start, node_end = node.start_byte, node.end_byte
             if to_char is not None:
                 node_start, node_end = to_char(node_start), to_char(node_end)
-            while node_end > node_start and text[node_end - 1] in _TRAILING_SPACE:  # preprocessor lines end in \n
-                node_end -= 1
+            if node_end > node_start and classes[node_end - 1] == SPACE:  # preprocessor lines end in \n
+                while node_end > node_start and text[node_end - 1] in _TRAILING_SPACE:
+                    node_end -= 1
             if node_start > pos and not text[pos:node_start].isspace():
                 out.extend(self._text_units(pos, node_start, budget))  # text no child covers
             if node_end > pos:
                 pos = node_end
-            first = bisect_right(starts, node_start) - 1  # inlined fast path of source.tokens: whole lines
-            last = bisect_right(starts, node_end - 1) - 1
-            if node_start - starts[first] <= indents[first] and node_end >= content_ends[last]:
-                tokens = prefix[last + 1] - prefix[first]
-            else:
-                tokens = tokens_of(node_start, node_end)
+            tokens = tokens_of(node_start, node_end)
             node_type = node.type
             found = self._definition(node) if node_type in notable else None
             if tokens <= budget:
@@ -454,6 +452,8 @@ class _Packer:
 
     def chunk_header(self, scope: tuple[_Definition, ...], start: int) -> str:
         """The header of a chunk starting at ``start``: definitions that start inside it show their own head."""
+        if not scope or scope[-1].start < start:  # no definition starts inside the chunk: the common case
+            return self.header(scope)
         return self.header(tuple(d for d in scope if d.start < start))
 
     def header(self, scope: tuple[_Definition, ...]) -> str:
@@ -478,11 +478,15 @@ class _Packer:
         return "\n".join(lines)
 
     def _tokens(self, header: str) -> int:
+        """Tokens of a header, line by line: nested scopes' headers share their lines (no token spans a line)."""
         tokens = self._header_tokens.get(header)
         if tokens is None:
-            words = self.chunker._words
-            found = TOKEN_RE.findall(header)
-            tokens = len(found) if words is None else sum(map(words.__getitem__, found))
+            if "\n" in header:
+                tokens = sum(map(self._tokens, header.split("\n")))
+            else:
+                words = self.chunker._words
+                found = (_ASCII_TOKEN_RE if header.isascii() else TOKEN_RE).findall(header)
+                tokens = len(found) if words is None else sum(map(words.__getitem__, found))
             self._header_tokens[header] = tokens
         return tokens
 
@@ -495,8 +499,8 @@ class _Packer:
             "kind": kind,
             "symbol": symbol,
             "language": self.spec.language,
-            "start_line": self.source.line(start) + 1,
-            "end_line": self.source.line(end - 1) + 1,
+            "start_line": bisect_right(self.source.line_starts, start),  # 1-based
+            "end_line": bisect_right(self.source.line_starts, end - 1),
         }
         return Chunk(ordinal, f"{header}\n{code}" if header else code, start, end, metadata)
 
@@ -555,7 +559,7 @@ def _qualified(scope: Sequence[_Definition], definition: _Definition) -> str:
 def _kind_and_symbol(group: _Group, min_tokens: int) -> tuple[str, str]:
     """A chunk is what its main definition is; small definitions merged together are listed."""
     defined = [u for u in group.units if u.definition is not None]
-    main = max(defined, key=lambda u: u.tokens, default=None)
+    main = max(defined, key=_TOKENS) if defined else None
     if main is not None and main.definition is not None and (len(defined) == 1 or main.tokens >= min_tokens):
         return main.definition.kind, _qualified(group.scope, main.definition)
     if defined:

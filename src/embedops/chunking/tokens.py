@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from itertools import filterfalse
 from pathlib import Path
 
 from embedops.embedding.base import TokenCounter
@@ -57,6 +58,30 @@ def joins_previous(text: str, pos: int) -> bool:
     return char == _ZWJ or text[pos - 1] == _ZWJ or unicodedata.category(char)[0] == "M"
 
 
+class BatchCounter:
+    """A :data:`TokenCounter` that also counts many texts in one call (``many``).
+
+    A tokenizer's batch encode counts thousands of short texts for the price
+    of a few single calls: what :meth:`WordCounts.prefetch` needs for the
+    words of a file it has not seen yet. ``many(texts)`` must equal
+    ``[one(t) for t in texts]``.
+    """
+
+    def __init__(self, one: TokenCounter, many: Callable[[Sequence[str]], list[int]]) -> None:
+        self._one = one
+        self.many = many
+
+    def __call__(self, text: str) -> int:
+        return self._one(text)
+
+
+def count_many(count: TokenCounter, texts: Sequence[str]) -> list[int]:
+    """``[count(t) for t in texts]``, in one batch when ``count`` is a :class:`BatchCounter`."""
+    if isinstance(count, BatchCounter):
+        return count.many(texts)
+    return [count(t) for t in texts]
+
+
 class WordCounts(dict[str, int]):
     """A model's token count of single regex tokens, each computed once.
 
@@ -77,6 +102,17 @@ class WordCounts(dict[str, int]):
             self.clear()
         value = self[word] = self._count(word)
         return value
+
+    def prefetch(self, words: list[str]) -> list[str]:
+        """``words``, once each distinct one not counted yet is (the limit applies per call, not per word)."""
+        distinct = set(words)
+        missing = list(filterfalse(self.__contains__, distinct))
+        if missing and len(self) + len(missing) > self._limit:
+            self.clear()
+            missing = list(distinct)
+        if missing:
+            self.update(zip(missing, count_many(self._count, missing), strict=True))
+        return words
 
     def count(self, text: str, start: int = 0, end: int | None = None) -> int:
         """Tokens of ``text[start:end]``: the sum of its regex tokens' counts."""
@@ -151,4 +187,7 @@ def tokenizer_file_counter(path: str | Path) -> TokenCounter:
     def count_tokens(text: str) -> int:
         return len(tokenizer.encode(text, add_special_tokens=False).ids)
 
-    return count_tokens
+    def count_many(texts: Sequence[str]) -> list[int]:
+        return [len(e.ids) for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    return BatchCounter(count_tokens, count_many)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -389,6 +389,10 @@ class PackagedTokens:
 
     def count_tokens(self, text: str) -> int:
         return len(self._counter.encode(text, add_special_tokens=self._special).ids)
+
+    def count_tokens_many(self, texts: Sequence[str]) -> list[int]:
+        """``count_tokens`` of each text, in one batch encode."""
+        return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=self._special)]
 
 
 def token_source(name: str, named: Named = None) -> TokenSource:

@@ -26,7 +26,7 @@ from embedops.catalog.db import read_tx
 from embedops.catalog.ledger import write_ledger
 from embedops.chunking.base import Chunker
 from embedops.config import CONFIG_NAME, Settings
-from embedops.embedding.base import Embedder, TokenSource
+from embedops.embedding.base import Embedder, TokenCounter, TokenSource
 from embedops.embedding.spend import Job, Line, Spend
 from embedops.embedding.spend import record as record_spend
 from embedops.errors import ConfigChanged, SpaceMismatch
@@ -159,14 +159,19 @@ def model_chunker(name: str, params: dict[str, Any], tokens: TokenSource, versio
     """Chunker ``name`` counting ``tokens``' model tokens (an embedder, or its weightless token source);
     ``version`` rebuilds an index's older one."""
     from embedops.chunking.registry import make_chunker
+    from embedops.chunking.tokens import BatchCounter
 
     special = tokens.count_tokens("")  # [CLS]/[SEP]: counted once per model input, not once per sentence
 
     def content_tokens(text: str) -> int:
         return max(0, tokens.count_tokens(text) - special)
 
+    counter: TokenCounter = content_tokens
+    many = getattr(tokens, "count_tokens_many", None)  # a tokenizer's batch encode, where the model has one
+    if many is not None:
+        counter = BatchCounter(content_tokens, lambda texts: [max(0, n - special) for n in many(texts)])
     return make_chunker(
-        name, params, count_tokens=content_tokens, tokenizer_name=tokens.tokenizer_name, version=version
+        name, params, count_tokens=counter, tokenizer_name=tokens.tokenizer_name, version=version
     )
 
 
