@@ -44,7 +44,7 @@ def test_plan_token_count_is_exact_on_few_texts_and_within_two_percent_on_many()
     import random
 
     from embedops.embedding.registry import token_source
-    from embedops.migrate.run import TOKEN_SAMPLE, _estimate_tokens
+    from embedops.migrate.run import TOKEN_SAMPLE, _estimate_tokens, _token_sample
 
     tokens = token_source("minilm-l3")
     rng = random.Random(7)
@@ -52,8 +52,12 @@ def test_plan_token_count_is_exact_on_few_texts_and_within_two_percent_on_many()
     # Lengths as skewed as real corpora: most texts short, a few ten times longer.
     texts = [" ".join(rng.choices(words, k=int(rng.lognormvariate(4, 1)) + 1)) for _ in range(5 * TOKEN_SAMPLE)]
     exact = sum(tokens.count_tokens(t) for t in texts)
-    assert _estimate_tokens(tokens, texts[:TOKEN_SAMPLE]) == sum(tokens.count_tokens(t) for t in texts[:TOKEN_SAMPLE])
-    assert abs(_estimate_tokens(tokens, texts) - exact) / exact < 0.02
+    few = texts[:TOKEN_SAMPLE]
+    assert _token_sample(few) == few
+    assert _estimate_tokens(tokens, few, sum(map(len, few))) == sum(tokens.count_tokens(t) for t in few)
+    sample = _token_sample(texts)
+    assert len(sample) == TOKEN_SAMPLE and _token_sample(texts) == sample  # the same sample in every run
+    assert abs(_estimate_tokens(tokens, sample, sum(map(len, texts))) - exact) / exact < 0.02
 
 
 def test_plan_estimates_time_from_what_earlier_jobs_recorded(ws: Workspace, corpus: Path) -> None:

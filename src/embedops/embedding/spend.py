@@ -83,7 +83,12 @@ def price_of(name: str, embedders: Mapping[str, EmbedderConfig], prices: Mapping
 
 
 def count_tokens(tokens: TokenSource, texts: Iterable[str]) -> int:
-    return sum(tokens.count_tokens(t) for t in texts)
+    """The tokens of ``texts``: one batch encode where the token source has one (Rust threads), else text by text."""
+    listed = list(texts)
+    many = getattr(tokens, "count_tokens_many", None)
+    if many is not None and len(listed) > 1:
+        return sum(many(listed))
+    return sum(tokens.count_tokens(t) for t in listed)
 
 
 def cache_saving(tokens: TokenSource, texts: Iterable[str], price: float | None) -> Spend:

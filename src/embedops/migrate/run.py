@@ -33,7 +33,7 @@ from embedops.chunking.base import Chunker
 from embedops.config import Settings
 from embedops.embedding.base import Embedder, TokenSource
 from embedops.embedding.deferred import DeferredEmbedder
-from embedops.embedding.spend import Guard, Job, Limits, check_prices, check_start
+from embedops.embedding.spend import Guard, Job, Limits, check_prices, check_start, count_tokens
 from embedops.errors import ConfigError, GateFailed, InputsRejected, MigrationStateError, NoMigration
 from embedops.execute import ExecutorOptions, Model, make_executor
 from embedops.migrate.gate import (
@@ -247,30 +247,33 @@ class Migrator:
         with self.engine.connect() as conn:
             n_docs = conn.execute(sa.select(sa.func.count()).where(d.c.deleted_at.is_(None), not_quarantined())).scalar_one()
             from_vectors = self.host.store.count(conn, source.id)
-            texts, total, how = self._target_texts(conn, source, chunker, n_docs)
-            missing = self.host.store.missing_embeddings(conn, tokens.ref.key, list(texts))
-            todo = [texts[h] for h in missing]
-            scale = total / max(1, len(texts)) if how != "exact" else 1.0
-            chars = sum(map(len, todo)) * scale
+            chunks = self._target_chunks(conn, source, chunker, n_docs)
+            # Sorted: the token sample below is the same in every run (a set's order is not).
+            missing = sorted(self.host.store.missing_embeddings(conn, tokens.ref.key, list(chunks.lengths)))
+            todo_chars = sum(chunks.lengths[h] for h in missing)
+            sample = chunks.texts(conn, _token_sample(missing))
+            probed = chunks.texts(conn, (missing or list(chunks.lengths))[:SPEED_SAMPLE]) if probe else []
             recorded = queries.recorded_throughput(conn, [tokens.ref.key])
             thresholds = self.bound_thresholds(conn, source.space_key, tokens.ref.key)
+        scale = chunks.total / max(1, len(chunks.lengths)) if chunks.how != "exact" else 1.0
         to_embed = round(len(missing) * scale)
-        todo_tokens = _estimate_tokens(tokens, todo)
+        todo_tokens = _estimate_tokens(tokens, sample, todo_chars)
         n_tokens = round(todo_tokens * scale)
         if probe:
-            speed, where = _probe_speed(self.host.embedder(to), todo or list(texts.values()))
+            speed, where = _probe_speed(self.host.embedder(to), probed)
         elif recorded is not None:
             speed, where = recorded[0], f"recorded by earlier jobs ({recorded[1]} batches)"
         else:
             speed, where = 0.0, "unknown: no job has embedded with this model here; pass --probe to measure"
-        chars_per_token = sum(map(len, todo)) / max(1, todo_tokens) if todo else 4.0
+        chars_per_token = todo_chars / max(1, todo_tokens) if missing else 4.0
+        chars = todo_chars * scale
         return PlanFacts(
             alias=self.alias, from_index=source.id, from_embedder=source.embedder, from_space=source.space_key,
             from_chunker=source.chunker_key, from_dims=source.dims, from_vectors=from_vectors,
             to_embedder=to, to_space=tokens.ref.key, to_chunker=chunker.ref.key, to_dims=tokens.ref.dims,
-            documents=n_docs, chunks_total=total, chunks_to_embed=to_embed, tokens_to_embed=n_tokens,
+            documents=n_docs, chunks_total=chunks.total, chunks_to_embed=to_embed, tokens_to_embed=n_tokens,
             tokens_per_second=round(speed / chars_per_token, 1) if speed > 0 else None, throughput_source=where,
-            chunks_counted=how, seconds_to_embed=round(chars / speed, 1) if speed > 0 else None,
+            chunks_counted=chunks.how, seconds_to_embed=round(chars / speed, 1) if speed > 0 else None,
             price_per_1k_tokens=self._price(to),
             thresholds=thresholds, eval_sets=[e.to_dict() for e in self.evidence.bound(self.alias)],
         )
@@ -281,24 +284,26 @@ class Migrator:
         price = self.host.settings.price(to)
         return None if price is None else price / 1000.0
 
-    def _target_texts(self, conn: sa.Connection, source: IndexInfo, chunker: Chunker,
-                      n_docs: int) -> tuple[dict[str, str], int, str]:
-        """Content hash → text of the target's chunks, their total count, and whether that is exact or sampled.
+    def _target_chunks(self, conn: sa.Connection, source: IndexInfo, chunker: Chunker, n_docs: int) -> _TargetChunks:
+        """The target's distinct chunks (content hash → length), their total count, and whether that is exact.
 
-        A chunker whose chunks exist is read from the catalog; a new chunker is run
+        A chunker whose chunks exist is read from the catalog (lengths only: the texts
+        of the few the token count samples are read afterwards); a new chunker is run
         on a sample of documents (at most PLAN_SAMPLE_DOCS), and the totals scaled.
         """
         d, c = schema.documents, schema.chunks
         if chunker.ref.key == source.chunker_key or _has_chunks(conn, chunker.ref.key):
-            rows = conn.execute(sa.select(c.c.content_hash, c.c.text).join(d, d.c.id == c.c.document_id).where(
-                d.c.deleted_at.is_(None), c.c.chunker_key == chunker.ref.key)).all()
-            return {h: t for h, t in rows}, len(rows), "exact"
+            rows = conn.execute(sa.select(c.c.content_hash, sa.func.length(c.c.text)).join(d, d.c.id == c.c.document_id)
+                                .where(d.c.deleted_at.is_(None), c.c.chunker_key == chunker.ref.key)).all()
+            return _TargetChunks({h: n for h, n in rows}, len(rows), "exact", chunker.ref.key)
         ids = conn.execute(sa.select(d.c.id).where(d.c.deleted_at.is_(None), not_quarantined())).scalars().all()
         picked = sorted(random.Random(0).sample(list(ids), min(PLAN_SAMPLE_DOCS, len(ids))))
         docs = conn.execute(sa.select(d.c.text, d.c.metadata).where(d.c.id.in_(picked))).all()
         chunks = [ch for text, meta in docs for ch in chunker.chunk(text, meta or {})]
+        made = {ch.content_hash: ch.text for ch in chunks}
         total = round(len(chunks) * n_docs / max(1, len(docs)))
-        return {ch.content_hash: ch.text for ch in chunks}, total, "exact" if len(docs) == n_docs else f"sampled {len(docs)} documents"
+        how = "exact" if len(docs) == n_docs else f"sampled {len(docs)} documents"
+        return _TargetChunks({h: len(t) for h, t in made.items()}, total, how, chunker.ref.key, made)
 
     # -- start ------------------------------------------------------------------
     def start(
@@ -628,15 +633,40 @@ def _doc_ranking(results: Sequence[Any], k: int) -> list[str]:
     return seen[:k]
 
 
-def _estimate_tokens(tokens: TokenSource, texts: list[str]) -> int:
-    """The tokens of ``texts``: exact up to TOKEN_SAMPLE texts, else tokens per character of a random
-    sample times all the characters (a ratio varies far less between texts than their lengths do:
-    on SciFact 300 texts give 0.6% median error, where the mean tokens of 2,000 gave 0.5%)."""
-    if len(texts) <= TOKEN_SAMPLE:
-        return sum(tokens.count_tokens(t) for t in texts)
-    sample = random.Random(0).sample(texts, TOKEN_SAMPLE)
-    counted = sum(tokens.count_tokens(t) for t in sample)
-    return round(counted * sum(map(len, texts)) / max(1, sum(map(len, sample))))
+@dataclass(frozen=True)
+class _TargetChunks:
+    """What a plan knows of the target's chunks: each distinct one's length, and its text on demand."""
+
+    lengths: dict[str, int]  # content hash -> characters
+    total: int  # chunks, duplicates included (scaled up from the sample when ``how`` says so)
+    how: str  # "exact", or "sampled N documents"
+    chunker_key: str
+    made: dict[str, str] | None = None  # the texts, when the plan chunked them itself
+
+    def texts(self, conn: sa.Connection, hashes: Sequence[str]) -> list[str]:
+        """The texts of ``hashes``, in that order (from the catalog's chunks unless the plan made them)."""
+        if self.made is not None or not hashes:
+            return [(self.made or {})[h] for h in hashes]
+        c = schema.chunks
+        found: dict[str, str] = {}
+        for i in range(0, len(hashes), 500):
+            q = sa.select(c.c.content_hash, c.c.text).where(
+                c.c.chunker_key == self.chunker_key, c.c.content_hash.in_(hashes[i:i + 500]))
+            found.update((h, t) for h, t in conn.execute(q))
+        return [found[h] for h in hashes]
+
+
+def _token_sample(hashes: list[str]) -> list[str]:
+    """The texts a plan tokenizes: all of them up to TOKEN_SAMPLE, else a random TOKEN_SAMPLE (fixed seed)."""
+    return hashes if len(hashes) <= TOKEN_SAMPLE else random.Random(0).sample(hashes, TOKEN_SAMPLE)
+
+
+def _estimate_tokens(tokens: TokenSource, sample: list[str], total_chars: int) -> int:
+    """The tokens of texts of ``total_chars`` characters: tokens per character of ``sample`` times all the
+    characters, which is the exact count when the sample is all of them (a ratio varies far less between
+    texts than their lengths do: on SciFact 300 texts give 0.6% median error, where the mean tokens of 2,000 gave 0.5%)."""
+    counted = count_tokens(tokens, sample)
+    return round(counted * total_chars / max(1, sum(map(len, sample))))
 
 
 def _probe_speed(embedder: Embedder, texts: list[str]) -> tuple[float, str]:
