@@ -7,6 +7,7 @@ client received. SQLite only: the provider path is what is under test.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,12 @@ import sqlalchemy as sa
 from embedops.catalog import schema
 from embedops.catalog.ledger import read_ledger
 from embedops.embedding.fingerprint import SENTINELS
-from embedops.errors import BudgetExceeded
+from embedops.embedding.spend import LIST_PRICE_SOURCE, LIST_PRICES
+from embedops.errors import BudgetExceeded, ConfigError
 from embedops.monitor.fingerprint import check_models
 from embedops.workspace import Workspace
-from tests.http_doubles import FaultProxy
-from tests.test_http_sync import http_workspace
+from tests.http_doubles import SERVED_MODEL, FaultProxy
+from tests.test_http_sync import http_workspace, invoke
 from tests.test_workspace import check_invariant_2
 
 PRICE = 0.02  # USD per million tokens: what a small hosted model costs
@@ -61,3 +63,31 @@ def test_spend_equals_the_providers_usage_and_a_cap_stops_and_resumes_without_em
         assert len(sent) == len(set(sent)) == plan.chunks_to_embed  # no chunk was embedded twice
         check_models(ws)  # the monitor's check is spend too, with its ledger row
         assert totals(ws)["tokens"] == fault_proxy.stats.delivered_tokens
+
+
+def test_a_default_list_price_is_charged_and_labelled_where_no_price_is_set(
+    tmp_path: Path, fault_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shipped table names hosted APIs that cannot be reached from here: the proxy's loopback host and the
+    # served model stand in for one entry. The section sets no price.
+    monkeypatch.setitem(LIST_PRICES, (fault_proxy.url.removeprefix("http://"), SERVED_MODEL), PRICE)
+    listed = {"price_per_million_tokens": PRICE, "price_source": LIST_PRICE_SOURCE}
+    with http_workspace(tmp_path, fault_proxy.url, docs=8, dimensions=384) as ws:
+        plan = ws.sync(plan_only=True)
+        assert plan.prices == {"inf": listed}
+        assert plan.estimated_tokens and plan.estimated_cost == round(plan.estimated_tokens * PRICE / 1e6, 8)
+        done = ws.sync(max_cost=1.0)  # a budget can be kept: the price is known
+        assert done.to_dict()["prices"] == {"inf": listed}
+    code, out = invoke("spend", "--json", "--workspace", str(tmp_path / "ws"))
+    report = json.loads(out)
+    assert code == 0 and report["prices"] == {"inf": listed}
+    assert report["total"]["tokens"] == fault_proxy.stats.delivered_tokens
+    assert report["total"]["cost"] == pytest.approx(report["total"]["tokens"] * PRICE / 1e6)
+    code, out = invoke("spend", "--workspace", str(tmp_path / "ws"))
+    assert code == 0 and f"({LIST_PRICE_SOURCE})" in out
+    # Without the entry (a self-hosted server of that model name), the price is unknown and a budget refuses.
+    monkeypatch.delitem(LIST_PRICES, (fault_proxy.url.removeprefix("http://"), SERVED_MODEL))
+    with Workspace.open(tmp_path / "ws") as ws:
+        assert ws.settings.pricing("inf").per_million is None
+        with pytest.raises(ConfigError, match="have no price"):
+            ws.sync(max_cost=1.0)
