@@ -20,6 +20,7 @@ from embedops.embedding.spend import LIST_PRICE_SOURCE, LIST_PRICES
 from embedops.errors import BudgetExceeded, ConfigError
 from embedops.monitor.fingerprint import check_models
 from embedops.workspace import Workspace
+from tests.conftest import write_corpus
 from tests.http_doubles import SERVED_MODEL, FaultProxy
 from tests.test_http_sync import http_workspace, invoke
 from tests.test_workspace import check_invariant_2
@@ -63,6 +64,39 @@ def test_spend_equals_the_providers_usage_and_a_cap_stops_and_resumes_without_em
         assert len(sent) == len(set(sent)) == plan.chunks_to_embed  # no chunk was embedded twice
         check_models(ws)  # the monitor's check is spend too, with its ledger row
         assert totals(ws)["tokens"] == fault_proxy.stats.delivered_tokens
+
+
+def bert_token_count(texts: list[str]) -> int:
+    """Tokens of ``texts`` with the BERT uncased tokenizer (special tokens included), read here on its own."""
+    from tokenizers import Tokenizer
+
+    from embedops.embedding.onnx import bert_uncased_tokenizer
+
+    tokenizer = Tokenizer.from_file(str(bert_uncased_tokenizer()))
+    tokenizer.no_padding()  # the shipped file pads to 128 and truncates there
+    tokenizer.no_truncation()
+    return sum(len(tokenizer.encode(t).ids) for t in texts)
+
+
+def test_a_response_without_usage_is_counted_with_the_tokenizer_and_marked_estimated(
+    tmp_path: Path, fault_proxy: FaultProxy
+) -> None:
+    with http_workspace(tmp_path, fault_proxy.url, docs=12, dimensions=384, price_per_million_tokens=PRICE) as ws:
+        ws.sync()  # the server reports usage: its count, nothing estimated
+        reported = totals(ws)
+        assert reported["tokens"] == fault_proxy.stats.delivered_tokens > 0 and reported["estimated"] == 0
+        fault_proxy.set(strip_usage=True)
+        write_corpus(tmp_path / "docs" / "more", 6, seed=1)
+        assert ws.sync().counts.added == 6
+        after = {k: v - reported[k] for k, v in totals(ws).items()}
+    sent = [t for body in fault_proxy.stats.bodies for t in body["input"]]
+    assert sent and fault_proxy.stats.usage_stripped == len(fault_proxy.stats.bodies) == after["requests"]
+    counted = bert_token_count(sent)  # the section's tokenizer is "bert-base-uncased"
+    assert after["tokens"] == after["estimated"] == counted
+    with ws.engine.connect() as conn:
+        cost = float(conn.execute(sa.select(sa.func.sum(schema.spend.c.cost)).where(
+            schema.spend.c.estimated_tokens > 0)).scalar_one())
+    assert cost == pytest.approx(counted * PRICE / 1e6)
 
 
 def test_a_default_list_price_is_charged_and_labelled_where_no_price_is_set(
