@@ -2,7 +2,8 @@
 
 Tokens are the provider's own count (its ``usage``) when it reports one, else
 counted with the model's tokenizer and marked as estimated; cost is tokens times
-the configured price. Every job (sync, backfill, eval, query embedding,
+the price (:func:`pricing`: embedops.toml, else a dated list price of a well-known
+hosted model, :data:`LIST_PRICES`). Every job (sync, backfill, eval, query embedding,
 fingerprint check) writes :func:`record` rows in the transaction of the ledger
 row of what it committed, so the catalog's spend is exactly what committed work
 cost. A :class:`Guard` stops a job once its spend reaches its cap; the decision
