@@ -8,9 +8,10 @@ loopback port, serving the packaged all-MiniLM-L6-v2 folder offline.
 and a provider: a small HTTP/1.1 server on loopback that forwards to the real
 server and, on purpose, answers a share of requests with 429 + Retry-After,
 500, a response slower than the client's timeout, a dropped connection, a
-response with fewer vectors than inputs, 400 for inputs holding a marker, or
-every vector slightly changed (a silent re-quantization) or permuted (a
-swapped model). It counts what it did and what the server's ``usage`` said.
+response with fewer vectors than inputs, 400 for inputs holding a marker, an
+answer stripped of its ``usage`` (a server that reports none), or every vector
+slightly changed (a silent re-quantization) or permuted (a swapped model). It
+counts what it did and what the server's ``usage`` said.
 
 The benchmark (bench/http_embedder.py) uses both as well.
 """
@@ -126,6 +127,7 @@ class Faults:
     # "truncate": one dimension fewer; "zero": the first input's vector all zeros
     perturb: str | None = None
     reject_marker: str | None = None  # 400 for a request with an input containing this
+    strip_usage: bool = False  # answer without `usage` (some servers report none): the client must count tokens
     require_key: str | None = None  # 401 unless "Authorization: Bearer <key>"
     delay_seconds: float = 0.0  # every request waits this long first (to see concurrency)
     # The first requests' fate, in order: "429", "500", "slow", "drop", "short", "malformed" or "ok".
@@ -147,8 +149,9 @@ class ProxyStats:
     requests: int = 0  # POST /embeddings received
     injected: Counter[str] = field(default_factory=Counter)
     forwarded: int = 0  # answered by the real server and passed on with its vectors
-    delivered_tokens: int = 0  # usage.total_tokens of the 200s the client received
+    delivered_tokens: int = 0  # the server's usage.total_tokens of the 200s the client received (even if stripped)
     delivered_ok: int = 0
+    usage_stripped: int = 0  # 200s passed on without their `usage` (Faults.strip_usage)
     in_flight: int = 0
     max_in_flight: int = 0
     bodies: list[dict[str, Any]] = field(default_factory=list)
@@ -279,6 +282,8 @@ class FaultProxy:
             self.stats.forwarded += 1
             self.stats.delivered_ok += 1
             self.stats.delivered_tokens += int(answer.get("usage", {}).get("total_tokens", 0))
+            if faults.strip_usage and answer.pop("usage", None) is not None:
+                self.stats.usage_stripped += 1
         if short and len(answer["data"]) > 0:
             self._count("short")
             answer["data"] = answer["data"][:-1]

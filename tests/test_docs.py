@@ -66,6 +66,19 @@ def test_every_embedder_section_key_is_in_the_providers_docs() -> None:
     assert "providers.md" in (DOCS.parent / "README.md").read_text()
 
 
+def test_the_default_price_table_in_the_providers_docs_is_the_shipped_one_with_its_date() -> None:
+    import re
+
+    from embedops.embedding.spend import LIST_PRICES, LIST_PRICES_CHECKED
+
+    reference = (DOCS / "providers.md").read_text()
+    documented = {(host, model): float(price) for host, model, price in
+                  re.findall(r"^\| `([a-z0-9.-]+)` \| `([^`]+)` \| ([0-9.]+) \|$", reference, re.M)}
+    assert documented == LIST_PRICES, "docs/providers.md#default-prices differs from spend.LIST_PRICES"
+    assert f"USD per million tokens ({LIST_PRICES_CHECKED})" in reference
+    assert f"checked {LIST_PRICES_CHECKED}" in reference
+
+
 def test_readme_starts_with_the_two_commands() -> None:
     readme = (DOCS.parent / "README.md").read_text()
     first_block = readme.split("```")[1]

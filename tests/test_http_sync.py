@@ -22,6 +22,7 @@ from embedops.cli import app
 from embedops.errors import ConfigError, EmbedderNotFound, GateFailed, ProviderUnavailable
 from embedops.embedding.http import OpenAIEmbedder
 from embedops.compose import migrator
+from embedops.embedding.fingerprint import SENTINELS
 from embedops.monitor.fingerprint import ModelChanged, check_models, forget_verifications
 from embedops.workspace import Workspace
 from tests.conftest import write_corpus
@@ -193,6 +194,84 @@ def test_migrate_plan_prices_the_move_to_an_http_model(tmp_path: Path, fault_pro
         plan = migrator(ws).plan("inf")
         assert plan.facts.tokens_to_embed > 0
         assert plan.estimated_cost == round(plan.facts.tokens_to_embed / 1_000_000 * 1000.0, 8)
+
+
+# Ten documents on distinct topics and six questions about them (some with two relevant documents).
+EVAL_DOCS = [
+    "Photosynthesis converts light energy into chemical energy in the chloroplasts of plant cells.",
+    "Mitochondria produce ATP through cellular respiration; they are the powerhouse of the cell.",
+    "The French Revolution began in 1789 with the storming of the Bastille in Paris.",
+    "Volcanoes erupt when magma from the mantle rises through cracks in the Earth's crust.",
+    "Black holes are regions of spacetime where gravity is so strong that not even light escapes.",
+    "Sourdough bread is leavened with a fermented starter of wild yeast and lactic acid bacteria.",
+    "Vaccines train the immune system to recognise a pathogen without causing the disease.",
+    "The Great Wall of China was built over centuries to protect against invasions from the north.",
+    "Plate tectonics explains earthquakes as the movement of large slabs of the lithosphere.",
+    "Neutron stars are the collapsed cores of massive stars left behind by a supernova explosion.",
+]
+EVAL_QUERIES = {"q0": ("how do plants make energy from sunlight", {"d0": 2, "d1": 1}),
+                "q1": ("what causes earthquakes and eruptions", {"d3": 1, "d8": 2}),
+                "q2": ("dead stars with extreme gravity", {"d4": 1, "d9": 2}),
+                "q3": ("history of revolution in France", {"d2": 2}),
+                "q4": ("how does immunisation protect people", {"d6": 2}),
+                "q5": ("baking bread with natural yeast", {"d5": 2})}
+
+
+def write_eval_beir(folder: Path) -> Path:
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n"
+                                                 for i, text in enumerate(EVAL_DOCS)))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": text}) + "\n"
+                                                  for q, (text, _) in EVAL_QUERIES.items()))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{g}\n" for q, (_, judged) in EVAL_QUERIES.items() for d, g in judged.items()))
+    return folder
+
+
+def eval_run_ndcg(root: Path) -> float:
+    w = ["--workspace", str(root)]
+    code, out = invoke("eval", "import", "tiny", str(root.parent / "beir"), "--alias", "prod", *w)
+    assert code == 0, out
+    code, out = invoke("eval", "run", "tiny", "--json", *w)
+    assert code == 0, out
+    run = json.loads(out)
+    assert run["queries"] == len(EVAL_QUERIES)
+    return float(run["metrics"]["ndcg@10"])
+
+
+def test_eval_run_through_an_http_embedder_scores_as_in_process_and_its_queries_are_eval_spend(
+    tmp_path: Path, fault_proxy: FaultProxy
+) -> None:
+    beir = write_eval_beir(tmp_path / "beir")
+    with Workspace.init(tmp_path / "local", embedder="minilm-l6") as ws:
+        ws.add_source("corpus", beir, kind="beir")
+        ws.sync()
+    local = eval_run_ndcg(tmp_path / "local")
+    (tmp_path / "http").mkdir()
+    (tmp_path / "http" / "embedops.toml").write_text(tomli_w.dumps({"embedders": {"inf": section(
+        fault_proxy.url, dimensions=384, price_per_million_tokens=0.02)}}))
+    with Workspace.init(tmp_path / "http", embedder="inf") as ws:
+        ws.add_source("corpus", beir, kind="beir")
+        ws.sync()
+        with ws.engine.connect() as conn:
+            before = conn.execute(sa.select(sa.func.max(schema.spend.c.id))).scalar_one()
+    fault_proxy.set()  # counters at 0: what follows is the eval run's
+    remote = eval_run_ndcg(tmp_path / "http")
+    assert local > 0.5 and abs(remote - local) <= 0.005, (remote, local)
+    queries = {text for text, _ in EVAL_QUERIES.values()}
+    sent = [t for body in fault_proxy.stats.bodies for t in body["input"] if t not in SENTINELS]
+    assert sorted(sent) == sorted(queries)  # each query embedded once, through the provider
+    with Workspace.open(tmp_path / "http") as ws, ws.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(sa.select(schema.spend).where(schema.spend.c.id > before))]
+        ledger = ws.history(kind="queries.embed")
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert len(evals) == 1 and len(ledger) == 1 and evals[0]["ledger_id"] == ledger[0]["id"]
+    assert {r["kind"] for r in rows} <= {"eval", "fingerprint"}  # a model check before the first query, if any
+    # The eval's tokens are the server's usage of the requests that carried the queries, priced.
+    assert sum(r["tokens"] for r in rows) == fault_proxy.stats.delivered_tokens
+    query_requests = [b for b in fault_proxy.stats.bodies if not set(b["input"]) <= set(SENTINELS)]
+    assert evals[0]["tokens"] > 0 and evals[0]["estimated_tokens"] == 0 and evals[0]["requests"] == len(query_requests)
+    assert evals[0]["cost"] == pytest.approx(evals[0]["tokens"] * 0.02 / 1e6)
 
 
 # -- configuration and init (no network) ----------------------------------------------------------

@@ -21,7 +21,17 @@ from embedops.catalog.ledger import read_ledger
 from embedops.cli import app
 from embedops.compose import migrator
 from embedops.config import BudgetSettings
-from embedops.embedding.spend import Guard, Limits, check_start, price_of
+from embedops.embedding.spend import (
+    LIST_PRICE_SOURCE,
+    LIST_PRICES,
+    LIST_PRICES_CHECKED,
+    Guard,
+    Limits,
+    Price,
+    check_start,
+    price_of,
+    pricing,
+)
 from embedops.errors import BudgetExceeded, ConfigError
 from embedops.workspace import Workspace
 from tests.conftest import write_corpus
@@ -61,6 +71,38 @@ def test_prices_come_from_the_section_then_budget_prices_and_local_models_cost_n
     assert price_of("free", sections, {"free": 0.5}) == 0.5
     assert price_of("minilm-l6", sections, {}) == 0.0
     assert price_of("minilm-l6", sections, {"minilm-l6": 0.01}) == 0.01
+
+
+def test_a_shipped_list_price_is_for_its_host_and_model_only_dated_and_the_toml_overrides_it() -> None:
+    from embedops.embedding.providers import EmbedderConfig, parse_embedder_config
+
+    def openai(name: str, model: str, **over: object) -> EmbedderConfig:
+        return parse_embedder_config(name, {"kind": "openai", "model": model, **over})
+
+    sections = {
+        "oai": openai("oai", "text-embedding-3-small"),  # base_url defaults to https://api.openai.com/v1
+        "large": openai("large", "text-embedding-3-large", base_url="https://API.openai.com/v1/"),
+        "voyage": openai("voyage", "voyage-3-lite", base_url="https://api.voyageai.com/v1"),
+        "mistral": openai("mistral", "mistral-embed", base_url="https://api.mistral.ai/v1"),
+        # The same model names served elsewhere (vLLM, a proxy, another provider): not theirs to bill.
+        "own": openai("own", "text-embedding-3-small", base_url="http://10.0.0.5:8000/v1"),
+        "swapped": openai("swapped", "voyage-3", base_url="https://api.openai.com/v1"),
+        "priced": openai("priced", "text-embedding-3-small", price_per_million_tokens=0.015),
+    }
+    listed = Price(0.02, "default list price (2025-06)")
+    assert LIST_PRICES_CHECKED == "2025-06" and LIST_PRICE_SOURCE == listed.source
+    assert pricing("oai", sections, {}) == listed
+    assert pricing("large", sections, {}) == Price(0.13, listed.source)
+    assert pricing("voyage", sections, {}) == Price(0.02, listed.source)
+    assert pricing("mistral", sections, {}) == Price(0.10, listed.source)
+    assert pricing("own", sections, {}) == Price(None, "unknown")
+    assert pricing("swapped", sections, {}) == Price(None, "unknown")
+    # Precedence: the section's price, then [budget.prices], then the list price.
+    assert pricing("oai", sections, {"oai": 0.5}) == Price(0.5, "embedops.toml [budget.prices]")
+    assert pricing("priced", sections, {"priced": 0.5}) == \
+        Price(0.015, "embedops.toml [embedders.priced]")
+    assert pricing("minilm-l6", sections, {}) == Price(0.0, "in-process model")
+    assert all(price > 0 and host.startswith("api.") for (host, _), price in LIST_PRICES.items())
 
 
 def test_the_monthly_budget_refuses_what_it_cannot_pay_and_a_cap_within_it_runs() -> None:
@@ -136,7 +178,7 @@ def test_max_cost_stops_the_sync_cleanly_and_the_next_sync_resumes_without_embed
     with ws.engine.connect() as conn:
         ledger = read_ledger(conn, kind_prefix="sync.")
     assert ledger[0]["kind"] == "sync.budget_stopped" and ledger[0]["details"]["remaining_documents"] > 0
-    synced = [float(r["cost"]) for r in spend_rows(ws) if r["kind"] == "sync"]  # type: ignore[arg-type]
+    synced = [float(r["cost"]) for r in spend_rows(ws) if r["kind"] == "sync"]
     first, batch = sum(synced), max(synced)
     assert cap <= first <= cap + batch and stop["spent"] == pytest.approx(first)  # the cap plus the batch in flight
     assert 0 < stop["result"]["added"] < 30
@@ -144,7 +186,7 @@ def test_max_cost_stops_the_sync_cleanly_and_the_next_sync_resumes_without_embed
     done = ws.sync(max_cost=estimate * 2)
     assert done.counts.added == 30 - stop["result"]["added"]
     check_invariant_2(ws)
-    total = sum(int(r["tokens"]) for r in spend_rows(ws) if r["kind"] == "sync")  # type: ignore[arg-type]
+    total = sum(int(r["tokens"]) for r in spend_rows(ws) if r["kind"] == "sync")
     assert total == chunk_tokens(ws)  # no chunk was embedded twice
 
 
@@ -214,6 +256,8 @@ def test_spend_command_groups_and_exits_4_when_a_budget_stops_a_sync(tmp_path: P
     assert runner.invoke(app, ["source", "add", "docs", str(tmp_path / "docs"), *w]).exit_code == 0
     plan = json.loads(runner.invoke(app, ["sync", "--plan", "--json", *w]).stdout)
     assert plan["estimated_cost"] > 0 and plan["estimated_tokens"] > 0
+    from_toml = {"price_per_million_tokens": 20.0, "price_source": "embedops.toml [budget.prices]"}
+    assert plan["prices"] == {"hashing": from_toml}
     (root / "embedops.toml").write_text((root / "embedops.toml").read_text().replace("batch_size = 256", "batch_size = 2"))
     stopped = runner.invoke(app, ["sync", "--max-cost", str(plan["estimated_cost"] / 2), "--json", *w])
     assert stopped.exit_code == 4, stopped.output
@@ -229,8 +273,54 @@ def test_spend_command_groups_and_exits_4_when_a_budget_stops_a_sync(tmp_path: P
         data = json.loads(runner.invoke(app, ["spend", "--by", by, "--since", "1d", "--json", *w]).stdout)
         assert sum(r["tokens"] for r in data["rows"]) == by_job["total"]["tokens"], by
     assert runner.invoke(app, ["spend", "--by", "week", *w]).exit_code == 1
+    assert by_job["prices"] == {"hashing": from_toml}  # the price now in effect, and where it comes from
     table = runner.invoke(app, ["spend", "--by", "source", *w])
     assert table.exit_code == 0 and "docs" in table.stdout and "total" in table.stdout
+    assert "prices now: hashing $20/M tokens (embedops.toml [budget.prices])" in table.stdout
+
+
+def test_sync_and_migrate_plans_say_a_default_list_price_is_used_and_its_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No request goes out: with ``dimensions`` set, planning builds the HTTP embedder without calling it (and
+    nothing listens at the self-hosted URL)."""
+    import tomli_w
+
+    runner = CliRunner()
+    monkeypatch.setenv("EMBEDOPS_TEST_OAI_KEY", "sk-test-not-a-key")
+    oai = {"kind": "openai", "model": "text-embedding-3-small", "api_key_env": "EMBEDOPS_TEST_OAI_KEY",
+           "dimensions": 512, "tokenizer": "bert-base-uncased"}
+    sections = {"oai": oai, "own": {**oai, "base_url": "http://127.0.0.1:9/v1"}}  # same model, self-hosted
+    write_corpus(tmp_path / "docs", 6)
+    listed = {"price_per_million_tokens": 0.02, "price_source": f"default list price ({LIST_PRICES_CHECKED})"}
+    for name, embedder in (("first", "oai"), ("local", "hashing")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "embedops.toml").write_text(tomli_w.dumps({"embedders": sections}))
+        assert runner.invoke(app, ["init", str(tmp_path / name), "--embedder", embedder]).exit_code == 0
+        assert runner.invoke(app, ["source", "add", "docs", str(tmp_path / "docs"),
+                                   "--workspace", str(tmp_path / name)]).exit_code == 0
+    w = ["--workspace", str(tmp_path / "first")]
+    plan = json.loads(runner.invoke(app, ["sync", "--plan", "--json", *w]).stdout)
+    assert plan["prices"] == {"oai": listed}
+    assert plan["estimated_tokens"] > 0
+    assert plan["estimated_cost"] == round(plan["estimated_tokens"] * 0.02 / 1e6, 8)
+    shown = runner.invoke(app, ["sync", "--plan", *w])
+    assert "oai $0.02/M tokens (default list price (2025-06))" in " ".join(shown.stdout.split())
+    # The workspace's own price wins over the list price, and says where it comes from.
+    with open(tmp_path / "first" / "embedops.toml", "a") as f:
+        f.write("\n[budget.prices]\noai = 0.5\n")
+    repriced = json.loads(runner.invoke(app, ["sync", "--plan", "--json", *w]).stdout)
+    assert repriced["prices"]["oai"] == {"price_per_million_tokens": 0.5, "price_source": "embedops.toml [budget.prices]"}
+
+    w = ["--workspace", str(tmp_path / "local")]
+    assert runner.invoke(app, ["sync", *w]).exit_code == 0  # the in-process model embeds everything
+    to_oai = json.loads(runner.invoke(app, ["migrate", "plan", "--to", "oai", "--json", *w]).stdout)
+    assert to_oai["price_source"] == listed["price_source"] and to_oai["tokens_to_embed"] > 0
+    assert to_oai["estimated_cost"] == round(to_oai["tokens_to_embed"] * 0.02 / 1e6, 8)
+    to_own = json.loads(runner.invoke(app, ["migrate", "plan", "--to", "own", "--json", *w]).stdout)
+    assert to_own["price_source"] == "unknown" and to_own["estimated_cost"] is None
+    table = runner.invoke(app, ["migrate", "plan", "--to", "oai", *w])
+    assert table.exit_code == 0 and "default list price (2025-06)" in table.stdout
 
 
 # -- the query path --------------------------------------------------------------------------------

@@ -170,14 +170,16 @@ def sync(
 def spend(workspace: Path | None, *, since: float | None = None, by: str = "space") -> SpendReport:
     """What embedding cost: tokens, requests, cost, cache hits and what the cache saved, grouped ``by`` space, job,
     day, source or kind, over the spend rows since ``since`` (epoch seconds; None: all)."""
-    from embedops.embedding.spend import SpendReport, group_by, report
+    from embedops.embedding.spend import SpendReport, embedders_in, group_by, report
 
     group = group_by(by)
     with Workspace.open(workspace) as ws:
         limits = ws.budget_limits()
         with read_tx(ws.engine) as conn:
             rows, total = report(conn, since=since, by=group)
-        return SpendReport(since, group, rows, total, limits.monthly_usd, limits.month_spent)
+            names = embedders_in(conn, since=since)
+        return SpendReport(since, group, rows, total, limits.monthly_usd, limits.month_spent,
+                           prices={name: ws.settings.pricing(name) for name in names})
 
 
 def search(

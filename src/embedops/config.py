@@ -12,7 +12,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,6 +23,9 @@ from embedops.embedding.providers import EmbedderConfig, parse_embedder_config, 
 from embedops.errors import ConfigError, WorkspaceNotFound
 from embedops.monitor.settings import MonitorSettings, optional_duration
 from embedops.vectors.base import MAX_EF_SEARCH
+
+if TYPE_CHECKING:
+    from embedops.embedding.spend import Price
 
 log = logging.getLogger("embedops")
 
@@ -117,10 +120,15 @@ class Settings:
         return self.curate if self.curate is not None and self.curate.enabled else None
 
     def price(self, embedder: str) -> float | None:
-        """USD per million tokens of ``embedder`` (embedding/spend.py's ``price_of``)."""
-        from embedops.embedding.spend import price_of
+        """USD per million tokens of ``embedder`` (None: unknown); :meth:`pricing` says where it comes from."""
+        return self.pricing(embedder).per_million
 
-        return price_of(embedder, self.embedders, self.budget.prices)
+    def pricing(self, embedder: str) -> Price:
+        """The price of ``embedder`` and its source (embedding/spend.py's ``pricing``): its section, then
+        ``[budget.prices]``, then the shipped list price of its host and model."""
+        from embedops.embedding.spend import pricing
+
+        return pricing(embedder, self.embedders, self.budget.prices)
 
     @property
     def path(self) -> Path:

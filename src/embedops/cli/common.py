@@ -213,6 +213,18 @@ def brief(details: dict[str, Any], limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def price_note(prices: dict[str, dict[str, Any]]) -> str:
+    """Each embedder's price and where it comes from (a shipped list price says its date), in-process ones unpriced
+    in embedops.toml left out: ``oai $0.02/M tokens (default list price (2025-06))``."""
+    shown = []
+    for name, price in prices.items():
+        if price["price_source"] == "in-process model":
+            continue
+        usd = price["price_per_million_tokens"]
+        shown.append(f"{name} {'price unknown' if usd is None else f'${usd:.6g}/M tokens'} ({price['price_source']})")
+    return "; ".join(shown)
+
+
 # -- migrations -------------------------------------------------------------------
 
 

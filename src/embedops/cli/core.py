@@ -27,6 +27,7 @@ from embedops.cli.common import (
     handle_errors,
     literal,
     out,
+    price_note,
     progress_bars,
     styled,
 )
@@ -209,14 +210,17 @@ def _print_sync(data: dict[str, Any], plan: bool) -> None:
         shown = ", ".join(f"{r} {n}" for r, n in reasons.items())
         out.print(f"{'would quarantine' if plan else 'quarantined'} {sum(reasons.values())} ({shown}):"
                   " see `embedops quarantine list`")
+    priced = price_note(data["prices"])
     if plan:
         cost = data["estimated_cost"]
         out.print(f"estimated {data['estimated_tokens']:,} tokens, "
-                  + ("cost unknown (an embedder has no price)" if cost is None else f"${cost:.6g}"))
+                  + ("cost unknown (an embedder has no price)" if cost is None else f"${cost:.6g}")
+                  + (f" at {priced}" if priced else ""))
     elif data.get("spend"):
         spent = data["spend"]
         out.print(f"spent {spent['tokens']:,} tokens in {spent['requests']} requests, ${spent['cost']:.6g}; the cache"
-                  f" saved {spent['cache_hits']} chunks (${spent['cache_saved_cost']:.6g})")
+                  f" saved {spent['cache_hits']} chunks (${spent['cache_saved_cost']:.6g})"
+                  + (f"; at {priced}" if priced else ""))
     for s in data["skipped"][:20]:
         err.print(styled("skipped", "yellow", f" {s['id']}: {s['reason']}"), highlight=False)
     if len(data["skipped"]) > 20:
@@ -455,6 +459,9 @@ def spend(
         t.add_row(*[str(r[k] or "—") for k in keys], f"{r['requests']:,}", f"{r['tokens']:,}",
                   f"{r['estimated_tokens']:,}", f"{r['cost']:.6g}", f"{r['cache_hits']:,}", f"{r['cache_saved_cost']:.6g}")
     out.print(t)
+    priced = price_note(data["prices"])
+    if priced:
+        out.print(f"prices now: {priced}")
     budget = data["budget"]
     if budget["monthly_usd"] is not None:
         out.print(f"monthly budget ${budget['monthly_usd']:.6g}: ${budget['month_spent']:.6g} spent this month,"

@@ -206,12 +206,6 @@ class OpenAIEmbedder:
 
     # -- accounting ------------------------------------------------------------------------
     @property
-    def price_per_1k_tokens(self) -> float | None:
-        """``price_per_million_tokens`` / 1000: ``migrate plan`` turns its token estimate into ``estimated_cost``."""
-        price = self.config.price_per_million_tokens
-        return None if price is None else price / 1000.0
-
-    @property
     def usage(self) -> Usage:
         """A snapshot of everything this embedder spent so far (subtract two snapshots for a job's share)."""
         with self._lock:

@@ -2,7 +2,8 @@
 
 Tokens are the provider's own count (its ``usage``) when it reports one, else
 counted with the model's tokenizer and marked as estimated; cost is tokens times
-the configured price. Every job (sync, backfill, eval, query embedding,
+the price (:func:`pricing`: embedops.toml, else a dated list price of a well-known
+hosted model, :data:`LIST_PRICES`). Every job (sync, backfill, eval, query embedding,
 fingerprint check) writes :func:`record` rows in the transaction of the ledger
 row of what it committed, so the catalog's spend is exactly what committed work
 cost. A :class:`Guard` stops a job once its spend reaches its cap; the decision
@@ -18,7 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -71,15 +72,64 @@ def cost_of(tokens: int, price_per_million: float | None) -> float:
     return 0.0 if not price_per_million else tokens * price_per_million / 1_000_000
 
 
-def price_of(name: str, embedders: Mapping[str, EmbedderConfig], prices: Mapping[str, float]) -> float | None:
-    """USD per million tokens of embedder ``name``: its ``[embedders.NAME]`` price, else ``[budget.prices]``;
-    an in-process model without either costs 0, an HTTP one without a price is unknown (None)."""
+#: When :data:`LIST_PRICES` was checked against the providers' price pages: the table's date, not a live figure.
+LIST_PRICES_CHECKED = "2025-06"
+#: The ``price_source`` of a price taken from :data:`LIST_PRICES`.
+LIST_PRICE_SOURCE = f"default list price ({LIST_PRICES_CHECKED})"
+#: List prices, USD per million input tokens, of well-known hosted embedding models, as listed by the providers
+#: when checked (:data:`LIST_PRICES_CHECKED`). Keyed by the API's host and the model: a self-hosted server (vLLM,
+#: TEI, infinity, a proxy) serving a model of the same name is not charged by them. Not here: discounts, free tiers,
+#: batch rates, regional or Azure prices; ``price_per_million_tokens`` or ``[budget.prices]`` overrides an entry.
+LIST_PRICES: dict[tuple[str, str], float] = {
+    ("api.openai.com", "text-embedding-3-small"): 0.02,
+    ("api.openai.com", "text-embedding-3-large"): 0.13,
+    ("api.openai.com", "text-embedding-ada-002"): 0.10,
+    ("api.voyageai.com", "voyage-3"): 0.06,
+    ("api.voyageai.com", "voyage-3-lite"): 0.02,
+    ("api.voyageai.com", "voyage-3-large"): 0.18,
+    ("api.mistral.ai", "mistral-embed"): 0.10,
+}
+
+
+@dataclass(frozen=True)
+class Price:
+    """What an embedder costs, USD per million tokens (None: unknown), and where that figure comes from.
+
+    >>> Price(0.02, LIST_PRICE_SOURCE).to_dict()
+    {'price_per_million_tokens': 0.02, 'price_source': 'default list price (2025-06)'}
+    """
+
+    per_million: float | None
+    source: str  # "embedops.toml [embedders.NAME]", "embedops.toml [budget.prices]", LIST_PRICE_SOURCE, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"price_per_million_tokens": self.per_million, "price_source": self.source}
+
+
+def pricing(name: str, embedders: Mapping[str, EmbedderConfig], prices: Mapping[str, float]) -> Price:
+    """The price of embedder ``name``: its ``[embedders.NAME] price_per_million_tokens``, else ``[budget.prices]``,
+    else the list price of its host and model (:data:`LIST_PRICES`); an in-process model without either costs 0,
+    an HTTP one without any is unknown (None).
+
+    >>> from embedops.embedding.providers import parse_embedder_config
+    >>> oai = parse_embedder_config("oai", {"kind": "openai", "model": "text-embedding-3-small"})
+    >>> pricing("oai", {"oai": oai}, {}).source
+    'default list price (2025-06)'
+    """
     section = embedders.get(name)
     if section is not None and section.price_per_million_tokens is not None:
-        return float(section.price_per_million_tokens)
+        return Price(float(section.price_per_million_tokens), f"embedops.toml [embedders.{name}]")
     if name in prices:
-        return float(prices[name])
-    return None if section is not None else 0.0
+        return Price(float(prices[name]), "embedops.toml [budget.prices]")
+    if section is None:
+        return Price(0.0, "in-process model")
+    listed = LIST_PRICES.get((section.host, section.model))
+    return Price(None, "unknown") if listed is None else Price(listed, LIST_PRICE_SOURCE)
+
+
+def price_of(name: str, embedders: Mapping[str, EmbedderConfig], prices: Mapping[str, float]) -> float | None:
+    """USD per million tokens of embedder ``name`` (:func:`pricing`'s figure)."""
+    return pricing(name, embedders, prices).per_million
 
 
 def count_tokens(tokens: TokenSource, texts: Iterable[str]) -> int:
@@ -332,10 +382,13 @@ class SpendReport:
     total: dict[str, Any]
     monthly_usd: float | None = None
     month_spent: float = 0.0
+    # The price now in effect of each embedder in the rows, and its source (a row's cost was fixed when recorded).
+    prices: dict[str, Price] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         since = None if self.since is None else datetime.fromtimestamp(self.since, UTC).isoformat(timespec="seconds")
         return {"since": since, "by": self.by, "rows": self.rows, "total": self.total,
+                "prices": {name: price.to_dict() for name, price in self.prices.items()},
                 "budget": {"monthly_usd": self.monthly_usd, "month_spent": round(self.month_spent, 8),
                            "month_left": None if self.monthly_usd is None
                            else round(max(0.0, self.monthly_usd - self.month_spent), 8)}}
@@ -375,6 +428,13 @@ def report(conn: sa.Connection, *, since: float | None, by: GroupBy,
         sorted(rows, key=lambda r: (-r["cost"], -r["tokens"]))
     total = _clean(dict(conn.execute(sa.select(*sums, *extra).where(*where)).one()._mapping))
     return ordered, total
+
+
+def embedders_in(conn: sa.Connection, *, since: float | None) -> list[str]:
+    """Names of the embedders that spend rows since ``since`` were recorded for."""
+    s = schema.spend
+    q = sa.select(s.c.embedder).distinct().where(*([s.c.at >= since] if since is not None else [])).order_by(s.c.embedder)
+    return list(conn.execute(q).scalars())
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,9 @@ class PlanFacts:
     chunks_counted: str = "exact"  # or "sampled N documents" (a new chunker is run on a sample)
     seconds_to_embed: float | None = None  # None: no recorded throughput and no --probe
     price_per_1k_tokens: float | None = None
+    # Where the price comes from: "embedops.toml [embedders.NAME]", "embedops.toml [budget.prices]", a dated
+    # "default list price (YYYY-MM)" (embedding/spend.py LIST_PRICES), "in-process model" or "unknown".
+    price_source: str | None = None
     thresholds: list[dict[str, Any]] = field(default_factory=list)
     eval_sets: list[dict[str, Any]] = field(default_factory=list)
     from_storage: str = "f32"  # storage variants (vectors/storage.py): part of an index's identity

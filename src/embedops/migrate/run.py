@@ -267,6 +267,7 @@ class Migrator:
             speed, where = 0.0, "unknown: no job has embedded with this model here; pass --probe to measure"
         chars_per_token = todo_chars / max(1, todo_tokens) if missing else 4.0
         chars = todo_chars * scale
+        price = self.host.settings.pricing(to)  # the section's, [budget.prices], a dated list price, or unknown
         return PlanFacts(
             alias=self.alias, from_index=source.id, from_embedder=source.embedder, from_space=source.space_key,
             from_chunker=source.chunker_key, from_dims=source.dims, from_vectors=from_vectors,
@@ -274,15 +275,10 @@ class Migrator:
             documents=n_docs, chunks_total=chunks.total, chunks_to_embed=to_embed, tokens_to_embed=n_tokens,
             tokens_per_second=round(speed / chars_per_token, 1) if speed > 0 else None, throughput_source=where,
             chunks_counted=chunks.how, seconds_to_embed=round(chars / speed, 1) if speed > 0 else None,
-            price_per_1k_tokens=self._price(to),
+            price_per_1k_tokens=None if price.per_million is None else price.per_million / 1000.0,
+            price_source=price.source,
             thresholds=thresholds, eval_sets=[e.to_dict() for e in self.evidence.bound(self.alias)],
         )
-
-    def _price(self, to: str) -> float | None:
-        """Price per 1,000 tokens of embedder ``to`` (``Settings.price``: in-process models cost 0 unless priced in
-        ``[budget.prices]``; None for an HTTP embedder without ``price_per_million_tokens``)."""
-        price = self.host.settings.price(to)
-        return None if price is None else price / 1000.0
 
     def _target_chunks(self, conn: sa.Connection, source: IndexInfo, chunker: Chunker, n_docs: int) -> _TargetChunks:
         """The target's distinct chunks (content hash → length), their total count, and whether that is exact.

@@ -78,6 +78,8 @@ class SyncResult:
     estimated_cost: float | None = None  # None: an embedder has no price configured
     job: str | None = None  # the spend rows' job id (`embedops spend --by job`)
     spend: dict[str, Any] | None = None  # what this sync's embedding cost (Spend.to_dict)
+    # Embedder name → its price and where it comes from (Price.to_dict): the toml, or a dated default list price.
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         c = self.counts
@@ -94,6 +96,7 @@ class SyncResult:
             "sources": self.sources,
             "indexes": self.indexes,
             "seconds": round(self.seconds, 3),
+            "prices": self.prices,
         }
         if self.plan_only:
             out["chunks_to_embed"] = self.chunks_to_embed
@@ -215,7 +218,8 @@ class SyncDriver:
         planned = self._curate(planned)
         summaries = {p.plan.source: p.plan.summary() for p in planned}  # with what curation decided
         per_source = [summaries.pop(s["source"], s) for s in per_source] + list(summaries.values())
-        result = SyncResult(plan_only, total, per_source)
+        result = SyncResult(plan_only, total, per_source,
+                            prices={t.index.embedder: self.settings.pricing(t.index.embedder).to_dict() for t in targets})
         if plan_only or limits.month_left is not None:  # a monthly budget refuses by the estimate
             result.chunks_to_embed, result.estimated_tokens, result.estimated_cost = \
                 self._estimate([p.plan for p in planned], targets)
