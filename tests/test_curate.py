@@ -356,6 +356,20 @@ def test_declared_language_wins_and_the_language_rule_uses_it() -> None:
     assert curator.languages([CELLS, GERMAN]) == ["en", "de"]
 
 
+def test_a_plan_detects_languages_in_one_batch_with_the_tags_one_at_a_time_gives() -> None:
+    french = "Le renard brun et rapide saute par-dessus le chien paresseux qui dort au soleil du jardin."
+    docs = [doc("en", CELLS), doc("de", GERMAN), doc("fr", french), doc("said", GERMAN + " Noch einmal.", language="EN")]
+    curator = Curator(CurateSettings(), Rows())
+    calls: list[int] = []
+    languages = curator.languages
+    curator.languages = lambda texts: calls.append(len(texts)) or languages(texts)  # type: ignore[method-assign]
+    plan = curator.plan(docs, [], loader(*docs))
+    assert calls == [3]  # one batch, without the document that declares its language
+    assert {d: decision.language for d, decision in plan.decisions.items()} == {
+        "en": detect_language(CELLS), "de": detect_language(GERMAN), "fr": detect_language(french), "said": "en"}
+    assert [detect_language(CELLS), detect_language(GERMAN), detect_language(french)] == ["en", "de", "fr"]
+
+
 def test_the_oldest_copy_is_canonical_whatever_the_call_order() -> None:
     docs = [doc("b", CELLS, 0.0), doc("a", CELLS_EDITED, 0.0), doc("c", CELLS, 1.0), doc("d", DNA, 0.0)]
     plan = Curator(CurateSettings(), Rows()).plan(docs, [], loader(*docs))

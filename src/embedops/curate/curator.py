@@ -146,6 +146,7 @@ class Curator:
         self._state = state
         self._index: DedupIndex | None = None
         self._stale: list[str] = []
+        self._detected: dict[str, tuple[str, str]] = {}  # doc id -> (text, language), detected ahead by plan()
 
     @property
     def index(self) -> DedupIndex:
@@ -204,7 +205,15 @@ class Curator:
         because of them (fetched with ``load``, which may leave out ids that no longer exist),
         oldest first, until nothing is left to re-check."""
         removed = tuple(dict.fromkeys(removed))
-        queue = _Queue(doc for doc in changed if doc.doc_id not in removed)
+        checked = [doc for doc in changed if doc.doc_id not in removed]
+        self._detected = self._detect(checked)
+        try:
+            return self._settle(checked, removed, load)
+        finally:
+            self._detected = {}
+
+    def _settle(self, checked: list[CurationDocument], removed: tuple[str, ...], load: Loader) -> CurationPlan:
+        queue = _Queue(checked)
         owed = [*self.stale, *(orphan for doc_id in removed for orphan in self.remove(doc_id))]
         decisions: dict[str, Decision] = {}
         budget = 10 * (len(queue) + len(self.index) + len(owed)) + 100
@@ -234,11 +243,27 @@ class Curator:
             else:  # gone from the store: its own duplicates are owed a re-check in turn
                 self._enqueue(queue, self.index.forget(doc_id), load)
 
+    def _detect(self, docs: Sequence[CurationDocument]) -> dict[str, tuple[str, str]]:
+        """The languages of the documents that declare none, detected in one batch on every core (lingua's
+        threads): one document at a time, detection was most of a first sync's curation."""
+        todo = [doc for doc in docs if _declared(doc) is None]
+        found = self.languages([doc.text for doc in todo])
+        return {doc.doc_id: (doc.text, language) for doc, language in zip(todo, found, strict=True)}
+
     def _language(self, doc: CurationDocument) -> str:
-        declared = doc.metadata.get("language")
-        if isinstance(declared, str) and declared:
-            return declared.lower()
+        declared = _declared(doc)
+        if declared is not None:
+            return declared
+        ahead = self._detected.get(doc.doc_id)
+        if ahead is not None and ahead[0] == doc.text:
+            return ahead[1]
         return detect_language(doc.text, self.settings.language_candidates, accuracy=self.settings.language_accuracy)
+
+
+def _declared(doc: CurationDocument) -> str | None:
+    """A ``language`` given in the document's metadata, taken as it is (lower-cased)."""
+    declared = doc.metadata.get("language")
+    return declared.lower() if isinstance(declared, str) and declared else None
 
 
 @dataclass(frozen=True)
