@@ -326,4 +326,36 @@ def test_an_unexpected_error_is_one_line_a_json_object_and_a_traceback_only_with
     assert result.exit_code == 70 and json.loads(result.stdout)["error"] == "InternalError"
     assert "Traceback" not in result.output and "--debug" in result.output
     debug = runner.invoke(app, ["--debug", "status", "--workspace", str(ws.root)])
-    assert debug.exit_code == 70 and "RuntimeError" in debug.output and "boom" in debug.output
+    assert debug.exit_code == 70 and "Traceback" in debug.output and "RuntimeError: boom" in debug.output
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["serve", "--port", "70000"], "Invalid value for '--port': Input should be less than or equal to 65535"),
+    (["status", "--bogus"], "No such option: --bogus"),
+    (["search"], "Missing argument 'query'"),
+    (["history", "--limit", "many"], "Invalid value for '--limit'"),
+    (["source", "remove"], "Missing argument 'name'"),
+    (["no-such-command"], "No such command 'no-such-command'"),
+])
+def test_a_usage_error_is_exit_2_with_one_error_line_and_under_json_one_json_object(args: list[str], says: str) -> None:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 2, result.output
+    payload = json.loads(result.stdout)  # the whole of stdout is one JSON object
+    assert payload["error"] == "UsageError" and says in payload["message"], payload
+    command = " ".join(["embedops", *args[:2 if args[0] == "source" else 1]]) if args[0] != "no-such-command" else "embedops"
+    assert f"`{command} --help`" in payload["hint"]
+    assert result.stderr.splitlines()[-2:] == [f"error: {payload['message']}", f"hint: {payload['hint']}"]
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 2 and plain.stdout == "" and plain.stderr.startswith(f"error: {payload['message']}")
+
+
+def test_a_usage_error_of_the_console_script_is_a_json_object_too() -> None:
+    done = _embedops("serve", "--port", "70000", "--json")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert json.loads(done.stdout)["error"] == "UsageError"
+
+
+def test_help_without_a_command_is_still_help() -> None:
+    for args in ([], ["source"]):
+        shown = runner.invoke(app, args)
+        assert shown.exit_code == 2 and "Usage:" in shown.output and "error:" not in shown.output
