@@ -254,6 +254,51 @@ def test_sources_are_listed_and_removed_with_their_documents(ws: Workspace, tmp_
         ws.remove_source("more")
 
 
+def test_source_list_and_remove_from_the_command_line(ws: Workspace, tmp_path: Path) -> None:
+    w = ["--workspace", str(ws.root)]
+    write_corpus(tmp_path / "more", 5, seed=9)
+    write_corpus(tmp_path / "old", 3, seed=4)
+    for name in ("more", "old"):
+        assert invoke("source", "add", name, str(tmp_path / name), "--json", *w)[0] == 0
+    assert invoke("source", "add", "events", "--kind", "push", "--json", *w)[0] == 0
+    assert invoke("sync", "--json", *w)[0] == 0
+    (tmp_path / "q.jsonl").write_text(json.dumps({"query": "cell protein", "relevant_ids": ["sub0/doc000.md"]}) + "\n")
+    assert invoke("eval", "import", "q", str(tmp_path / "q.jsonl"), "--source", "more", "--json", *w)[0] == 0
+    config = ws.root / "embedops.toml"
+    config.write_text(config.read_text().replace(f"[sources.old]\nkind = \"folder\"\npath = \"{tmp_path / 'old'}\"\n", ""))
+    assert "[sources.old]" not in config.read_text()  # deleted by hand: its documents still serve
+
+    code, listed = invoke("source", "list", "--json", *w)
+    assert code == 0 and listed == [
+        {"name": "docs", "kind": "folder", "path": str(ws.root.parent / "docs"), "documents": 30, "configured": True},
+        {"name": "more", "kind": "folder", "path": str(tmp_path / "more"), "documents": 5, "configured": True},
+        {"name": "events", "kind": "push", "path": None, "documents": 0, "configured": True},
+        {"name": "old", "kind": "folder", "path": str(tmp_path / "old"), "documents": 3, "configured": False}]
+    table = runner.invoke(app, ["source", "list", *w])
+    flagged = [line for line in table.stdout.splitlines() if "no: `embedops" in line]
+    assert table.exit_code == 0 and len(flagged) == 1 and "│ old " in flagged[0]  # the cell wraps at 80 columns
+
+    history = len(ws.history())
+    code, planned = invoke("source", "remove", " more ", "--plan", "--json", *w)
+    assert code == 0 and planned == {"source": "more", "documents": 5, "evalsets": ["q"], "plan": True}
+    said = runner.invoke(app, ["source", "remove", "more", "--plan", *w])
+    assert said.exit_code == 0 and "would remove source more and its 5 documents" in said.stdout
+    assert "eval sets bound to it can no longer be scored: q" in said.stderr
+    assert len(ws.history()) == history and "[sources.more]" in config.read_text()  # a plan changes nothing
+    assert {r.source for r in ws.search("cell protein gene", k=50)} >= {"more", "old"}
+
+    code, removed = invoke("source", "remove", "more", "--json", *w)
+    assert code == 0 and removed == {"source": "more", "documents": 5, "evalsets": ["q"], "plan": False}
+    said = runner.invoke(app, ["source", "remove", "old", *w])
+    assert said.exit_code == 0 and "removed source old and its 3 documents" in said.stdout
+    assert "[sources.more]" not in config.read_text()
+    assert [s["name"] for s in invoke("source", "list", "--json", *w)[1]] == ["docs", "events"]
+    assert {r.source for r in ws.search("cell protein gene", k=50)} == {"docs"}
+    assert [(r["details"]["source"], r["details"]["documents"]) for r in ws.history(kind="source.remove")] == [
+        ("old", 3), ("more", 5)]
+    code, gone = invoke("source", "remove", "more", "--json", *w)
+    assert code == 1 and gone["error"] == "NotFound" and gone["hint"] == "sources: docs, events"
+
 def test_a_source_deleted_from_the_file_is_reported_until_removed(ws: Workspace, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_corpus(tmp_path / "old", 3, seed=4)
     ws.add_source("old", tmp_path / "old")
