@@ -449,6 +449,27 @@ def test_an_unexpected_error_is_one_line_a_json_object_and_a_traceback_only_with
     assert debug.exit_code == 70 and "Traceback" in debug.output and "RuntimeError: boom" in debug.output
 
 
+def test_an_error_while_rendering_and_an_interrupt_are_json_objects_too(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import embedops.cli.core as core
+    import embedops.commands as commands
+
+    def broken_render(data: object) -> None:
+        raise ValueError("cannot render")
+
+    monkeypatch.setattr(core, "emit_json", broken_render)  # fails after the command's own handle_errors block
+    result = runner.invoke(app, ["status", "--json", "--workspace", str(ws.root)])
+    assert result.exit_code == 70 and json.loads(result.stdout)["message"] == "unexpected ValueError: cannot render"
+    monkeypatch.undo()
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "status", interrupted)
+    result = runner.invoke(app, ["status", "--json", "--workspace", str(ws.root)])
+    assert result.exit_code == 130 and json.loads(result.stdout)["error"] == "Interrupted"
+    assert "run the same command again" in result.stderr
+
+
 @pytest.mark.parametrize(("args", "says"), [
     (["serve", "--port", "70000"], "Invalid value for '--port': Input should be less than or equal to 65535"),
     (["status", "--bogus"], "No such option: --bogus"),

@@ -33,7 +33,8 @@ class Commands(TyperGroup):
     argument, a value out of range) is reported as every other error is: an ``error:`` line, a
     ``hint:`` line, exit code 2, and under ``--json`` a JSON object on stdout. Click raises these
     while it parses, before a command's :func:`handle_errors` runs, so they are caught here, around
-    the parsing of the whole command line and the dispatch to the command."""
+    the parsing of the whole command line and the dispatch to the command. An error a command
+    raises outside its own :func:`handle_errors` (while rendering its result) is caught here too."""
 
     def make_context(self, info_name: str | None, args: list[str], parent: Context | None = None,
                      **extra: Any) -> Context:
@@ -44,7 +45,8 @@ class Commands(TyperGroup):
         return ctx
 
     def invoke(self, ctx: Context) -> Any:
-        with _usage_errors(bool(ctx.meta.get(_JSON_META))):
+        as_json = bool(ctx.meta.get(_JSON_META))
+        with _usage_errors(as_json), handle_errors(as_json):
             return super().invoke(ctx)
 
 
@@ -168,7 +170,10 @@ def handle_errors(as_json: bool) -> Iterator[None]:
     except EmbedopsError as exc:
         _fail(as_json, exc.to_dict(), exc.message, exc.hint, exc.exit_code)
     except KeyboardInterrupt:
-        err.print(styled("interrupted", "yellow", ": committed work is kept; run the same command again to resume"))
+        hint = "committed work is kept; run the same command again to resume"
+        if as_json:
+            emit_json({"error": "Interrupted", "message": "interrupted", "hint": hint})
+        err.print(styled("interrupted", "yellow", f": {hint}"))
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except (typer.Exit, typer.Abort, ClickException):
         raise  # exits, and usage errors (Commands reports those)
