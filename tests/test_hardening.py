@@ -181,6 +181,28 @@ def test_a_search_over_http_on_a_truncated_catalog_is_a_503_naming_it(sqlite_ws:
     assert ".recover" in answer.json()["hint"]
 
 
+def test_streamed_rows_of_a_damaged_catalog_are_catalog_corrupt_and_of_a_sources_database_are_not(
+        sqlite_ws: Workspace, corpus: Path, tmp_path: Path) -> None:
+    from embedops.catalog.db import create_engine, driver_rows
+
+    write_corpus(corpus, 120, seed=3)
+    sqlite_ws.sync()
+    catalog = _closed_catalog(sqlite_ws)
+    with catalog.open("r+b") as f:
+        f.truncate(catalog.stat().st_size // 2)
+    shutil.copy(catalog, tmp_path / "source.db")
+    every_vector = sa.select(schema.embeddings.c.content_hash, schema.embeddings.c.vector)  # the largest table
+    engine = create_engine(f"sqlite:///{catalog}")
+    with engine.connect() as conn, pytest.raises(CatalogCorrupt, match="cannot be read") as err:
+        list(driver_rows(conn, every_vector, 50))
+    assert ".recover" in (err.value.hint or "")
+    engine.dispose()
+    source = sa.create_engine(f"sqlite:///{tmp_path / 'source.db'}")  # a SQL source's file: its damage is the source's
+    with source.connect() as conn, pytest.raises(sqlite3.DatabaseError, match="malformed"):
+        list(driver_rows(conn, every_vector, 50))
+    source.dispose()
+
+
 def test_doctor_finds_damage_that_no_other_command_reads(sqlite_ws: Workspace) -> None:
     sqlite_ws.sync()
     catalog = _closed_catalog(sqlite_ws)
@@ -344,6 +366,7 @@ EMBEDOPS = Path(sys.executable).with_name("embedops")
 
 
 def _embedops(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    assert EMBEDOPS.is_file(), f"no console script {EMBEDOPS}: install the package (pip install -e .) into this venv"
     clean = {k: v for k, v in CHILD_ENV.items() if k not in ("EMBEDOPS_DATABASE", "EMBEDOPS_WORKSPACE")}
     return subprocess.run([str(EMBEDOPS), *args], capture_output=True, text=True, env={**clean, **env}, timeout=300)
 

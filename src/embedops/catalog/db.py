@@ -236,6 +236,15 @@ def corruption_translated(path: str | None) -> Iterator[None]:
         raise
 
 
+# ``Connection.info`` key of a catalog connection's file (raw reads translate corruption on these only,
+# not on a SQLite database a source reads).
+CATALOG_PATH = "embedops.catalog_path"
+
+
+def _mark_catalog(path: str, _dbapi_conn: Any, record: Any) -> None:
+    record.info[CATALOG_PATH] = path
+
+
 def _raise_if_corrupt(path: str, context: sa.engine.ExceptionContext) -> None:
     if is_corruption(context.original_exception):
         raise corrupt_catalog(path, str(context.original_exception)) from context.original_exception
@@ -276,6 +285,7 @@ def create_engine(url: str) -> sa.Engine:
         sa.event.listen(engine, "begin", _begin_immediate)
         if engine.url.database:
             sa.event.listen(engine, "handle_error", partial(_raise_if_corrupt, engine.url.database))
+            sa.event.listen(engine, "connect", partial(_mark_catalog, engine.url.database))
         return engine
     engine = sa.create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "postgresql":
@@ -374,7 +384,7 @@ def driver_rows(conn: sa.Connection, select: sa.Select[Any], page: int) -> Gener
     else:
         cursor, params = raw.cursor(), compiled.params
     try:
-        with corruption_translated(conn.engine.url.database if conn.dialect.name == "sqlite" else None):
+        with corruption_translated(conn.info.get(CATALOG_PATH)):  # a catalog's rows, not a source's
             cursor.execute(str(compiled), params)
             while rows := cursor.fetchmany(page):
                 yield from rows
