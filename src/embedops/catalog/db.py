@@ -226,8 +226,9 @@ def is_corruption(exc: BaseException) -> bool:
 
 @contextmanager
 def corruption_translated(path: str | None) -> Iterator[None]:
-    """Around raw sqlite3 calls on the catalog at ``path`` (the search hot path, streamed passes): a damaged
-    file becomes :class:`CatalogCorrupt`, as the engine's own statements do (its ``handle_error`` event)."""
+    """Around raw sqlite3 calls on the catalog at ``path`` (streamed passes; the vector store's search path
+    does the same in ``vectors/sqlite.py``): a damaged file becomes :class:`CatalogCorrupt`, as the engine's
+    own statements do (its ``handle_error`` event). ``path`` None: not the catalog, nothing translated."""
     try:
         yield
     except sqlite3.DatabaseError as exc:

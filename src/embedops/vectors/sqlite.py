@@ -15,7 +15,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
-from embedops.catalog.db import corruption_translated
+from embedops.catalog.db import corrupt_catalog, is_corruption
 from embedops.errors import SearchError, SpaceMismatch
 from embedops.refs import EmbedderRef
 from embedops.vectors.ann import AnnIndex, compaction_due, read_vectors, top_k_exact
@@ -171,8 +171,12 @@ def _raw_reads(method: Callable[Concatenate[SqliteVectorStore, P], R]) -> Callab
 
     @functools.wraps(method)
     def reading(self: SqliteVectorStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with corruption_translated(self.engine.url.database):
+        try:  # a plain try, free when nothing is raised: this wraps every search
             return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if is_corruption(exc):
+                raise corrupt_catalog(self.engine.url.database or "the catalog file", str(exc)) from exc
+            raise
 
     return reading
 
