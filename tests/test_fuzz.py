@@ -11,10 +11,15 @@ variants (``EMBEDOPS_SLOW=1``) explore ten times as many random examples.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import datetime
 import json
+import math
 import os
 import shutil
 import string
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from embedops.errors import EmbedopsError
+from embedops.config import BudgetSettings, EmbedopsTable
+from embedops.errors import CatalogError, ConfigError, EmbedopsError
+from embedops.monitor.settings import MonitorSettings
 from embedops.server import ServerConfig, create_app
 from embedops.sources.registry import SOURCE_KINDS, source_options
 from embedops.workspace import Workspace
@@ -304,6 +311,68 @@ def test_fuzz_source_option_values_in_the_config_file(tmp_path: Path) -> None:
 
     check()
 
+
+# Every key of the top-level tables, and a misspelt one. The table itself may be replaced by a value too
+# (``monitor = 5``): key None.
+TOP_LEVEL_KEYS = [(table, key) for table, keys in (
+    ("embedops", sorted(EmbedopsTable.model_fields)),
+    ("monitor", sorted(f.name for f in dataclasses.fields(MonitorSettings))),
+    ("budget", sorted(f.name for f in dataclasses.fields(BudgetSettings))),
+) for key in [*keys, "bogus_key", None]]
+# What a TOML value can be: every type TOML has (dates and times, inf and nan too), nested, and words the
+# settings mean something by (durations, "off", names, URLs).
+TOML_TEXT = TEXT.map(lambda t: t.encode("utf-8", "surrogatepass").decode("utf-8", "replace")) | st.sampled_from(
+    ["1h", "30m", "off", "0s", "-5", "", "1h30m", "prod", "hashing", "structured", "sqlite:///x.db", "x://y", "PATH",
+     "freshness"])
+TOML_ANY = st.recursive(
+    st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | TOML_TEXT | st.datetimes() | st.dates() | st.times(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TOML_TEXT, inner, max_size=3), max_leaves=6)
+# Values of the kinds the settings take (counts, shares, switches, durations, names), so that the runs that open
+# are as common as those refused.
+PLAUSIBLE = st.integers(1, 1000) | st.floats(0, 1) | st.booleans() | st.sampled_from(
+    ["1h", "7d", "off", "prod", "hashing", "structured", ["freshness", "drift"]])
+
+
+def test_fuzz_top_level_settings(tmp_path: Path) -> None:
+    """Any value of any [embedops], [monitor] or [budget] key: the workspace opens, or the error is a
+    ConfigError naming the key (the table, when the table itself is not one); never a traceback."""
+    import tomli_w
+
+    Workspace.init(tmp_path / "ws", embedder="hashing").close()
+    config = tmp_path / "ws" / "embedops.toml"
+    original = tomllib.loads(config.read_text())
+    outcomes: collections.Counter[str] = collections.Counter()
+
+    @fuzz_settings(60)
+    @given(where=st.sampled_from(TOP_LEVEL_KEYS), value=PLAUSIBLE | TOML_ANY)
+    # found by this test: a table that is a value, and a duration that is a table, a list or a date, crashed
+    @example(where=("embedops", None), value=5)
+    @example(where=("budget", None), value=["x"])
+    @example(where=("monitor", "max_lag"), value={"a": 1})
+    @example(where=("monitor", "every"), value=datetime.date(2024, 1, 1))
+    @example(where=("monitor", "drift_window"), value=math.inf)
+    @example(where=("embedops", "batch_size"), value=64)
+    def check(where: tuple[str, str | None], value: Any) -> None:
+        table, key = where
+        doc = {name: dict(part) for name, part in original.items()}
+        if key is None:
+            doc[table] = value
+        else:
+            doc[table] = {**doc.get(table, {}), key: value}
+        config.write_text(tomli_w.dumps(doc), encoding="utf-8")
+        try:
+            with Workspace.open(tmp_path / "ws") as ws:
+                ws.status()
+            outcomes["opened"] += 1
+        except ConfigError as exc:
+            named = f"[{table}]" if key is None else key
+            assert named in exc.message, (where, value, exc.message)
+            outcomes["refused"] += 1
+        except CatalogError:  # `database` naming another catalog: gone, or no database at all
+            assert key == "database", (where, value)
+
+    check()
+    assert outcomes["opened"] and outcomes["refused"], outcomes  # both sides of the promise were reached
 
 def test_fuzz_service_and_cli_values(tmp_path: Path) -> None:
     """ServerConfig values, and option values of commands that parse numbers and names."""

@@ -323,6 +323,8 @@ def test_serve_on_a_public_interface_refuses_open_reads(tmp_path: Path, host: st
     assert result.exit_code == 1
     assert f"refusing to serve {host} with reads open to the network" in result.stderr
     assert "--auth-reads" in result.stderr and "--allow-public-reads" in result.stderr
+    as_json = CliRunner().invoke(app, ["serve", "--host", host, "--json", "-w", str(tmp_path / "ws")])
+    assert as_json.exit_code == 1 and "--allow-public-reads" in json.loads(as_json.stdout)["hint"]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,71 @@ def test_heartbeats_keep_a_long_holder_fresh(ws: Workspace) -> None:
         with pytest.raises(Busy):
             with WriteLock(ws.engine, "sync", command="second", stale_after=0.5):
                 pass
+
+
+_HOLD = """import sys
+from embedops.workspace import Workspace
+with Workspace.open(sys.argv[1]) as ws, ws.lock(sys.argv[2]):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+@contextmanager
+def _held_by_another_process(root: Path, name: str) -> Iterator[subprocess.Popen[str]]:
+    """Lock ``name`` of the workspace at ``root``, held by another process until the block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(root), name], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CHILD_ENV)
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert holder.stdout.readline().strip() == "held", holder.communicate(timeout=60)[1]
+        yield holder
+    finally:
+        holder.stdin.close()  # it reads end-of-file, releases the lock and exits
+        assert holder.wait(timeout=60) == 0, holder.stderr.read() if holder.stderr else ""
+
+
+def test_the_servers_sync_trigger_is_409_naming_the_holder_while_another_process_syncs(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from embedops.server import ServerConfig, create_app
+
+    monkeypatch.setenv("EMBEDOPS_TOKEN", "lock-test-token")
+    auth = {"Authorization": "Bearer lock-test-token"}
+    with TestClient(create_app(ws.root, ServerConfig()), raise_server_exceptions=False) as client:
+        with _held_by_another_process(ws.root, "sync") as holder:
+            refused = client.post("/sync", headers=auth)
+            assert refused.status_code == 409, refused.text
+            body = refused.json()
+            assert body["error"] == "Busy" and (body["pid"], body["host"]) == (holder.pid, socket.gethostname())
+            assert f"a sync is already running in this workspace (pid {holder.pid} on {socket.gethostname()}" in body["message"]
+            assert "since" in body["message"] and time.time() - 120 < body["since"] <= time.time()
+            assert client.get("/sync/status").json()["last_error"]["error"] == "Busy"
+        assert ws.status()["documents"] == 0  # the refused sync wrote nothing
+        done = client.post("/sync", headers=auth)  # the holder gone, the same request runs
+        assert done.status_code == 200 and done.json()["added"] == 30
+
+
+def test_a_cutover_while_another_process_holds_the_migration_lock_exits_75_and_changes_nothing(ws: Workspace) -> None:
+    from typer.testing import CliRunner
+
+    from embedops.cli import app
+
+    ws.sync()
+    m = migrator(ws)
+    m.start("hashing:seed=1")
+    m.backfill()
+    serving = ws.status()["aliases"]["prod"]
+    cutover = ["migrate", "cutover", "--json", "--workspace", str(ws.root)]
+    with _held_by_another_process(ws.root, "migration:prod") as holder:
+        refused = CliRunner().invoke(app, cutover)
+        assert refused.exit_code == 75, refused.output
+        body = json.loads(refused.stdout)
+        assert body["error"] == "Busy" and "a migration step is already running" in body["message"]
+        assert (body["pid"], body["host"], body["lock"]) == (holder.pid, socket.gethostname(), "migration:prod")
+    assert ws.status()["aliases"]["prod"] == serving and m.status().phase == "ready"
+    assert not ws.history(kind="migrate.cutover")
+    done = CliRunner().invoke(app, cutover)
+    assert done.exit_code == 0, done.output
+    assert ws.status()["aliases"]["prod"] == json.loads(done.stdout)["index"] != serving

@@ -154,11 +154,13 @@ def test_a_folder_missing_at_start_is_polled_until_it_appears(
     ws.close()
 
 
-def test_sigterm_lets_the_sync_finish_and_exits_cleanly(tmp_path: Path, corpus: Path) -> None:
+@pytest.mark.parametrize("as_json", [False, True])
+def test_sigterm_lets_the_sync_finish_and_exits_cleanly(tmp_path: Path, corpus: Path, as_json: bool) -> None:
     ws = Workspace.init(tmp_path / "ws", embedder="hashing")
     ws.add_source("docs", corpus)
     ws.close()
-    proc = subprocess.Popen([sys.executable, "-m", "embedops.cli", "watch", "--every", "1s", "-w", str(tmp_path / "ws")],
+    proc = subprocess.Popen([sys.executable, "-m", "embedops.cli", "watch", "--every", "1s", "-w", str(tmp_path / "ws"),
+                             *(["--json"] if as_json else [])],
                             env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with Workspace.open(tmp_path / "ws") as check:
@@ -168,7 +170,11 @@ def test_sigterm_lets_the_sync_finish_and_exits_cleanly(tmp_path: Path, corpus: 
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert "stopped: syncs per source: docs 1" in out
+    if as_json:
+        summary = json.loads(out)  # the whole of stdout
+        assert summary["syncs"] == {"docs": 1} and summary["errors"] == {} and summary["embedded"]["docs"] > 0
+    else:
+        assert "stopped: syncs per source: docs 1" in out
     with Workspace.open(tmp_path / "ws") as after:
         assert after.status()["documents"] == 30
         with after.engine.connect() as conn:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from embedops.config import DEFAULT_CHUNKER
 from embedops.execute import ExecutorOptions
 from embedops.catalog.db import read_tx
+from embedops.catalog.secrets import strip_password
 from embedops.migrate.gate import GateConfig
 from embedops.vectors.storage import StorageOptions
 from embedops.search.engine import Filters, SearchResult
@@ -101,8 +102,9 @@ def init(
     ws = Workspace.init(workspace, embedder=embedder, chunker=chunker, database=database, database_env=database_env,
                         base_url=base_url, api_key_env=api_key_env, curate=curate)
     with ws:
-        return InitResult(str(ws.root), str(ws.settings.path), ws.settings.database, ws.settings.embedder, chunker,
-                          curate)
+        # The catalog in use, which $EMBEDOPS_DATABASE or database_env may name instead of `database`; no password.
+        in_use, _ = strip_password(ws.settings.database_value)
+        return InitResult(str(ws.root), str(ws.settings.path), in_use, ws.settings.embedder, chunker, curate)
 
 
 def source_list(workspace: Path | None) -> list[dict[str, Any]]:

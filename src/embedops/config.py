@@ -263,16 +263,27 @@ def _curate_table(data: dict[str, Any], path: Path) -> CurateSettings | None:
     return CurateSettings.from_toml(dict(raw))
 
 
+def _section(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    """Top-level table ``name`` of the file (empty when absent); ConfigError when it is another value."""
+    raw = data.get(name, {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table, not {raw!r}",
+                          hint=f"write it as a [{name}] section of key = value lines; docs/configuration.md lists them")
+    return dict(raw)
+
+
 def load_settings(root: Path) -> Settings:
     path = root / CONFIG_NAME
     data = _read_toml(path)
-    table = _table(path, dict(data.get("embedops", {})))
+    table = _table(path, _section(data, "embedops", path))
     settings = Settings(root=root, **table.model_dump())
-    settings.monitor = MonitorSettings.from_toml(dict(data.get("monitor", {})))
+    settings.monitor = MonitorSettings.from_toml(_section(data, "monitor", path))
     settings.embedders = _embedder_sections(data, root)
     settings.curate = _curate_table(data, path)
-    settings.budget = BudgetSettings.from_toml(dict(data.get("budget", {})))
-    for name, raw in data.get("sources", {}).items():
+    settings.budget = BudgetSettings.from_toml(_section(data, "budget", path))
+    for name, raw in _section(data, "sources", path).items():
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: [sources.{name}] must be a table with `kind` and `path`, not {raw!r}")
         raw = dict(raw)
         try:
             kind, spath = raw.pop("kind"), raw.pop("path")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -180,14 +182,73 @@ def open_catalog(url: str, *, create: bool) -> sa.Engine:
 def _database_error(url: str, sqlite_path: Path | None, exc: sa.exc.DatabaseError) -> CatalogError:
     detail = redact(str(exc.orig) if exc.orig is not None else str(exc)).strip().splitlines()[0]
     if sqlite_path is not None:
-        return CatalogCorrupt(
-            f"the catalog {sqlite_path} cannot be read: {detail}",
-            hint=f"{RESTORE_HINT}. To salvage what is readable: `sqlite3 {sqlite_path} .recover | sqlite3"
-                 f" recovered.db`, then `embedops restore recovered.db`",
-            path=str(sqlite_path))
+        return corrupt_catalog(sqlite_path, detail)
     return CatalogUnavailable(f"cannot open the catalog database {redact(url)}: {detail}",
                               hint="check that the server is up and the URL, user and password are right (the"
                                    " password comes from $EMBEDOPS_DATABASE, database_env or ~/.pgpass)")
+
+
+def corrupt_catalog(path: Path | str, detail: str, **details: Any) -> CatalogCorrupt:
+    """The error for a SQLite catalog file that cannot be read, with the way back (restore, or salvage)."""
+    return CatalogCorrupt(
+        f"the catalog {path} cannot be read: {detail}",
+        hint=f"{RESTORE_HINT}. To salvage what is readable: `sqlite3 {path} .recover | sqlite3"
+             f" recovered.db`, then `embedops restore recovered.db`",
+        path=str(path), **details)
+
+
+def check_integrity(engine: sa.Engine) -> None:
+    """SQLite's ``quick_check`` of the whole catalog file (reads every page: seconds per GB), in a read
+    transaction; CatalogCorrupt naming the first problems. Damage in pages no query has reached yet is
+    found here, not by the next sync that reaches them. PostgreSQL checks its own pages."""
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return
+    with read_tx(engine) as conn:
+        problems = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check(20)")]
+    if problems != ["ok"]:
+        raise corrupt_catalog(engine.url.database, f"SQLite's integrity check: {'; '.join(problems[:3])}",
+                              problems=problems)
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether ``exc`` (sqlite3's, or SQLAlchemy's wrapping it) says the file is damaged or no database at all.
+
+    A truncated or overwritten file opens fine when its first pages are intact; SQLite finds
+    the damage only when a statement reaches the missing pages, whichever statement that is."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    name = getattr(exc, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or any(
+        says in str(exc) for says in ("database disk image is malformed", "file is not a database"))
+
+
+@contextmanager
+def corruption_translated(path: str | None) -> Iterator[None]:
+    """Around raw sqlite3 calls on the catalog at ``path`` (streamed passes; the vector store's search path
+    does the same in ``vectors/sqlite.py``): a damaged file becomes :class:`CatalogCorrupt`, as the engine's
+    own statements do (its ``handle_error`` event). ``path`` None: not the catalog, nothing translated."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if path and is_corruption(exc):
+            raise corrupt_catalog(path, str(exc)) from exc
+        raise
+
+
+# ``Connection.info`` key of a catalog connection's file (raw reads translate corruption on these only,
+# not on a SQLite database a source reads).
+CATALOG_PATH = "embedops.catalog_path"
+
+
+def _mark_catalog(path: str, _dbapi_conn: Any, record: Any) -> None:
+    record.info[CATALOG_PATH] = path
+
+
+def _raise_if_corrupt(path: str, context: sa.engine.ExceptionContext) -> None:
+    if is_corruption(context.original_exception):
+        raise corrupt_catalog(path, str(context.original_exception)) from context.original_exception
 
 
 def database_url(database: str, workspace_root: Path) -> str:
@@ -223,6 +284,9 @@ def create_engine(url: str) -> sa.Engine:
         # a write transaction starts with BEGIN IMMEDIATE and never deadlocks.
         sa.event.listen(engine, "connect", _disable_pysqlite_begin)
         sa.event.listen(engine, "begin", _begin_immediate)
+        if engine.url.database:
+            sa.event.listen(engine, "handle_error", partial(_raise_if_corrupt, engine.url.database))
+            sa.event.listen(engine, "connect", partial(_mark_catalog, engine.url.database))
         return engine
     engine = sa.create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "postgresql":
@@ -321,9 +385,10 @@ def driver_rows(conn: sa.Connection, select: sa.Select[Any], page: int) -> Gener
     else:
         cursor, params = raw.cursor(), compiled.params
     try:
-        cursor.execute(str(compiled), params)
-        while rows := cursor.fetchmany(page):
-            yield from rows
+        with corruption_translated(conn.info.get(CATALOG_PATH)):  # a catalog's rows, not a source's
+            cursor.execute(str(compiled), params)
+            while rows := cursor.fetchmany(page):
+                yield from rows
     finally:
         cursor.close()
 

@@ -11,16 +11,52 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+# typer (pinned) vendors click as typer._click: its parser raises these and keeps this context stack,
+# not the click package's.
+from typer._click.core import Context
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer._click.globals import get_current_context
+from typer.core import TyperGroup
 
 from embedops.catalog.secrets import redact
 from embedops.errors import EmbedopsError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Operate an embedding pipeline like a database.")
+_JSON_META = "embedops.json"
+
+
+class Commands(TyperGroup):
+    """The ``embedops`` command group. A usage error (an unknown option or command, a missing
+    argument, a value out of range) is reported as every other error is: an ``error:`` line, a
+    ``hint:`` line, exit code 2, and under ``--json`` a JSON object on stdout. Click raises these
+    while it parses, before a command's :func:`handle_errors` runs, so they are caught here, around
+    the parsing of the whole command line and the dispatch to the command. An error a command
+    raises outside its own :func:`handle_errors` (while rendering its result) is caught here too."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Context | None = None,
+                     **extra: Any) -> Context:
+        as_json = wants_json(args)
+        with _usage_errors(as_json):
+            ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta[_JSON_META] = as_json
+        return ctx
+
+    def invoke(self, ctx: Context) -> Any:
+        as_json = bool(ctx.meta.get(_JSON_META))
+        with _usage_errors(as_json), handle_errors(as_json):
+            return super().invoke(ctx)
+
+
+def wants_json(args: list[str]) -> bool:
+    """Whether ``--json`` is among the options of a command line (before a ``--``)."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True,
+                  help="Operate an embedding pipeline like a database.")
 
 
 def _print_version(value: bool) -> None:
@@ -120,7 +156,7 @@ def _global_options(
 
 
 def _debugging() -> bool:
-    ctx = click.get_current_context(silent=True)
+    ctx = get_current_context(silent=True)
     return bool(ctx and ctx.find_root().params.get("debug"))
 
 
@@ -134,16 +170,34 @@ def handle_errors(as_json: bool) -> Iterator[None]:
     except EmbedopsError as exc:
         _fail(as_json, exc.to_dict(), exc.message, exc.hint, exc.exit_code)
     except KeyboardInterrupt:
-        err.print(styled("interrupted", "yellow", ": committed work is kept; run the same command again to resume"))
+        hint = "committed work is kept; run the same command again to resume"
+        if as_json:
+            emit_json({"error": "Interrupted", "message": "interrupted", "hint": hint})
+        err.print(styled("interrupted", "yellow", f": {hint}"))
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
-        raise
+    except (typer.Exit, typer.Abort, ClickException):
+        raise  # exits, and usage errors (Commands reports those)
     except Exception as exc:  # noqa: BLE001 - the one place unexpected errors become a clean exit
         if _debugging():
             err.print_exception()
         message = f"unexpected {type(exc).__name__}: {redact(str(exc)).strip() or 'no message'}"
         hint = "this is likely a bug in embedops: run the command again with --debug for the traceback, and report it"
         _fail(as_json, {"error": "InternalError", "message": message, "hint": hint}, message, hint, EXIT_INTERNAL)
+
+
+@contextmanager
+def _usage_errors(as_json: bool) -> Iterator[None]:
+    try:
+        yield
+    except NoArgsIsHelpError:
+        raise  # `embedops` (or a group) alone: the help, as click shows it
+    except ClickException as exc:
+        message = exc.format_message()
+        ctx = getattr(exc, "ctx", None)
+        command = " ".join(["embedops", *ctx.command_path.split()[1:]]) if ctx is not None else "embedops"
+        hint = f"run `{command} --help` for its arguments and options"
+        name = "UsageError" if isinstance(exc, UsageError) else type(exc).__name__
+        _fail(as_json, {"error": name, "message": message, "hint": hint}, message, hint, exc.exit_code)
 
 
 def _fail(as_json: bool, payload: dict[str, Any], message: str, hint: str | None, code: int) -> NoReturn:

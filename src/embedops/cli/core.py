@@ -282,12 +282,13 @@ def serve(
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (uvicorn's access log; query values are never shown).")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep the sources synced inside the service (as `embedops watch`).")] = False,
     every: Annotated[str, typer.Option(help="With --watch: how often tables and files are polled (e.g. 30s, 5m).")] = "30s",
+    as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
     """Run the HTTP service (search, sync, push documents, status, metrics) until Ctrl-C."""
     from embedops.monitor.settings import parse_duration
 
-    with handle_errors(False):
+    with handle_errors(as_json):
         watch_every = parse_duration(every, what="--every") if watch else None
         commands.serve(workspace, host=host, port=port, token_env=token_env, auth_reads=auth_reads,
                        allow_public_reads=allow_public_reads, max_body_bytes=max_body_bytes,
@@ -301,15 +302,18 @@ def watch(
     debounce: Annotated[float, typer.Option(help="Seconds within which file events count as one change.", min=0.001, max=60)] = 0.2,
     port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics on this port (/metrics).", min=1, max=65535)] = None,
     addr: Annotated[str, typer.Option(help="Interface for --port.")] = "0.0.0.0",
+    as_json: JsonOpt = False,
     workspace: WsOpt = None,
 ) -> None:
     """Keep every source synced until Ctrl-C or SIGTERM (the sync in progress finishes first)."""
     from embedops.monitor.settings import parse_duration
 
-    with handle_errors(False):
+    with handle_errors(as_json):
         interval = parse_duration(every, what="--every")
         err.print(f"watching the sources (polling every {interval:g}s); Ctrl-C to stop", highlight=False)
         state = commands.watch(workspace, every=interval, debounce=debounce, port=port, addr=addr)
+    if as_json:
+        return emit_json({"syncs": state.syncs, "errors": state.errors, "embedded": state.embedded})
     synced = ", ".join(f"{name} {n}" for name, n in sorted(state.syncs.items())) or "none"
     failed = sum(state.errors.values())
     out.print(f"stopped: syncs per source: {synced}" + (f"; {failed} failed (see the warnings)" if failed else ""))

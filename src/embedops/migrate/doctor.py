@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from embedops.catalog import schema
+from embedops.catalog.db import check_integrity
 from embedops.catalog.lock import current_holders
 
 if TYPE_CHECKING:
@@ -15,7 +16,9 @@ if TYPE_CHECKING:
 
 
 def audit(ws: Workspace) -> dict[str, Any]:
-    """Counts per index; ``ok`` is False when any count that should be zero is not."""
+    """Counts per index; ``ok`` is False when any count that should be zero is not. A damaged SQLite
+    catalog file is CatalogCorrupt first, with the way back."""
+    check_integrity(ws.engine)
     v, c, d, e = schema.vectors, schema.chunks, schema.documents, schema.embeddings
     reports = []
     with ws.engine.connect() as conn:

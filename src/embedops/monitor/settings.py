@@ -11,6 +11,7 @@ numbers of seconds; ``"off"`` disables a freshness SLO. Every key is optional.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -26,18 +27,19 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 
 def parse_duration(value: str | int | float, *, what: str = "duration") -> float:
     """Seconds in ``value``: a number of seconds or a string such as ``"1h"``, ``"1h30m"``, ``"7d"``."""
-    if isinstance(value, bool):
-        raise ConfigError(f"bad {what} {value!r}", hint='use a number of seconds or a string like "30m", "1h", "7d"')
+    hint = 'use a number of seconds or a string like "30m", "1h", "7d"'
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):  # a TOML table, list or date is none
+        raise ConfigError(f"bad {what} {value!r}", hint=hint)
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
         text = value.strip().lower().replace(" ", "")
         parts = _PART.findall(text)
         if not text or "".join(n + u for n, u in parts) != text:
-            raise ConfigError(f"bad {what} {value!r}", hint='use a number of seconds or a string like "30m", "1h", "7d"')
+            raise ConfigError(f"bad {what} {value!r}", hint=hint)
         seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if seconds <= 0:
-        raise ConfigError(f"{what} must be positive (got {value!r})")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{what} must be a positive, finite duration (got {value!r})", hint=hint)
     return seconds
 
 

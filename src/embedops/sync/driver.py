@@ -148,12 +148,18 @@ class SyncDriver:
         with read_tx(self.engine) as conn:
             live: dict[str, int] = dict(conn.execute(sa.select(s.c.name, sa.func.count(d.c.id)).select_from(s.outerjoin(
                 d, sa.and_(d.c.source_id == s.c.id, d.c.deleted_at.is_(None)))).group_by(s.c.name)).all())
-            kinds = dict(conn.execute(sa.select(s.c.name, s.c.kind)).all())
+            # the catalog's copy of each source's kind and path: a source deleted from the file is still named by them
+            known = {n: (kind, (config or {}).get("path"))
+                     for n, kind, config in conn.execute(sa.select(s.c.name, s.c.kind, s.c.config))}
+        configured = {n: (c.kind, c.path) for n, c in self.settings.sources.items()}
         # a catalog-only source without live documents was removed: it is history, not a source
-        names = list(self.settings.sources) + sorted(n for n in live if n not in self.settings.sources and live[n])
-        return [{"name": n, "kind": (self.settings.sources[n].kind if n in self.settings.sources else kinds[n]),
-                 "path": self.settings.sources[n].path if n in self.settings.sources else None,
-                 "documents": int(live.get(n, 0)), "configured": n in self.settings.sources} for n in names]
+        names = list(configured) + sorted(n for n in live if n not in configured and live[n])
+        rows = []
+        for n in names:
+            kind, path = configured.get(n) or known[n]
+            rows.append({"name": n, "kind": kind, "path": path or None,  # push and sql sources have none
+                         "documents": int(live.get(n, 0)), "configured": n in configured})
+        return rows
 
     def checked_source_path(self, name: str, kind: str, path: str | Path | None, options: dict[str, Any]) -> str:
         """Validate kind and options; the path as stored (relative to the workspace when inside it, "" for push)."""

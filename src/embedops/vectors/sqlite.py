@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
+from embedops.catalog.db import corrupt_catalog, is_corruption
 from embedops.errors import SearchError, SpaceMismatch
 from embedops.refs import EmbedderRef
 from embedops.vectors.ann import AnnIndex, compaction_due, read_vectors, top_k_exact
@@ -159,6 +161,26 @@ def count_vectors(conn: sa.Connection, index_id: str) -> int:
     return int(conn.execute(sa.select(sa.func.count()).where(v.c.index_id == index_id)).scalar_one())
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _raw_reads(method: Callable[Concatenate[SqliteVectorStore, P], R]) -> Callable[Concatenate[SqliteVectorStore, P], R]:
+    """A method that reads the catalog through a raw sqlite3 connection (outside the engine, whose own
+    statements translate a damaged file already): a damaged file is CatalogCorrupt here too."""
+
+    @functools.wraps(method)
+    def reading(self: SqliteVectorStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:  # a plain try, free when nothing is raised: this wraps every search
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if is_corruption(exc):
+                raise corrupt_catalog(self.engine.url.database or "the catalog file", str(exc)) from exc
+            raise
+
+    return reading
+
+
 class SqliteVectorStore(CatalogReads):
     capabilities = Capabilities(full_text=True, ann_file=True)
 
@@ -266,9 +288,11 @@ class SqliteVectorStore(CatalogReads):
         for reader in readers:
             reader.close()
 
+    @_raw_reads
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self.raw().driver_connection.execute(sql, params).fetchall())
 
+    @_raw_reads
     def full_text(self, index: IndexInfo, terms: Sequence[str], k: int, filters: Filters | None) -> list[tuple[ResultRow, float]]:
         """FTS5 BM25 (score = −bm25(), higher is better) over the chunks of ``index``."""
         where, params = filter_sql(filters, _metadata_sql)
@@ -289,6 +313,7 @@ class SqliteVectorStore(CatalogReads):
                                                      codec=make_codec(self.engine, index, conn))
             return ann
 
+    @_raw_reads
     def refresh(self, index: IndexInfo) -> AnnIndex:
         """The index's ANN, in line with the catalog as this thread's connection sees it.
 
@@ -313,6 +338,7 @@ class SqliteVectorStore(CatalogReads):
         raw = self.raw().driver_connection
         return lambda seqs: read_vectors(raw, list(seqs), index.dims)
 
+    @_raw_reads
     def search(self, index: IndexInfo, query: np.ndarray, k: int, allowed: set[int] | None = None) -> list[Hit]:
         ann = self.refresh(index)
         spec = index.spec
@@ -329,6 +355,7 @@ class SqliteVectorStore(CatalogReads):
             keys, scores = rescored([(keys, scores)], query[None, :], k, self.full_vectors(index))[0]
         return _hits(keys, scores)
 
+    @_raw_reads
     def search_many(self, index: IndexInfo, queries: np.ndarray, k: int) -> list[list[Hit]]:
         ann = self.refresh(index)
         spec = index.spec
@@ -347,6 +374,7 @@ class SqliteVectorStore(CatalogReads):
                 return keys[keep][:k], scores[keep][:k]
             want *= 4
 
+    @_raw_reads
     def flush(self, index: IndexInfo) -> dict[str, Any]:
         """Bring the ANN in line (after its background work), compact it when due, save it.
 
