@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -171,15 +170,15 @@ def test_mean_metrics_and_run_from_rankings() -> None:
     assert rank(run["q"]) == ["x", "y", "z"]
 
 
-def test_300_queries_by_1000_results_evaluate_well_under_a_second() -> None:
+def test_300_queries_by_1000_results_are_all_evaluated() -> None:
+    """A gate's scale (its speed is measured in bench/migration_gate.py, not timed here)."""
     rng = random.Random(7)
     run = {f"q{q}": {f"d{rng.randrange(5000)}": rng.random() for _ in range(1000)} for q in range(300)}
     qrels = {q: {f"d{rng.randrange(5000)}": rng.randrange(1, 3) for _ in range(20)} for q in run}
-    start = time.perf_counter()
     per_query = evaluate_run(qrels, run, k_values=(10, 100))
-    elapsed = time.perf_counter() - start
-    assert len(per_query) == 300
-    assert elapsed < 1.0, f"took {elapsed:.2f}s"
+    assert sorted(per_query) == sorted(run)
+    assert all(0.0 <= m["ndcg@10"] <= 1.0 and 0.0 <= m["recall@100"] <= 1.0 for m in per_query.values())
+    assert any(m["recall@100"] > 0 for m in per_query.values())
 
 
 # --------------------------------------------------------------------- compare
@@ -285,12 +284,12 @@ def test_segment_metrics_and_worst_segment() -> None:
     assert worst_segment({}, "ndcg@10") is None
 
 
-def test_compare_300_queries_with_10k_resamples_is_fast() -> None:
+def test_compare_300_queries_with_10k_resamples() -> None:
+    """The gate's resampling at its scale (timed in bench/migration_gate.py, not here)."""
     rng = np.random.default_rng(0)
     a, b = _per_query(rng.random(300)), _per_query(rng.random(300))
-    start = time.perf_counter()
-    compare_runs(a, b, "ndcg@10", n_boot=10_000)
-    assert time.perf_counter() - start < 2.0
+    result = compare_runs(a, b, "ndcg@10", n_boot=10_000)
+    assert result.n == 300 and result.ci_low <= result.delta <= result.ci_high
 
 
 # ----------------------------------------------------------------- qrels files
