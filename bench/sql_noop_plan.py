@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -33,8 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO_ROOT, Check, Report, embedded_postgres_server, fmt_s, load_average, log  # noqa: E402
-from sql_source import make_table  # noqa: E402
+from common import Check, Report, embedded_postgres_server, fmt_s, load_average, log  # noqa: E402
+from sql_source import ticket_workspace  # noqa: E402
 
 MODES = ("open", "streamed", "loaded")
 # ru_maxrss survives fork + exec on Linux: a child's peak starts at its parent's, so the parent stays
@@ -139,21 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def bench(server: Any, tmp: Path, rows: int) -> int:
-    import psycopg
-
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE app")
-    url = str(server.get_uri("app"))
-    log(f"loading {rows:,} rows ...")
-    make_table(url, rows)
-    env = {**os.environ, "APP_DB_URL": url, "PYTHONPATH": str(REPO_ROOT / "src")}
-    ws = tmp / "ws"
-    cli = [sys.executable, "-m", "embedops.cli"]
-    subprocess.run([*cli, "init", str(ws), "--embedder", "hashing"], env=env, check=True, capture_output=True)
-    subprocess.run([*cli, "source", "add", "tickets", "-w", str(ws), "--kind", "sql", "--url-env", "APP_DB_URL",
-                    "--table", "support_tickets", "--id", "id", "--text", "subject || E'\\n\\n' || body",
-                    "--updated-at", "updated_at", "--where", "status <> 'spam'", "--metadata", "product"],
-                   env=env, check=True, capture_output=True)
+    _, env, ws, _ = ticket_workspace(server, tmp, rows)
     log("writing the catalog as a first sync leaves it ...")
     filled = run_child(ws, env, "fill")
     log(f"  {filled['documents']:,} documents in {filled['seconds']:.0f} s")

@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         return bench(server, tmp, args.rows)
 
 
-def bench(server: Any, tmp: Path, rows: int) -> int:
+def ticket_workspace(server: Any, tmp: Path, rows: int) -> tuple[str, dict[str, str], Path, float]:
+    """A database ``app`` holding ``rows`` tickets and a workspace ``tmp/ws`` with the table as source ``tickets``
+    (not synced): the table's URL, the environment that names it (APP_DB_URL), the workspace, the load time."""
     import psycopg
 
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
@@ -162,6 +164,11 @@ def bench(server: Any, tmp: Path, rows: int) -> int:
                     "--url-env", "APP_DB_URL", "--table", "support_tickets", "--id", "id", "--text",
                     "subject || E'\\n\\n' || body", "--updated-at", "updated_at", "--where", "status <> 'spam'",
                     "--metadata", "product"], env=env, check=True, capture_output=True)
+    return url, env, ws, load_s
+
+
+def bench(server: Any, tmp: Path, rows: int) -> int:
+    url, env, ws, load_s = ticket_workspace(server, tmp, rows)
     steps: dict[str, dict[str, Any]] = {}
     for name in ("first", "noop"):
         log(f"{name} sync ...")
