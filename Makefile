@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # Bytecode for the editable install, as pip writes it for a wheel: where PYTHONDONTWRITEBYTECODE is
 # set, Python would compile the package anew in every process (0.1 s of each CLI command).
 setup: $(VENV)/.installed
-	$(BIN)/python -m compileall -q src
+	$(BIN)/python -m compileall -q -x demo_corpus src
 
 # The tests' real OpenAI-compatible server (infinity-emb) lives in a venv of its own: its pins
 # (numpy<2, sentence-transformers<4, typer 0.12, uvicorn 0.32) clash with the project's.

@@ -57,7 +57,8 @@ def copy_corpus(dest: Path) -> None:
     dest.mkdir(parents=True)
     corpus = resources.files("embedops") / "demo_corpus"
     for entry in corpus.iterdir():
-        (dest / entry.name).write_text(entry.read_text(encoding="utf-8"), encoding="utf-8")
+        if entry.is_file():  # not a __pycache__ left by compiling the package (its .py file is a document)
+            (dest / entry.name).write_text(entry.read_text(encoding="utf-8"), encoding="utf-8")
 
 
 def main() -> None:
