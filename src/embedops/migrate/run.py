@@ -641,8 +641,8 @@ class _TargetChunks:
 
     def texts(self, conn: sa.Connection, hashes: Sequence[str]) -> list[str]:
         """The texts of ``hashes``, in that order (from the catalog's chunks unless the plan made them)."""
-        if self.made is not None or not hashes:
-            return [(self.made or {})[h] for h in hashes]
+        if self.made is not None:
+            return [self.made[h] for h in hashes]
         c = schema.chunks
         found: dict[str, str] = {}
         for i in range(0, len(hashes), 500):
