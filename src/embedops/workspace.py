@@ -14,9 +14,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import queries, schema
@@ -45,6 +44,9 @@ from embedops.sync.targets import Targets, model_chunker, set_alias
 from embedops.thresholds.registry import ThresholdRegistry
 from embedops.vectors.base import IndexInfo
 from embedops.vectors import make_store
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Re-exported: sync results and progress callbacks were first defined here.
 __all__ = ["ProgressFactory", "SyncResult", "Workspace"]

@@ -15,10 +15,13 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-import numpy as np
-import numpy.typing as npt
-
 from embedops.curate.signature import Signature, SignatureSpec
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 # (first_seen, doc_id): the smaller rank is the canonical copy of a group.
 Rank = tuple[float, str]
@@ -180,6 +183,7 @@ _FALSE_POSITIVE_WEIGHT, _FALSE_NEGATIVE_WEIGHT = 0.2, 0.8
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows) with bands × rows ≤ num_perm minimizing the weighted areas of false
     candidates below the threshold and of missed ones above it (datasketch's criterion)."""
+    import numpy as np
     s = np.linspace(0.0, 1.0, 1001)
     below, above = s <= threshold, s >= threshold
     best: tuple[float, int, int] | None = None

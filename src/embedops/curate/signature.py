@@ -22,13 +22,14 @@ from __future__ import annotations
 import functools
 import struct
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from embedops.curate.text import words
 from embedops.errors import SignatureMismatch
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 SEED = 1
 _MAGIC = b"EMH1"
@@ -58,6 +59,7 @@ class Signature:
 
     def jaccard(self, other: Signature) -> float:
         """Estimated Jaccard similarity: the share of equal values."""
+        import numpy as np
         if other.spec != self.spec:
             raise SignatureMismatch(f"cannot compare signatures {self.spec.key} and {other.spec.key}")
         return float(np.count_nonzero(self.values == other.values)) / self.spec.num_perm
@@ -69,6 +71,7 @@ class Signature:
     @classmethod
     def from_bytes(cls, data: bytes, expected: SignatureSpec) -> Signature:
         """The signature stored in ``data``; :class:`SignatureMismatch` unless made with ``expected``."""
+        import numpy as np
         if len(data) < _HEADER.size or data[:4] != _MAGIC:
             raise SignatureMismatch("not a stored embedops MinHash signature", hint=_RECOMPUTE)
         _, shingle_size, num_perm, seed = _HEADER.unpack_from(data)
@@ -95,6 +98,7 @@ def shingles(text: str, size: int) -> set[str]:
 
 def signature(text: str, spec: SignatureSpec) -> Signature:
     """The MinHash signature of ``text``'s shingles (an empty text has the all-max signature)."""
+    import numpy as np
     from datasketch import MinHash  # type: ignore[import-untyped]
 
     minhash = MinHash(num_perm=spec.num_perm, seed=spec.seed, permutations=_permutations(spec.num_perm, spec.seed),

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
 from embedops.errors import EmbedderNotFound, EmbeddingError
 from embedops.refs import EmbedderRef
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnxruntime  # type: ignore[import-untyped]
     import tokenizers
 
@@ -212,6 +211,7 @@ class OnnxEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length float32 vectors, shape ``(len(texts), dims)``, in input order."""
+        import numpy as np
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.ref.dims), dtype=np.float32)
@@ -245,6 +245,7 @@ class OnnxEmbedder:
         return n
 
     def _run(self, encodings: list[Any]) -> np.ndarray:
+        import numpy as np
         width = max(1, max(len(e.ids) for e in encodings))
         ids = np.zeros((len(encodings), width), dtype=np.int64)
         types = np.zeros_like(ids)
@@ -291,6 +292,7 @@ def _needs_pooling(rank: int, pooling: Pooling) -> bool:
 
 
 def _mean_pool(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    import numpy as np
     weights = mask[:, : tokens.shape[1], None].astype(np.float32)
     summed = (tokens.astype(np.float32) * weights).sum(axis=1)
     pooled: np.ndarray = summed / np.clip(weights.sum(axis=1), 1e-9, None)
@@ -298,6 +300,7 @@ def _mean_pool(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    import numpy as np
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     unit: np.ndarray = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
     return unit.astype(np.float32, copy=False)

@@ -26,8 +26,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog.ledger import write_ledger
@@ -40,6 +40,9 @@ from embedops.embedding.spend import (
     embed_metered,
     record,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 QUERY_CACHE_SIZE = 1024
@@ -83,6 +86,7 @@ class QueryEmbeddings:
 
     def embed(self, space: str, name: str, embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
         """Vectors of ``texts`` in ``space`` (``embedder``, called ``name``), cached ones reused."""
+        import numpy as np
         out: list[np.ndarray | None] = [None] * len(texts)
         with self._lock:
             stats = self._stats.setdefault(space, QueryStats(name))
@@ -106,6 +110,7 @@ class QueryEmbeddings:
             np.empty((0, embedder.ref.dims), dtype=np.float32)
 
     def _embed(self, space: str, name: str, embedder: Embedder, texts: list[str]) -> np.ndarray:
+        import numpy as np
         spend = Spend()
         started = time.perf_counter()
         try:

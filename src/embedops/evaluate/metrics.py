@@ -28,12 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from embedops.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
 
 Qrels = dict[str, dict[str, int]]
 Run = dict[str, dict[str, float]]
@@ -41,8 +44,6 @@ Run = dict[str, dict[str, float]]
 METRICS: tuple[str, ...] = ("ndcg", "recall", "precision", "mrr", "map")
 DEFAULT_METRICS: tuple[str, ...] = METRICS
 DEFAULT_K: tuple[int, ...] = (10,)
-
-FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def _check_args(k_values: Iterable[int], metrics: Iterable[str]) -> tuple[list[i
 def _score_query(
     judgments: Mapping[str, int], scores: Mapping[str, float], ks: list[int], names: list[str]
 ) -> dict[str, float]:
+    import numpy as np
     ranked = rank(scores)
     # trec_eval counts negative grades as gain 0 (verified against pytrec_eval).
     gains = np.array([max(judgments.get(doc, 0), 0) for doc in ranked], dtype=np.float64)
@@ -216,6 +218,7 @@ def _at_k(
 
 
 def _dcg(gains: FloatArray) -> float:
+    import numpy as np
     if not len(gains):
         return 0.0
     return float(np.sum(gains / np.log2(np.arange(2, len(gains) + 2))))

@@ -25,13 +25,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
-import numpy as np
-
 from embedops.embedding.base import Embedder
 from embedops.embedding.spend import Spend, embed_metered
 from embedops.errors import EmbeddingError, InputsRejected, ProviderRefused, ProviderUnavailable, Transient
 
 if TYPE_CHECKING:
+    import numpy as np
     from embedops.embedding.fingerprint import FingerprintCheck
     from embedops.embedding.providers import EmbedderConfig
 

@@ -23,7 +23,6 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog.curation import not_quarantined
@@ -495,6 +494,7 @@ class Migrator:
         """Top-k document overlap and rank correlation of old vs new on queries sampled from chunk text.
 
         Query vectors go through the catalog's content-addressed cache, so a re-measure loads no model."""
+        import numpy as np
         from embedops.search.modes import embed_queries_remembered
 
         if old.space_key == new.space_key:  # a storage change: the stored chunk vectors are queries of that space

@@ -12,7 +12,6 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
@@ -23,6 +22,7 @@ from embedops.vectors.base import IndexInfo
 from embedops.vectors.storage import StorageSpec
 
 if TYPE_CHECKING:
+    import numpy as np
     from embedops.migrate.run import MigrationHost
 
 PCA_SAMPLE = 100_000  # vectors a PCA is fitted on, at most (evenly spaced over the index)
@@ -48,6 +48,7 @@ def storage_warnings(spec: StorageSpec, extra: dict[str, Any], dims: int) -> lis
 
 def fit_projection(conn: sa.Connection, source: IndexInfo, spec: StorageSpec, space_key: str) -> str:
     """Fit a PCA on (a sample of) the source index's stored vectors; store it; its id."""
+    import numpy as np
     from embedops.vectors.storage import Projection
 
     assert spec.dims is not None
@@ -69,6 +70,7 @@ def fit_projection(conn: sa.Connection, source: IndexInfo, spec: StorageSpec, sp
 
 def sample_chunk_vectors(engine: sa.Engine, index: IndexInfo, n: int) -> np.ndarray:
     """``n`` of the index's stored chunk vectors, picked at random (seeded) among its rows."""
+    import numpy as np
     v, e = schema.vectors, schema.embeddings
     with engine.connect() as conn:
         seqs = conn.execute(sa.select(v.c.seq).where(v.c.index_id == index.id).order_by(v.c.seq)).scalars().all()

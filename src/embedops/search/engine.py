@@ -9,9 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
@@ -23,6 +22,9 @@ from embedops.errors import NotFound, SearchError, SpaceMismatch
 from embedops.monitor.staleness import is_stale
 from embedops.vectors.base import IndexInfo, VectorStore
 from embedops.vectors.rows import Filters, ResultRow
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["Filters", "SearchResult", "Searcher"]  # Filters: defined with the rows it compiles to
 
@@ -113,6 +115,7 @@ class Searcher:
         return embedder
 
     def embed_query(self, index: IndexInfo, text: str) -> np.ndarray:
+        import numpy as np
         vectors: np.ndarray = self.embed_queries(index, [text])
         return np.asarray(vectors[0], dtype=np.float32)
 
@@ -148,6 +151,7 @@ class Searcher:
         self, index: IndexInfo, vectors: np.ndarray, k: int, filters: Filters | None = None
     ) -> list[list[SearchResult]]:
         """Top-k for each query vector (rows of ``vectors``) on one resolved index; one ANN call when unfiltered."""
+        import numpy as np
         if k < 1:
             raise SearchError(f"k must be at least 1 (got {k})")
         queries = np.empty((len(vectors), index.dims), dtype=np.float32)
@@ -183,6 +187,7 @@ class Searcher:
 
 
 def _as_query_vector(vector: np.ndarray, index: IndexInfo) -> np.ndarray:
+    import numpy as np
     vec = np.asarray(vector, dtype=np.float32).reshape(-1)
     if vec.shape[0] != index.dims:
         raise SearchError(f"query vector has {vec.shape[0]} dimensions; index {index.id} has {index.dims}")

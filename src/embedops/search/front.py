@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import queries
@@ -22,6 +21,11 @@ from embedops.errors import NotFound
 from embedops.search.engine import Filters, Searcher, SearchResult
 from embedops.search.params import refuse_nul
 from embedops.vectors.base import IndexInfo
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)

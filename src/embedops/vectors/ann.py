@@ -25,13 +25,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from embedops.vectors.base import EF_SEARCH_GROWTH, MAX_EF_SEARCH, default_ef_search
 from embedops.vectors.calibrate import CALIBRATE_MIN, RecallProbe
 from embedops.vectors.storage import Codec, StorageSpec
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ def compaction_due(vectors: int, tombstones: int) -> bool:
 
 
 def _matrix(rows: list[tuple[int, bytes]], dims: int) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
     keys = np.fromiter((r[0] for r in rows), dtype=np.uint64, count=len(rows))
     vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dims)
     return keys, vecs
@@ -253,6 +255,7 @@ class AnnIndex:
 
     def _catch_up(self, raw: sqlite3.Connection, db: Stamp) -> bool:
         """Apply changes since the last stamp; False when the result disagrees with the catalog."""
+        import numpy as np
         hnsw, old = self._hnsw, self._stamp
         dels = raw.execute(
             "SELECT vector_seq FROM vector_deletions WHERE index_id = ? AND seq > ?",
@@ -462,6 +465,7 @@ class AnnIndex:
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (keys, cosine scores) over the whole index."""
+        import numpy as np
         with self._lock:
             if self._hnsw is not None:
                 n = min(k, len(self._hnsw))
@@ -479,6 +483,7 @@ class AnnIndex:
 
     def search_many(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top-k (keys, cosine scores) for each row of ``queries``: one batched call, one matrix product."""
+        import numpy as np
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dims)
         if len(q) == 1:  # usearch answers a single row with flat Matches: the one-query path does it
             return [self.search(q[0], k)]
@@ -511,10 +516,12 @@ def _size(hnsw: Any) -> SizeSample:
 
 
 def _no_hits() -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
     return np.empty(0, np.uint64), np.empty(0, np.float32)
 
 
 def _top_k_of(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
     k = min(k, len(scores))
     top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     top = top[np.argsort(-scores[top], kind="stable")]

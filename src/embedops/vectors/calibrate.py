@@ -21,9 +21,11 @@ distances are integers, and many neighbours share one).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 CALIBRATE_MIN = 50_000
 PROBES = 100
@@ -49,6 +51,7 @@ class RecallProbe:
     def see(self, keys: np.ndarray, vecs: np.ndarray) -> None:
         """One block of the graph's vectors (keys, unit vectors as the graph compares them: ``Codec.prepare``),
         in any order."""
+        import numpy as np
         if self.queries is None:
             take = np.linspace(0, len(keys) - 1, min(self.probes, len(keys))).astype(np.int64)
             self.keys, self.queries = keys[take].copy(), np.ascontiguousarray(vecs[take], dtype=np.float32)
@@ -64,6 +67,7 @@ class RecallProbe:
 
     def recall(self, hnsw: Any, ef: int) -> float:
         """recall@10 of ``hnsw`` at ``ef`` on the probes (their own key left out of the results)."""
+        import numpy as np
         assert self.queries is not None and self.keys is not None and self._best_k is not None
         assert self._best_s is not None
         hnsw.expansion_search = ef

@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-import numpy as np
 import sqlalchemy as sa
 
 from embedops.catalog import schema
@@ -24,6 +23,7 @@ from embedops.vectors.base import Capabilities, Hit, IndexInfo, VectorRow
 from embedops.vectors.storage import Codec, Projection, StorageSpec, rescore
 
 if TYPE_CHECKING:
+    import numpy as np
     from embedops.vectors.scratch import ScratchVariant
 from embedops.vectors.fts import bm25
 from embedops.vectors.rows import CatalogReads, Filters, ResultRow, filter_sql
@@ -103,6 +103,7 @@ def space_ref(conn: sa.Connection, space_key: str) -> EmbedderRef | None:
 
 def stored_embeddings(conn: sa.Connection, space_key: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
     """``content hash → vector`` of the texts the catalog already holds a vector for in this space."""
+    import numpy as np
     e = schema.embeddings
     wanted = list(dict.fromkeys(hashes))
     out: dict[str, np.ndarray] = {}
@@ -143,6 +144,7 @@ def rescored(hits: list[tuple[np.ndarray, np.ndarray]], queries: np.ndarray, k: 
              full: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each query's candidates re-ranked by their full-precision vectors (``full(seqs) -> (keys, vectors)``),
     read once for every query together."""
+    import numpy as np
     wanted = sorted({int(key) for keys, _ in hits for key in keys})
     if not wanted:
         return [(keys[:0], scores[:0]) for keys, scores in hits]
@@ -201,6 +203,7 @@ class SqliteVectorStore(CatalogReads):
 
     # -- writes (inside the caller's transaction) --------------------------
     def put_embeddings(self, conn: sa.Connection, space_key: str, vectors: Mapping[str, np.ndarray]) -> None:
+        import numpy as np
         if not vectors:
             return
         now = time.time()
@@ -340,6 +343,7 @@ class SqliteVectorStore(CatalogReads):
 
     @_raw_reads
     def search(self, index: IndexInfo, query: np.ndarray, k: int, allowed: set[int] | None = None) -> list[Hit]:
+        import numpy as np
         ann = self.refresh(index)
         spec = index.spec
         if allowed is None:
@@ -366,6 +370,7 @@ class SqliteVectorStore(CatalogReads):
 
     def _filtered_ann(self, ann: AnnIndex, query: np.ndarray, k: int, allowed: set[int]) -> tuple[np.ndarray, np.ndarray]:
         # Oversample in proportion to how much the filter removes, widening until k survive.
+        import numpy as np
         want = max(k * 4, int(k * len(ann) / max(len(allowed), 1)) * 2)
         while True:
             keys, scores = ann.search(query, want)

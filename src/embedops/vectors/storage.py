@@ -30,11 +30,12 @@ import hashlib
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Literal, cast, get_args
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal, cast, get_args
 
 from embedops.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Precision = Literal["f32", "f16", "i8", "b1"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -174,6 +175,7 @@ class Projection:
     @classmethod
     def fit(cls, vectors: np.ndarray, dims: int) -> Projection:
         """The top ``dims`` principal directions of ``vectors`` (rows); deterministic for the same rows."""
+        import numpy as np
         x = np.asarray(vectors, dtype=np.float64)
         if len(x) < 2 or dims >= x.shape[1]:
             raise ConfigError(f"cannot fit a PCA to {dims} dimensions on {len(x)} vectors of {x.shape[1]}",
@@ -189,6 +191,7 @@ class Projection:
         return cls(digest, mean32, components)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
+        import numpy as np
         return np.asarray((x - self.mean) @ self.components, dtype=np.float32)
 
     def to_bytes(self) -> tuple[bytes, bytes]:
@@ -196,12 +199,14 @@ class Projection:
 
     @classmethod
     def from_bytes(cls, projection_id: str, mean: bytes, components: bytes, dims: int) -> Projection:
+        import numpy as np
         m = np.frombuffer(mean, dtype=np.float32)
         return cls(projection_id, m, np.frombuffer(components, dtype=np.float32).reshape(len(m), dims))
 
 
 # -- encoding ---------------------------------------------------------------------------------
 def _normalized(x: np.ndarray) -> np.ndarray:
+    import numpy as np
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.asarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
 
@@ -233,6 +238,7 @@ class Codec:
         return "hamming" if self.spec.precision == "b1" else "cos"
 
     def reduce(self, x: np.ndarray) -> np.ndarray:
+        import numpy as np
         x = np.asarray(x, dtype=np.float32).reshape(-1, self.space_dims)
         if not self.spec.reduces:
             return x
@@ -241,6 +247,7 @@ class Codec:
         return _normalized(x[:, : self.ndim])
 
     def encode(self, reduced: np.ndarray) -> np.ndarray:
+        import numpy as np
         p = self.spec.precision
         if p == "f32":
             return np.ascontiguousarray(reduced, dtype=np.float32)
@@ -255,6 +262,7 @@ class Codec:
 
     def decode(self, encoded: np.ndarray) -> np.ndarray:
         """Encoded rows back to float32 unit rows (b1: ±1 per bit)."""
+        import numpy as np
         if self.spec.precision == "b1":
             bits = np.unpackbits(encoded, axis=1, count=self.ndim).astype(np.float32)
             return _normalized(bits * 2.0 - 1.0)
@@ -268,6 +276,7 @@ class Codec:
 
     def prepare(self, x: np.ndarray) -> np.ndarray:
         """What an exact search compares: reduced, encoded and decoded unit rows (``x`` itself for f32)."""
+        import numpy as np
         if self.identity:
             return np.asarray(x, dtype=np.float32).reshape(-1, self.space_dims)
         return self.decode(self.encode(self.reduce(x)))
@@ -275,6 +284,7 @@ class Codec:
     def exact_scores(self, codes: np.ndarray, queries: np.ndarray) -> np.ndarray:
         """Similarity of each query (full-precision rows) with every encoded row (``ann_vectors``): what the
         variant's graph measures; a brute-force scan in numpy."""
+        import numpy as np
         q = self.ann_vectors(queries)
         if self.spec.precision == "f32":
             return np.asarray(q @ codes.T, dtype=np.float32)
@@ -296,6 +306,7 @@ class Codec:
 
         int8 and float16 rows are scanned by usearch's SIMD kernels (5x numpy's speed on int8, where
         numpy would convert every row to float32 first); float32 and binary by numpy."""
+        import numpy as np
         k = min(k, len(codes))
         if k == 0:
             return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(len(queries))]
@@ -323,6 +334,7 @@ class Codec:
 
     def scores(self, distances: np.ndarray) -> np.ndarray:
         """Similarity from usearch distances: cosine, or 1 − 2·hamming/bits for b1 (the cosine of ±1 vectors)."""
+        import numpy as np
         d = np.asarray(distances, dtype=np.float32)
         if self.spec.precision == "b1":
             return np.asarray(1.0 - 2.0 * d / self.ndim, dtype=np.float32)
@@ -331,6 +343,7 @@ class Codec:
 
 def rescore(keys: np.ndarray, full: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` of candidate ``keys`` by cosine of their full-precision rows ``full`` with ``query``."""
+    import numpy as np
     if len(keys) == 0:
         return np.empty(0, np.uint64), np.empty(0, np.float32)
     scores = np.asarray(full @ np.asarray(query, dtype=np.float32), dtype=np.float32)
