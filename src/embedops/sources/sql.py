@@ -218,12 +218,13 @@ class SqlSource:
                     raise OutOfOrder(f"source {self.name!r}: no id order known for {conn.dialect.name}")
                 if conn.dialect.name == "postgresql":  # one snapshot for every query (SQLite: see _engine)
                     conn = conn.execution_options(isolation_level="REPEATABLE READ")
-                conn = conn.execution_options(yield_per=FETCH_BATCH)
                 with conn.begin():
                     if fingerprint is not None:  # first: the snapshot is the one every read below sees
+                        # One row, by a plain cursor: PostgreSQL runs no parallel workers for a cursor's query.
                         fingerprint.seen = self._fingerprint(conn)
                         if fingerprint.unchanged:
                             return
+                    conn = conn.execution_options(yield_per=FETCH_BATCH)
                     if self.updated_at is None or not signed():  # first sync, full re-scan, or nothing to compare
                         yield from self._rows(conn, self._in_order(conn, self._select()) if ordered else self._select())
                     else:
