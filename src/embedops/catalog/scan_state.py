@@ -38,11 +38,11 @@ def forget_fingerprint(conn: sa.Connection, source_id: int) -> None:
     conn.execute(sa.update(s).where(s.c.id == source_id, s.c.scan_fingerprint.is_not(None)).values(scan_fingerprint=None))
 
 
-def live_documents(conn: sa.Connection, source_id: int) -> int:
+def live_document_count(conn: sa.Connection, source_id: int) -> int:
     """How many live documents source ``source_id`` has (what an id pass that finds nothing counts unchanged)."""
     d = schema.documents
     q = sa.select(sa.func.count()).select_from(d).where(d.c.source_id == source_id, d.c.deleted_at.is_(None))
     return int(conn.execute(q).scalar_one())
 
 
-__all__ = ["forget_fingerprint", "live_documents", "record_fingerprint", "stored_fingerprint"]
+__all__ = ["forget_fingerprint", "live_document_count", "record_fingerprint", "stored_fingerprint"]

@@ -47,7 +47,7 @@ def pg_fingerprint(conn: sa.Connection, pairs: sa.Select[Any]) -> str | None:
     probe.close()
     rows = pairs.subquery("eo__fp")
     id_text, up_text = sa.cast(rows.c.eo__id, sa.Text), sa.cast(rows.c.eo__up, sa.Text)
-    pair = sa.collate(sa.cast(sa.func.length(id_text), sa.Text) + ":" + id_text + up_text, "C")
+    pair = sa.collate((sa.cast(sa.func.length(id_text), sa.Text) + ":" + id_text + up_text).self_group(), "C")
     query = sa.select(sa.func.count(), sa.func.count().filter(rows.c.eo__up.is_(None)),
                       sa.func.coalesce(sa.func.sum(sa.func.hashtextextended(pair, 0)), 0),
                       *[sa.func.current_setting(name) for name in PG_SETTINGS]).select_from(rows)

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.catalog.db import driver_rows, read_tx
-from embedops.catalog.scan_state import live_documents, stored_fingerprint
+from embedops.catalog.scan_state import live_document_count, stored_fingerprint
 from embedops.sources.base import (
     FingerprintedSource, OrderedSource, OutOfOrder, ScanFingerprint, SignatureCursor, Source, SourceItem,
 )
@@ -82,7 +82,7 @@ def _plan_streamed(engine: sa.Engine, source_id: int, source: OrderedSource, ful
         try:
             scanned = _started(items)  # the scan fingerprints before its first item
             if mark is not None and mark.unchanged:
-                return SyncPlan(source.name, unchanged=live_documents(conn, source_id), fingerprint=mark.seen,
+                return SyncPlan(source.name, unchanged=live_document_count(conn, source_id), fingerprint=mark.seen,
                                 unchanged_by="fingerprint")
             plan = plan_sync_in_order(source.name, scanned, catalog)
             plan.fingerprint = None if mark is None else mark.seen
