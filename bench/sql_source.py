@@ -6,7 +6,11 @@ step runs as its own process, as `embedops sync` would, and reports its wall
 time and peak RSS:
 
 * first sync: every row read (one streamed query) and embedded;
-* no-op re-sync: must embed nothing, in at most 10 s (at 1M rows);
+* no-op re-sync: must embed nothing, in at most 10 s (at 1M rows), and read no
+  row: the table's fingerprint (one aggregate query) is the one the first sync
+  recorded, so neither the id pass nor the catalog merge runs;
+* the same no-op with the recorded fingerprint cleared first: the id pass and
+  the catalog merge, as a no-op ran before the fast path, for comparison;
 * 1% of rows updated (new body, updated_at = now()) and 0.1% deleted: the sync
   must update and embed exactly those rows and delete exactly those;
 * ``sync --full``: every row read again, nothing embedded.
@@ -83,7 +87,8 @@ def child_sync(workspace: str, full: bool) -> None:
     c = result.counts
     print(json.dumps({"seconds": round(seconds, 2), "added": c.added, "updated": c.updated, "deleted": c.deleted,
                       "unchanged": c.unchanged, "embedded": c.embedded, "peak_rss_mb": peak,
-                      "scan_seconds": scan_alone(workspace, full)}))
+                      "unchanged_by": result.sources[0].get("unchanged_by"),
+                      "scan_seconds": scan_alone(workspace, full), "fingerprint_seconds": fingerprint_alone(workspace)}))
 
 
 def scan_alone(workspace: str, full: bool) -> float:
@@ -102,6 +107,29 @@ def scan_alone(workspace: str, full: bool) -> float:
         for _ in source.scan(dict.fromkeys(known) if full else known):
             pass
         return round(time.perf_counter() - started, 2)
+
+
+def fingerprint_alone(workspace: str) -> float:
+    """The fingerprint query alone: what a no-op sync asks the table instead of the id pass."""
+    from embedops.sources.base import FingerprintedSource
+    from embedops.workspace import Workspace
+
+    with Workspace.open(workspace) as ws:
+        source = ws.open_source(ws.settings.sources["tickets"])
+        assert isinstance(source, FingerprintedSource)
+        started = time.perf_counter()
+        source.fingerprint()
+        return round(time.perf_counter() - started, 2)
+
+
+def forget_fingerprint(workspace: Path) -> None:
+    """Clear the recorded fingerprint (here, not in the timed process), so that the next sync runs its id pass."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{workspace / '.embedops' / 'catalog.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE sources SET scan_fingerprint = NULL"))
+    engine.dispose()
 
 
 def run_step(workspace: Path, env: dict[str, str], *, full: bool = False) -> dict[str, Any]:
@@ -173,6 +201,9 @@ def bench(server: Any, tmp: Path, rows: int) -> int:
     for name in ("first", "noop"):
         log(f"{name} sync ...")
         steps[name] = run_step(ws, env)
+    log("noop sync, fingerprint cleared (the id pass) ...")
+    forget_fingerprint(ws)
+    steps["noop id pass"] = run_step(ws, env)
     want_updated, want_deleted = change_table(url, rows)
     log("sync after the change ...")
     steps["change"] = run_step(ws, env)
@@ -185,17 +216,24 @@ def bench(server: Any, tmp: Path, rows: int) -> int:
     report.checks = [
         Check("no-op sync seconds", steps["noop"]["seconds"], NOOP_MAX_S, " s"),
         Check("no-op sync embedded", steps["noop"]["embedded"], 0),
+        Check("no-op sync read no row (unchanged by the fingerprint)",
+              float(steps["noop"]["unchanged_by"] == "fingerprint"), 1, at_most=False),
+        Check("no-op by the id pass embedded", steps["noop id pass"]["embedded"], 0),
+        Check("change found by the id pass, not the fingerprint", float(change["unchanged_by"] is None), 1,
+              at_most=False),
         Check("change: updated ids = the updated rows", float(got_updated == want_updated), 1, at_most=False),
         Check("change: deleted ids = the deleted rows", float(got_deleted == want_deleted), 1, at_most=False),
         Check("change: embedded - updated rows", abs(change["embedded"] - len(want_updated)), 0),
         Check("full re-scan embedded", steps["full"]["embedded"], 0),
     ]
-    table = [[name, fmt_s(s["seconds"]), fmt_s(s["scan_seconds"]) if "scan_seconds" in s else "",
-              f"{s['peak_rss_mb']:.0f} MB", str(s["added"]), str(s["updated"]), str(s["deleted"]), str(s["embedded"])]
+    table = [[name, fmt_s(s["seconds"]), fmt_s(s["scan_seconds"]), fmt_s(s["fingerprint_seconds"]),
+              s["unchanged_by"] or "", f"{s['peak_rss_mb']:.0f} MB", str(s["added"]), str(s["updated"]),
+              str(s["deleted"]), str(s["embedded"])]
              for name, s in steps.items()]
     print(f"sql_source: {rows:,} rows in PostgreSQL 18 (loaded in {load_s:.1f} s), hashing embedder,"
           f" SQLite catalog; load average {load_average()}")
-    report.print(table, ["step", "wall", "scan alone", "peak RSS", "added", "updated", "deleted", "embedded"])
+    report.print(table, ["step", "wall", "scan alone", "fingerprint alone", "unchanged by", "peak RSS", "added",
+                         "updated", "deleted", "embedded"])
     return 0 if report.ok else 1
 
 

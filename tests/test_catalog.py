@@ -109,3 +109,24 @@ def test_v13_catalog_gains_the_canonical_source_and_old_duplicates_keep_their_ow
         assert stored == {doc_key(7, "a.md"): None, doc_key(7, "b.md"): doc_key(7, "a.md")}
         upgrades = [r["details"]["schema_version"] for r in read_ledger(conn, kind_prefix="catalog.upgrade")]
         assert 14 in upgrades
+
+
+def test_v14_catalog_gains_the_scan_fingerprint_column_empty_so_the_next_sync_runs_its_id_pass(
+    tmp_path: Path, database: str | None,
+) -> None:
+    from embedops.catalog.scan_state import record_fingerprint, stored_fingerprint
+
+    engine = create_engine(database_url(database or "v14.db", tmp_path))
+    with engine.begin() as conn:
+        schema.metadata.create_all(conn)
+        conn.exec_driver_sql("ALTER TABLE sources DROP COLUMN scan_fingerprint")  # as version 14 made it
+        conn.execute(sa.insert(schema.meta).values(key="schema_version", value="14"))
+        conn.execute(sa.insert(schema.sources).values(id=3, name="t", kind="sql", config={}, created_at=1.0))
+    assert ensure_schema(engine) == schema.SCHEMA_VERSION >= 15
+    with engine.begin() as conn:
+        assert stored_fingerprint(conn, 3) is None  # nothing recorded: no fast path until a sync records one
+        record_fingerprint(conn, 3, "fp1|k|sqlite|1|0")
+        assert stored_fingerprint(conn, 3) == "fp1|k|sqlite|1|0"
+        upgrades = [r["details"]["schema_version"] for r in read_ledger(conn, kind_prefix="catalog.upgrade")]
+        assert 15 in upgrades
+    engine.dispose()

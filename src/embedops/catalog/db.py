@@ -147,6 +147,17 @@ def _upgrade_to_14(conn: sa.Connection) -> None:
 UPGRADES[14] = _upgrade_to_14
 
 
+def _upgrade_to_15(conn: sa.Connection) -> None:
+    """Version 15: a source's scan fingerprint (``sources.scan_fingerprint``; NULL: the next sync of the source
+    reads its id set as before). Self-contained (one nullable column): it can take another number if a merge
+    makes 15 taken."""
+    if "scan_fingerprint" not in {c["name"] for c in sa.inspect(conn).get_columns("sources")}:
+        conn.execute(sa.text("ALTER TABLE sources ADD COLUMN scan_fingerprint TEXT"))
+
+
+UPGRADES[15] = _upgrade_to_15
+
+
 RESTORE_HINT = (
     "restore it from a backup: `embedops restore BACKUP` (backups are made with `embedops backup FILE`);"
     " the catalog holds the history and cannot be rebuilt from the sources"

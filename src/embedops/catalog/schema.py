@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)  # 4: thresholds, 5: monitoring tables (bottom of this file),
+SCHEMA_VERSION = max(3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)  # 4: thresholds, 5: monitoring tables (bottom of this file),
 # 6: gate evidence, 7: writer locks, 8: storage variants (indexes.storage, projections), 9: chunks.metadata,
 # 10: adopted embeddings, 11: curation (one self-contained table, see the end of this file), 12: spend,
 # 13: spaces.query_fingerprint (an asymmetric model's query side), 14: curation.canonical_source (duplicates across
-# sources)
+# sources), 15: sources.scan_fingerprint (a table's unchanged fast path)
 
 metadata = sa.MetaData()
 
@@ -32,6 +32,9 @@ sources = sa.Table(
     sa.Column("config", sa.JSON, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("last_scan_at", sa.Float),
+    # What the source's id set looked like when the last sync left the catalog in line with it (catalog/scan_state.py);
+    # NULL: nothing to trust. Schema version 15.
+    sa.Column("scan_fingerprint", sa.Text),
 )
 
 documents = sa.Table(

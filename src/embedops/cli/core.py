@@ -202,6 +202,10 @@ def _print_sync(data: dict[str, Any], plan: bool) -> None:
         + (f"{data['chunks_to_embed']} chunks to embed" if plan else f"embedded {data['embedded']} chunks")
         + f" ({data['seconds']:.2f}s)"
     )
+    for src in data["sources"]:
+        if src.get("unchanged_by") == "fingerprint":
+            out.print(f"{src['source']}: unchanged, by its fingerprint (the same ids and updated_at as at the last"
+                      " sync): no row read")
     reasons: dict[str, int] = {}
     for src in data["sources"]:
         for reason, n in (src.get("quarantined") or {}).items():

@@ -121,3 +121,38 @@ class OrderedSource(Source, Protocol):
     """
 
     def scan_in_order(self, known: SignatureCursor) -> Iterator[SourceItem]: ...
+
+
+@dataclass
+class ScanFingerprint:
+    """The fingerprint of what a source's incremental scan compares, taken in the scan's own snapshot.
+
+    ``stored``: the one recorded when a sync last left the catalog in line with the source
+    (catalog/scan_state.py; None: none to trust, e.g. ``sync --full``). The scan sets ``seen``
+    before its first item (None: it cannot fingerprint this time) and, when that equals
+    ``stored``, yields nothing at all: every record is as the catalog holds it, none deleted.
+    """
+
+    stored: str | None = None
+    seen: str | None = None
+
+    @property
+    def unchanged(self) -> bool:
+        return self.seen is not None and self.seen == self.stored
+
+
+@runtime_checkable
+class FingerprintedSource(OrderedSource, Protocol):
+    """An ordered source that can fingerprint its id set: an order-independent digest of every
+    ``(external id, signature)`` its incremental scan would compare with the catalog, computed
+    where the records are (one aggregate query), so that a sync of an unchanged source reads none.
+
+    Two fingerprints are equal only when that scan would find the same ids with the same
+    signatures: the fingerprint is exactly as blind as the scan (a change that does not touch
+    the signature is invisible to both), never blinder. ``fingerprint()`` takes one in its own
+    snapshot; ``scan_in_order(known, fingerprint)`` takes it in the scan's (:class:`ScanFingerprint`).
+    """
+
+    def fingerprint(self) -> str | None: ...
+
+    def scan_in_order(self, known: SignatureCursor, fingerprint: ScanFingerprint | None = None) -> Iterator[SourceItem]: ...

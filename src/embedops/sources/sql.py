@@ -25,6 +25,13 @@ A sync scans in order (:meth:`SqlSource.scan_in_order`): the id pass sorted by
 the id as text, so that the catalog's side of the diff streams in that order too
 instead of being loaded (sync/plan.py).
 
+Unchanged tables. With ``updated_at``, a sync's scan first fingerprints the id
+pass's ``(id, updated_at)`` pairs in one aggregate query (sources/sql_fingerprint.py),
+in the snapshot the scan then reads; when that equals the fingerprint recorded by
+the last sync that left the catalog in line with the table, the scan yields
+nothing and the plan is empty (sync/source_plan.py): no id pass, no catalog merge.
+PostgreSQL and SQLite; other dialects always run the id pass.
+
 Without ``updated_at`` (or on ``sync --full``) every row is read and the
 catalog's content hashes decide what changed. Reads stream through server-side
 cursors (``yield_per``): memory holds one batch of rows, not the table.
@@ -53,7 +60,8 @@ import sqlalchemy as sa
 from embedops.catalog.db import driver_rows
 from embedops.catalog.secrets import redact, strip_password
 from embedops.errors import ConfigError, SourceError
-from embedops.sources.base import Document, OutOfOrder, SignatureCursor, Skipped, SourceItem, Unchanged
+from embedops.sources.base import Document, OutOfOrder, ScanFingerprint, SignatureCursor, Skipped, SourceItem, Unchanged
+from embedops.sources.sql_fingerprint import FINGERPRINT_VERSION, FINGERPRINTS, register_sqlite
 from embedops.sources.validate import document_problem
 
 # Bump when a change below alters the Document a row yields: every signature then changes.
@@ -170,25 +178,54 @@ class SqlSource:
     def scan(self, known: Mapping[str, str | None]) -> Iterator[SourceItem]:
         """Every current row once, in one snapshot (the id pass and the reads by id); see the module docstring."""
         signed = any(s is not None and s.startswith(self._key + "|") for s in known.values())
-        yield from self._scanning(known.get, signed, ordered=False)
+        yield from self._scanning(known.get, lambda: signed, ordered=False)
 
-    def scan_in_order(self, known: SignatureCursor) -> Iterator[SourceItem]:
+    def scan_in_order(self, known: SignatureCursor, fingerprint: ScanFingerprint | None = None) -> Iterator[SourceItem]:
         """:meth:`scan` ascending by id (the id as text, in UTF-8 byte order, as Python compares strings):
         the database sorts the rows, and a row read whole is put back in its place among the unchanged ones.
-        ``known`` is looked up in that order, so the catalog's side can stream too (sync/plan.py)."""
-        yield from self._scanning(known.get, known.signed(self._key + "|"), ordered=True)
+        ``known`` is looked up in that order, so the catalog's side can stream too (sync/plan.py).
 
-    def _scanning(self, lookup: Callable[[str], str | None], signed: bool, *, ordered: bool) -> Iterator[SourceItem]:
+        ``fingerprint``: its ``seen`` is set first, in the scan's snapshot; when it is the one ``stored``,
+        nothing is yielded (see the module docstring)."""
+        yield from self._scanning(known.get, lambda: known.signed(self._key + "|"), ordered=True,
+                                  fingerprint=fingerprint)
+
+    def fingerprint(self) -> str | None:
+        """The fingerprint of the id pass's ``(id, updated_at)`` pairs now, in a snapshot of its own
+        (None: no ``updated_at``, a row without one, or a dialect without a digest)."""
+        engine = self._engine()
+        try:
+            with engine.connect() as conn, conn.begin():
+                return self._fingerprint(conn)
+        except _read_errors() as exc:
+            raise self._error(exc) from None
+        finally:
+            engine.dispose()
+
+    def _fingerprint(self, conn: sa.Connection) -> str | None:
+        digest = FINGERPRINTS.get(conn.dialect.name)
+        if self.updated_at is None or digest is None:
+            return None
+        value = digest(conn, self._pairs())
+        return None if value is None else f"{FINGERPRINT_VERSION}|{self._key}|{conn.dialect.name}|{value}"
+
+    def _scanning(self, lookup: Callable[[str], str | None], signed: Callable[[], bool], *, ordered: bool,
+                  fingerprint: ScanFingerprint | None = None) -> Iterator[SourceItem]:
         engine = self._engine()
         try:
             with engine.connect() as conn:
                 if ordered and conn.dialect.name not in _ID_ORDER:
                     raise OutOfOrder(f"source {self.name!r}: no id order known for {conn.dialect.name}")
-                if conn.dialect.name == "postgresql":  # one snapshot for both queries
+                if conn.dialect.name == "postgresql":  # one snapshot for every query (SQLite: see _engine)
                     conn = conn.execution_options(isolation_level="REPEATABLE READ")
-                conn = conn.execution_options(yield_per=FETCH_BATCH)
                 with conn.begin():
-                    if self.updated_at is None or not signed:  # first sync, full re-scan, or nothing to compare
+                    if fingerprint is not None:  # first: the snapshot is the one every read below sees
+                        # One row, by a plain cursor: PostgreSQL runs no parallel workers for a cursor's query.
+                        fingerprint.seen = self._fingerprint(conn)
+                        if fingerprint.unchanged:
+                            return
+                    conn = conn.execution_options(yield_per=FETCH_BATCH)
+                    if self.updated_at is None or not signed():  # first sync, full re-scan, or nothing to compare
                         yield from self._rows(conn, self._in_order(conn, self._select()) if ordered else self._select())
                     else:
                         yield from self._id_pass(conn, lookup, ordered)
@@ -207,10 +244,7 @@ class SqlSource:
         In order, the rows after the first one to read are held (their ids only) until it is read, so
         that each comes out in its place; a batch is read at FETCH_BATCH rows to read or HELD_MAX held.
         """
-        rel = self._rel
-        ids = sa.select(rel.c[self.id_column], self._updated_col()).select_from(rel)
-        if self.where is not None:
-            ids = ids.where(_sql(self.where, sa.Boolean))
+        ids = self._pairs()
         # In order (PostgreSQL and SQLite only), the drivers' own tuples: this pass is over every row.
         rows = driver_rows(conn, self._in_order(conn, ids), FETCH_BATCH) if ordered else conn.execute(ids)
         with closing(rows):  # before the connection, also when the scan is given up half-way
@@ -292,6 +326,9 @@ class SqlSource:
             raise SourceError(f"source {self.name!r}: cannot use the database URL {redact(url)}: {exc}",
                               hint="use a SQLAlchemy URL such as postgresql://USER@HOST/DB or sqlite:////abs/path.db",
                               source=self.name) from None
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_connected)
+            sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
 
     def _relation(self, extra: Sequence[str] = ()) -> sa.FromClause:
@@ -313,6 +350,12 @@ class SqlSource:
     def _updated_col(self) -> sa.ColumnElement[Any]:
         assert self.updated_at is not None
         return self._rel.c[self.updated_at]
+
+    def _pairs(self) -> sa.Select[Any]:
+        """``id, updated_at`` of every selected row: what the id pass compares, and the fingerprint digests."""
+        rel = self._rel
+        pairs = sa.select(rel.c[self.id_column].label("eo__id"), self._updated_col().label("eo__up")).select_from(rel)
+        return pairs if self.where is None else pairs.where(_sql(self.where, sa.Boolean))
 
     def _select(self, rel: sa.FromClause | None = None) -> sa.Select[Any]:
         rel = self._rel if rel is None else rel
@@ -400,6 +443,18 @@ def _binary_rows(conn: sa.Connection, select: sa.Select[Any]) -> Iterator[dict[s
         names = [d.name for d in cur.description or []]
         for record in cur:
             yield dict(zip(names, record, strict=True))
+
+
+def _sqlite_connected(dbapi_conn: Any, _record: Any) -> None:
+    """The fingerprint's aggregate; and no implicit transactions, so that :func:`_sqlite_begin` opens one."""
+    dbapi_conn.isolation_level = None
+    register_sqlite(dbapi_conn, _as_id, _stamp)
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    """A real (deferred) transaction: sqlite3 opens none for reads, so the fingerprint, the id pass and the
+    reads by id would each see the file as it is when they start, not one snapshot."""
+    conn.exec_driver_sql("BEGIN")
 
 
 def _read_errors() -> tuple[type[Exception], ...]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from embedops.curate.curator import Decision
 from embedops.errors import MassDelete
@@ -170,6 +170,10 @@ class SyncPlan:
     relinked: list[tuple[int, Decision]] = field(default_factory=list)
     # Quarantined documents embedded anyway (`embedops quarantine release`): their rows say "released".
     released: set[str] = field(default_factory=set)
+    # A fingerprinted scan's fingerprint (sync/source_plan.py), recorded by the run that completes this plan with
+    # nothing skipped; and "fingerprint" when it matched the recorded one, so that nothing was read at all.
+    fingerprint: str | None = None
+    unchanged_by: Literal["fingerprint"] | None = None
 
     @property
     def changed(self) -> list[tuple[int | None, Document]]:
@@ -204,6 +208,8 @@ class SyncPlan:
         }
         if self.curated:
             out.update(quarantined=self.quarantined(), rechecked=len(self.rechecked) + len(self.relinked))
+        if self.unchanged_by is not None:
+            out["unchanged_by"] = self.unchanged_by
         return out
 
 

@@ -8,6 +8,12 @@ does the rest (invariant 4). With curation on, each document's decision
 no chunks, so nothing of it is embedded. Embedding runs on an executor (``execute/``): in a
 worker thread while the next batch is chunked (the default), or on a Ray actor
 pool; either way this process commits every batch, in order.
+
+A plan that carries its scan's fingerprint (sync/source_plan.py) has it recorded
+by the transaction of its ``sync.source`` row, once every batch and deletion is
+committed and nothing was skipped; each batch and deletion clears the source's
+fingerprint in its own transaction, so a run that stops half-way leaves none that
+could hide what it did not finish (catalog/scan_state.py).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import sqlalchemy as sa
 from embedops.catalog import schema
 from embedops.catalog.curation import QUARANTINED, RELEASED, decision_row, forget, write_decisions
 from embedops.catalog.ledger import write_ledger
+from embedops.catalog.scan_state import forget_fingerprint, record_fingerprint
 from embedops.chunking.base import Chunk, Chunker
 from embedops.curate.curator import Decision
 from embedops.curate.language import SAMPLE_CHARS
@@ -161,7 +168,7 @@ class SyncRunner:
             if isinstance(exc, BudgetExceeded):  # the caller reports what was synced before the stop
                 exc.details.update(added=counts.added, updated=counts.updated, embedded=counts.embedded)
             raise
-        counts.deleted = self._delete(plan.deleted, plan.source)
+        counts.deleted = self._delete(source_id, plan.deleted, plan.source)
         counts.rechecked += len(plan.relinked)  # their rows are rewritten by _finish
         chunked = {key: dict(now - chunked_before[key]) for key, now in self._chunked().items()}
         self._finish(source_id, plan, counts, time.perf_counter() - started, chunked)
@@ -318,11 +325,12 @@ class SyncRunner:
                 written += self.store.write(conn, target.index, vrows)
         return written
 
-    def _delete(self, deleted: list[tuple[int, str]], source: str) -> int:
+    def _delete(self, source_id: int, deleted: list[tuple[int, str]], source: str) -> int:
         if not deleted:
             return 0
         ids = [d[0] for d in deleted]
         with self.engine.begin() as conn:
+            forget_fingerprint(conn, source_id)
             _delete_chunks(conn, self.store, ids)
             forget(conn, ids)
             d = schema.documents
@@ -351,6 +359,8 @@ class SyncRunner:
                     assert result.rowcount == len(plan.resigned), "re-signed document count mismatch"
             s = schema.sources
             conn.execute(sa.update(s).where(s.c.id == source_id).values(last_scan_at=time.time()))
+            # The catalog now holds what the scan saw, unless a document was skipped (it keeps an older version).
+            record_fingerprint(conn, source_id, None if counts.skipped else plan.fingerprint)
             write_ledger(
                 conn,
                 "sync.source",
@@ -367,6 +377,7 @@ class SyncRunner:
                     "rechecked": counts.rechecked} if plan.curated else {}),
                 # e.g. {"auto@1#...": {"code": 40, "prose": 12, "fallback:unparsable": 1}}
                 **({"chunked": chunked} if chunked else {}),
+                **({"unchanged_by": plan.unchanged_by} if plan.unchanged_by else {}),
             )
 
 
@@ -393,6 +404,7 @@ def _upsert_documents(conn: sa.Connection, source_id: int, docs: list[tuple[int 
     """Update known rows, revive tombstoned ones, insert the rest; returns row ids in order."""
     d = schema.documents
     now = time.time()
+    forget_fingerprint(conn, source_id)  # the source's documents change in this transaction
     new_ids = [doc.external_id for row_id, doc in docs if row_id is None]
     tombstoned: dict[str, int] = {}
     for i in range(0, len(new_ids), 900):

@@ -6,19 +6,31 @@ catalog's rows streamed in that same order, a page at a time, so that a no-op
 re-sync of a million rows holds neither side in memory. Any other source (and an
 ordered one that turns out not to keep its order) is planned against the catalog's
 rows loaded whole: a folder's scan comes in the file system's order, not the ids'.
+
+A source that can fingerprint its id set (a :class:`~embedops.sources.base.FingerprintedSource`:
+a SQL table with ``updated_at``) is given the fingerprint the catalog recorded for it
+(catalog/scan_state.py). When the scan's own, taken first in its snapshot, is the same,
+the scan yields nothing and the plan is empty, its documents all unchanged
+(``unchanged_by="fingerprint"``): neither the id pass nor the catalog's side is read.
+Otherwise the plan carries the scan's fingerprint, for the run to record once it has
+brought the catalog in line with what the scan saw (sync/run.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from itertools import chain
 from typing import Any
 
 import sqlalchemy as sa
 
 from embedops.catalog import schema
 from embedops.catalog.db import driver_rows, read_tx
-from embedops.sources.base import OrderedSource, OutOfOrder, SignatureCursor, Source
+from embedops.catalog.scan_state import live_document_count, stored_fingerprint
+from embedops.sources.base import (
+    FingerprintedSource, OrderedSource, OutOfOrder, ScanFingerprint, SignatureCursor, Source, SourceItem,
+)
 from embedops.sync.plan import CatalogRows, CatalogStream, SyncPlan, Unsigned, plan_sync, plan_sync_in_order
 
 log = logging.getLogger(__name__)
@@ -61,13 +73,30 @@ def _plan_streamed(engine: sa.Engine, source_id: int, source: OrderedSource, ful
         rows = driver_rows(conn, _live(source_id).order_by(key), CATALOG_PAGE)
         catalog = CatalogStream(rows, lambda prefix: _signed(conn, source_id, prefix))
         known: SignatureCursor = Unsigned() if full else catalog
-        items = source.scan_in_order(known)
+        if not isinstance(source, FingerprintedSource):
+            mark = None
+            items = source.scan_in_order(known)
+        else:  # `sync --full` trusts no fingerprint, but takes one for the next sync
+            mark = ScanFingerprint(None if full else stored_fingerprint(conn, source_id))
+            items = source.scan_in_order(known, mark)
         try:
-            return plan_sync_in_order(source.name, items, catalog)
+            scanned = _started(items)  # the scan fingerprints before its first item
+            if mark is not None and mark.unchanged:
+                return SyncPlan(source.name, unchanged=live_document_count(conn, source_id), fingerprint=mark.seen,
+                                unchanged_by="fingerprint")
+            plan = plan_sync_in_order(source.name, scanned, catalog)
+            plan.fingerprint = None if mark is None else mark.seen
+            return plan
         finally:
             if isinstance(items, Generator):  # a scan given up (out of order) lets go of its database now
                 items.close()
             rows.close()
+
+
+def _started(items: Iterator[SourceItem]) -> Iterator[SourceItem]:
+    """``items`` with its first item already taken (the scan has begun), then given back in its place."""
+    first = next(items, None)
+    return items if first is None else chain([first], items)
 
 
 def _signed(conn: sa.Connection, source_id: int, prefix: str) -> bool:
