@@ -44,19 +44,42 @@ def test_plan_token_count_is_exact_on_few_texts_and_within_two_percent_on_many()
     import random
 
     from embedops.embedding.registry import token_source
-    from embedops.migrate.run import TOKEN_SAMPLE, _estimate_tokens, _token_sample
+    from embedops.migrate.run import TOKEN_SAMPLE, TOKEN_SAMPLE_MIN, _estimate_tokens, _token_sample
 
     tokens = token_source("minilm-l3")
     rng = random.Random(7)
     words = ["mitochondria", "of", "the", "cell", "p53-dependent", "apoptosis", "in", "vivo", "3.5%", "ß-cells"]
     # Lengths as skewed as real corpora: most texts short, a few ten times longer.
     texts = [" ".join(rng.choices(words, k=int(rng.lognormvariate(4, 1)) + 1)) for _ in range(5 * TOKEN_SAMPLE)]
+    lengths = {t: len(t) for t in texts}  # the sample is drawn by key: here the texts are their own keys
     exact = sum(tokens.count_tokens(t) for t in texts)
-    few = texts[:TOKEN_SAMPLE]
-    assert _token_sample(few) == few
+    few = texts[:TOKEN_SAMPLE_MIN]
+    assert _token_sample(few, lengths) == few
     assert _estimate_tokens(tokens, few, sum(map(len, few))) == sum(tokens.count_tokens(t) for t in few)
-    sample = _token_sample(texts)
-    assert len(sample) == TOKEN_SAMPLE and _token_sample(texts) == sample  # the same sample in every run
+    sample = _token_sample(texts, lengths)
+    assert TOKEN_SAMPLE_MIN <= len(sample) <= TOKEN_SAMPLE
+    assert _token_sample(texts, lengths) == sample  # the same sample in every run
+    assert abs(_estimate_tokens(tokens, sample, sum(map(len, texts))) - exact) / exact < 0.02
+
+
+def test_plan_token_sample_of_long_texts_stops_at_its_character_budget_and_stays_within_two_percent() -> None:
+    """Long texts (SciFact's abstracts, a `whole` chunker): the tokenizer's time goes by characters, so the
+    sample stops at TOKEN_SAMPLE_CHARS once it holds TOKEN_SAMPLE_MIN texts."""
+    import random
+
+    from embedops.embedding.registry import token_source
+    from embedops.migrate.run import TOKEN_SAMPLE_CHARS, TOKEN_SAMPLE_MIN, _estimate_tokens, _token_sample
+
+    tokens = token_source("minilm-l3")
+    rng = random.Random(11)
+    words = ["mitochondria", "of", "the", "cell", "p53-dependent", "apoptosis", "in", "vivo", "3.5%", "ß-cells"]
+    texts = [" ".join(rng.choices(words, k=int(rng.lognormvariate(5.3, 0.5)) + 1)) for _ in range(1000)]
+    lengths = {t: len(t) for t in texts}
+    sample = _token_sample(texts, lengths)
+    chars = sum(map(len, sample))
+    assert len(sample) >= TOKEN_SAMPLE_MIN and chars - len(sample[-1]) < TOKEN_SAMPLE_CHARS <= chars
+    assert len(sample) < 300 and _token_sample(texts, lengths) == sample
+    exact = sum(tokens.count_tokens(t) for t in texts)
     assert abs(_estimate_tokens(tokens, sample, sum(map(len, texts))) - exact) / exact < 0.02
 
 

@@ -18,7 +18,7 @@ import contextlib
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -54,6 +54,8 @@ OPEN_STATES = ("open", "cut_over", "rolled_back")
 AGREEMENT_QUERIES = 50
 AGREEMENT_K = 10
 TOKEN_SAMPLE = 300  # texts tokenized for a plan's token count: within 2% on SciFact (test_migrate)
+TOKEN_SAMPLE_CHARS = 150_000  # ... or fewer, once they hold this many characters
+TOKEN_SAMPLE_MIN = 100
 PLAN_SAMPLE_DOCS = 500
 SPEED_SAMPLE = 48
 
@@ -250,7 +252,7 @@ class Migrator:
             # Sorted: the token sample below is the same in every run (a set's order is not).
             missing = sorted(self.host.store.missing_embeddings(conn, tokens.ref.key, list(chunks.lengths)))
             todo_chars = sum(chunks.lengths[h] for h in missing)
-            sample = chunks.texts(conn, _token_sample(missing))
+            sample = chunks.texts(conn, _token_sample(missing, chunks.lengths))
             probed = chunks.texts(conn, (missing or list(chunks.lengths))[:SPEED_SAMPLE]) if probe else []
             recorded = queries.recorded_throughput(conn, [tokens.ref.key])
             thresholds = self.bound_thresholds(conn, source.space_key, tokens.ref.key)
@@ -652,9 +654,21 @@ class _TargetChunks:
         return [found[h] for h in hashes]
 
 
-def _token_sample(hashes: list[str]) -> list[str]:
-    """The texts a plan tokenizes: all of them up to TOKEN_SAMPLE, else a random TOKEN_SAMPLE (fixed seed)."""
-    return hashes if len(hashes) <= TOKEN_SAMPLE else random.Random(0).sample(hashes, TOKEN_SAMPLE)
+def _token_sample(hashes: list[str], lengths: Mapping[str, int]) -> list[str]:
+    """The texts a plan tokenizes: all of them when they are at most TOKEN_SAMPLE texts of TOKEN_SAMPLE_CHARS
+    characters, else texts in a random order (fixed seed) up to TOKEN_SAMPLE texts or, once TOKEN_SAMPLE_MIN
+    are taken, TOKEN_SAMPLE_CHARS characters (the tokenizer's time goes by characters: on SciFact's long
+    abstracts 100 texts estimate as well as 300, 0.56% median error, in half the time)."""
+    if len(hashes) <= TOKEN_SAMPLE and sum(lengths[h] for h in hashes) <= TOKEN_SAMPLE_CHARS:
+        return hashes
+    picked: list[str] = []
+    chars = 0
+    for h in random.Random(0).sample(hashes, min(len(hashes), TOKEN_SAMPLE)):
+        if chars >= TOKEN_SAMPLE_CHARS and len(picked) >= TOKEN_SAMPLE_MIN:
+            break
+        picked.append(h)
+        chars += lengths[h]
+    return picked
 
 
 def _estimate_tokens(tokens: TokenSource, sample: list[str], total_chars: int) -> int:
