@@ -41,3 +41,21 @@ def test_status_plan_and_migrate_status_import_no_numpy(tmp_path: Path, corpus: 
     assert plan["chunks_to_embed"] == 30 and plan["tokens_to_embed"] > 0  # the plan did its work
     assert json.loads(seen["status"]["out"])["documents"] == 30
     assert {cmd: s["numpy"] for cmd, s in seen.items()} == {cmd: False for cmd in seen}
+
+
+def test_a_command_line_builds_only_the_group_or_command_it_names() -> None:
+    """Typer builds a click command of every registered function before parsing: `main` builds the named one."""
+    from typer.main import get_command
+
+    from embedops.cli import app, app_for
+
+    def names(args: list[str]) -> set[str]:
+        return set(get_command(app_for(args)).commands)  # type: ignore[attr-defined]
+
+    everything = names([])
+    assert {"migrate", "status", "eval", "sync"} <= everything and len(everything) > 20
+    assert names(["migrate", "plan", "--to", "x"]) == {"migrate"}
+    assert names(["--debug", "status", "--json"]) == {"status"}
+    assert app_for(["--help"]) is app and app_for(["statuss"]) is app  # the whole tree: its help, its "did you mean"
+    trimmed = get_command(app_for(["status"]))
+    assert {p.name for p in trimmed.params} == {p.name for p in get_command(app).params}  # --debug, --version
