@@ -39,6 +39,7 @@ from embedops.sync.fill import fill_index, measure_gap
 from embedops.sync.plan import CatalogDoc, SyncPlan, mass_delete
 from embedops.sync.quarantine import ReleasePlan
 from embedops.sync.source_plan import plan_source
+from embedops.sync.spool import Spool, spool_factory
 from embedops.sync.run import SyncCounts, SyncRunner, Tagger, Target
 from embedops.sync.targets import Targets
 from embedops.vectors.base import IndexInfo, VectorStore
@@ -195,22 +196,25 @@ class SyncDriver:
         targets = self.targets.kept(create=not plan_only)
         self._verify_models(targets, verified_from)
         executor = make_executor(options)
+        spools: list[Spool[Any]] = []  # the plans' spools, whose files go when the sync ends, however it ends
         try:
             return self._sync_sources(configs, plan_only, progress, allow_mass_delete, full, targets, executor,
-                                      options.batch_size or self.settings.batch_size, started, limits)
+                                      options.batch_size or self.settings.batch_size, started, limits, spools)
         finally:
+            for spool in spools:
+                spool.close()
             executor.close()
 
     def _sync_sources(self, configs: list[SourceConfig], plan_only: bool, progress: ProgressFactory | None,
                       allow_mass_delete: bool, full: bool, targets: list[Target], executor: Executor,
-                      batch_size: int, started: float, limits: Limits) -> SyncResult:
+                      batch_size: int, started: float, limits: Limits, spools: list[Spool[Any]]) -> SyncResult:
         total = SyncCounts()
         per_source: list[dict[str, Any]] = []
         failed: list[tuple[str, SourceError]] = []
         planned: list[_Planned] = []
         for cfg in configs:
             try:
-                plan, source_id = self._plan(cfg, full)
+                plan, source_id = self._plan(cfg, full, spools)
             except SourceError as exc:  # one unreadable source must not hold back the others
                 failed.append((cfg.name, exc))
                 continue
@@ -381,10 +385,13 @@ class SyncDriver:
                 verify_model(self.engine, t.index, t.embedder, self.settings.monitor.fingerprint_min_cosine, since=since,
                              price=t.price, on_spend=check_recorder(self.engine, t.index.id, t.index.space_key, t.index.embedder))
 
-    def _plan(self, cfg: SourceConfig, full: bool = False) -> tuple[SyncPlan, int]:
+    def _plan(self, cfg: SourceConfig, full: bool, spools: list[Spool[Any]]) -> tuple[SyncPlan, int]:
+        """``cfg``'s plan, its new and changed documents past ``plan_memory_chars`` spooled to the state directory
+        (each spool made is added to ``spools``, for the caller to close)."""
         with self.engine.begin() as conn:
             source_id = source_row(conn, cfg)
-        return plan_source(self.engine, source_id, self.open_source(cfg), full=full), source_id
+        hold = spool_factory(self.settings.state_dir, self.settings.plan_memory_chars, spools)
+        return plan_source(self.engine, source_id, self.open_source(cfg), full=full, hold=hold), source_id
 
     def _estimate(self, plans: list[SyncPlan], targets: list[Target]) -> tuple[int, int, float | None]:
         """Chunks the plans would embed (their hashes new to each kept space; quarantined documents embed
