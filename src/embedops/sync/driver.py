@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -395,19 +395,37 @@ class SyncDriver:
 
     def _estimate(self, plans: list[SyncPlan], targets: list[Target]) -> tuple[int, int, float | None]:
         """Chunks the plans would embed (their hashes new to each kept space; quarantined documents embed
-        nothing), their tokens, and what they would cost (None when an embedder has no price)."""
+        nothing), their tokens, and what they would cost (None when an embedder has no price). Read a batch
+        of documents at a time (from a spool), holding the hashes seen, not the texts."""
         chunks = tokens = 0
         cost: float | None = 0.0
         with self.engine.connect() as conn:
             for t in targets:
-                texts = {c.content_hash: c.text for plan in plans for _, doc in plan.changed
-                         if doc.external_id not in plan.decisions or plan.decisions[doc.external_id].kept
-                         for c in t.chunker.chunk(doc.text, doc.metadata)}
-                missing = self.store.missing_embeddings(conn, t.index.space_key, list(texts))
-                n = count_tokens(t.embedder, (texts[h] for h in missing))
-                chunks, tokens = chunks + len(missing), tokens + n
+                seen: set[str] = set()
+                n = 0
+                for texts in self._chunk_texts(plans, t, seen):
+                    missing = self.store.missing_embeddings(conn, t.index.space_key, list(texts))
+                    n += count_tokens(t.embedder, (texts[h] for h in missing))
+                    chunks += len(missing)
+                tokens += n
                 cost = None if cost is None or t.price is None else cost + cost_of(n, t.price)
         return chunks, tokens, None if cost is None else round(cost, 8)
+
+    def _chunk_texts(self, plans: list[SyncPlan], target: Target, seen: set[str]) -> Iterator[dict[str, str]]:
+        """The chunk texts (by content hash) of the plans' kept changed documents, a batch of documents at a
+        time, each hash once (``seen`` holds those given already)."""
+        for plan in plans:
+            changed = plan.changed
+            for lo in range(0, len(changed), self.settings.batch_size):
+                texts: dict[str, str] = {}
+                for _, doc in changed[lo : lo + self.settings.batch_size]:
+                    if doc.external_id in plan.decisions and not plan.decisions[doc.external_id].kept:
+                        continue
+                    for c in target.chunker.chunk(doc.text, doc.metadata):
+                        if c.content_hash not in seen:
+                            texts[c.content_hash] = c.text
+                seen.update(texts)
+                yield texts
 
     def _complete(self, targets: list[Target], total: SyncCounts, progress: ProgressFactory | None,
                   executor: Executor, batch_size: int, job: Job | None = None) -> list[dict[str, Any]]:
