@@ -6,11 +6,12 @@ corpus (bench/first_sync.py's documents) is added as its source, and one ``sync`
 child process per size so that each peak is its own. A thread samples the RSS every 20 ms;
 the figures are the peak RSS at the end of each stage (plan, curation, the batches) and the
 HNSW graph's own ``memory_usage`` (inherent: ~1.8 KB a 384-d vector), subtracted to give what
-the rest of the sync held. ``--spool-bytes 0`` turns the spool off ([embedops]
-``spool_bytes``): the figures as they were before the plan spilled its texts.
+the rest of the sync held. ``--plan-memory-chars N`` sets ``[embedops] plan_memory_chars`` (a
+huge value holds the whole plan, as before the spool; the curation and estimate changes stay).
+For the figures before issue 17, run this script with PYTHONPATH at a checkout of the commit
+before it (the option left out).
 
-    .venv/bin/python bench/first_sync_memory.py --docs 20000,80000
-    .venv/bin/python bench/first_sync_memory.py --docs 20000,80000 --spool-bytes 0
+    .venv/bin/python bench/first_sync_memory.py --docs 10000,40000
 """
 
 from __future__ import annotations
@@ -60,17 +61,14 @@ class Sampler:
         self._thread.join()
 
 
-def child(work: Path, spool_bytes: int | None) -> dict[str, Any]:
+def child(work: Path, plan_memory_chars: int | None) -> dict[str, Any]:
     import embedops.sync.driver as driver
     from embedops.workspace import Workspace
 
     ws = Workspace.init(work / "ws", embedder="hashing", curate=True)
-    if spool_bytes is not None:
-        toml = ws.settings.path
-        text = toml.read_text()
-        toml.write_text(text.replace("[embedops]\n", f"[embedops]\nspool_bytes = {spool_bytes}\n", 1))
-        ws.close()
-        ws = Workspace.open(work / "ws")
+    if plan_memory_chars is not None:
+        ws.settings.plan_memory_chars = plan_memory_chars
+        ws.settings.save()
     ws.add_source("bench", work / "corpus.jsonl", kind="jsonl", title_field="title")
     sampler = Sampler()
     sampler.mark("start")
@@ -102,11 +100,11 @@ def child(work: Path, spool_bytes: int | None) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", default="20000,80000")
-    parser.add_argument("--spool-bytes", type=int, default=None, help="[embedops] spool_bytes (0: no spool)")
+    parser.add_argument("--plan-memory-chars", type=int, default=None, help="[embedops] plan_memory_chars")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(Path(args.child), args.spool_bytes)))
+        print(json.dumps(child(Path(args.child), args.plan_memory_chars)))
         return
     rows = []
     for n in [int(x) for x in args.docs.split(",")]:
@@ -114,8 +112,8 @@ def main() -> None:
             work = Path(tmp)
             write_corpus(work / "corpus.jsonl", n)
             cmd = [sys.executable, __file__, "--child", str(work)]
-            if args.spool_bytes is not None:
-                cmd += ["--spool-bytes", str(args.spool_bytes)]
+            if args.plan_memory_chars is not None:
+                cmd += ["--plan-memory-chars", str(args.plan_memory_chars)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             row = json.loads(out.strip().splitlines()[-1])
             row["n"] = n

@@ -31,7 +31,7 @@ log = logging.getLogger("embedops")
 
 CONFIG_NAME = "embedops.toml"
 DEFAULT_DATABASE = ".embedops/catalog.db"
-PLAN_MEMORY_CHARS = 32 * 2**20  # a sync plan's texts held in memory before the rest is spooled to disk
+PLAN_MEMORY_CHARS = 4 * 2**20  # a sync plan's texts held in memory before the rest is spooled to disk
 DEFAULT_EMBEDDER = "minilm-l6"
 # `embedops init` gives new workspaces the `auto` chunker (code by syntax, the rest as prose).
 DEFAULT_CHUNKER = "auto"
