@@ -31,6 +31,7 @@ log = logging.getLogger("embedops")
 
 CONFIG_NAME = "embedops.toml"
 DEFAULT_DATABASE = ".embedops/catalog.db"
+PLAN_MEMORY_CHARS = 4 * 2**20  # a sync plan's texts held in memory before the rest is spooled to disk
 DEFAULT_EMBEDDER = "minilm-l6"
 # `embedops init` gives new workspaces the `auto` chunker (code by syntax, the rest as prose).
 DEFAULT_CHUNKER = "auto"
@@ -105,6 +106,9 @@ class Settings:
     ann_ef_search: int | None = None
     # A sync that would delete more than this share of a source's documents is refused (an unmounted share).
     max_delete_share: float = 0.5
+    # Characters of new and changed documents' text a sync plan holds in memory (each of its two lists);
+    # past them it spools the documents to a file in the state directory (sync/spool.py). 0: spool every one.
+    plan_memory_chars: int = PLAN_MEMORY_CHARS
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     # Named embedders ([embedders.NAME]): HTTP providers, used wherever an embedder name is.
@@ -171,6 +175,8 @@ class Settings:
             doc["embedops"]["database_env"] = self.database_env
         if self.max_delete_share != 0.5:
             doc["embedops"]["max_delete_share"] = self.max_delete_share
+        if self.plan_memory_chars != PLAN_MEMORY_CHARS:
+            doc["embedops"]["plan_memory_chars"] = self.plan_memory_chars
         if self.embedders:
             doc["embedders"] = {name: e.to_toml() for name, e in self.embedders.items()}
         if self.sources:
@@ -207,6 +213,7 @@ class EmbedopsTable(BaseModel):
     batch_size: int = Field(256, ge=1, le=100_000)
     ann_ef_search: int | None = Field(None, ge=10, le=MAX_EF_SEARCH)
     max_delete_share: float = Field(0.5, ge=0.0, le=1.0)
+    plan_memory_chars: int = Field(PLAN_MEMORY_CHARS, ge=0)
 
 
 def _table(path: Path, data: dict[str, Any]) -> EmbedopsTable:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from embedops.curate.index import DedupIndex, Match, Rank
@@ -32,19 +32,37 @@ from embedops.errors import CurationError, SignatureMismatch
 from embedops.hashing import content_hash
 
 
-@dataclass(frozen=True)
 class CurationDocument:
     """A document to check. ``first_seen`` orders copies (e.g. the catalog's first ingest time);
-    a ``language`` entry in ``metadata`` is taken as declared and not detected."""
+    a ``language`` entry in ``metadata`` is taken as declared and not detected.
 
-    doc_id: str
-    text: str
-    first_seen: float = 0.0
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    ``text`` may be given as a function that reads it (a sync's spooled document, sync/spool.py): it is
+    then read when asked for and never held, so that a sync's million new documents wait for their
+    decision as ids, not as texts.
+
+    >>> CurationDocument("a", lambda: "read when asked").text
+    'read when asked'
+    """
+
+    __slots__ = ("doc_id", "_text", "first_seen", "metadata")
+
+    def __init__(self, doc_id: str, text: str | Callable[[], str], first_seen: float = 0.0,
+                 metadata: Mapping[str, Any] | None = None) -> None:
+        self.doc_id = doc_id
+        self._text = text
+        self.first_seen = first_seen
+        self.metadata: Mapping[str, Any] = metadata if metadata is not None else {}
+
+    @property
+    def text(self) -> str:
+        return self._text if isinstance(self._text, str) else self._text()
 
     @property
     def rank(self) -> Rank:
         return (self.first_seen, self.doc_id)
+
+    def __repr__(self) -> str:
+        return f"CurationDocument({self.doc_id!r}, first_seen={self.first_seen!r})"
 
 
 @dataclass(frozen=True)
@@ -122,6 +140,8 @@ class CurationPlan:
 
 
 Loader = Callable[[Sequence[str]], Iterable[CurationDocument]]
+# Texts given to language detection at once: enough for lingua's threads, few enough not to hold a corpus.
+DETECT_BATCH = 2048
 
 
 class Curator:
@@ -146,7 +166,9 @@ class Curator:
         self._state = state
         self._index: DedupIndex | None = None
         self._stale: list[str] = []
-        self._detected: dict[str, tuple[str, str]] = {}  # doc id -> (text, language), detected ahead by plan()
+        # doc id -> (hash of the text, language), detected ahead by plan(); not the text: a sync's documents
+        # are read back from its spool one at a time, and must not be held all at once here.
+        self._detected: dict[str, tuple[int, str]] = {}
 
     @property
     def index(self) -> DedupIndex:
@@ -169,21 +191,22 @@ class Curator:
     def check(self, doc: CurationDocument) -> Decision:
         """Decide one new or changed document, updating the index to match the decision."""
         index = self.index
+        text = doc.text  # read once: it may come from a file
         orphans = index.forget(doc.doc_id)
-        base = _Base(doc, self._language(doc), content_hash(doc.text), tuple(orphans))
+        base = _Base(doc, self._language(doc, text), content_hash(text), tuple(orphans))
         exact = index.exact(base.content_hash) if self.settings.checks(DUPLICATE) else None
         if exact is not None and exact.rank < doc.rank:
             index.add_member(doc.doc_id, doc.rank, exact.doc_id)
             return base.quarantine(Finding(DUPLICATE, f"same text as {self._label(exact.doc_id)}", 1.0, 1.0), match=exact)
-        findings = quality_findings(doc.text, self.settings, base.language)
+        findings = quality_findings(text, self.settings, base.language)
         if findings:
             return base.quarantine(*findings)
-        return self._near(doc, base, exact)
+        return self._near(doc, text, base, exact)
 
-    def _near(self, doc: CurationDocument, base: _Base, exact: Match | None) -> Decision:
+    def _near(self, doc: CurationDocument, text: str, base: _Base, exact: Match | None) -> Decision:
         index = self.index
         near_on = self.settings.checks(NEAR_DUPLICATE)
-        sig = signature(doc.text, self.spec) if near_on else None
+        sig = signature(text, self.spec) if near_on else None
         matches = index.near(sig) if sig is not None else []
         older = [m for m in matches if m.rank < doc.rank]
         if older:
@@ -243,21 +266,27 @@ class Curator:
             else:  # gone from the store: its own duplicates are owed a re-check in turn
                 self._enqueue(queue, self.index.forget(doc_id), load)
 
-    def _detect(self, docs: Sequence[CurationDocument]) -> dict[str, tuple[str, str]]:
-        """The languages of the documents that declare none, detected in one batch on every core (lingua's
-        threads): one document at a time, detection was most of a first sync's curation."""
+    def _detect(self, docs: Sequence[CurationDocument]) -> dict[str, tuple[int, str]]:
+        """The languages of the documents that declare none, detected in batches on every core (lingua's
+        threads): one document at a time, detection was most of a first sync's curation. A batch's texts
+        are let go before the next is read (``DETECT_BATCH`` of them at a time)."""
         todo = [doc for doc in docs if _declared(doc) is None]
-        found = self.languages([doc.text for doc in todo])
-        return {doc.doc_id: (doc.text, language) for doc, language in zip(todo, found, strict=True)}
+        out: dict[str, tuple[int, str]] = {}
+        for lo in range(0, len(todo), DETECT_BATCH):
+            part = todo[lo : lo + DETECT_BATCH]
+            texts = [doc.text for doc in part]
+            found = self.languages(texts)
+            out.update((doc.doc_id, (hash(text), language)) for doc, text, language in zip(part, texts, found, strict=True))
+        return out
 
-    def _language(self, doc: CurationDocument) -> str:
+    def _language(self, doc: CurationDocument, text: str) -> str:
         declared = _declared(doc)
         if declared is not None:
             return declared
         ahead = self._detected.get(doc.doc_id)
-        if ahead is not None and ahead[0] == doc.text:
+        if ahead is not None and ahead[0] == hash(text):  # the text detected ahead, not a later version of it
             return ahead[1]
-        return detect_language(doc.text, self.settings.language_candidates, accuracy=self.settings.language_accuracy)
+        return detect_language(text, self.settings.language_candidates, accuracy=self.settings.language_accuracy)
 
 
 def _declared(doc: CurationDocument) -> str | None:

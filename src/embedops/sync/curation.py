@@ -29,7 +29,8 @@ batch never leaves an in-memory index ahead of the database.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import sqlalchemy as sa
 
@@ -49,13 +50,32 @@ from embedops.sync.plan import SyncPlan
 SourcePlan = tuple[int, SyncPlan]  # a source's catalog id and its plan
 
 
-def curation_document(key: str, doc: Document, first_seen: float) -> CurationDocument:
+def curation_document(key: str, doc: Document, first_seen: float,
+                      text: Callable[[], str] | None = None) -> CurationDocument:
     """What the curator sees of a document (``key``: :func:`~embedops.catalog.curation.doc_key`); a ``lang``
-    the source gives is taken as declared, like ``language``."""
+    the source gives is taken as declared, like ``language``. ``text``: reads the text again when the curator
+    asks for it (a plan's spooled document), so that ``doc`` need not be kept."""
     meta = doc.metadata
     declared = meta.get("language") or meta.get("lang")
-    return CurationDocument(key, doc.text, first_seen,
+    return CurationDocument(key, doc.text if text is None else text, first_seen,
                             {"language": declared} if isinstance(declared, str) and declared else {})
+
+
+def _changed_documents(plans: Sequence[SourcePlan], first_seen: Mapping[str, float],
+                       now: float) -> dict[str, CurationDocument]:
+    """The plans' changed documents as the curator sees them, each reading its text from its plan when asked
+    (one document at a time from a spool): the plans' texts are not all held at once here."""
+    out: dict[str, CurationDocument] = {}
+    for sid, plan in plans:
+        changed = plan.changed
+        for i, (_, doc) in enumerate(changed):
+            key = doc_key(sid, doc.external_id)
+            out[key] = curation_document(key, doc, first_seen.get(key, now), partial(_text_at, changed, i))
+    return out
+
+
+def _text_at(changed: Sequence[tuple[int | None, Document]], i: int) -> str:
+    return changed[i][1].text
 
 
 def curate_plans(engine: sa.Engine, plans: Sequence[SourcePlan], settings: CurateSettings, *, now: float,
@@ -83,8 +103,7 @@ def _curate(engine: sa.Engine, plans: Sequence[SourcePlan], settings: CurateSett
         state = StoredCurations(conn, within)
         names = source_names(conn)
     loaded: dict[str, StoredDocument] = {}
-    keyed = [(doc_key(sid, doc.external_id), doc) for sid, plan in plans for _, doc in plan.changed]
-    changed = {key: curation_document(key, doc, state.first_seen.get(key, now)) for key, doc in keyed}
+    changed = _changed_documents(plans, state.first_seen, now)
 
     def load(keys: Sequence[str]) -> list[CurationDocument]:
         """Documents to decide again: a changed one as the source has it now, the others as stored."""

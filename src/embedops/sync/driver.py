@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ from embedops.sync.fill import fill_index, measure_gap
 from embedops.sync.plan import CatalogDoc, SyncPlan, mass_delete
 from embedops.sync.quarantine import ReleasePlan
 from embedops.sync.source_plan import plan_source
+from embedops.sync.spool import Spool, spool_factory
 from embedops.sync.run import SyncCounts, SyncRunner, Tagger, Target
 from embedops.sync.targets import Targets
 from embedops.vectors.base import IndexInfo, VectorStore
@@ -195,22 +196,25 @@ class SyncDriver:
         targets = self.targets.kept(create=not plan_only)
         self._verify_models(targets, verified_from)
         executor = make_executor(options)
+        spools: list[Spool[Any]] = []  # the plans' spools, whose files go when the sync ends, however it ends
         try:
             return self._sync_sources(configs, plan_only, progress, allow_mass_delete, full, targets, executor,
-                                      options.batch_size or self.settings.batch_size, started, limits)
+                                      options.batch_size or self.settings.batch_size, started, limits, spools)
         finally:
+            for spool in spools:
+                spool.close()
             executor.close()
 
     def _sync_sources(self, configs: list[SourceConfig], plan_only: bool, progress: ProgressFactory | None,
                       allow_mass_delete: bool, full: bool, targets: list[Target], executor: Executor,
-                      batch_size: int, started: float, limits: Limits) -> SyncResult:
+                      batch_size: int, started: float, limits: Limits, spools: list[Spool[Any]]) -> SyncResult:
         total = SyncCounts()
         per_source: list[dict[str, Any]] = []
         failed: list[tuple[str, SourceError]] = []
         planned: list[_Planned] = []
         for cfg in configs:
             try:
-                plan, source_id = self._plan(cfg, full)
+                plan, source_id = self._plan(cfg, full, spools)
             except SourceError as exc:  # one unreadable source must not hold back the others
                 failed.append((cfg.name, exc))
                 continue
@@ -381,26 +385,47 @@ class SyncDriver:
                 verify_model(self.engine, t.index, t.embedder, self.settings.monitor.fingerprint_min_cosine, since=since,
                              price=t.price, on_spend=check_recorder(self.engine, t.index.id, t.index.space_key, t.index.embedder))
 
-    def _plan(self, cfg: SourceConfig, full: bool = False) -> tuple[SyncPlan, int]:
+    def _plan(self, cfg: SourceConfig, full: bool, spools: list[Spool[Any]]) -> tuple[SyncPlan, int]:
+        """``cfg``'s plan, its new and changed documents past ``plan_memory_chars`` spooled to the state directory
+        (each spool made is added to ``spools``, for the caller to close)."""
         with self.engine.begin() as conn:
             source_id = source_row(conn, cfg)
-        return plan_source(self.engine, source_id, self.open_source(cfg), full=full), source_id
+        hold = spool_factory(self.settings.state_dir, self.settings.plan_memory_chars, spools)
+        return plan_source(self.engine, source_id, self.open_source(cfg), full=full, hold=hold), source_id
 
     def _estimate(self, plans: list[SyncPlan], targets: list[Target]) -> tuple[int, int, float | None]:
         """Chunks the plans would embed (their hashes new to each kept space; quarantined documents embed
-        nothing), their tokens, and what they would cost (None when an embedder has no price)."""
+        nothing), their tokens, and what they would cost (None when an embedder has no price). Read a batch
+        of documents at a time (from a spool), holding the hashes seen, not the texts."""
         chunks = tokens = 0
         cost: float | None = 0.0
         with self.engine.connect() as conn:
             for t in targets:
-                texts = {c.content_hash: c.text for plan in plans for _, doc in plan.changed
-                         if doc.external_id not in plan.decisions or plan.decisions[doc.external_id].kept
-                         for c in t.chunker.chunk(doc.text, doc.metadata)}
-                missing = self.store.missing_embeddings(conn, t.index.space_key, list(texts))
-                n = count_tokens(t.embedder, (texts[h] for h in missing))
-                chunks, tokens = chunks + len(missing), tokens + n
+                seen: set[str] = set()
+                n = 0
+                for texts in self._chunk_texts(plans, t, seen):
+                    missing = self.store.missing_embeddings(conn, t.index.space_key, list(texts))
+                    n += count_tokens(t.embedder, (texts[h] for h in missing))
+                    chunks += len(missing)
+                tokens += n
                 cost = None if cost is None or t.price is None else cost + cost_of(n, t.price)
         return chunks, tokens, None if cost is None else round(cost, 8)
+
+    def _chunk_texts(self, plans: list[SyncPlan], target: Target, seen: set[str]) -> Iterator[dict[str, str]]:
+        """The chunk texts (by content hash) of the plans' kept changed documents, a batch of documents at a
+        time, each hash once (``seen`` holds those given already)."""
+        for plan in plans:
+            changed = plan.changed
+            for lo in range(0, len(changed), self.settings.batch_size):
+                texts: dict[str, str] = {}
+                for _, doc in changed[lo : lo + self.settings.batch_size]:
+                    if doc.external_id in plan.decisions and not plan.decisions[doc.external_id].kept:
+                        continue
+                    for c in target.chunker.chunk(doc.text, doc.metadata):
+                        if c.content_hash not in seen:
+                            texts[c.content_hash] = c.text
+                seen.update(texts)
+                yield texts
 
     def _complete(self, targets: list[Target], total: SyncCounts, progress: ProgressFactory | None,
                   executor: Executor, batch_size: int, job: Job | None = None) -> list[dict[str, Any]]:

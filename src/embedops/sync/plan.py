@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 from embedops.curate.curator import Decision
 from embedops.errors import MassDelete
 from embedops.sources.base import Document, OutOfOrder, Skipped, SourceItem, Unchanged
+from embedops.sync.spool import Spool
+
+Changes = Callable[[], "list[Any] | Spool[Any]"]  # makes a plan's lists of documents: a list, or a spool
 
 
 class CatalogDoc(NamedTuple):
@@ -155,8 +158,9 @@ class SyncPlan:
     """Documents to add/update/delete for one source. Computed without side effects."""
 
     source: str
-    added: list[Document] = field(default_factory=list)
-    updated: list[tuple[int, Document]] = field(default_factory=list)
+    # New and changed documents, text and all: plain lists, or spools that keep them on disk past a bound.
+    added: list[Document] | Spool[Document] = field(default_factory=list)
+    updated: list[tuple[int, Document]] | Spool[tuple[int, Document]] = field(default_factory=list)
     deleted: list[tuple[int, str]] = field(default_factory=list)
     resigned: list[tuple[int, str | None]] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
@@ -176,10 +180,16 @@ class SyncPlan:
     unchanged_by: Literal["fingerprint"] | None = None
 
     @property
-    def changed(self) -> list[tuple[int | None, Document]]:
-        """Every document whose content must be (re)chunked, with its row id when it has one."""
-        out: list[tuple[int | None, Document]] = [(None, d) for d in self.added]
-        return out + list(self.updated) + list(self.rechecked)
+    def changed(self) -> Changed:
+        """Every document whose content must be (re)chunked, with its row id when it has one: a view that
+        reads them (from a spool) only as they are asked for."""
+        return Changed(self.added, self.updated, self.rechecked)
+
+    def close(self) -> None:
+        """Let go of the spools' files, if any (a plan run or given up)."""
+        for held in (self.added, self.updated):
+            if isinstance(held, Spool):
+                held.close()
 
     @property
     def is_noop(self) -> bool:
@@ -213,14 +223,65 @@ class SyncPlan:
         return out
 
 
-def plan_sync(source: str, items: Iterable[SourceItem], catalog: Mapping[str, CatalogDoc]) -> SyncPlan:
+class Changed(Sequence[tuple[int | None, Document]]):
+    """A plan's added, updated and re-checked documents, in that order, as one sequence; a slice reads
+    only its own documents back from a spool.
+
+    >>> doc = Document("a", "text")
+    >>> changed = Changed([doc], [(7, doc)], [])
+    >>> len(changed), changed[1:], changed[0]
+    (2, [(7, Document(external_id='a', text='text', metadata={}, updated_at=None, signature=None))], (None, Document(external_id='a', text='text', metadata={}, updated_at=None, signature=None)))
+    """
+
+    def __init__(self, added: Sequence[Document], updated: Sequence[tuple[int, Document]],
+                 rechecked: Sequence[tuple[int, Document]]) -> None:
+        self._parts = (added, updated, rechecked)
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self._parts)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[int | None, Document]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[int | None, Document]]: ...
+    def __getitem__(self, index: int | slice) -> tuple[int | None, Document] | list[tuple[int | None, Document]]:
+        if isinstance(index, int):
+            i = index + len(self) if index < 0 else index
+            found = self._slice(i, i + 1) if 0 <= i < len(self) else []
+            if not found:
+                raise IndexError("changed index out of range")
+            return found[0]
+        start, stop, step = index.indices(len(self))
+        if step != 1:
+            return [self[i] for i in range(start, stop, step)]
+        return self._slice(start, stop)
+
+    def __iter__(self) -> Iterator[tuple[int | None, Document]]:
+        added, updated, rechecked = self._parts
+        yield from ((None, doc) for doc in added)
+        yield from updated
+        yield from rechecked
+
+    def _slice(self, start: int, stop: int) -> list[tuple[int | None, Document]]:
+        added, updated, rechecked = self._parts
+        out: list[tuple[int | None, Document]] = [(None, doc) for doc in added[max(start, 0) : max(stop, 0)]]
+        for part, before in ((updated, len(added)), (rechecked, len(added) + len(updated))):
+            lo, hi = max(start - before, 0), max(stop - before, 0)
+            if lo < hi:
+                out.extend(part[lo:hi])
+        return out
+
+
+def plan_sync(source: str, items: Iterable[SourceItem], catalog: Mapping[str, CatalogDoc], *,
+              hold: Changes = list) -> SyncPlan:
     """Diff a scan against the live documents the catalog holds for this source.
 
     A record the source reports as Skipped keeps its previous version: bad input
     never deletes good data (unless the source says the record is not part of it:
     ``keeps_previous=False``). A live document the scan does not mention is deleted.
+    ``hold`` makes the lists of added and updated documents (sync/spool.py: a spool past a bound).
     """
-    plan = SyncPlan(source)
+    plan = SyncPlan(source, hold(), hold())
     seen: set[str] = set()
     dropped: set[str] = set()
     for item in items:
@@ -241,7 +302,8 @@ def plan_sync(source: str, items: Iterable[SourceItem], catalog: Mapping[str, Ca
     return plan
 
 
-def plan_sync_in_order(source: str, items: Iterable[SourceItem], catalog: CatalogStream) -> SyncPlan:
+def plan_sync_in_order(source: str, items: Iterable[SourceItem], catalog: CatalogStream, *,
+                       hold: Changes = list) -> SyncPlan:
     """:func:`plan_sync` as a merge join: the scan and the catalog's rows both ascending by external id.
 
     Memory holds the plan's changes, not the source: duplicate ids are found next to each
@@ -250,7 +312,7 @@ def plan_sync_in_order(source: str, items: Iterable[SourceItem], catalog: Catalo
     so that it keeps its previous version. Raises OutOfOrder when the scan descends:
     the caller then plans with :func:`plan_sync`.
     """
-    plan = SyncPlan(source)
+    plan = SyncPlan(source, hold(), hold())
     last: str | None = None
     kept: set[str] = set()  # skipped ids that keep their previous version
     dropped: set[str] = set()  # skipped ids that are not part of the source

@@ -216,14 +216,14 @@ class SyncRunner:
             tags[i] = tag
         return [dataclasses.replace(c, metadata={**c.metadata, "lang": tag}) for c, tag in zip(chunks, tags, strict=True)]
 
-    def _jobs(self, changed: list[tuple[int | None, Document]]) -> Iterator[tuple[_Prepared, EmbedJob]]:
+    def _jobs(self, changed: Sequence[tuple[int | None, Document]]) -> Iterator[tuple[_Prepared, EmbedJob]]:
         """Batches chunked and looked up, pulled by the executor as it has room for them.
 
         With a budget, a batch that costs something is not handed out once the spend committed plus the
         estimates of the batches in flight reach the cap: those still commit (what was paid for is kept)."""
         self._stopped_at = None
         for start in range(0, len(changed), self.batch_size):
-            prepared = self._prepare(changed[start : start + self.batch_size])
+            prepared = self._prepare(list(changed[start : start + self.batch_size]))
             if self.guard is not None and not self.guard.admit(id(prepared), prepared.estimate):
                 self._stopped_at = start
                 return

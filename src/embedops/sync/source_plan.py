@@ -31,21 +31,23 @@ from embedops.catalog.scan_state import live_document_count, stored_fingerprint
 from embedops.sources.base import (
     FingerprintedSource, OrderedSource, OutOfOrder, ScanFingerprint, SignatureCursor, Source, SourceItem,
 )
-from embedops.sync.plan import CatalogRows, CatalogStream, SyncPlan, Unsigned, plan_sync, plan_sync_in_order
+from embedops.sync.plan import CatalogRows, CatalogStream, Changes, SyncPlan, Unsigned, plan_sync, plan_sync_in_order
 
 log = logging.getLogger(__name__)
 CATALOG_PAGE = 5000  # catalog rows per fetch of a streamed plan
 
 
-def plan_source(engine: sa.Engine, source_id: int, source: Source, *, full: bool = False) -> SyncPlan:
+def plan_source(engine: sa.Engine, source_id: int, source: Source, *, full: bool = False,
+                hold: Changes = list) -> SyncPlan:
     """The plan that syncs ``source`` (catalog row ``source_id``): the catalog side streamed when the
-    source scans in order, else loaded. ``full``: no stored signature is offered, so every record is read."""
+    source scans in order, else loaded. ``full``: no stored signature is offered, so every record is read.
+    ``hold`` makes the plan's lists of new and changed documents (a spool: sync/spool.py)."""
     if isinstance(source, OrderedSource):
         try:
-            return _plan_streamed(engine, source_id, source, full)
+            return _plan_streamed(engine, source_id, source, full, hold)
         except OutOfOrder as exc:
             log.info("source %r: %s; planning against the catalog's rows loaded whole", source.name, exc)
-    return _plan_loaded(engine, source_id, source, full)
+    return _plan_loaded(engine, source_id, source, full, hold)
 
 
 def _live(source_id: int) -> sa.Select[Any]:
@@ -54,17 +56,17 @@ def _live(source_id: int) -> sa.Select[Any]:
         d.c.source_id == source_id, d.c.deleted_at.is_(None))
 
 
-def _plan_loaded(engine: sa.Engine, source_id: int, source: Source, full: bool) -> SyncPlan:
+def _plan_loaded(engine: sa.Engine, source_id: int, source: Source, full: bool, hold: Changes) -> SyncPlan:
     with read_tx(engine) as conn:
         # The DBAPI's plain tuples: Row objects for 100k documents cost as much as the rest of a no-op plan.
         known = CatalogRows(conn.execute(_live(source_id)).cursor.fetchall())
     signatures = known.signatures()
     if full:  # no signature to match: the source reads every record
         signatures = dict.fromkeys(signatures)
-    return plan_sync(source.name, source.scan(signatures), known)
+    return plan_sync(source.name, source.scan(signatures), known, hold=hold)
 
 
-def _plan_streamed(engine: sa.Engine, source_id: int, source: OrderedSource, full: bool) -> SyncPlan:
+def _plan_streamed(engine: sa.Engine, source_id: int, source: OrderedSource, full: bool, hold: Changes) -> SyncPlan:
     d = schema.documents
     with read_tx(engine) as conn:
         # Python compares strings by code point, as SQLite compares text (BINARY) and PostgreSQL under "C".
@@ -84,7 +86,7 @@ def _plan_streamed(engine: sa.Engine, source_id: int, source: OrderedSource, ful
             if mark is not None and mark.unchanged:
                 return SyncPlan(source.name, unchanged=live_document_count(conn, source_id), fingerprint=mark.seen,
                                 unchanged_by="fingerprint")
-            plan = plan_sync_in_order(source.name, scanned, catalog)
+            plan = plan_sync_in_order(source.name, scanned, catalog, hold=hold)
             plan.fingerprint = None if mark is None else mark.seen
             return plan
         finally:
