@@ -89,6 +89,18 @@ def catalog(ws: Workspace) -> dict[str, Any]:
     return {"documents": docs, "chunks": chunks, "decisions": decisions, "vectors": vectors, "ledger": ledger}
 
 
+def assert_resumed_to(ws: Workspace, reference: Workspace) -> None:
+    """A resumed ``ws`` holds what the uninterrupted ``reference`` does (the ledger aside: it has the stops);
+    both are closed."""
+    got, want = catalog(ws), catalog(reference)
+    got.pop("ledger"), want.pop("ledger")
+    assert got == want
+    check_invariant_2(ws)
+    check_counts(ws)
+    ws.close()
+    reference.close()
+
+
 def result_of(ws: Workspace, **kwargs: Any) -> dict[str, Any]:
     out = ws.sync(**kwargs).to_dict()
     for key in ("seconds", "job", "spend", "indexes"):
@@ -196,13 +208,7 @@ def test_a_spilled_sync_that_fails_half_way_resumes_with_nothing_lost_or_duplica
     monkeypatch.undo()
     second = ws.sync()
     assert second.counts.unchanged == 2 * BATCH and second.counts.added == sum(1 for _ in folder.rglob("*.md")) - 2 * BATCH
-    got, want = catalog(ws), catalog(reference)
-    got.pop("ledger"), want.pop("ledger")
-    assert got == want
-    check_invariant_2(ws)
-    check_counts(ws)
-    ws.close()
-    reference.close()
+    assert_resumed_to(ws, reference)
 
 
 def batches_committed(ws: Workspace) -> int:
@@ -227,13 +233,7 @@ def test_a_spilled_sync_killed_after_a_batch_resumes_and_leaves_no_spool(tmp_pat
     assert 2 <= batches_committed(ws) < -(-sum(1 for _ in folder.rglob("*.md")) // BATCH)
     assert not [p for p in (tmp_path / "ws" / ".embedops").rglob("*") if p.name.startswith("spool-")]
     ws.sync()
-    got, want = catalog(ws), catalog(reference)
-    got.pop("ledger"), want.pop("ledger")
-    assert got == want
-    check_invariant_2(ws)
-    check_counts(ws)
-    ws.close()
-    reference.close()
+    assert_resumed_to(ws, reference)
 
 
 def test_plan_memory_chars_is_a_setting_that_round_trips(tmp_path: Path) -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -20,7 +18,7 @@ from embedops.sources.sql import SqlSource
 from embedops.sync.driver import SyncResult
 from embedops.sync.run import SyncRunner
 from embedops.workspace import Workspace
-from tests.test_sql_source import TICKETS, _rows, execute
+from tests.test_sql_source import TICKETS, _rows, execute, pg_tickets
 
 FAST = "fingerprint"
 
@@ -37,16 +35,7 @@ def table(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
             conn.exec_driver_sql(TICKETS.format(ts="TEXT"))
             conn.exec_driver_sql("INSERT INTO support_tickets VALUES (?, ?, ?, ?, ?, ?, ?)", _rows(30))
     else:
-        server = request.getfixturevalue("pg_server")
-        name = f"fp_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = str(server.get_uri(name))
-        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-        with engine.begin() as conn:
-            conn.exec_driver_sql(TICKETS.format(ts="TIMESTAMPTZ"))
-            conn.exec_driver_sql("INSERT INTO support_tickets VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                                 [r[:6] + (r[6] + "+00",) for r in _rows(30)])
+        url, engine = pg_tickets(request.getfixturevalue("pg_server"))
     monkeypatch.setenv("APP_DB_URL", url)
     yield engine
     engine.dispose()

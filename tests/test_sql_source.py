@@ -47,6 +47,13 @@ def sqlite_db(tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
 @pytest.fixture
 def pg_db(pg_server: Any) -> Iterator[tuple[str, sa.Engine]]:
     """A fresh PostgreSQL database holding the same 30 tickets, updated_at a timestamptz."""
+    url, engine = pg_tickets(pg_server)
+    yield url, engine
+    engine.dispose()
+
+
+def pg_tickets(pg_server: Any) -> tuple[str, sa.Engine]:
+    """A new database on ``pg_server`` with the 30 tickets (updated_at a timestamptz): its URL and an engine."""
     name = f"src_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -56,8 +63,7 @@ def pg_db(pg_server: Any) -> Iterator[tuple[str, sa.Engine]]:
         conn.exec_driver_sql(TICKETS.format(ts="TIMESTAMPTZ"))
         conn.exec_driver_sql("INSERT INTO support_tickets VALUES (%s, %s, %s, %s, %s, %s, %s)",
                              [r[:6] + (r[6] + "+00",) for r in _rows(30)])
-    yield url, engine
-    engine.dispose()
+    return url, engine
 
 
 def tickets(url: str, **options: Any) -> SqlSource:
