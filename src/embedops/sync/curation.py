@@ -46,6 +46,7 @@ from embedops.curate.signature import Signature, SignatureSpec
 from embedops.errors import SignatureMismatch
 from embedops.sources.base import Document
 from embedops.sync.plan import SyncPlan
+from embedops.sync.spool import Spool
 
 SourcePlan = tuple[int, SyncPlan]  # a source's catalog id and its plan
 
@@ -63,14 +64,17 @@ def curation_document(key: str, doc: Document, first_seen: float,
 
 def _changed_documents(plans: Sequence[SourcePlan], first_seen: Mapping[str, float],
                        now: float) -> dict[str, CurationDocument]:
-    """The plans' changed documents as the curator sees them, each reading its text from its plan when asked
-    (one document at a time from a spool): the plans' texts are not all held at once here."""
+    """The plans' changed documents as the curator sees them. A plan that spooled documents gives each a reader
+    of its text (one document at a time from the spool), so that the texts are not all held at once here."""
     out: dict[str, CurationDocument] = {}
     for sid, plan in plans:
         changed = plan.changed
+        spilled = any(isinstance(held, Spool) and held.spilled for held in (plan.added, plan.updated))
         for i, (_, doc) in enumerate(changed):
             key = doc_key(sid, doc.external_id)
-            out[key] = curation_document(key, doc, first_seen.get(key, now), partial(_text_at, changed, i))
+            # A plan held in memory keeps its texts anyway: the curator takes them as they are.
+            reader = partial(_text_at, changed, i) if spilled else None
+            out[key] = curation_document(key, doc, first_seen.get(key, now), reader)
     return out
 
 
