@@ -214,19 +214,23 @@ def test_curation_off_embeds_everything_and_turning_it_on_checks_what_is_there(t
     ws.close()
 
 
-def test_a_failed_batch_writes_no_decision_and_the_next_sync_completes(curated: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    ws, _ = curated
-    ws.settings.batch_size = 2
+def fail_vector_write(ws: Workspace, monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """The ``n``-th vector write of ``ws``'s store raises (a batch's transaction failing mid-way)."""
     calls = {"n": 0}
     original = ws.store.write
 
-    def failing_write(*args: Any, **kwargs: Any) -> int:  # the second batch's transaction fails mid-way
+    def failing_write(*args: Any, **kwargs: Any) -> int:
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == n:
             raise RuntimeError("disk full")
         return original(*args, **kwargs)
 
     monkeypatch.setattr(ws.store, "write", failing_write)
+
+def test_a_failed_batch_writes_no_decision_and_the_next_sync_completes(curated: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws, _ = curated
+    ws.settings.batch_size = 2
+    fail_vector_write(ws, monkeypatch, 2)  # the second batch's transaction fails mid-way
     with pytest.raises(RuntimeError):
         ws.sync()
     d = schema.documents

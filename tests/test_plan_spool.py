@@ -26,7 +26,7 @@ from embedops.sync.spool import Spool
 from embedops.workspace import Workspace
 from tests.conftest import sentence, write_corpus
 from tests.test_crash import batches_since, run_and_kill
-from tests.test_curation_sync import check_counts
+from tests.test_curation_sync import check_counts, fail_vector_write
 from tests.test_workspace import check_invariant_2
 
 BATCH = 16
@@ -192,16 +192,7 @@ def test_a_spilled_sync_that_fails_half_way_resumes_with_nothing_lost_or_duplica
     reference = workspace(tmp_path / "ref", folder, 10**9)
     reference.sync()
     ws = workspace(tmp_path / "ws", folder, 0)
-    calls = {"n": 0}
-    original = ws.store.write
-
-    def failing_write(*args: Any, **kwargs: Any) -> int:  # the third batch's transaction fails mid-way
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("disk full")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(ws.store, "write", failing_write)
+    fail_vector_write(ws, monkeypatch, 3)  # the third batch's transaction fails mid-way
     with pytest.raises(RuntimeError):
         ws.sync()
     assert batches_committed(ws) == 2
