@@ -159,6 +159,58 @@ def test_the_recall_probe_asks_more_candidates_of_structureless_vectors() -> Non
     assert chosen["flat"] > chosen["clustered"]
 
 
+def test_a_grown_graph_is_measured_from_probes_fed_while_it_grew(
+    corpus_ws: tuple[Workspace, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end-of-sync measurement of a graph grown by catch-ups reads no vector again, and finds what a pass
+    over the vectors finds (same probes: the first block; same exact neighbours: every vector)."""
+    ws, _ = corpus_ws
+    monkeypatch.setattr(ann_module, "CALIBRATE_MIN", 30)
+    monkeypatch.setattr(ann_module, "_FETCH_ROWS", 10)  # a block is the first 10 vectors, as a build's is
+    passes: list[int] = []
+    real_batches = ann_module._batches
+
+    def counting(raw: Any, sql: str, params: tuple[Any, ...], dims: int) -> Iterator[Any]:
+        if params[1] == 0:  # from the first vector: a build, or a measurement's pass
+            passes.append(1)
+        yield from real_batches(raw, sql, params, dims)
+
+    monkeypatch.setattr(ann_module, "_batches", counting)
+    ws.settings.batch_size = 5
+    info = ws.sync().indexes[0]
+    ann = ws.store.ann(ws.searcher.resolve("prod"))
+    assert info["vectors"] >= 30 and ann.calibrated is not None and ann.calibrated[1] == info["vectors"]
+    assert len(passes) == ann.rebuilds  # the builds' passes only: the measurement used the grown probes
+    grown = ann.calibrated
+    ann._growing_probe = None  # as a graph restored from its file would be
+    ann.calibrate(ws.store.raw().driver_connection)
+    assert len(passes) == ann.rebuilds + 1 and ann.calibrated == grown
+
+
+def test_the_ef_search_measurement_bisects_past_the_first_step() -> None:
+    """The smallest step reaching the target, as a scan would find it, in at most 5 measurements
+    (a scan took up to 13, at the largest ef_search values, on vectors without structure)."""
+    from embedops.vectors.calibrate import EF_STEPS, RecallProbe
+
+    class Measured(RecallProbe):
+        def __init__(self, needed: int) -> None:
+            super().__init__()
+            self.needed, self.asked = needed, []
+
+        def recall(self, hnsw: object, ef: int) -> float:
+            self.asked.append(ef)
+            return 0.97 if ef >= self.needed else 0.5
+
+    for needed in [*EF_STEPS, EF_STEPS[-1] + 1]:
+        probe = Measured(needed)
+        expected = next((ef for ef in EF_STEPS if ef >= needed), EF_STEPS[-1])
+        assert probe.ef_for(None) == expected
+        assert len(probe.asked) <= 5 and probe.asked[0] == EF_STEPS[0]
+    easy = Measured(EF_STEPS[0])
+    easy.ef_for(None)
+    assert easy.asked == [EF_STEPS[0]]  # real embeddings: one measurement
+
+
 @pytest.mark.parametrize("key", ["b1", "i8:d32", "f16"])
 def test_a_storage_variants_graph_is_measured_against_exact_search_over_what_it_holds(key: str) -> None:
     """ef_search brings a graph close to exact search over its own encoded vectors; the precision lost

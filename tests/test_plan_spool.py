@@ -208,7 +208,7 @@ def batches_committed(ws: Workspace) -> int:
 
 def test_a_spilled_sync_killed_after_a_batch_resumes_and_leaves_no_spool(tmp_path: Path) -> None:
     folder = tmp_path / "docs"
-    write_curated_corpus(folder, 160)
+    write_curated_corpus(folder, 400)  # 25+ batches: the kill after the second lands before the last, even under load
     reference = workspace(tmp_path / "ref", folder, 10**9)
     reference.sync()
     ws = workspace(tmp_path / "ws", folder, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from embedops.hashing import content_hash
@@ -29,7 +30,7 @@ class Chunk:
     end: int
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property  # the cache lookup, the chunk row and the vector row each ask: computed once
     def content_hash(self) -> str:
         return content_hash(self.text)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
 from embedops.hashing import content_hash
@@ -20,7 +21,7 @@ class Document:
     updated_at: datetime | None = None
     signature: str | None = None
 
-    @property
+    @cached_property  # a sync asks several times per document (plan, batch, chunk rows): computed once
     def content_hash(self) -> str:
         """Hash of text and metadata: a metadata-only change updates the doc, not its vectors."""
         import json

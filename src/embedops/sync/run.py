@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from embedops.catalog import schema
+from embedops.catalog.db import insert_rows
 from embedops.catalog.curation import QUARANTINED, RELEASED, decision_row, forget, write_decisions
 from embedops.catalog.ledger import write_ledger
 from embedops.catalog.scan_state import forget_fingerprint, record_fingerprint
@@ -388,11 +389,11 @@ def _insert_returning_ids(conn: sa.Connection, table: sa.Table, rows: list[dict[
     if conn.dialect.name == "sqlite":
         # SQLAlchemy runs RETURNING with sort_by_parameter_order as one INSERT per row on
         # SQLite. Writers hold the database from BEGIN IMMEDIATE, so the ids SQLite would
-        # pick itself (max + 1, ...) can be given up front, in one executemany.
+        # pick itself (max + 1, ...) can be given up front.
         assert conn.in_transaction(), "ids are only reserved inside the writer's transaction"
         first = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one()) + 1
         ids = list(range(first, first + len(rows)))
-        conn.execute(table.insert(), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+        insert_rows(conn, table, [{"id": i, **row} for i, row in zip(ids, rows, strict=True)])
         return ids
     result = conn.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), rows)
     ids = [int(r[0]) for r in result]

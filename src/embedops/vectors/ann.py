@@ -182,6 +182,9 @@ class AnnIndex:
         self.compactions = 0
         self.build_seconds = 0.0  # graph inserts (rebuilds and catch-ups) in this process
         self.calibrated: tuple[int, int] | None = None  # (ef_search measured to reach the target recall, at vectors)
+        # Probes fed every vector the graph took since it was built (a graph grown batch by batch by a sync):
+        # its measurement at the end of the sync needs no second pass over the vectors. None after a deletion.
+        self._growing_probe: RecallProbe | None = None
 
     # -- keeping current -------------------------------------------------
     def stamp(self, raw: sqlite3.Connection) -> Stamp:
@@ -206,7 +209,7 @@ class AnnIndex:
                 self._refresh_hnsw(raw, db)
 
     def _load_exact(self, raw: sqlite3.Connection, db: Stamp) -> None:
-        self._hnsw = None
+        self._hnsw, self._growing_probe = None, None
         rows = raw.execute(_ADDS_SQL, (self.index_id, 0)).fetchall()
         keys, vecs = _matrix(rows, self.dims)
         self._keys, self._vecs = keys, self.codec.ann_vectors(vecs)
@@ -246,7 +249,7 @@ class AnnIndex:
             if self.path.exists() or self.meta_path.exists():
                 log.warning("rebuilding ANN index %s: %s", self.index_id, exc)
             return
-        self._hnsw = hnsw
+        self._hnsw, self._growing_probe = hnsw, None  # a restored graph is measured by a pass when due
         self._stamp = Stamp(meta["add_seq"], meta["del_seq"], len(hnsw))
         self._saved_stamp = self._stamp
         self.tombstones = int(meta.get("tombstones", 0))
@@ -267,39 +270,46 @@ class AnnIndex:
             if len(present):
                 hnsw.remove(present)
                 self.tombstones += len(present)
+                self._growing_probe = None  # its exact neighbours may be gone
         started = time.perf_counter()
+        probe = self._growing_probe
         for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, old.add_seq), self.dims):
             fresh = ~np.asarray(hnsw.contains(keys), dtype=bool)
             if fresh.any():
-                hnsw.add(keys[fresh], self.codec.ann_vectors(vecs[fresh]), threads=0)
+                encoded = self.codec.ann_vectors(vecs[fresh])
+                hnsw.add(keys[fresh], encoded, threads=0)
+                if probe is not None:
+                    probe.see(keys[fresh], self.codec.compared(encoded))
         self.build_seconds += time.perf_counter() - started
         self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
         return len(hnsw) == db.count
 
-    def _build(self, raw: sqlite3.Connection, db: Stamp) -> Any:
+    def _build(self, raw: sqlite3.Connection, db: Stamp) -> tuple[Any, RecallProbe]:
         """A new graph of every vector in the snapshot ``raw`` reads (multi-threaded batch adds).
 
         A large graph also gets its ef_search from its recall on its own vectors (vectors/calibrate.py).
         """
         hnsw = self._new_hnsw(db.count)
-        probe = RecallProbe(encode=self.codec.encode, scores=self.codec.scores) if db.count >= CALIBRATE_MIN else None
+        # Every build keeps probes (100 queries: their exact neighbours cost one small product per block), so that
+        # a graph that goes on growing by catch-ups is measured at the end without a second pass over its vectors.
+        probe = RecallProbe(encode=self.codec.encode, scores=self.codec.scores)
         started = time.perf_counter()
         for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
             encoded = self.codec.ann_vectors(vecs)
             hnsw.add(keys, encoded, threads=0)  # all cores; batches bound the memory beside the graph
-            if probe is not None:  # exact recall is measured on what the graph holds (calibrate.py says why)
-                probe.see(keys, self.codec.compared(encoded))
-        self.calibrated = (probe.ef_for(hnsw), len(hnsw)) if probe is not None and len(hnsw) else None
+            # exact recall is measured on what the graph holds (calibrate.py says why)
+            probe.see(keys, self.codec.compared(encoded))
+        self.calibrated = (probe.ef_for(hnsw), len(hnsw)) if db.count >= CALIBRATE_MIN and len(hnsw) else None
         self.build_seconds += time.perf_counter() - started
-        return hnsw
+        return hnsw, probe
 
     def _rebuild(self, raw: sqlite3.Connection, db: Stamp) -> None:
         self.rebuilds += 1
         # Let the old graph go before the new one grows; should this fail, the
         # unmatched stamp makes the next refresh try again.
         self._hnsw, self._stamp = None, Stamp(-1, -1, -1)
-        hnsw = self._build(raw, db)
-        self._hnsw, self.tombstones = hnsw, 0
+        hnsw, probe = self._build(raw, db)
+        self._hnsw, self.tombstones, self._growing_probe = hnsw, 0, probe
         self._stamp = Stamp(db.add_seq, db.del_seq, len(hnsw))
 
     def build_measured(self, raw: sqlite3.Connection, sample_at: int, threads: int = 1) -> list[SizeSample]:
@@ -341,9 +351,11 @@ class AnnIndex:
         with self._lock, read_snapshot(raw):
             if self._hnsw is None:
                 return
-            probe = RecallProbe(encode=self.codec.encode, scores=self.codec.scores)
-            for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
-                probe.see(keys, self.codec.compared(self.codec.ann_vectors(vecs)))
+            probe = self._growing_probe
+            if probe is None or probe.seen != len(self._hnsw):  # not fed every vector since the build: one pass
+                probe = RecallProbe(encode=self.codec.encode, scores=self.codec.scores)
+                for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
+                    probe.see(keys, self.codec.compared(self.codec.ann_vectors(vecs)))
             self.calibrated = (probe.ef_for(self._hnsw), len(self._hnsw))
             self._apply_ef(self._hnsw)
             self._saved_stamp = None  # the measurement is saved with the graph
@@ -361,10 +373,11 @@ class AnnIndex:
         """
         with read_snapshot(raw):
             snap = self.stamp(raw)
-            fresh = self._build(raw, snap)
+            fresh, _ = self._build(raw, snap)
         with self._lock, read_snapshot(raw):
             db = self.stamp(raw)
             self._hnsw, self._stamp, self.tombstones = fresh, Stamp(snap.add_seq, snap.del_seq, len(fresh)), 0
+            self._growing_probe = None  # the compacted graph is measured by a pass over its vectors when due
             if not self._catch_up(raw, db):
                 self._rebuild(raw, db)
             self._apply_ef(self._hnsw)

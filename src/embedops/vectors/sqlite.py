@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 
 from embedops.catalog import schema
-from embedops.catalog.db import corrupt_catalog, is_corruption
+from embedops.catalog.db import corrupt_catalog, insert_rows, is_corruption
 from embedops.errors import SearchError, SpaceMismatch
 from embedops.refs import EmbedderRef
 from embedops.vectors.ann import AnnIndex, compaction_due, read_vectors, top_k_exact
@@ -207,14 +207,10 @@ class SqliteVectorStore(CatalogReads):
         if not vectors:
             return
         now = time.time()
-        stmt = sa.insert(schema.embeddings).prefix_with("OR IGNORE")
-        conn.execute(
-            stmt,
-            [
-                {"space_key": space_key, "content_hash": h, "vector": np.asarray(v, np.float32).tobytes(), "embedded_at": now}
-                for h, v in vectors.items()
-            ],
-        )
+        insert_rows(conn, schema.embeddings, [
+            {"space_key": space_key, "content_hash": h, "vector": np.asarray(v, np.float32).tobytes(), "embedded_at": now}
+            for h, v in vectors.items()
+        ], or_ignore=True)
 
     def missing_embeddings(self, conn: sa.Connection, space_key: str, hashes: Sequence[str]) -> set[str]:
         wanted = list(dict.fromkeys(hashes))
@@ -244,22 +240,19 @@ class SqliteVectorStore(CatalogReads):
                 f"{len(missing)} chunk(s) have no embedding in space {index.space_key}; refusing to write index {index.id}",
                 index=index.id,
             )
-        result = conn.execute(
-            sa.insert(schema.vectors),
-            [
-                {
-                    "index_id": index.id,
-                    "chunk_id": r.chunk_id,
-                    "content_hash": r.content_hash,
-                    "space_key": r.space_key,
-                    "chunker_key": r.chunker_key,
-                    "source_version": r.source_version,
-                    "embedded_at": stamps[r.content_hash],
-                }
-                for r in rows
-            ],
-        )
-        assert result.rowcount == len(rows), "vector insert count mismatch"
+        inserted = insert_rows(conn, schema.vectors, [
+            {
+                "index_id": index.id,
+                "chunk_id": r.chunk_id,
+                "content_hash": r.content_hash,
+                "space_key": r.space_key,
+                "chunker_key": r.chunker_key,
+                "source_version": r.source_version,
+                "embedded_at": stamps[r.content_hash],
+            }
+            for r in rows
+        ])
+        assert inserted == len(rows), "vector insert count mismatch"
         if index.id not in self._written:
             self._written[index.id] = count_vectors(conn, index.id)
         else:
