@@ -21,6 +21,7 @@ One script, one machine, each system in its own child process (its own peak RSS)
 Usage (from the repository root)::
 
     .venv/bin/python bench/first_sync.py --docs 100000
+    .venv/bin/python bench/first_sync.py --docs 100000 --systems embedops,chroma --storage f32,i8+r4
     .venv/bin/python bench/first_sync.py --docs 1000000 --systems embedops,chroma
     .venv/bin/python bench/first_sync.py --docs 20000 --workdir /tmp/fs   # smoke test
 
@@ -90,10 +91,10 @@ def recall(found: list[list[int]], truth: np.ndarray) -> float:
 
 
 # -- children --------------------------------------------------------------------------------
-def child_embedops(work: Path) -> dict[str, Any]:
+def child_embedops(work: Path, storage: str | None = None) -> dict[str, Any]:
     from embedops.workspace import Workspace
 
-    ws = Workspace.init(work / "embedops", embedder=EMBEDDER)
+    ws = Workspace.init(work / f"embedops-{storage or 'f32'}", embedder=EMBEDDER, storage=storage)
     ws.add_source("bench", work / "corpus.jsonl", kind="jsonl", title_field="title")
     wall, cpu = time.perf_counter(), time.process_time()
     result = ws.sync()
@@ -114,13 +115,13 @@ def child_embedops(work: Path) -> dict[str, Any]:
     queries = np.load(work / "queries.npy")
     found = [[h.seq for h in hits] for hits in ws.store.search_many(index, queries, 10)]
     ws.close()
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "documents": result.counts.added,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "documents": result.counts.added, "storage": index.storage,
             "vectors": info["vectors"], "graph_insert_seconds": info["build_seconds"], "after_last_batch_s": tail,
             "peak_rss_sync_mb": peak_sync,
             "found": found}
 
 
-def child_chroma(work: Path) -> dict[str, Any]:
+def child_chroma(work: Path, storage: str | None = None) -> dict[str, Any]:
     import chromadb
 
     keys, vectors = np.load(work / "keys.npy"), np.load(work / "vectors.npy")
@@ -138,7 +139,7 @@ def child_chroma(work: Path) -> dict[str, Any]:
             "found": [[int(i) for i in row] for row in result["ids"]]}
 
 
-def child_lancedb(work: Path) -> dict[str, Any]:
+def child_lancedb(work: Path, storage: str | None = None) -> dict[str, Any]:
     import lancedb
     import pyarrow as pa
 
@@ -162,10 +163,11 @@ def child_lancedb(work: Path) -> dict[str, Any]:
 CHILDREN = {"embedops": child_embedops, "chroma": child_chroma, "lancedb": child_lancedb}
 
 
-def run_child(system: str, work: Path) -> dict[str, Any]:
+def run_child(system: str, work: Path, storage: str | None = None) -> dict[str, Any]:
     """``system`` in its own process; its figures, with its peak RSS and the load average."""
     out = work / f"{system}.json"
-    proc = subprocess.Popen([sys.executable, __file__, "--child", system, "--workdir", str(work)],
+    proc = subprocess.Popen([sys.executable, __file__, "--child", system, "--workdir", str(work),
+                             *(["--storage", storage] if storage else [])],
                             env={**os.environ, "PYTHONPATH": os.pathsep.join(
                                 [str(Path(__file__).resolve().parent.parent / "src"), os.environ.get("PYTHONPATH", "")])})
     load_before = load_average()
@@ -187,9 +189,12 @@ def main() -> None:
     p.add_argument("--keep", action="store_true")
     p.add_argument("--child", choices=sorted(CHILDREN))
     p.add_argument("--json", type=Path)
+    p.add_argument("--storage", default="f32",
+                   help="embedops' index storage variants ([embedops] storage), comma-separated: one embedops run each"
+                   " (the first is the one checked against the targets); e.g. f32,i8+r4")
     args = p.parse_args()
     if args.child:
-        result = CHILDREN[args.child](args.workdir)
+        result = CHILDREN[args.child](args.workdir, args.storage)
         (args.workdir / f"{args.child}.json").write_text(json.dumps(result))
         return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="embedops-first-sync-"))
@@ -207,10 +212,12 @@ def run(args: argparse.Namespace, work: Path) -> None:
     systems = args.systems.split(",")
     results: dict[str, dict[str, Any]] = {}
     assert systems[0] == "embedops", "embedops runs first: the others add the vectors it stored"
-    for system in systems:
-        results[system] = run_child(system, work)
-        print(f"{system}: {results[system]['seconds']:.1f} s, peak RSS {results[system]['peak_rss_mb']} MiB,"
-              f" load {results[system]['load_average']}", flush=True)
+    runs = [(f"embedops {storage}", system, storage) if system == "embedops" else (system, system, None)
+            for system in systems for storage in (args.storage.split(",") if system == "embedops" else [None])]
+    for name, system, storage in runs:
+        results[name] = run_child(system, work, storage)
+        print(f"{name}: {results[name]['seconds']:.1f} s, peak RSS {results[name]['peak_rss_mb']} MiB,"
+              f" load {results[name]['load_average']}", flush=True)
     keys, vectors = np.load(work / "keys.npy"), np.load(work / "vectors.npy")
     truth = exact_top10(keys, vectors, np.load(work / "queries.npy"))
     for r in results.values():
@@ -219,21 +226,25 @@ def run(args: argparse.Namespace, work: Path) -> None:
 
 
 def report(docs: int, results: dict[str, dict[str, Any]], json_path: Path | None) -> None:
-    e = results["embedops"]
+    embedops = [name for name in results if name.startswith("embedops ")]
     rows = [[name, f"{r['vectors']:,}", f"{r['seconds']:.1f} s", f"{r['cpu_seconds']:.1f} s", f"{r['peak_rss_mb']:,} MiB",
              f"{r['recall_at_10']:.3f}", str(r["load_average"])] for name, r in results.items()]
-    share = e["graph_insert_seconds"] / e["seconds"]
     rep = Report("first_sync", {"docs": docs, **{k: {x: y for x, y in v.items()} for k, v in results.items()},
-                                "graph_insert_share": round(share, 3)})
-    if "chroma" in results:
-        c = results["chroma"]
-        rep.checks.append(Check("first sync / Chroma add", e["seconds"] / c["seconds"], FIRST_SYNC_VS_CHROMA_MAX))
-        rep.checks.append(Check("recall@10 - Chroma's", e["recall_at_10"] - c["recall_at_10"], 0.0, at_most=False))
-    if docs >= 1_000_000:
-        rep.checks.append(Check("1M first sync", e["seconds"], MILLION_SYNC_MAX_S, " s"))
-    print(f"embedops: {e['documents']:,} documents, peak RSS {e.get('peak_rss_sync_mb')} MiB during the sync"
-          f" (the table's figure includes exporting the vectors), graph inserts {e['graph_insert_seconds']:.1f} s"
-          f" ({share:.0%} of the sync, overlapping the batches), {e['after_last_batch_s']:.1f} s after the last batch")
+                                **{f"graph_insert_share {n}": round(results[n]["graph_insert_seconds"] / results[n]["seconds"], 3)
+                                   for n in embedops}})
+    for name in embedops:
+        e = results[name]
+        if "chroma" in results:
+            c = results["chroma"]
+            rep.checks.append(Check(f"{name}: first sync / Chroma add", e["seconds"] / c["seconds"], FIRST_SYNC_VS_CHROMA_MAX))
+            rep.checks.append(Check(f"{name}: recall@10 - Chroma's", e["recall_at_10"] - c["recall_at_10"], 0.0,
+                                    at_most=False))
+        if docs >= 1_000_000:
+            rep.checks.append(Check(f"{name}: 1M first sync", e["seconds"], MILLION_SYNC_MAX_S, " s"))
+        share = e["graph_insert_seconds"] / e["seconds"]
+        print(f"{name}: {e['documents']:,} documents, peak RSS {e.get('peak_rss_sync_mb')} MiB during the sync"
+              f" (the table's figure includes exporting the vectors), graph inserts {e['graph_insert_seconds']:.1f} s"
+              f" ({share:.0%} of the sync, overlapping the batches), {e['after_last_batch_s']:.1f} s after the last batch")
     rep.print(rows, ["system", "vectors", "wall (add/sync)", "CPU", "peak RSS", "recall@10", "load avg before/after"])
     if json_path:
         json_path.write_text(json.dumps(rep.figures, indent=1))

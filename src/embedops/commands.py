@@ -14,7 +14,7 @@ from embedops.execute import ExecutorOptions
 from embedops.catalog.db import read_tx
 from embedops.catalog.secrets import strip_password
 from embedops.migrate.gate import GateConfig
-from embedops.vectors.storage import StorageOptions
+from embedops.vectors.storage import DEFAULT_KEY as DEFAULT_STORAGE, StorageOptions
 from embedops.search.engine import Filters, SearchResult
 from embedops.sync.driver import ProgressFactory, SyncResult
 from embedops.workspace import Workspace
@@ -50,6 +50,7 @@ class InitResult:
     embedder: str
     chunker: str
     curate: bool = False
+    storage: str = DEFAULT_STORAGE  # the first index's storage variant
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -93,18 +94,20 @@ class MigrationPlanResult:
 def init(
     workspace: Path, *, embedder: str = "minilm-l6", chunker: str = DEFAULT_CHUNKER, database: str | None = None,
     database_env: str | None = None, base_url: str | None = None, api_key_env: str | None = None,
-    curate: bool = True,
+    curate: bool = True, storage: str | None = None,
 ) -> InitResult:
     """Create the workspace; a password in ``database`` is used now and never written (see ``database_env``).
 
     ``embedder="openai:MODEL"`` writes an ``[embedders.NAME]`` section; ``embedder`` is then that NAME.
-    ``curate`` (on by default here): new workspaces curate documents before embedding them ([curate])."""
+    ``curate`` (on by default here): new workspaces curate documents before embedding them ([curate]).
+    ``storage``: the first index's storage variant (``[embedops] storage``, e.g. ``i8+r4``; default f32)."""
     ws = Workspace.init(workspace, embedder=embedder, chunker=chunker, database=database, database_env=database_env,
-                        base_url=base_url, api_key_env=api_key_env, curate=curate)
+                        base_url=base_url, api_key_env=api_key_env, curate=curate, storage=storage)
     with ws:
         # The catalog in use, which $EMBEDOPS_DATABASE or database_env may name instead of `database`; no password.
         in_use, _ = strip_password(ws.settings.database_value)
-        return InitResult(str(ws.root), str(ws.settings.path), in_use, ws.settings.embedder, chunker, curate)
+        return InitResult(str(ws.root), str(ws.settings.path), in_use, ws.settings.embedder, chunker, curate,
+                          ws.settings.storage or DEFAULT_STORAGE)
 
 
 def source_list(workspace: Path | None) -> list[dict[str, Any]]:

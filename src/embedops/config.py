@@ -109,6 +109,9 @@ class Settings:
     # Characters of new and changed documents' text a sync plan holds in memory (each of its two lists);
     # past them it spools the documents to a file in the state directory (sync/spool.py). 0: spool every one.
     plan_memory_chars: int = PLAN_MEMORY_CHARS
+    # The storage variant (vectors/storage.py) of the index the first sync creates; None: f32, and no check
+    # against the serving index. Written by `init --storage` and by cutover/rollback to what the alias serves.
+    storage: str | None = None
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     # Named embedders ([embedders.NAME]): HTTP providers, used wherever an embedder name is.
@@ -177,6 +180,8 @@ class Settings:
             doc["embedops"]["max_delete_share"] = self.max_delete_share
         if self.plan_memory_chars != PLAN_MEMORY_CHARS:
             doc["embedops"]["plan_memory_chars"] = self.plan_memory_chars
+        if self.storage is not None:
+            doc["embedops"]["storage"] = self.storage
         if self.embedders:
             doc["embedders"] = {name: e.to_toml() for name, e in self.embedders.items()}
         if self.sources:
@@ -214,6 +219,7 @@ class EmbedopsTable(BaseModel):
     ann_ef_search: int | None = Field(None, ge=10, le=MAX_EF_SEARCH)
     max_delete_share: float = Field(0.5, ge=0.0, le=1.0)
     plan_memory_chars: int = Field(PLAN_MEMORY_CHARS, ge=0)
+    storage: str | None = Field(None, min_length=1)
 
 
 def _table(path: Path, data: dict[str, Any]) -> EmbedopsTable:
@@ -284,6 +290,8 @@ def load_settings(root: Path) -> Settings:
     data = _read_toml(path)
     table = _table(path, _section(data, "embedops", path))
     settings = Settings(root=root, **table.model_dump())
+    if settings.storage is not None:
+        first_index_storage(settings.storage, path)
     settings.monitor = MonitorSettings.from_toml(_section(data, "monitor", path))
     settings.embedders = _embedder_sections(data, root)
     settings.curate = _curate_table(data, path)
@@ -306,6 +314,23 @@ def load_settings(root: Path) -> Settings:
         log.warning("%s held the catalog database's password; it has been removed from the file. Give it through"
                     " $EMBEDOPS_DATABASE, [embedops] database_env or ~/.pgpass from now on", path)
     return settings
+
+
+def first_index_storage(key: str, where: Path | str = "[embedops] storage") -> str:
+    """``key`` checked as the storage of a first index: a valid variant key (vectors/storage.py) that needs
+    no fit. Returns its canonical key."""
+    from embedops.vectors.storage import StorageSpec
+
+    try:
+        spec = StorageSpec.parse(key)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: storage {key!r}: {exc.message}", hint=exc.hint) from None
+    if spec.reduction == "pca":
+        raise ConfigError(f"{where}: storage {key!r} needs a PCA fitted on the index's own vectors, which a first"
+                          " index does not have yet",
+                          hint="start with f32 (or i8+r4, f16 ...) and change to a PCA variant with"
+                          " `embedops migrate start --storage ... --dims N --pca` once vectors are stored")
+    return spec.key
 
 
 def init_settings(

@@ -25,7 +25,9 @@ from embedops.catalog.ledger import actor, read_ledger, write_ledger
 from embedops.catalog.lock import WriteLock
 from embedops.chunking.base import Chunker
 from embedops.curate.settings import CurateSettings
-from embedops.config import CONFIG_NAME, DEFAULT_CHUNKER, Settings, SourceConfig, find_workspace, init_settings, load_settings
+from embedops.config import (
+    CONFIG_NAME, DEFAULT_CHUNKER, Settings, SourceConfig, find_workspace, first_index_storage, init_settings, load_settings,
+)
 from embedops.names import checked_name
 from embedops.embedding.base import Embedder, TokenSource
 from embedops.embedding.query import QueryEmbeddings
@@ -43,6 +45,7 @@ from embedops.sync.run import Target
 from embedops.sync.targets import Targets, model_chunker, set_alias
 from embedops.thresholds.registry import ThresholdRegistry
 from embedops.vectors.base import IndexInfo
+from embedops.vectors.storage import StorageSpec
 from embedops.vectors import make_store
 
 if TYPE_CHECKING:
@@ -88,6 +91,7 @@ class Workspace:
         base_url: str | None = None,
         api_key_env: str | None = None,
         curate: bool = False,
+        storage: str | None = None,
     ) -> Workspace:
         """Create ``root``'s embedops.toml and catalog. A failure leaves nothing behind.
 
@@ -98,7 +102,8 @@ class Workspace:
         ``[embedders.NAME]`` section; a name already configured in an existing
         embedops.toml (holding only such sections) is used. ``curate``: write ``[curate] enabled``
         (`embedops init` passes true: new workspaces curate their corpus before it is embedded;
-        the library's default stays false, so code that creates workspaces keeps its behaviour)."""
+        the library's default stays false, so code that creates workspaces keeps its behaviour). ``storage``: the
+        storage variant of the index the first sync creates (``[embedops] storage``; default f32), e.g. ``i8+r4``."""
         from embedops.chunking.registry import chunker_names
         from embedops.embedding.registry import check_embedder
 
@@ -114,12 +119,17 @@ class Workspace:
             settings.database_secret = database if had_password else None
         settings.database_env = database_env
         settings.curate = CurateSettings(enabled=curate)
+        if storage is not None:
+            settings.storage = first_index_storage(storage, "--storage")
         with _created(root) as created:
             ws = cls(settings, create=True)
             created.append(ws)
+            if settings.storage is not None:
+                ws.store.capabilities.check_holds(StorageSpec.parse(settings.storage))
             settings.save()
             with ws.engine.begin() as conn:
-                write_ledger(conn, "workspace.init", embedder=settings.embedder, chunker=chunker, curate=curate)
+                write_ledger(conn, "workspace.init", embedder=settings.embedder, chunker=chunker, curate=curate,
+                             **({"storage": settings.storage} if settings.storage else {}))
         return ws
 
     @classmethod
@@ -280,6 +290,8 @@ class Workspace:
         if params.get("tokenizer") == (tokens.tokenizer_name or "regex"):
             params.pop("tokenizer")  # follows the embedder by default
         self.settings.embedder, self.settings.chunker, self.settings.chunker_params = index.embedder, ch.name, params
+        if self.settings.storage is not None or not index.spec.is_default:
+            self.settings.storage = index.storage  # the file keeps describing the index the alias serves
         self.settings.save()
 
     def kept_targets(self) -> list[Target]:

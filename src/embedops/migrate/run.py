@@ -170,12 +170,7 @@ class Migrator:
         new_chunker = self._target_chunker(source, tokens, chunker, chunker_params)
         spec = self._target_storage(source, tokens.ref.key, storage)
         spec.stored_dims(tokens.ref.dims)  # refuses dims the new space does not have
-        held, layouts = self.host.store.capabilities.precisions, self.host.store.capabilities.layouts
-        if spec.precision not in held:
-            raise ConfigError(f"this catalog's vector store holds no {spec.precision} vectors",
-                              hint=f"use one of: {', '.join(held)} (with --rescore to re-rank at full precision)")
-        if spec.layout not in layouts:
-            raise ConfigError(f"this catalog's vector store has no {spec.layout} layout", hint=f"use {', '.join(layouts)}")
+        self.host.store.capabilities.check_holds(spec)
         same_storage = spec.key == source.storage or (spec.projection is None and unfitted(source.spec) == spec)
         if tokens.ref.key == source.space_key and new_chunker.ref.key == source.chunker_key and same_storage:
             raise ConfigError(

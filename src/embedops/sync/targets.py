@@ -33,6 +33,7 @@ from embedops.errors import ConfigChanged, SpaceMismatch
 from embedops.execute import Model
 from embedops.sync.run import Target
 from embedops.vectors.base import IndexInfo, VectorStore
+from embedops.vectors.storage import DEFAULT_KEY as DEFAULT_STORAGE
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,12 @@ class Targets:
         if not active:
             embedder, chunker = self.configured()
             if not create:
-                ghost = IndexInfo("(new)", embedder.ref.key, chunker.ref.key, "planned", embedder.ref.dims, self.settings.embedder)
+                ghost = IndexInfo("(new)", embedder.ref.key, chunker.ref.key, "planned", embedder.ref.dims, self.settings.embedder,
+                                  self.settings.storage or DEFAULT_STORAGE)
                 return [Target(ghost, chunker, embedder, self.settings.price(self.settings.embedder))]
             with self.engine.begin() as conn:
-                index = self.create_index(conn, self.settings.embedder, embedder, chunker)
+                index = self.create_index(conn, self.settings.embedder, embedder, chunker,
+                                          self.settings.storage or DEFAULT_STORAGE)
                 set_alias(conn, self.settings.alias, index.id)
             return [Target(index, chunker, embedder, self.settings.price(self.settings.embedder))]
         serving = next((ix for ix in active if ix.id == alias), active[0])
@@ -140,6 +143,15 @@ class Targets:
                 " a sync never re-embeds in place",
                 hint=f"restore embedder = {serving.embedder!r} and the chunker settings in {CONFIG_NAME}, then plan"
                 f" the change as a migration: `embedops migrate plan --to {self.settings.embedder}`",
+                index=serving.id,
+            )
+        wanted = self.settings.storage
+        if wanted is not None and all(ix.storage != wanted for ix in matching):
+            raise ConfigChanged(
+                f"{CONFIG_NAME} asks for storage {wanted!r}, but alias {self.settings.alias!r} serves index {serving.id}"
+                f" held as {serving.storage!r}; a sync never rebuilds an index in place",
+                hint=f"restore storage = {serving.storage!r} in {CONFIG_NAME} (or remove it), then plan the change as a"
+                " migration: `embedops migrate plan --storage PRECISION [--rescore N] [--dims N]` (docs/capacity.md)",
                 index=serving.id,
             )
 

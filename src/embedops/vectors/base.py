@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
+from embedops.errors import ConfigError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -85,6 +87,14 @@ class Capabilities:
     ann_file: bool  # the ANN is derived state in a file beside the catalog (``flush`` saves it)
     precisions: tuple[str, ...] = ("f32", "f16", "i8", "b1")  # storage precisions its ANN holds (vectors/storage.py)
     layouts: tuple[str, ...] = ("hnsw", "flat")  # hnsw: a graph; flat: exact search over the encoded vectors
+
+    def check_holds(self, spec: StorageSpec) -> None:
+        """ConfigError unless this store can hold an index of storage ``spec``."""
+        if spec.precision not in self.precisions:
+            raise ConfigError(f"this catalog's vector store holds no {spec.precision} vectors",
+                              hint=f"use one of: {', '.join(self.precisions)} (with --rescore to re-rank at full precision)")
+        if spec.layout not in self.layouts:
+            raise ConfigError(f"this catalog's vector store has no {spec.layout} layout", hint=f"use {', '.join(self.layouts)}")
 
 
 class VectorStore(Protocol):
