@@ -15,12 +15,14 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from embedops.curate import (
     CurateSettings, CurationDocument, Curator, Decision, SignatureSpec, StoredCuration, detect_language,
     detect_languages, quality_findings,
 )
+import embedops.curate.index as index_module
 from embedops.curate.index import Bands, DedupIndex, lsh_params
 from embedops.curate.rules import (
     boilerplate, boilerplate_lines, boilerplate_ratio, encoding, encoding_marks, language_finding, non_text,
@@ -294,14 +296,115 @@ def test_lsh_bands_find_shared_bands_and_forget_removed_documents() -> None:
     spec = SignatureSpec(3, 128)
     bands = Bands(spec.num_perm, threshold=0.5)
     cells, edited, dna = (signature(t, spec).values for t in (CELLS, CELLS_EDITED, DNA))
-    bands.insert("a", cells)
-    bands.insert("b", cells)  # identical signature: every bucket now holds two ids
-    bands.insert("d", dna)
-    assert bands.query(edited) == {"a", "b"} and bands.query(dna) == {"d"}
-    bands.remove("a", cells)
-    assert bands.query(cells) == {"b"}
-    bands.remove("b", cells)
-    assert bands.query(cells) == set() and bands.query(dna) == {"d"}
+    bands.insert(1, cells)
+    bands.insert(2, cells)  # identical signature: every key now has two owners
+    bands.insert(4, dna)
+    assert bands.query(edited) == {1, 2} and bands.query(dna) == {4}
+    bands.remove(1, cells)
+    assert bands.query(cells) == {2}
+    bands.remove(2, cells)
+    assert bands.query(cells) == set() and bands.query(dna) == {4}
+
+
+def _band_sharers(stored: np.ndarray, alive: np.ndarray, query: np.ndarray, bands: int, rows: int) -> set[int]:
+    """Brute force: the live rows of ``stored`` sharing at least one whole band run with ``query``."""
+    runs = stored[:, : bands * rows].reshape(len(stored), bands, rows)
+    shared = (runs == query[: bands * rows].reshape(bands, rows)).all(axis=2).any(axis=1)
+    return set(np.flatnonzero(shared & alive).tolist())
+
+
+def _related_signatures(count: int, seed: int, share: float = 0.7) -> np.ndarray:
+    """Random 128-value signatures, most copying some values of an earlier one (some copying all)."""
+    rng = np.random.default_rng(seed)
+    out = rng.integers(0, 2**32, size=(count, 128), dtype=np.uint64).astype(np.uint32)
+    for i in range(1, count):
+        if rng.random() < share:
+            source = out[rng.integers(0, i)]
+            kept = rng.random(128) < rng.choice([0.3, 0.6, 0.8, 0.9, 1.0])
+            out[i, kept] = source[kept]
+    return out
+
+
+@pytest.mark.parametrize("directory_from", [1 << 20, 64], ids=["binary-search", "directory"])
+def test_lsh_bands_answer_from_the_recent_keys_and_every_sorted_level_and_never_a_removed_owner(
+        monkeypatch: pytest.MonkeyPatch, directory_from: int) -> None:
+    monkeypatch.setattr(index_module, "RECENT_KEYS", 120)  # a level every 4 signatures at 30 bands
+    monkeypatch.setattr(index_module, "DIRECTORY_FROM", directory_from)  # 64: every level but the newest
+    bands = Bands(128, threshold=0.5)
+    stored = _related_signatures(600, seed=3)
+    alive = np.zeros(len(stored), dtype=bool)
+    removed: list[int] = []
+
+    def check(queries: Iterable[np.ndarray]) -> None:
+        for values in queries:
+            assert bands.query(values) == _band_sharers(stored, alive, values, bands.bands, bands.rows)
+
+    levels, directories = set(), 0
+    for owner, values in enumerate(stored[:400]):
+        bands.insert(owner, values)
+        alive[owner] = True
+        if owner % 20 == 19:
+            check(stored[: owner + 1: 2])
+            levels.add(len(bands.level_sizes))
+            directories += sum(level.starts is not None for level in bands._levels)
+    assert max(levels) >= 3 and bands._recent  # the answers came from the recent keys and up to 3+ levels
+    assert (directories > 10) == (directory_from == 64)
+    check(stored[:400])
+    for owner in range(0, 400, 3):  # removed from the sorted levels and from the recent keys
+        bands.remove(owner, stored[owner])
+        alive[owner] = False
+        removed.append(owner)
+    check(stored[:400])
+    for owner, values in enumerate(stored[400:], start=400):  # more flushes: levels holding dead owners merge
+        bands.insert(owner, values)
+        alive[owner] = True
+    check(stored)
+    check(_related_signatures(200, seed=4, share=0.0))  # fresh signatures: (almost) no candidate
+    for owner in sorted(bands._dead)[:5]:  # still in a level: inserted again, it would be left out of answers
+        with pytest.raises(ValueError, match="never reused"):
+            bands.insert(owner, stored[owner])
+    # A dead owner keeps its 30 entries until its level merges, then has none; some have merged by now.
+    in_levels = [int(np.isin(level.owners, removed).sum()) for level in bands._levels]
+    assert sum(in_levels) == 30 * len(bands._dead) and len(bands._dead) < len(removed) - 10
+
+
+def test_the_index_finds_exactly_the_verified_band_sharers_among_thousands_of_near_duplicates(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "RECENT_KEYS", 1024)
+    monkeypatch.setattr(index_module, "DIRECTORY_FROM", 20_000)  # the oldest level has a directory
+    spec = SignatureSpec(3, 128)
+    index = DedupIndex(spec, threshold=0.5)
+    stored = _related_signatures(3000, seed=5, share=0.9)
+    alive = np.zeros(len(stored), dtype=bool)
+    for i, values in enumerate(stored):
+        index.add_canonical(f"d{i}", (float(i % 7), f"d{i}"), f"h{i}", Signature(spec, values))
+        alive[i] = True
+    for i in range(0, len(stored), 5):
+        index.forget(f"d{i}")
+        alive[i] = False
+    bands, rows = index._bands.bands, index._bands.rows
+    assert len(index._bands.level_sizes) >= 2 and index._bands._levels[0].starts is not None
+    for values in [*stored[::7], *_related_signatures(300, seed=6, share=0.9)]:
+        similarity = (stored == values).sum(axis=1) / 128
+        expected = {i for i in _band_sharers(stored, alive, values, bands, rows) if similarity[i] >= 0.5}
+        matches = index.near(Signature(spec, values))
+        assert {int(m.doc_id[1:]) for m in matches} == expected
+        assert [m.similarity for m in matches] == sorted((similarity[i] for i in expected), reverse=True)
+        assert all(m.rank == (float(int(m.doc_id[1:]) % 7), m.doc_id) for m in matches)
+
+
+def test_a_kept_signature_is_held_once_as_the_bytes_its_decision_stores() -> None:
+    spec = SignatureSpec(3, 128)
+    made = signature(CELLS, spec)
+    assert made.to_bytes() is made.to_bytes()
+    stored = bytes(made.to_bytes())
+    assert Signature.from_bytes(stored, spec).to_bytes() is stored  # the stored object, not a copy
+    curator = Curator(CurateSettings(), Rows())
+    kept = curator.check(doc("a", CELLS))
+    assert not hasattr(kept, "__dict__")  # one Decision per checked document: slots only
+    assert kept.signature is curator.index._canonical["a"].signature
+    rebuilt = Curator(CurateSettings(), Rows([StoredCuration("a", 0.0, kept.content_hash, stored)]))
+    assert rebuilt.index._canonical["a"].signature is stored
 
 
 def test_lsh_parameters_trade_false_candidates_for_recall_around_the_threshold() -> None:

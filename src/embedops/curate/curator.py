@@ -19,6 +19,7 @@ give the same canonical choices, whatever the batches and call order.
 from __future__ import annotations
 
 import heapq
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -89,10 +90,12 @@ class CurationState(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome for one document. ``recheck`` names documents whose own decision may have
-    changed because of this one (its former duplicates, or younger copies it displaced)."""
+    changed because of this one (its former duplicates, or younger copies it displaced).
+    A sync holds one per document it checked: no ``__dict__``, and the ``signature`` bytes
+    are the object the duplicate index holds too."""
 
     doc_id: str
     action: Literal["keep", "quarantine"]
@@ -292,7 +295,8 @@ class Curator:
 def _declared(doc: CurationDocument) -> str | None:
     """A ``language`` given in the document's metadata, taken as it is (lower-cased)."""
     declared = doc.metadata.get("language")
-    return declared.lower() if isinstance(declared, str) and declared else None
+    # Interned: every decision holds its tag, and a sync's documents share a few.
+    return sys.intern(declared.lower()) if isinstance(declared, str) and declared else None
 
 
 @dataclass(frozen=True)
@@ -360,7 +364,7 @@ def _load(state: CurationState, spec: SignatureSpec, settings: CurateSettings) -
     stale: list[str] = []
     need_signature = settings.checks(NEAR_DUPLICATE)
     for row in sorted((r for r in rows if r.canonical_id is None), key=lambda r: (r.first_seen, r.doc_id)):
-        try:
+        try:  # checked, then held as stored: to_bytes() of what from_bytes() read is that bytes object
             sig = Signature.from_bytes(row.signature, spec) if row.signature is not None else None
         except SignatureMismatch:
             sig = None

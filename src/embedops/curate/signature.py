@@ -65,6 +65,11 @@ class Signature:
         return float(np.count_nonzero(self.values == other.values)) / self.spec.num_perm
 
     def to_bytes(self) -> bytes:
+        """The bytes to store; made once, so that the index and the decision hold the same object."""
+        return self._bytes
+
+    @functools.cached_property
+    def _bytes(self) -> bytes:
         spec = self.spec
         return _HEADER.pack(_MAGIC, spec.shingle_size, spec.num_perm, spec.seed) + self.values.astype("<u4").tobytes()
 
@@ -82,7 +87,17 @@ class Signature:
         if len(data) != _HEADER.size + 4 * num_perm:
             raise SignatureMismatch(f"truncated signature: {len(data)} bytes for {num_perm} values", hint=_RECOMPUTE)
         values = np.frombuffer(data, dtype="<u4", offset=_HEADER.size).astype(np.uint32)
-        return cls(spec, values)
+        read = cls(spec, values)
+        if type(data) is bytes:
+            read.__dict__["_bytes"] = data  # to_bytes() hands back the stored object, not a copy
+        return read
+
+
+def stored_values(data: bytes) -> npt.NDArray[np.uint32]:
+    """The values of a signature held as its bytes (:meth:`Signature.to_bytes`, or checked with
+    :meth:`Signature.from_bytes`), read in place: the duplicate index keeps only the bytes."""
+    import numpy as np
+    return np.frombuffer(data, dtype="<u4", offset=_HEADER.size)
 
 
 _RECOMPUTE = "shingle_size or num_perm changed: recompute every stored signature from its document's text"
