@@ -107,7 +107,7 @@ def init(
         # The catalog in use, which $EMBEDOPS_DATABASE or database_env may name instead of `database`; no password.
         in_use, _ = strip_password(ws.settings.database_value)
         return InitResult(str(ws.root), str(ws.settings.path), in_use, ws.settings.embedder, chunker, curate,
-                          ws.settings.storage or DEFAULT_STORAGE)
+                          ws.settings.first_index_storage)
 
 
 def source_list(workspace: Path | None) -> list[dict[str, Any]]:

@@ -138,6 +138,13 @@ class Settings:
         return pricing(embedder, self.embedders, self.budget.prices)
 
     @property
+    def first_index_storage(self) -> str:
+        """The storage key the first sync creates its index with (``storage``, else the default, f32)."""
+        from embedops.vectors.storage import DEFAULT_KEY
+
+        return self.storage or DEFAULT_KEY
+
+    @property
     def path(self) -> Path:
         return self.root / CONFIG_NAME
 

@@ -281,24 +281,21 @@ _SQLITE_VARIABLES = 32_766  # bound parameters per statement (SQLite 3.32 and la
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], *, or_ignore: bool = False) -> int:
-    """Insert ``rows`` (dicts with the same keys) into ``table``; the rows inserted.
+    """SQLite: insert ``rows`` (dicts with the same keys) into ``table`` (``INSERT OR IGNORE`` with
+    ``or_ignore``); the rows inserted.
 
-    On SQLite in multi-row VALUES statements of up to 32,766 parameters, not an executemany of one
-    statement per row: each statement opens a savepoint, and FTS5 (the chunks' insert trigger)
-    flushes its pending terms into a new segment at every one (one row per statement cost 2.4x the
-    CPU). The SQL is written here: SQLAlchemy's compilation of a statement of thousands of rows
-    cost more than it saved. Values go through each column type's bind processor (JSON columns),
-    as SQLAlchemy sends them. Elsewhere, SQLAlchemy's executemany (psycopg batches it itself); ``or_ignore``
-    (``INSERT OR IGNORE``) is SQLite's.
+    Multi-row VALUES statements of up to 32,766 parameters, not an executemany of one statement per
+    row: each statement opens a savepoint, and FTS5 (the chunks' insert trigger) flushes its pending
+    terms into a new segment at every one (one row per statement cost 2x the CPU:
+    ``bench/first_sync_parts.py --parts fts``). The SQL is written here: SQLAlchemy's compilation of a
+    statement of thousands of rows cost more than it saved. Values go through each column type's bind
+    processor (JSON columns), as SQLAlchemy sends them.
     """
+    assert conn.dialect.name == "sqlite", "multi-row inserts are the SQLite writers'"
     if not rows:
         return 0
-    if conn.dialect.name != "sqlite":
-        assert not or_ignore, "INSERT OR IGNORE is SQLite's: use the dialect's ON CONFLICT"
-        return int(conn.execute(sa.insert(table), list(rows)).rowcount)
     names = list(rows[0])
     processors = [table.c[name].type.bind_processor(conn.dialect) for name in names]
-    plain = all(p is None for p in processors)
     quote = conn.dialect.identifier_preparer.quote
     head = (f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO {quote(table.name)} ({', '.join(map(quote, names))})"
             " VALUES ")
@@ -309,10 +306,7 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
         part = rows[lo : lo + step]
         params: list[Any] = []
         for row in part:
-            if plain:
-                params.extend(row[name] for name in names)
-            else:
-                params.extend(row[name] if proc is None else proc(row[name]) for name, proc in zip(names, processors, strict=True))
+            params.extend(row[name] if proc is None else proc(row[name]) for name, proc in zip(names, processors, strict=True))
         inserted += conn.exec_driver_sql(head + ",".join([per_row] * len(part)), tuple(params)).rowcount
     return inserted
 

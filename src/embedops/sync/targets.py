@@ -33,7 +33,6 @@ from embedops.errors import ConfigChanged, SpaceMismatch
 from embedops.execute import Model
 from embedops.sync.run import Target
 from embedops.vectors.base import IndexInfo, VectorStore
-from embedops.vectors.storage import DEFAULT_KEY as DEFAULT_STORAGE
 
 
 @dataclass(frozen=True)
@@ -116,11 +115,10 @@ class Targets:
             embedder, chunker = self.configured()
             if not create:
                 ghost = IndexInfo("(new)", embedder.ref.key, chunker.ref.key, "planned", embedder.ref.dims, self.settings.embedder,
-                                  self.settings.storage or DEFAULT_STORAGE)
+                                  self.settings.first_index_storage)
                 return [Target(ghost, chunker, embedder, self.settings.price(self.settings.embedder))]
             with self.engine.begin() as conn:
-                index = self.create_index(conn, self.settings.embedder, embedder, chunker,
-                                          self.settings.storage or DEFAULT_STORAGE)
+                index = self.create_index(conn, self.settings.embedder, embedder, chunker, self.settings.first_index_storage)
                 set_alias(conn, self.settings.alias, index.id)
             return [Target(index, chunker, embedder, self.settings.price(self.settings.embedder))]
         serving = next((ix for ix in active if ix.id == alias), active[0])
