@@ -284,3 +284,68 @@ def test_a_no_op_sync_leaves_a_current_graph_on_disk_and_a_change_loads_it(
         assert changed.indexes[0]["saved"]
         hits = again.search("something else entirely", k=3)
         assert hits and hits[0].document_id == "sub0/doc000.md"
+
+
+def test_the_switch_interval_is_lowered_only_while_usearch_calls_run() -> None:
+    """Overlapping calls (a sync's graph add, a server's searches) share one lowering; the last to end
+    restores the interval it found, and an interval already below the handoff's is left as it is."""
+    import sys
+
+    handoff = ann_module._GilHandoff()
+    original = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        with handoff:
+            assert sys.getswitchinterval() == pytest.approx(ann_module.GIL_HANDOFF_S)
+            with handoff:
+                assert sys.getswitchinterval() == pytest.approx(ann_module.GIL_HANDOFF_S)
+            assert sys.getswitchinterval() == pytest.approx(ann_module.GIL_HANDOFF_S)  # one call still runs
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+        sys.setswitchinterval(ann_module.GIL_HANDOFF_S / 2)
+        with handoff:
+            assert sys.getswitchinterval() == pytest.approx(ann_module.GIL_HANDOFF_S / 2)
+        assert sys.getswitchinterval() == pytest.approx(ann_module.GIL_HANDOFF_S / 2)
+        with pytest.raises(RuntimeError), handoff:  # a call that fails restores it too
+            raise RuntimeError("usearch failed")
+        assert sys.getswitchinterval() == pytest.approx(ann_module.GIL_HANDOFF_S / 2)
+    finally:
+        sys.setswitchinterval(original)
+
+
+def test_graph_searches_beside_a_busy_python_thread_do_not_wait_out_the_switch_interval(
+    corpus_ws: tuple[Workspace, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """usearch takes the GIL back for every query; beside a thread running Python, each search would wait
+    for the 5 ms switch interval (about 20x a search's own time). Compared in the same test: the same
+    searches with the handoff disabled."""
+    import time
+
+    ws, _ = corpus_ws
+    ws.sync()
+    index = ws.searcher.resolve("prod")
+    ann = ws.store.refresh(index)
+    assert ann.mode == "hnsw"
+    rng = np.random.default_rng(1)
+    queries = _unit(rng.standard_normal((200, index.dims))).astype(np.float32)
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    def searches() -> float:
+        started = time.perf_counter()
+        for q in queries:
+            ann.search(q, 5)
+        return time.perf_counter() - started
+
+    thread = threading.Thread(target=busy, daemon=True)
+    thread.start()
+    try:
+        handed = searches()
+        monkeypatch.setattr(ann_module, "GIL_HANDOFF_S", 1.0)  # never lowers the interval: usearch alone
+        default = searches()
+    finally:
+        stop.set()
+        thread.join()
+    assert handed < default / 3, (handed, default)

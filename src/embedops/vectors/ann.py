@@ -104,6 +104,43 @@ def usearch_index() -> Any:
     return Index
 
 
+class _GilHandoff:
+    """Lowers Python's switch interval while a usearch call is in flight (``with GIL_HANDOFF: ...``).
+
+    usearch 2.26 releases the GIL in its compiled calls but takes it back on its first
+    worker thread for every vector it adds and every query it searches (a Ctrl-C check).
+    While another thread runs Python (a sync's pipeline, a server's other requests),
+    each of those waits for the interpreter's switch interval, 5 ms by default:
+    measured with ``bench/gil_handoff.py``, a graph add beside a busy Python thread ran
+    about 25x slower and a single search took 6.5 ms instead of 0.3. While any usearch
+    call runs, the interval is GIL_HANDOFF_S; the last call to end restores the value it
+    found (the interval is the process's: the lowering lasts only as long as the calls).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._saved = 0.0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._active == 0:
+                self._saved = sys.getswitchinterval()
+                if self._saved > GIL_HANDOFF_S:
+                    sys.setswitchinterval(GIL_HANDOFF_S)
+            self._active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                sys.setswitchinterval(self._saved)
+
+
+GIL_HANDOFF_S = 1e-4
+GIL_HANDOFF = _GilHandoff()
+
+
 def hnsw_params(vectors: int) -> tuple[int, int]:
     """(M, ef_construction) for a graph built over ``vectors`` vectors."""
     if vectors >= HNSW_LARGE:
@@ -277,7 +314,8 @@ class AnnIndex:
             fresh = ~np.asarray(hnsw.contains(keys), dtype=bool)
             if fresh.any():
                 encoded = self.codec.ann_vectors(vecs[fresh])
-                hnsw.add(keys[fresh], encoded, threads=0)
+                with GIL_HANDOFF:
+                    hnsw.add(keys[fresh], encoded, threads=0)
                 if probe is not None:
                     probe.see(keys[fresh], self.codec.compared(encoded))
         self.build_seconds += time.perf_counter() - started
@@ -296,7 +334,8 @@ class AnnIndex:
         started = time.perf_counter()
         for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
             encoded = self.codec.ann_vectors(vecs)
-            hnsw.add(keys, encoded, threads=0)  # all cores; batches bound the memory beside the graph
+            with GIL_HANDOFF:
+                hnsw.add(keys, encoded, threads=0)  # all cores; batches bound the memory beside the graph
             # exact recall is measured on what the graph holds (calibrate.py says why)
             probe.see(keys, self.codec.compared(encoded))
         self.calibrated = (probe.ef_for(hnsw), len(hnsw)) if db.count >= CALIBRATE_MIN and len(hnsw) else None
@@ -326,11 +365,12 @@ class AnnIndex:
             for keys, vecs in _batches(raw, _ADDS_SQL, (self.index_id, 0), self.dims):
                 encoded = self.codec.ann_vectors(vecs)
                 cut = sample_at - len(hnsw)
-                if 0 < cut < len(keys):
-                    hnsw.add(keys[:cut], encoded[:cut], threads=threads)
-                    samples.append(_size(hnsw))
-                    keys, encoded = keys[cut:], encoded[cut:]
-                hnsw.add(keys, encoded, threads=threads)
+                with GIL_HANDOFF:
+                    if 0 < cut < len(keys):
+                        hnsw.add(keys[:cut], encoded[:cut], threads=threads)
+                        samples.append(_size(hnsw))
+                        keys, encoded = keys[cut:], encoded[cut:]
+                    hnsw.add(keys, encoded, threads=threads)
                 if len(hnsw) == sample_at:
                     samples.append(_size(hnsw))
             samples.append(_size(hnsw))
@@ -484,7 +524,8 @@ class AnnIndex:
                 n = min(k, len(self._hnsw))
                 if n == 0:
                     return _no_hits()
-                m = self._hnsw.search(self.codec.ann_vectors(query)[0], n)
+                with GIL_HANDOFF:
+                    m = self._hnsw.search(self.codec.ann_vectors(query)[0], n)
                 return np.asarray(m.keys, dtype=np.uint64), self.codec.scores(m.distances)
             keys, vecs = self._keys, self._vecs
         if keys is None or vecs is None or len(keys) == 0:
@@ -505,7 +546,8 @@ class AnnIndex:
                 n = min(k, len(self._hnsw))
                 if n == 0 or len(q) == 0:
                     return [_no_hits() for _ in q]
-                found = self._hnsw.search(self.codec.ann_vectors(q), n)
+                with GIL_HANDOFF:
+                    found = self._hnsw.search(self.codec.ann_vectors(q), n)
                 keys, dists, counts = np.asarray(found.keys), np.asarray(found.distances), np.asarray(found.counts)
                 return [
                     (keys[i, : counts[i]].astype(np.uint64), self.codec.scores(dists[i, : counts[i]]))

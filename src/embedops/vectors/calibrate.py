@@ -74,7 +74,10 @@ class RecallProbe:
         assert self._best_s is not None
         hnsw.expansion_search = ef
         queries = self.encode(self.queries) if self.encode is not None else self.queries
-        found = hnsw.search(queries, _K + 1, threads=0)
+        from embedops.vectors.ann import GIL_HANDOFF
+
+        with GIL_HANDOFF:
+            found = hnsw.search(queries, _K + 1, threads=0)
         keys, dists, counts = np.asarray(found.keys), np.asarray(found.distances), np.asarray(found.counts)
         hits = 0
         for i in range(len(self.queries)):

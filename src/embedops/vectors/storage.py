@@ -311,13 +311,14 @@ class Codec:
         if k == 0:
             return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(len(queries))]
         if self.spec.precision in ("f16", "i8"):
-            from embedops.vectors.ann import usearch_index
+            from embedops.vectors.ann import GIL_HANDOFF, usearch_index
 
             usearch_index()  # onnxruntime before usearch's extension (see there)
             from usearch.index import search
 
             q = self.ann_vectors(queries)
-            found = search(codes, q, k, "cos", exact=True)
+            with GIL_HANDOFF:
+                found = search(codes, q, k, "cos", exact=True)
             rows = np.asarray(found.keys, dtype=np.int64).reshape(len(q), -1)
             scores = self.scores(np.asarray(found.distances).reshape(len(q), -1))
             return [(rows[i], scores[i]) for i in range(len(q))]
