@@ -140,6 +140,27 @@ def test_generated_docs_start_a_chunk_at_every_heading(
             assert not any(c.start < heading < c.end for c in chunks)
 
 
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_a_section_that_fits_is_chunked_as_cutting_it_into_units_would(
+    version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shortcut for a section within ``max_tokens`` (regex tokens) gives the chunks the full path gives:
+    generated markdown, setext headings, Thai (spaces between sentences), texts that fit by one token."""
+    rng = random.Random(11)
+    texts = [generate(rng).text for _ in range(300)]
+    texts += ["Title\n=====\n\nA body. With two sentences.", "Sub\n---\n\n  indented body line  \n",
+              "สวัสดีครับ ผมชื่อสมชาย วันนี้อากาศดี", "# Only a heading", "  \n\t", "one two three four five six"]
+    sizes = {}
+    for max_tokens, overlap_tokens in CONFIGS:
+        fast = StructuredChunker(max_tokens=max_tokens, overlap_tokens=overlap_tokens, version=version)
+        full = StructuredChunker(max_tokens=max_tokens, overlap_tokens=overlap_tokens, version=version)
+        monkeypatch.setattr(full, "_whole", lambda text, start, end: None)
+        for text in texts + [" ".join(["word"] * max_tokens), " ".join(["word"] * (max_tokens + 1))]:
+            assert fast.chunk(text) == full.chunk(text), (max_tokens, text)
+            sizes[len(fast.chunk(text)) == 1] = True
+    assert sizes == {True: True, False: True}  # both paths were taken
+
+
 def test_generated_docs_with_a_custom_counter_stay_in_bounds() -> None:
     rng = random.Random(3)
     chunker = StructuredChunker(max_tokens=60, overlap_tokens=12, count_tokens=nonspace_chars,

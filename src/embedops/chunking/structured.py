@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from embedops.chunking.base import Chunk
-from embedops.chunking.tokens import REGEX_TOKENIZER, WordCounts, count_regex_tokens, token_pieces
+from embedops.chunking.tokens import REGEX_TOKENIZER, TOKEN_RE, WordCounts, count_regex_tokens, token_pieces
 from embedops.embedding.base import TokenCounter
 from embedops.errors import ChunkingError
 from embedops.refs import ChunkerRef
@@ -137,8 +137,27 @@ class StructuredChunker:
         """Chunks of ``text``, in order; ``[]`` for a blank text."""
         spans: list[tuple[int, int]] = []
         for blocks in _join_tiny_sections(_parse_sections(text)):
+            whole = self._whole(text, blocks[0].start, blocks[-1].end)
+            if whole is not None:
+                if whole[0] < whole[1]:
+                    spans.append(whole)
+                continue
             spans.extend(self._pack(text, self._groups(text, blocks)))
         return [Chunk(i, text[s:e], s, e) for i, (s, e) in enumerate(spans)]
+
+    def _whole(self, text: str, start: int, end: int) -> tuple[int, int] | None:
+        """A section that fits in one chunk as that chunk's stripped span, without cutting it into units
+        (``None`` when it does not fit, or may not).
+
+        Only for regex tokens: their counts add up across the cuts between units (whitespace, after
+        punctuation), so the section's count is the sum its units would have, and packing them would
+        give this one span. A tokenizer's count of the whole may differ from the sum over its sentences.
+        """
+        if self._words is not None or len(TOKEN_RE.findall(text, start, end)) > self.max_tokens:
+            return None
+        segment = text[start:end]
+        first = start + len(segment) - len(segment.lstrip())
+        return first, first + len(segment.strip())
 
     # -- units -------------------------------------------------------------
 
