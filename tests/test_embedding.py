@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -239,6 +240,11 @@ def test_hashing_basic_properties() -> None:
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
     assert emb.tokenizer_name is None and emb.ref.max_tokens is None
     assert emb.count_tokens("Hello, wörld! x_y 42") == 4
+    # ASCII texts are counted through bytes.translate: the same words as the regex, whatever the characters
+    ascii_texts = ["", "  \t\n", "a", "Hello, World! x_y 42 3.14 don't e.g. U.S.", "__init__(self) -> None:",
+                   "tab\tsep\x00arated\x01ctl ~`!@#$%^&*()+={}[]|\\:;\"'<>?,./ ALLCAPS MiXeD 007"]
+    for text in ascii_texts:
+        assert emb.count_tokens(text) == len(re.findall(r"\w+", text.lower())), text
     assert emb.embed([]).shape == (0, 64)
 
 
