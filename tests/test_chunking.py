@@ -294,6 +294,19 @@ def test_very_long_sentence_without_punctuation_is_windowed_with_overlap() -> No
         assert count_regex_tokens(text[after.start : before.end]) == 10
 
 
+def test_ascii_text_is_counted_as_the_token_regex_counts_it() -> None:
+    """ASCII text is counted with bytes.translate, not the regex: the same count for every ASCII character
+    (control characters, the separators \\x1c-\\x1f that Python counts as whitespace, punctuation runs)."""
+    from embedops.chunking.tokens import TOKEN_RE
+
+    rng = random.Random(5)
+    alphabet = [chr(c) for c in range(128)] + [" ", "a", "_", "7"] * 8
+    texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 80))) for _ in range(3000)]
+    texts += ["", " \x1c\x1f\t", "a_b 3.14 don't!!", "x" * 300, "Hello, wörld! 你好"]  # the last: the regex path
+    for text in texts:
+        assert count_regex_tokens(text) == len(TOKEN_RE.findall(text)), repr(text)
+
+
 def test_cjk_text_is_counted_per_character_and_split_at_sentence_ends() -> None:
     text = "日本語の文章です。" * 40
     assert count_regex_tokens("日本語の文章です。") == 9

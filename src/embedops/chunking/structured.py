@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from embedops.chunking.base import Chunk
-from embedops.chunking.tokens import REGEX_TOKENIZER, TOKEN_RE, WordCounts, count_regex_tokens, token_pieces
+from embedops.chunking.tokens import REGEX_TOKENIZER, WordCounts, count_regex_tokens, token_pieces
 from embedops.embedding.base import TokenCounter
 from embedops.errors import ChunkingError
 from embedops.refs import ChunkerRef
@@ -153,7 +153,7 @@ class StructuredChunker:
         punctuation), so the section's count is the sum its units would have, and packing them would
         give this one span. A tokenizer's count of the whole may differ from the sum over its sentences.
         """
-        if self._words is not None or len(TOKEN_RE.findall(text, start, end)) > self.max_tokens:
+        if self._words is not None or count_regex_tokens(text[start:end]) > self.max_tokens:
             return None
         segment = text[start:end]
         first = start + len(segment) - len(segment.lstrip())
