@@ -289,13 +289,15 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
     terms into a new segment at every one (one row per statement cost 2x the CPU:
     ``bench/first_sync_parts.py --parts fts``). The SQL is written here: SQLAlchemy's compilation of a
     statement of thousands of rows cost more than it saved. Values go through each column type's bind
-    processor (JSON columns), as SQLAlchemy sends them.
+    processor (JSON columns), as SQLAlchemy sends them, but for binary columns.
     """
     assert conn.dialect.name == "sqlite", "multi-row inserts are the SQLite writers'"
     if not rows:
         return 0
     names = list(rows[0])
-    processors = [table.c[name].type.bind_processor(conn.dialect) for name in names]
+    # sqlite3 binds bytes as BLOBs itself; SQLAlchemy's binary processor would only wrap each in a memoryview.
+    processors = [None if isinstance(table.c[name].type, sa.LargeBinary) else table.c[name].type.bind_processor(conn.dialect)
+                  for name in names]
     quote = conn.dialect.identifier_preparer.quote
     head = (f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO {quote(table.name)} ({', '.join(map(quote, names))})"
             " VALUES ")
