@@ -39,8 +39,9 @@ from common import Check, Report  # noqa: E402
 
 from embedops.vectors.ann import GIL_HANDOFF, usearch_index  # noqa: E402
 
-BUILD_SLOWDOWN_MAX = 2.0  # beside a busy thread, with the handoff, against the build alone
-SEARCH_SLOWDOWN_MAX = 2.0
+# Beside a busy thread, the default interval's time over the handoff's: the wait is most of a call's time.
+# (Against the call alone, beside a busy thread it also shares the cores and the GIL with that thread.)
+SPEEDUP_MIN = 3.0
 
 
 @contextlib.contextmanager
@@ -115,9 +116,10 @@ def main() -> None:
         rows.append([name, f"{alone * scale:.3f} {unit}", f"{plain * scale:.3f} {unit}", f"{handed * scale:.3f} {unit}",
                      f"{plain / handed:.1f}x", f"{plain_loops:,.0f} / {handed_loops:,.0f}"])
     rep = Report("gil_handoff", {"vectors": args.vectors, "queries": args.queries, **figures})
-    for name, bound in (("build", BUILD_SLOWDOWN_MAX), ("search", SEARCH_SLOWDOWN_MAX)):
+    for name in ("build", "search"):
         f = figures[name]
-        rep.checks.append(Check(f"{name} beside a busy thread, handoff / alone", f["busy_handoff"] / f["alone"], bound))
+        rep.checks.append(Check(f"{name} beside a busy thread: default / handoff", f["busy_default"] / f["busy_handoff"],
+                                SPEEDUP_MIN, at_most=False))
     rep.print(rows, ["call", "alone", "busy thread, 5 ms switch", "busy thread, handoff", "default / handoff",
                      "busy thread loops/s (default / handoff)"])
     if args.json:
