@@ -153,9 +153,11 @@ class StructuredChunker:
         punctuation), so the section's count is the sum its units would have, and packing them would
         give this one span. A tokenizer's count of the whole may differ from the sum over its sentences.
         """
-        if self._words is not None or count_regex_tokens(text[start:end]) > self.max_tokens:
+        if self._words is not None:
             return None
         segment = text[start:end]
+        if count_regex_tokens(segment) > self.max_tokens:
+            return None
         first = start + len(segment) - len(segment.lstrip())
         return first, first + len(segment.strip())
 
