@@ -14,6 +14,9 @@ thread running a pure-Python loop beside the calls:
 3. how many loop iterations a second the busy thread made meanwhile (what the handoff
    costs the other thread).
 
+Check: beside the busy thread, the default interval's time is at least 3x the handoff's, for
+the build and for the searches.
+
 Usage (from the repository root)::
 
     .venv/bin/python bench/gil_handoff.py
